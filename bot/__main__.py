@@ -1,0 +1,39 @@
+"""Entry point: ``python -m bot`` starts the Discord bot; ``python -m bot imagine`` runs one job locally."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bot.settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description="Latentcord: a Stable Diffusion bot for Discord."
+    )
+    subparsers = parser.add_subparsers(dest="command")
+    from bot.cli import add_imagine_parser
+
+    add_imagine_parser(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if args.command == "imagine":
+        from bot.cli import imagine_main
+
+        return imagine_main(settings, args)
+    from bot.launcher import run_bot
+
+    return run_bot(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

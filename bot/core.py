@@ -1,0 +1,69 @@
+"""Building the core (store, engine, worker, service) the same way for every front end.
+
+The Discord bot and the command line both open the core here, so ``python -m bot
+imagine`` exercises exactly the code that serves Discord.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bot.service import GenerationService
+from bot.settings import Settings
+from bot.worker import GenerationWorker
+from db.store import Store
+from models.engine import DiffusionEngine, EngineConfig
+from models.safety import ImageClassifier, OpenNsfwClassifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Core:
+    settings: Settings
+    store: Store
+    engine: DiffusionEngine
+    worker: GenerationWorker
+    service: GenerationService
+
+
+@asynccontextmanager
+async def open_core(
+    settings: Settings,
+    *,
+    engine: DiffusionEngine | None = None,
+    classifier: ImageClassifier | None = None,
+) -> AsyncIterator[Core]:
+    """Open the database (migrating it), start the worker; on exit, stop it and close the database.
+
+    ``engine`` and ``classifier`` may be given to share one loaded model between
+    several cores (tests) or to use another classifier.
+    """
+    store = await Store.open(settings.database_path)
+    try:
+        engine = engine or DiffusionEngine(
+            EngineConfig(device=settings.device, cache_dir=settings.model_cache_dir, compile=settings.compile_unet)
+        )
+        worker = GenerationWorker(
+            engine,
+            max_per_user=settings.queue_max_per_user,
+            max_total=settings.queue_max_total,
+            max_batch_images=settings.batch_max_images,
+            preview_interval_s=settings.preview_interval_s,
+        )
+        await worker.start()
+        service = GenerationService(
+            settings=settings,
+            store=store,
+            worker=worker,
+            classifier=classifier if classifier is not None else OpenNsfwClassifier(),
+        )
+        try:
+            yield Core(settings=settings, store=store, engine=engine, worker=worker, service=service)
+        finally:
+            await service.close()
+    finally:
+        await store.close()

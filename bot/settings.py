@@ -1,0 +1,166 @@
+"""Settings, read once at start-up from the environment and ``.env``.
+
+Every field is typed and validated here so that a bad value stops the process with
+one sentence naming the variable and what it accepts, instead of failing later in
+the middle of a job. Secrets are never part of ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    discord_token: str | None = field(default=None, repr=False)
+    sd_model: str = DEFAULT_MODEL
+    # Further models users may pick with `model:`; the default model always comes first.
+    extra_models: tuple[str, ...] = ()
+    database_path: Path = Path("data/bot.sqlite3")
+    images_dir: Path = Path("data/images")
+    model_cache_dir: Path = Path("data/models")
+    device: str = "auto"
+    compile_unet: bool = False
+    queue_max_per_user: int = 5
+    queue_max_total: int = 100
+    batch_max_images: int = 8
+    preview_interval_s: float = 1.5
+    prompt_max_chars: int = 1000
+    daily_credits: int = 100
+    variation_strength: float = 0.6
+    upscale_strength: float = 0.3
+    nsfw_threshold: float = 0.7
+    allow_dms: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model users may choose, the default first and without repeats."""
+        return tuple(dict.fromkeys((self.sd_model, *self.extra_models)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: Path | None = Path(".env")) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``) over the values in ``env_file``.
+
+        Real environment variables win over ``.env``, as python-dotenv does by default.
+        """
+        values: dict[str, str] = {}
+        if env_file is not None and env_file.is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+        reader = _Reader(values)
+        return cls(
+            discord_token=reader.text("DISCORD_TOKEN", None),
+            sd_model=reader.text("SD_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
+            extra_models=reader.csv("SD_EXTRA_MODELS"),
+            database_path=reader.path("DATABASE_PATH", Path("data/bot.sqlite3")),
+            images_dir=reader.path("IMAGES_DIR", Path("data/images")),
+            model_cache_dir=reader.path("MODEL_CACHE_DIR", Path("data/models")),
+            device=reader.choice("DEVICE", "auto", ("auto", "cuda", "cpu")),
+            compile_unet=reader.boolean("SD_COMPILE", False),
+            queue_max_per_user=reader.integer("QUEUE_MAX_PER_USER", 5, 1, 100),
+            queue_max_total=reader.integer("QUEUE_MAX_TOTAL", 100, 1, 10_000),
+            batch_max_images=reader.integer("BATCH_MAX_IMAGES", 8, 1, 64),
+            preview_interval_s=reader.number("PREVIEW_INTERVAL_S", 1.5, 0.0, 60.0),
+            prompt_max_chars=reader.integer("PROMPT_MAX_CHARS", 1000, 1, 6000),
+            daily_credits=reader.integer("DAILY_CREDITS", 100, 0, 1_000_000),
+            variation_strength=reader.number("VARIATION_STRENGTH", 0.6, 0.05, 1.0),
+            upscale_strength=reader.number("UPSCALE_STRENGTH", 0.3, 0.05, 1.0),
+            nsfw_threshold=reader.number("NSFW_THRESHOLD", 0.7, 0.0, 1.0),
+            allow_dms=reader.boolean("ALLOW_DMS", False),
+            log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        )
+
+    def require_token(self) -> str:
+        """The Discord token, or a sentence telling the owner how to get one."""
+        if not self.discord_token:
+            raise SettingsError(
+                "DISCORD_TOKEN is not set: create a bot at https://discord.com/developers/applications, "
+                "copy its token (Bot > Reset Token) and put DISCORD_TOKEN=<token> in .env or the environment."
+            )
+        return self.discord_token
+
+
+class _Reader:
+    """Parses raw strings, raising a SettingsError that names the variable."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+
+    def _raw(self, name: str) -> str | None:
+        value = self._values.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], accepts: str) -> T:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is invalid: it accepts {accepts}.") from None
+
+    def text(self, name: str, default: str | None) -> str | None:
+        raw = self._raw(name)
+        return default if raw is None else raw
+
+    def path(self, name: str, default: Path) -> Path:
+        return self._parse(name, default, lambda raw: Path(raw).expanduser(), "a file system path")
+
+    def csv(self, name: str) -> tuple[str, ...]:
+        raw = self._raw(name)
+        return () if raw is None else tuple(part.strip() for part in raw.split(",") if part.strip())
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        def parse(raw: str) -> str:
+            for option in options:
+                if raw.casefold() == option.casefold():
+                    return option
+            raise ValueError(raw)
+
+        return self._parse(name, default, parse, " or ".join(options))
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+
+        return self._parse(name, default, parse, "true or false")
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if not low <= value <= high:
+                raise ValueError(raw)
+            return value
+
+        return self._parse(name, default, parse, f"a whole number from {low} to {high}")
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not low <= value <= high:
+                raise ValueError(raw)
+            return value
+
+        return self._parse(name, default, parse, f"a number from {low:g} to {high:g}")

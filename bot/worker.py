@@ -1,0 +1,384 @@
+"""The one owner of the GPU: a fair queue feeding a single GPU thread.
+
+Jobs wait in a round-robin queue across users (each user's jobs in order, a bound
+per user and in total). The worker takes the next job in that order and fills the
+batch with compatible jobs (same ``BatchSpec``) from the heads of the other users'
+queues, up to ``max_batch_images``. The blocking diffusers call runs in one
+dedicated thread; progress comes back with ``call_soon_threadsafe``; finished
+images are handed to the listener at once, so PNG encoding and classification (the
+listener's work) overlap with the next batch on the GPU.
+
+This module is the seam for a later multi-GPU move: callers only use ``submit``,
+``cancel``, ``position``, ``pending_jobs``, ``preset`` and ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from bot.errors import QueueFull
+from bot.events import Cancelled, EventListener, Failed, Finished, JobEvent, Progress, Queued, Started
+from bot.rendering import compose_grid
+from models.errors import GenerationInterrupted, ModelError
+from models.types import BatchSpec, GenerationBatch, ImageTask, ModelPreset, StepProgress
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from models.engine import DiffusionEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class WorkItem:
+    """One job as the worker sees it: whose it is, how to run it, what to make."""
+
+    job_id: int
+    owner: int  # the fairness key: the user who is charged
+    spec: BatchSpec
+    tasks: tuple[ImageTask, ...]
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(task.seed for task in self.tasks)
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    """A queued or running item with its listener and mutable bookkeeping."""
+
+    item: WorkItem
+    listener: EventListener
+    queued_at: float
+    cancelled: bool = False
+    last_progress_at: float = field(default=float("-inf"))
+
+
+class FairQueue:
+    """Round-robin across owners; each owner's jobs in submission order.
+
+    Not thread-safe: used only from the event loop.
+    """
+
+    def __init__(self, *, max_per_owner: int, max_total: int) -> None:
+        self._max_per_owner = max_per_owner
+        self._max_total = max_total
+        # Owners in the order they are next served; the first is served next.
+        self._owners: OrderedDict[int, deque[_Entry]] = OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def check_room(self, owner: int) -> None:
+        if self._size >= self._max_total:
+            raise QueueFull(f"The queue is full ({self._max_total} jobs); try again in a few minutes.")
+        if len(self._owners.get(owner, ())) >= self._max_per_owner:
+            raise QueueFull(
+                f"You already have {self._max_per_owner} jobs waiting; wait for one to finish before adding more."
+            )
+
+    def push(self, entry: _Entry) -> None:
+        self.check_room(entry.item.owner)
+        self._owners.setdefault(entry.item.owner, deque()).append(entry)
+        self._size += 1
+
+    def order(self) -> Iterator[_Entry]:
+        """Entries in the order they would start if none were batched together."""
+        queues = [list(q) for q in self._owners.values()]
+        depth = 0
+        while True:
+            row = [q[depth] for q in queues if depth < len(q)]
+            if not row:
+                return
+            yield from row
+            depth += 1
+
+    def position(self, job_id: int) -> int | None:
+        for index, entry in enumerate(self.order(), start=1):
+            if entry.item.job_id == job_id:
+                return index
+        return None
+
+    def remove(self, job_id: int) -> _Entry | None:
+        for owner, entries in self._owners.items():
+            for entry in entries:
+                if entry.item.job_id == job_id:
+                    entries.remove(entry)
+                    self._size -= 1
+                    if not entries:
+                        del self._owners[owner]
+                    return entry
+        return None
+
+    def pending(self, owner: int) -> list[WorkItem]:
+        return [entry.item for entry in self._owners.get(owner, ())]
+
+    def drain(self) -> list[_Entry]:
+        entries = list(self.order())
+        self._owners.clear()
+        self._size = 0
+        return entries
+
+    def take_batch(self, max_images: int) -> list[_Entry]:
+        """Take the next entry in fair order plus compatible heads of other owners' queues.
+
+        Only heads are taken, so every owner's jobs still start in their order, and
+        the owners served move to the back of the round-robin.
+        """
+        if not self._owners:
+            return []
+        first_owner = next(iter(self._owners))
+        first = self._pop_head(first_owner)
+        batch = [first]
+        images = len(first.item.tasks)
+        progressed = True
+        while progressed and images < max_images:
+            progressed = False
+            for owner in list(self._owners):
+                head = self._owners[owner][0]
+                if head.item.spec == first.item.spec and images + len(head.item.tasks) <= max_images:
+                    batch.append(self._pop_head(owner))
+                    images += len(head.item.tasks)
+                    progressed = True
+        return batch
+
+    def _pop_head(self, owner: int) -> _Entry:
+        entries = self._owners.pop(owner)
+        entry = entries.popleft()
+        self._size -= 1
+        if entries:
+            self._owners[owner] = entries  # re-inserted at the back: served again after the others
+        return entry
+
+
+class GenerationWorker:
+    """Runs jobs on the engine, one batch at a time, in one GPU thread."""
+
+    def __init__(
+        self,
+        engine: DiffusionEngine,
+        *,
+        max_per_user: int = 5,
+        max_total: int = 100,
+        max_batch_images: int = 8,
+        preview_interval_s: float = 1.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._queue = FairQueue(max_per_owner=max_per_user, max_total=max_total)
+        self._max_batch_images = max_batch_images
+        self._preview_interval_s = preview_interval_s
+        self._clock = clock
+        self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentcord-gpu")
+        self._wakeup = asyncio.Event()
+        self._running: list[_Entry] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._accepting = True
+        self._presets: dict[str, ModelPreset] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._runner = asyncio.create_task(self._run_forever(), name="latentcord-worker")
+        self._runner.add_done_callback(_log_crash)
+
+    async def stop(self, *, timeout_s: float = 120.0) -> list[WorkItem]:
+        """Stop taking jobs, let the running batch finish, and hand back what never started.
+
+        The items returned were not run; their owners' jobs stay ``queued`` in the
+        store and are requeued on the next start.
+        """
+        self._accepting = False
+        left = [entry.item for entry in self._queue.drain()]
+        if self._runner is not None:
+            self._wakeup.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._runner), timeout_s)
+            except TimeoutError:
+                log.warning("the running batch did not finish within %.0f s; interrupting it", timeout_s)
+                for entry in self._running:
+                    entry.cancelled = True
+                self._runner.cancel()
+        self._gpu.shutdown(wait=False, cancel_futures=True)
+        return left
+
+    # -- the small interface the service uses ---------------------------------------
+
+    def submit(self, item: WorkItem, listener: EventListener) -> int:
+        """Queue ``item``; return its place (1 = next). Raises ``QueueFull``."""
+        if not self._accepting:
+            raise QueueFull("The bot is shutting down; try again in a minute.")
+        entry = _Entry(item=item, listener=listener, queued_at=self._clock())
+        self._queue.push(entry)
+        position = self._queue.position(item.job_id) or len(self._queue)
+        self._emit(entry, Queued(item.job_id, position))
+        self._wakeup.set()
+        return position
+
+    def check_room(self, owner: int) -> None:
+        """Raise ``QueueFull`` now if ``owner`` could not submit, before anything is charged."""
+        if not self._accepting:
+            raise QueueFull("The bot is shutting down; try again in a minute.")
+        self._queue.check_room(owner)
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a queued job at once, or a running one at the next step. False if unknown."""
+        entry = self._queue.remove(job_id)
+        if entry is None:
+            entry = next((e for e in self._running if e.item.job_id == job_id and not e.cancelled), None)
+            if entry is None:
+                return False
+        entry.cancelled = True
+        self._emit(entry, Cancelled(job_id))
+        return True
+
+    def position(self, job_id: int) -> int | None:
+        if any(entry.item.job_id == job_id for entry in self._running):
+            return 0
+        return self._queue.position(job_id)
+
+    def pending_jobs(self, owner: int) -> list[WorkItem]:
+        running = [entry.item for entry in self._running if entry.item.owner == owner and not entry.cancelled]
+        return running + self._queue.pending(owner)
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._queue)
+
+    async def preset(self, model: str) -> ModelPreset:
+        """The model's preset, loading it in the GPU thread the first time it is asked for."""
+        preset = self._presets.get(model)
+        if preset is None:
+            preset = await asyncio.get_running_loop().run_in_executor(self._gpu, self._engine.load, model)
+            self._presets[model] = preset
+        return preset
+
+    async def count_prompt_tokens(self, model: str, prompt: str) -> int:
+        await self.preset(model)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._gpu, self._engine.count_prompt_tokens, model, prompt
+        )
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def _run_forever(self) -> None:
+        while self._accepting or self._queue:
+            batch = self._queue.take_batch(self._max_batch_images)
+            if not batch:
+                if not self._accepting:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Entry]) -> None:
+        loop = asyncio.get_running_loop()
+        self._running = batch
+        started_at = self._clock()
+        for entry in batch:
+            self._emit(entry, Started(entry.item.job_id))
+        spec = batch[0].item.spec
+        tasks = tuple(task for entry in batch for task in entry.item.tasks)
+        try:
+            images = await loop.run_in_executor(
+                self._gpu,
+                self._run_blocking,
+                GenerationBatch(spec=spec, tasks=tasks),
+                batch,
+                loop,
+            )
+        except GenerationInterrupted:
+            pass  # every job in it was cancelled, and told so when it was
+        except ModelError as error:
+            self._fail(batch, str(error))
+        except Exception:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("batch of jobs %s failed (error id %s)", [e.item.job_id for e in batch], error_id)
+            self._fail(batch, f"Generation failed unexpectedly (error id {error_id}); nothing was charged for it.")
+        else:
+            generation_s = self._clock() - started_at
+            offset = 0
+            for entry in batch:
+                count = len(entry.item.tasks)
+                if not entry.cancelled:
+                    timings = {"queued_s": started_at - entry.queued_at, "generation_s": generation_s}
+                    own = tuple(images[offset : offset + count])
+                    self._emit(entry, Finished(entry.item.job_id, own, entry.item.seeds, timings))
+                offset += count
+        finally:
+            self._running = []
+
+    def _fail(self, batch: list[_Entry], message: str) -> None:
+        for entry in batch:
+            if not entry.cancelled:
+                self._emit(entry, Failed(entry.item.job_id, message))
+
+    def _run_blocking(
+        self, batch: GenerationBatch, entries: list[_Entry], loop: asyncio.AbstractEventLoop
+    ) -> list[Image.Image]:
+        """In the GPU thread: run the batch, sending throttled progress back to the loop."""
+        assert threading.current_thread() is not threading.main_thread()
+        preset = self._presets.get(batch.spec.model) or self._engine.load(batch.spec.model)
+        self._presets.setdefault(batch.spec.model, preset)
+        spans = []
+        offset = 0
+        for entry in entries:
+            spans.append((entry, offset, offset + len(entry.item.tasks)))
+            offset += len(entry.item.tasks)
+
+        def on_step(progress: StepProgress) -> None:
+            now = self._clock()
+            rows = range(progress.first_task, progress.first_task + _rows(progress.latents))
+            for entry, start, stop in spans:
+                due = now - entry.last_progress_at >= self._preview_interval_s
+                if entry.cancelled or not due or start not in rows:
+                    continue
+                entry.last_progress_at = now
+                previews = [
+                    self._engine.latent_preview(progress.latents, row - progress.first_task, preset, 64)
+                    for row in range(start, stop)
+                    if row in rows
+                ]
+                preview = _tile(previews)
+                event = Progress(entry.item.job_id, progress.step, progress.total, preview)
+                loop.call_soon_threadsafe(self._emit, entry, event)
+
+        def should_interrupt() -> bool:
+            return all(entry.cancelled for entry in entries)
+
+        return self._engine.run(batch, on_step=on_step, should_interrupt=should_interrupt)
+
+    def _emit(self, entry: _Entry, event: JobEvent) -> None:
+        try:
+            entry.listener(event)
+        except Exception:
+            log.exception("listener of job %s failed on %s", entry.item.job_id, type(event).__name__)
+
+
+def _rows(latents: object) -> int:
+    shape = getattr(latents, "shape", None)
+    return int(shape[0]) if shape else 0
+
+
+def _tile(previews: list[Image.Image]) -> Image.Image | None:
+    """Lay previews out as the final grid will be (2 columns), so progress looks like the result."""
+    return compose_grid(previews) if previews else None
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the generation worker stopped", exc_info=task.exception())

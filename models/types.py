@@ -1,0 +1,93 @@
+"""Value objects shared by the diffusion engine and its callers.
+
+Nothing here knows about Discord or SQL: the worker in ``bot/`` turns jobs into
+``GenerationBatch`` objects and gets images back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class Operation(StrEnum):
+    """What a pipeline call does with its inputs."""
+
+    TXT2IMG = "txt2img"
+    VARIATION = "variation"  # img2img from a chosen image with new seeds
+    UPSCALE = "upscale"  # resize to the target size, then low-strength img2img
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSpec:
+    """Everything that must be equal for images to share one pipeline call.
+
+    ``width``/``height`` are the size of the output images. ``strength`` only
+    matters for img2img operations (variation, upscale) and is 0.0 for txt2img.
+    """
+
+    model: str
+    operation: Operation
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str
+    strength: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ImageTask:
+    """One output image: its prompt, its own seed and (for img2img) its source."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    init_image: Image.Image | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GenerationBatch:
+    spec: BatchSpec
+    tasks: tuple[ImageTask, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPreset:
+    """Defaults a model is good at, and how to preview its latents cheaply."""
+
+    model: str
+    family: str  # "sd1", "sd2", "sdxl", "tiny"
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str  # a diffusers scheduler class name, e.g. "EulerAncestralDiscreteScheduler"
+    max_prompt_tokens: int
+    # Rows are latent channels, columns R, G, B; None where no approximation is known.
+    latent_rgb_factors: tuple[tuple[float, float, float], ...] | None = None
+    latent_rgb_bias: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StepProgress:
+    """Handed to the step callback, in the GPU thread, after every denoising step.
+
+    ``step`` counts from 1 to ``total``. Row ``i`` of ``latents`` belongs to task
+    ``first_task + i`` of the batch (an out-of-memory split runs a batch in parts).
+    The latents stay on the device: the callee decides whether a preview is due
+    before doing any work with them.
+    """
+
+    step: int
+    total: int
+    latents: object  # torch.Tensor; typed loosely so this module does not import torch
+    first_task: int = 0
+
+
+StepCallback = Callable[[StepProgress], None]

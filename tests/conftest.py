@@ -1,0 +1,28 @@
+"""Shared fixtures: one tiny model per test session, built locally, never downloaded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from models.engine import DiffusionEngine, EngineConfig
+from models.tiny import TINY_MODEL_ID
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(model_cache_dir: Path) -> Iterator[DiffusionEngine]:
+    """A CPU engine with ``builtin:tiny`` resident, shared by every test that generates."""
+    engine = DiffusionEngine(EngineConfig(device="cpu", cache_dir=model_cache_dir))
+    engine.load(TINY_MODEL_ID)
+    yield engine

@@ -1,0 +1,215 @@
+"""Options users type, and the files they get back: checked without a model."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.errors import InvalidRequest
+from bot.rendering import GenerationParameters, compose_grid, encode_image, load_source_image
+from bot.requests import ImagineOptions, JobKind, parse_prompt_flags, resolve_imagine, size_for_aspect
+from bot.settings import Settings, SettingsError
+from models.types import ModelPreset
+
+TINY = ModelPreset(
+    model="builtin:tiny",
+    family="tiny",
+    width=64,
+    height=64,
+    steps=10,
+    guidance=7.0,
+    scheduler="EulerAncestralDiscreteScheduler",
+    max_prompt_tokens=77,
+)
+SD15 = ModelPreset(
+    model="sd15",
+    family="sd1",
+    width=512,
+    height=512,
+    steps=25,
+    guidance=7.0,
+    scheduler="EulerAncestralDiscreteScheduler",
+    max_prompt_tokens=77,
+)
+
+
+def resolve(prompt: str = "a fox", **options) -> object:
+    return resolve_imagine(ImagineOptions(prompt=prompt, **options), TINY, max_prompt_chars=200)
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+def test_defaults_come_from_the_model() -> None:
+    request = resolve("  a red   fox ")
+    assert request.kind is JobKind.IMAGINE
+    assert request.prompt == "a red fox"
+    assert (request.width, request.height, request.steps, request.guidance) == (64, 64, 10, 7.0)
+    assert request.count == 4 and len(set(request.seeds)) == 4
+
+
+def test_a_seed_gives_consecutive_seeds() -> None:
+    assert resolve(seed=7).seeds == (7, 8, 9, 10)
+    assert resolve(seed=2**32 - 1, count=2).seeds == (2**32 - 1, 0)
+
+
+def test_midjourney_flags_in_the_prompt() -> None:
+    options = parse_prompt_flags(ImagineOptions(prompt="a castle --ar 16:9 --seed 42 --no text, watermark --steps 5"))
+    assert options.prompt == "a castle"
+    assert (options.aspect, options.seed, options.steps) == ("16:9", 42, 5)
+    assert options.negative == "text, watermark"
+
+
+def test_explicit_options_win_over_flags_and_no_adds_to_negative() -> None:
+    options = parse_prompt_flags(ImagineOptions(prompt="a castle --seed 1 --no fog", seed=9, negative="blur"))
+    assert options.seed == 9
+    assert options.negative == "blur, fog"
+
+
+@pytest.mark.parametrize(
+    ("aspect", "size"),
+    [("1:1", (512, 512)), ("16:9", (680, 384)), ("9:16", (384, 680)), ("3:2", (624, 416)), ("2:3", (416, 624))],
+)
+def test_aspect_ratios_keep_about_the_native_pixel_count(aspect: str, size: tuple[int, int]) -> None:
+    width, height = size_for_aspect(SD15, aspect)
+    assert (width, height) == size
+    assert width % 8 == 0 and height % 8 == 0
+    assert abs(width * height - 512 * 512) / (512 * 512) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("prompt", "options", "message"),
+    [
+        ("   ", {}, "prompt is empty"),
+        ("x" * 201, {}, "201 characters long; the limit is 200"),
+        ("a fox", {"steps": 0}, "Steps must be between 1 and 100, not 0"),
+        ("a fox", {"steps": 101}, "Steps must be between 1 and 100"),
+        ("a fox", {"guidance": 31.0}, "Guidance must be between 0 and 30"),
+        ("a fox", {"count": 5}, "Count must be between 1 and 4"),
+        ("a fox", {"count": 0}, "Count must be between 1 and 4"),
+        ("a fox", {"seed": -1}, "Seed must be between 0 and 4294967295"),
+        ("a fox", {"aspect": "4:3"}, "Unknown aspect ratio '4:3': choose one of 1:1, 3:2, 2:3, 16:9, 9:16"),
+        ("a fox --ar 5:4", {}, "Unknown aspect ratio '5:4'"),
+        ("a fox --chaos 50", {}, "Unknown flag --chaos"),
+        ("a fox --seed", {}, "--seed needs a value"),
+        ("a fox --seed abc", {}, "--seed takes a whole number"),
+    ],
+)
+def test_bad_options_get_one_sentence_naming_the_allowed_values(prompt: str, options: dict, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message.replace("(", r"\(")) as raised:
+        resolve(prompt, **options)
+    text = str(raised.value)
+    assert text.endswith(".") and text.count(". ") == 0
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+def test_settings_defaults_and_parsing(tmp_path: Path) -> None:
+    settings = Settings.from_env({"SD_MODEL": "builtin:tiny", "SD_EXTRA_MODELS": "a/b, builtin:tiny"}, env_file=None)
+    assert settings.database_path == Path("data/bot.sqlite3")
+    assert settings.images_dir == Path("data/images")
+    assert settings.models == ("builtin:tiny", "a/b")
+    assert settings.device == "auto"
+
+
+def test_settings_read_dotenv_but_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("DISCORD_TOKEN=from-file\nDEVICE=cpu\n")
+    settings = Settings.from_env({"DEVICE": "cuda"}, env_file=env_file)
+    assert settings.discord_token == "from-file"
+    assert settings.device == "cuda"
+    assert "from-file" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DEVICE", "tpu", "DEVICE='tpu' is invalid: it accepts auto or cuda or cpu."),
+        ("QUEUE_MAX_PER_USER", "0", "QUEUE_MAX_PER_USER='0' is invalid: it accepts a whole number from 1 to 100."),
+        ("BATCH_MAX_IMAGES", "many", "BATCH_MAX_IMAGES='many' is invalid"),
+        ("NSFW_THRESHOLD", "2", "NSFW_THRESHOLD='2' is invalid: it accepts a number from 0 to 1."),
+        ("ALLOW_DMS", "maybe", "ALLOW_DMS='maybe' is invalid: it accepts true or false."),
+    ],
+)
+def test_bad_settings_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({name: value}, env_file=None)
+    assert str(raised.value).startswith(message)
+
+
+def test_missing_token_says_how_to_get_one() -> None:
+    with pytest.raises(SettingsError, match="DISCORD_TOKEN is not set.*developers/applications.*\\.env"):
+        Settings.from_env({}, env_file=None).require_token()
+
+
+# -- grids and files ----------------------------------------------------------------------
+
+
+def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+PARAMETERS = GenerationParameters(
+    prompt="a red fox in snow",
+    negative_prompt="blurry",
+    seeds=(7, 8, 9, 10),
+    model="builtin:tiny",
+    steps=10,
+    guidance=7.0,
+    width=64,
+    height=64,
+    scheduler="EulerAncestralDiscreteScheduler",
+)
+
+
+def test_four_images_make_a_2x2_grid_in_reading_order() -> None:
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    grid = compose_grid([solid(c) for c in colors])
+    assert grid.size == (128, 128)
+    corners = [grid.getpixel((32, 32)), grid.getpixel((96, 32)), grid.getpixel((32, 96)), grid.getpixel((96, 96))]
+    assert corners == colors
+
+
+@pytest.mark.parametrize(("count", "size"), [(1, (64, 64)), (2, (128, 64)), (3, (128, 128))])
+def test_fewer_images_make_smaller_grids(count: int, size: tuple[int, int]) -> None:
+    assert compose_grid([solid((9, 9, 9))] * count).size == size
+
+
+def test_png_carries_the_parameters_in_automatic1111_format() -> None:
+    encoded = encode_image(compose_grid([solid((1, 2, 3))] * 4), PARAMETERS, stem="grid")
+    assert encoded.filename == "grid.png" and encoded.content_type == "image/png"
+    with Image.open(io.BytesIO(encoded.data)) as image:
+        text = image.text["parameters"]
+    assert text.splitlines() == [
+        "a red fox in snow",
+        "Negative prompt: blurry",
+        "Steps: 10, Sampler: Euler a, CFG scale: 7, Seed: 7, Size: 64x64, Model: \"builtin:tiny\", "
+        'Seeds: "7, 8, 9, 10"',
+    ]
+
+
+def test_a_grid_too_big_for_png_falls_back_to_jpeg_under_the_limit() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, size=(512, 512, 3), dtype=np.uint8)
+    image = Image.fromarray(noise)
+    limit = 200_000
+    encoded = encode_image(image, PARAMETERS, stem="grid", limit_bytes=limit)
+    assert encoded.filename == "grid.jpg" and encoded.content_type == "image/jpeg"
+    assert len(encoded.data) <= limit
+    with Image.open(io.BytesIO(encoded.data)) as decoded:
+        assert "a red fox in snow" in decoded.getexif()[0x010E]
+
+
+def test_source_images_must_be_images(tmp_path: Path) -> None:
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not an image")
+    with pytest.raises(InvalidRequest, match="notes.txt is not an image: give a PNG, JPEG or WebP file."):
+        load_source_image(text_file)
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        load_source_image(tmp_path / "missing.png")
+    solid((5, 6, 7)).save(tmp_path / "ok.png")
+    assert load_source_image(tmp_path / "ok.png").getpixel((0, 0)) == (5, 6, 7)

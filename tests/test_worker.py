@@ -1,0 +1,217 @@
+"""The worker: fair order, batching, cancellation, and a responsive event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bot.errors import QueueFull
+from bot.events import Cancelled, Finished, JobEvent, Progress, Queued, Started
+from bot.worker import FairQueue, GenerationWorker, WorkItem, _Entry
+from models.engine import DiffusionEngine
+from models.tiny import TINY_MODEL_ID
+from models.types import BatchSpec, ImageTask, Operation
+
+SPEC = BatchSpec(
+    model=TINY_MODEL_ID,
+    operation=Operation.TXT2IMG,
+    width=64,
+    height=64,
+    steps=3,
+    guidance=7.0,
+    scheduler="EulerAncestralDiscreteScheduler",
+)
+
+
+def item(
+    job_id: int, owner: int, seeds: tuple[int, ...] = (1,), spec: BatchSpec = SPEC, prompt: str = "a fox"
+) -> WorkItem:
+    tasks = tuple(ImageTask(prompt=prompt, negative_prompt="", seed=seed) for seed in seeds)
+    return WorkItem(job_id=job_id, owner=owner, spec=spec, tasks=tasks)
+
+
+def entry(work: WorkItem) -> _Entry:
+    return _Entry(item=work, listener=lambda event: None, queued_at=0.0)
+
+
+class Recorder:
+    """Collects one job's events and lets a test wait for the last one."""
+
+    def __init__(self) -> None:
+        self.events: list[JobEvent] = []
+        self.done = asyncio.Event()
+
+    def __call__(self, event: JobEvent) -> None:
+        self.events.append(event)
+        if isinstance(event, Finished | Cancelled) or type(event).__name__ == "Failed":
+            self.done.set()
+
+    def of(self, kind: type) -> list:
+        return [event for event in self.events if isinstance(event, kind)]
+
+
+# -- the fair queue -------------------------------------------------------------------
+
+
+def test_round_robin_keeps_each_users_order() -> None:
+    queue = FairQueue(max_per_owner=10, max_total=100)
+    # User 1 queues three jobs before users 2 and 3 queue theirs.
+    for job_id, owner in [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 3)]:
+        queue.push(entry(item(job_id, owner, seeds=(1, 2, 3, 4))))
+    assert [queue.position(job_id) for job_id in range(1, 7)] == [1, 4, 6, 2, 5, 3]
+    started = []
+    while len(queue):
+        started += [e.item.job_id for e in queue.take_batch(max_images=4)]
+    assert started == [1, 4, 6, 2, 5, 3]
+
+
+def test_a_user_who_queues_ten_jobs_does_not_push_others_back_ten() -> None:
+    queue = FairQueue(max_per_owner=10, max_total=100)
+    for job_id in range(1, 11):
+        queue.push(entry(item(job_id, owner=1, seeds=(1, 2, 3, 4))))
+    queue.push(entry(item(99, owner=2, seeds=(1, 2, 3, 4))))
+    assert queue.position(99) == 2
+
+
+def test_compatible_heads_of_other_users_share_a_batch_up_to_the_image_bound() -> None:
+    queue = FairQueue(max_per_owner=10, max_total=100)
+    queue.push(entry(item(1, 1, seeds=(1, 2))))
+    queue.push(entry(item(2, 1, seeds=(3, 4))))  # same user: must wait for its turn
+    queue.push(entry(item(3, 2, seeds=(5, 6))))
+    bigger = replace(SPEC, width=128)
+    queue.push(entry(item(4, 3, seeds=(7,), spec=bigger)))  # incompatible size
+    queue.push(entry(item(5, 4, seeds=(8, 9))))
+    batch = [e.item.job_id for e in queue.take_batch(max_images=5)]
+    # Job 1 first; job 3 fits (4 images); job 5 would make 6 > 5; job 2 is behind job 1.
+    assert batch == [1, 3]
+    # Next round starts with the users not yet served, in order.
+    assert [e.item.job_id for e in queue.take_batch(max_images=8)] == [4]
+    assert [e.item.job_id for e in queue.take_batch(max_images=8)] == [5, 2]
+
+
+def test_queue_bounds_raise_queue_full_with_a_sentence() -> None:
+    queue = FairQueue(max_per_owner=2, max_total=3)
+    queue.push(entry(item(1, 1)))
+    queue.push(entry(item(2, 1)))
+    with pytest.raises(QueueFull, match="already have 2 jobs waiting"):
+        queue.push(entry(item(3, 1)))
+    queue.push(entry(item(4, 2)))
+    with pytest.raises(QueueFull, match="queue is full"):
+        queue.push(entry(item(5, 3)))
+    assert len(queue) == 3
+
+
+# -- the worker on the tiny model ------------------------------------------------------
+
+
+@pytest.fixture
+async def worker(tiny_engine: DiffusionEngine):
+    worker = GenerationWorker(tiny_engine, max_per_user=5, max_total=20, max_batch_images=8, preview_interval_s=0.0)
+    await worker.start()
+    yield worker
+    await worker.stop(timeout_s=60)
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+async def test_two_users_batched_get_the_images_they_get_apart(worker: GenerationWorker) -> None:
+    alone_a, alone_b = Recorder(), Recorder()
+    worker.submit(item(1, owner=1, seeds=(11, 12), prompt="a red fox"), alone_a)
+    await asyncio.wait_for(alone_a.done.wait(), 60)
+    worker.submit(item(2, owner=2, seeds=(21,), prompt="a lighthouse"), alone_b)
+    await asyncio.wait_for(alone_b.done.wait(), 60)
+
+    # Both queued while a blocker runs, so they are taken as one batch afterwards.
+    blocker, together_a, together_b = Recorder(), Recorder(), Recorder()
+    worker.submit(item(3, owner=3, seeds=(5,), spec=replace(SPEC, steps=4)), blocker)
+    worker.submit(item(4, owner=1, seeds=(11, 12), prompt="a red fox"), together_a)
+    worker.submit(item(5, owner=2, seeds=(21,), prompt="a lighthouse"), together_b)
+    await asyncio.wait_for(asyncio.gather(together_a.done.wait(), together_b.done.wait()), 60)
+
+    (a1,) = alone_a.of(Finished)
+    (b1,) = alone_b.of(Finished)
+    (a2,) = together_a.of(Finished)
+    (b2,) = together_b.of(Finished)
+    assert a2.timings["generation_s"] == b2.timings["generation_s"]  # one pipeline call
+    assert [img.size for img in a2.images] == [(64, 64), (64, 64)]
+    for before, after in zip(a1.images + b1.images, a2.images + b2.images, strict=True):
+        assert np.abs(pixels(before) - pixels(after)).max() <= 2
+    assert np.abs(pixels(a2.images[0]) - pixels(b2.images[0])).max() > 10  # different jobs differ
+
+
+async def test_events_arrive_in_order_with_progress_previews(worker: GenerationWorker) -> None:
+    recorder = Recorder()
+    position = worker.submit(item(1, owner=1, seeds=(1, 2, 3, 4)), recorder)
+    await asyncio.wait_for(recorder.done.wait(), 60)
+    assert position == 1
+    kinds = [type(event) for event in recorder.events]
+    assert kinds[0] is Queued and kinds[1] is Started and kinds[-1] is Finished
+    progress = recorder.of(Progress)
+    assert [p.step for p in progress] == list(range(1, SPEC.steps + 1))
+    assert all(p.total == SPEC.steps for p in progress)
+    assert progress[-1].preview is not None and progress[-1].preview.size == (128, 128)
+    (finished,) = recorder.of(Finished)
+    assert finished.seeds == (1, 2, 3, 4)
+
+
+async def test_cancel_a_queued_job_removes_it(worker: GenerationWorker) -> None:
+    first, second = Recorder(), Recorder()
+    worker.submit(item(1, owner=1, spec=replace(SPEC, steps=6)), first)
+    worker.submit(item(2, owner=1), second)
+    assert worker.cancel(2) is True
+    await asyncio.wait_for(first.done.wait(), 60)
+    assert [type(e) for e in second.events] == [Queued, Cancelled]
+    assert worker.position(2) is None
+    assert worker.cancel(2) is False
+
+
+async def test_cancel_a_running_job_interrupts_it_and_spares_its_batch_mates(worker: GenerationWorker) -> None:
+    long = replace(SPEC, steps=40)
+    mine, theirs = Recorder(), Recorder()
+    blocker = Recorder()
+    worker.submit(item(1, owner=1, seeds=(1,)), blocker)  # keeps the GPU busy while 2 and 3 queue
+    worker.submit(item(2, owner=2, seeds=(2,), spec=long), mine)
+    worker.submit(item(3, owner=3, seeds=(3,), spec=long), theirs)
+    while not mine.of(Progress):
+        await asyncio.sleep(0.01)
+    assert worker.cancel(2)
+    await asyncio.wait_for(theirs.done.wait(), 120)
+    assert mine.of(Cancelled) and not mine.of(Finished)
+    assert theirs.of(Finished)
+
+    alone = Recorder()
+    worker.submit(item(4, owner=4, seeds=(4,), spec=long), alone)
+    while not alone.of(Progress):
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    worker.cancel(4)
+    await asyncio.wait_for(alone.done.wait(), 30)
+    # Interrupted at the next step, not after the remaining 39.
+    await asyncio.wait_for(_idle(worker), 10)
+    assert time.monotonic() - started < 5
+    assert alone.of(Cancelled) and not alone.of(Finished)
+
+
+async def test_event_loop_stays_responsive_while_generating(worker: GenerationWorker) -> None:
+    recorder = Recorder()
+    worker.submit(item(1, owner=1, seeds=(1, 2, 3, 4), spec=replace(SPEC, steps=8)), recorder)
+    lags: list[float] = []
+    while not recorder.done.is_set():
+        before = time.perf_counter()
+        await asyncio.sleep(0.005)
+        lags.append(time.perf_counter() - before - 0.005)
+    assert recorder.of(Finished)
+    assert len(lags) > 10
+    assert max(lags) < 0.050, f"max loop lag {max(lags) * 1000:.1f} ms, median {statistics.median(lags) * 1000:.1f} ms"
+
+
+async def _idle(worker: GenerationWorker) -> None:
+    while worker.pending_jobs(4):
+        await asyncio.sleep(0.01)
