@@ -267,10 +267,9 @@ class GenerationWorker:
         return preset
 
     async def count_prompt_tokens(self, model: str, prompt: str) -> int:
+        """Measured outside the GPU thread, so admission never waits for a running batch."""
         await self.preset(model)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._gpu, self._engine.count_prompt_tokens, model, prompt
-        )
+        return await asyncio.to_thread(self._engine.count_prompt_tokens, model, prompt)
 
     # -- the loop ---------------------------------------------------------------------
 

@@ -1,0 +1,432 @@
+"""The diffusion engine: one resident pipeline, batches of seeded images in, PIL images out.
+
+Everything here is blocking and runs in the worker's single GPU thread. Each
+call gets its own scheduler and its own pipeline object (``from_pipe`` shares
+the weights, not the state), and each image its own seeded generator, so an
+image depends only on its task and the batch's spec, never on what else was in
+the batch, how the batch was split, or what ran before it.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.errors import GenerationInterrupted, GenerationOutOfMemory, InvalidBatch, ModelUnavailable
+from models.loading import default_dtype, load_pipeline, resolve_model_source
+from models.presets import ModelFamily, preset_for
+from models.types import (
+    BatchSpec,
+    GenerationBatch,
+    ImageTask,
+    ModelPreset,
+    Operation,
+    StepCallback,
+    StepProgress,
+)
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+log = logging.getLogger(__name__)
+
+# Pipeline classes per family and operation; img2img shares the txt2img weights via from_pipe.
+_TXT2IMG_CLASS = {
+    ModelFamily.SD1: "StableDiffusionPipeline",
+    ModelFamily.SD2: "StableDiffusionPipeline",
+    ModelFamily.TINY: "StableDiffusionPipeline",
+    ModelFamily.SDXL: "StableDiffusionXLPipeline",
+}
+_IMG2IMG_CLASS = {
+    ModelFamily.SD1: "StableDiffusionImg2ImgPipeline",
+    ModelFamily.SD2: "StableDiffusionImg2ImgPipeline",
+    ModelFamily.TINY: "StableDiffusionImg2ImgPipeline",
+    ModelFamily.SDXL: "StableDiffusionXLImg2ImgPipeline",
+}
+
+
+class _SameDtypeCastWarningFilter(logging.Filter):
+    """Drops diffusers' "should be kept in float32: []" warning.
+
+    ``from_pipe`` must be given the base pipeline's dtype (otherwise it casts the
+    shared weights to fp32), and diffusers then warns about that no-op cast even
+    when no module needs fp32, once per call. Real warnings (a non-empty list)
+    still pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+def _silence_same_dtype_cast_warning() -> None:
+    target = logging.getLogger("diffusers.models.modeling_utils")
+    if not any(isinstance(existing, _SameDtypeCastWarningFilter) for existing in target.filters):
+        target.addFilter(_SameDtypeCastWarningFilter())
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    device: str = "auto"  # "auto" | "cuda" | "cpu"
+    cache_dir: Path = Path("data/models")
+    compile: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Resident:
+    """The one loaded model: its name, weights and defaults."""
+
+    model: str
+    pipeline: DiffusionPipeline
+    preset: ModelPreset
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenCounter:
+    tokenizer: Any
+    lock: threading.Lock
+
+
+class _InterruptRequested(Exception):
+    """Raised inside the step callback to leave the denoising loop at once.
+
+    Setting diffusers' own ``_interrupt`` flag only skips the remaining steps;
+    the pipeline would still decode latents nobody will look at. Raising
+    ends the call immediately; the per-call pipeline is discarded anyway.
+    """
+
+
+def planned_steps(spec: BatchSpec) -> int:
+    """How many denoising steps a batch with ``spec`` runs (``StepProgress.total``).
+
+    img2img starts part-way down the noise schedule, so it runs
+    ``int(steps * strength)`` of the ``steps`` (for the usual first-order
+    schedulers; second-order ones such as Heun report their own count).
+    """
+    if spec.operation is Operation.TXT2IMG:
+        return spec.steps
+    return min(int(spec.steps * spec.strength), spec.steps)
+
+
+def _resolve_device(name: str) -> torch.device:
+    match name:
+        case "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        case "cuda":
+            if not torch.cuda.is_available():
+                raise ModelUnavailable("DEVICE is cuda but no CUDA GPU is visible to this process.")
+            return torch.device("cuda")
+        case "cpu":
+            return torch.device("cpu")
+        case _:
+            raise ModelUnavailable(f"DEVICE must be auto, cuda or cpu, not {name}.")
+
+
+class DiffusionEngine:
+    """Owns the one resident pipeline and runs batches on it, in the caller's thread."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self._config = config
+        self._device = _resolve_device(config.device)
+        self._dtype = default_dtype(self._device)
+        self._resident: _Resident | None = None
+        # A private tokenizer copy per model ever loaded, so prompts can be measured from any
+        # thread while the GPU thread uses (and reconfigures) the pipeline's own tokenizer.
+        self._token_counters: dict[str, _TokenCounter] = {}
+        # Loading is the one thing another thread might also ask for (a preset at start-up).
+        self._load_lock = threading.RLock()
+        _silence_same_dtype_cast_warning()
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    # -- loading -----------------------------------------------------------------
+
+    def load(self, model: str) -> ModelPreset:
+        """Make ``model`` the resident pipeline (freeing any other) and return its preset.
+
+        The old pipeline is freed *before* the new one loads: two SDXL models
+        do not fit on most GPUs at once. References that can never load (a
+        pickle file, a missing path) are rejected first, so they cost nothing.
+        """
+        return self._ensure_loaded(model).preset
+
+    def preset(self, model: str) -> ModelPreset:
+        """Defaults for ``model``; loads it if it is not resident."""
+        return self._ensure_loaded(model).preset
+
+    def count_prompt_tokens(self, model: str, prompt: str) -> int:
+        """Tokens the text encoder would see, BOS/EOS included; above ``max_prompt_tokens`` is cut.
+
+        Safe from any thread once ``model`` has been loaded; loads it otherwise.
+        """
+        counter = self._token_counters.get(model)
+        if counter is None:
+            self._ensure_loaded(model)
+            counter = self._token_counters[model]
+        with counter.lock:
+            encoded = counter.tokenizer(prompt, add_special_tokens=True, truncation=False, verbose=False)
+        return len(encoded["input_ids"])
+
+    def _ensure_loaded(self, model: str) -> _Resident:
+        with self._load_lock:
+            resident = self._resident
+            if resident is not None and resident.model == model:
+                return resident
+            # 1. Reject what can never load before giving up the resident model.
+            resolve_model_source(model)
+            # 2. Free the old pipeline.
+            self._unload()
+            # 3. Load, choose the preset, and compile/warm up if asked.
+            pipeline = load_pipeline(
+                model,
+                device=self._device,
+                dtype=self._dtype,
+                cache_dir=self._config.cache_dir,
+                compile_unet=self._config.compile and self._device.type == "cuda",
+            )
+            preset = preset_for(model, pipeline)
+            resident = _Resident(model=model, pipeline=pipeline, preset=preset)
+            self._token_counters[model] = _TokenCounter(copy.deepcopy(pipeline.tokenizer), threading.Lock())
+            if self._config.compile and self._device.type == "cuda":
+                self._warm_up(resident)
+            self._resident = resident
+            log.info("loaded %s (%s) on %s as %s", model, preset.family, self._device, self._dtype)
+            return resident
+
+    def _unload(self) -> None:
+        if self._resident is None:
+            return
+        self._resident = None
+        gc.collect()
+        self._free_cached_memory()
+
+    def _warm_up(self, resident: _Resident) -> None:
+        """One short call so ``torch.compile`` compiles now, not during a user's first job."""
+        preset = resident.preset
+        spec = BatchSpec(
+            model=resident.model,
+            operation=Operation.TXT2IMG,
+            width=preset.width,
+            height=preset.height,
+            steps=1,
+            guidance=preset.guidance,
+            scheduler=preset.scheduler,
+        )
+        self._generate(resident, spec, (ImageTask("warm-up", "", 0),), 0, None, None)
+
+    # -- generation --------------------------------------------------------------
+
+    def run(
+        self,
+        batch: GenerationBatch,
+        on_step: StepCallback | None = None,
+        should_interrupt: Callable[[], bool] | None = None,
+    ) -> list[Image.Image]:
+        """Generate one RGB image per task, in task order. Blocking; call from the GPU thread.
+
+        Raises ``ModelUnavailable`` if the model cannot load, ``GenerationInterrupted``
+        when ``should_interrupt`` returns true, ``GenerationOutOfMemory`` when even
+        a single image does not fit, ``InvalidBatch`` for a spec it cannot run.
+        """
+        # 1. Check the batch, load its model.
+        resident = self._ensure_loaded(batch.spec.model)
+        _check_batch(batch, resident.pipeline)
+        if should_interrupt is not None and should_interrupt():
+            raise GenerationInterrupted("The job was cancelled before it started.")
+        # 2. Generate, halving the batch whenever the GPU runs out of memory.
+        return self._generate_splitting(resident, batch.spec, batch.tasks, 0, on_step, should_interrupt)
+
+    def _generate_splitting(
+        self,
+        resident: _Resident,
+        spec: BatchSpec,
+        tasks: Sequence[ImageTask],
+        first_task: int,
+        on_step: StepCallback | None,
+        should_interrupt: Callable[[], bool] | None,
+    ) -> list[Image.Image]:
+        try:
+            return self._generate(resident, spec, tasks, first_task, on_step, should_interrupt)
+        except torch.cuda.OutOfMemoryError as exc:
+            detail = str(exc)  # a string keeps nothing of the failed call alive
+        # Recover outside the except block: the exception's traceback keeps the failed
+        # call's frames, and with them its GPU tensors, alive until the block ends.
+        self._free_cached_memory()
+        if len(tasks) == 1:
+            log.warning("one %dx%d image does not fit: %s", spec.width, spec.height, detail)
+            raise GenerationOutOfMemory(
+                f"A {spec.width}x{spec.height} image does not fit in GPU memory even on its own: try a smaller size."
+            )
+        log.info("out of GPU memory with %d images; retrying in halves", len(tasks))
+        half = (len(tasks) + 1) // 2
+        first = self._generate_splitting(resident, spec, tasks[:half], first_task, on_step, should_interrupt)
+        second = self._generate_splitting(resident, spec, tasks[half:], first_task + half, on_step, should_interrupt)
+        return first + second
+
+    def _generate(
+        self,
+        resident: _Resident,
+        spec: BatchSpec,
+        tasks: Sequence[ImageTask],
+        first_task: int,
+        on_step: StepCallback | None,
+        should_interrupt: Callable[[], bool] | None,
+    ) -> list[Image.Image]:
+        """One pipeline call for ``tasks`` (rows ``first_task``… of the batch)."""
+        # 1. A fresh scheduler and pipeline object for this call; the weights are shared.
+        pipeline = self._pipeline_for_call(resident, spec)
+
+        # 2. One generator per image, so an image depends only on its own seed.
+        generators = [torch.Generator(device=self._device).manual_seed(task.seed) for task in tasks]
+
+        # 3. Progress and cancellation, once per denoising step.
+        def step_end(pipe: DiffusionPipeline, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict:
+            if on_step is not None:
+                on_step(
+                    StepProgress(
+                        step=index + 1,
+                        total=pipe.num_timesteps,
+                        latents=tensors["latents"],
+                        first_task=first_task,
+                    )
+                )
+            if should_interrupt is not None and should_interrupt():
+                pipe._interrupt = True
+                raise _InterruptRequested
+            return tensors
+
+        # 4. Arguments: lists, one entry per task. Negative prompts are always passed
+        # (an empty one as ""), so SDXL never swaps in its zero embedding for some
+        # rows and not others depending on the batch-mates.
+        arguments: dict[str, Any] = {
+            "prompt": [task.prompt for task in tasks],
+            "negative_prompt": [task.negative_prompt for task in tasks],
+            "num_inference_steps": spec.steps,
+            "guidance_scale": spec.guidance,
+            "generator": generators,
+            "output_type": "pil",
+            "callback_on_step_end": step_end,
+            "callback_on_step_end_tensor_inputs": ["latents"],
+        }
+        if spec.operation is Operation.TXT2IMG:
+            arguments["width"] = spec.width
+            arguments["height"] = spec.height
+        else:
+            arguments["image"] = [_init_image_for(task, spec) for task in tasks]
+            arguments["strength"] = spec.strength
+
+        # 5. Run.
+        try:
+            images = self._call_pipeline(pipeline, arguments)
+        except _InterruptRequested:
+            raise GenerationInterrupted("The job was cancelled.") from None
+        if getattr(pipeline, "_interrupt", False):  # set elsewhere: the loop skipped the remaining steps
+            raise GenerationInterrupted("The job was cancelled.")
+        return [image.convert("RGB") for image in images]
+
+    def _call_pipeline(self, pipeline: DiffusionPipeline, arguments: dict[str, Any]) -> list[Image.Image]:
+        """The single place a pipeline runs: tests point this at a stand-in to simulate a GPU OOM."""
+        return list(pipeline(**arguments).images)
+
+    def _pipeline_for_call(self, resident: _Resident, spec: BatchSpec) -> DiffusionPipeline:
+        import diffusers
+
+        base = resident.pipeline
+        scheduler_class = _scheduler_class(spec.scheduler, base)
+        family = ModelFamily(resident.preset.family)
+        table = _TXT2IMG_CLASS if spec.operation is Operation.TXT2IMG else _IMG2IMG_CLASS
+        pipeline_class = getattr(diffusers, table[family])
+        # dtype must be passed: from_pipe otherwise casts the shared modules to fp32.
+        pipeline = pipeline_class.from_pipe(
+            base, scheduler=scheduler_class.from_config(base.scheduler.config), dtype=base.dtype
+        )
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    def _free_cached_memory(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- previews ----------------------------------------------------------------
+
+    def latent_preview(self, latents: torch.Tensor, row: int, preset: ModelPreset, max_side: int = 128) -> Image.Image:
+        """A cheap RGB impression of one row of in-flight latents, longest side ``max_side``.
+
+        A linear map from latent channels to RGB runs on the device; only the
+        small uint8 result crosses to the CPU. No VAE, so it costs microseconds.
+        """
+        with torch.no_grad():
+            latent = latents[row].float()  # (C, h, w)
+            factors = preset.latent_rgb_factors
+            if factors is not None and len(factors) == latent.shape[0]:
+                weight = torch.tensor(factors, device=latent.device, dtype=torch.float32)
+                rgb = torch.einsum("chw,cr->hwr", latent, weight)
+                if preset.latent_rgb_bias is not None:
+                    rgb = rgb + torch.tensor(preset.latent_rgb_bias, device=latent.device)
+                rgb = (rgb + 1.0) / 2.0
+            else:
+                # No known map: stretch the first three channels to 0..1 each.
+                rgb = latent[:3].permute(1, 2, 0)
+                low = rgb.amin(dim=(0, 1), keepdim=True)
+                high = rgb.amax(dim=(0, 1), keepdim=True)
+                rgb = (rgb - low) / (high - low).clamp_min(1e-6)
+                if rgb.shape[-1] < 3:
+                    rgb = rgb[..., :1].expand(-1, -1, 3)
+            pixels = (rgb.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
+        image = Image.fromarray(np.ascontiguousarray(pixels), mode="RGB")
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return image.resize(size, Image.Resampling.BILINEAR)
+
+
+def _scheduler_class(name: str, base: DiffusionPipeline) -> type:
+    """The scheduler class named ``name``, if it is one this pipeline can use."""
+    compatible = {cls.__name__: cls for cls in base.scheduler.compatibles}
+    compatible[type(base.scheduler).__name__] = type(base.scheduler)
+    if name not in compatible:
+        raise InvalidBatch(
+            f"{name} is not a scheduler this model can use: try EulerAncestralDiscreteScheduler "
+            "or DPMSolverMultistepScheduler."
+        )
+    return compatible[name]
+
+
+def _init_image_for(task: ImageTask, spec: BatchSpec) -> Image.Image:
+    """The source image at the output size (for an upscale, that resize is the upscale)."""
+    assert task.init_image is not None  # _check_batch made sure
+    image = task.init_image.convert("RGB")
+    if image.size != (spec.width, spec.height):
+        image = image.resize((spec.width, spec.height), Image.Resampling.LANCZOS)
+    return image
+
+
+def _check_batch(batch: GenerationBatch, pipeline: DiffusionPipeline) -> None:
+    """Reject what diffusers would reject, with a sentence instead of a traceback."""
+    spec = batch.spec
+    multiple = int(pipeline.vae_scale_factor)
+    if not batch.tasks:
+        raise InvalidBatch("A batch needs at least one image.")
+    if spec.width <= 0 or spec.height <= 0 or spec.width % multiple or spec.height % multiple:
+        raise InvalidBatch(
+            f"Width and height must be positive multiples of {multiple}, not {spec.width}x{spec.height}."
+        )
+    if spec.steps < 1:
+        raise InvalidBatch(f"Steps must be at least 1, not {spec.steps}.")
+    if spec.operation is not Operation.TXT2IMG:
+        if not 0.0 < spec.strength <= 1.0:
+            raise InvalidBatch(f"Strength must be above 0 and at most 1, not {spec.strength}.")
+        if planned_steps(spec) < 1:
+            raise InvalidBatch(f"{spec.steps} steps at strength {spec.strength} leaves no step to run: raise either.")
+        if any(task.init_image is None for task in batch.tasks):
+            raise InvalidBatch(f"A {spec.operation} needs a source image for every task.")

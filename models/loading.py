@@ -1,0 +1,233 @@
+"""Turning a model reference into a resident diffusers pipeline, safely.
+
+A reference is ``builtin:tiny``, a local diffusers folder, a single
+``.safetensors`` file, or a Hugging Face id (``owner/name``). Pickle
+checkpoints are refused before anything opens them: unpickling runs whatever
+code the file contains. Weights are always read with ``use_safetensors=True``.
+
+Device and precision: on CUDA the weights are bf16 where the GPU supports it
+(same speed as fp16, but no overflow, so SDXL's VAE needs no fp32 upcast and
+SD1 fine-tunes do not turn out black), fp16 otherwise; attention is PyTorch's
+SDPA, which diffusers uses by default with torch 2. On CPU everything is fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from models.errors import ModelUnavailable, UnsafeCheckpoint
+from models.tiny import TINY_MODEL_ID, ensure_tiny_model
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
+
+# A Hugging Face repository id: owner/name, letters, digits, '-', '_', '.'.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# VAE decoding of one large image is the memory peak of a whole job. Images up to
+# this many pixels on a side decode in one piece (output identical to untiled);
+# larger ones (2x upscales of SDXL images) decode in overlapping tiles.
+VAE_TILE_THRESHOLD_PX = 1024
+
+# Key prefix only SDXL single-file checkpoints have (the second, OpenCLIP-G, text encoder).
+_SDXL_SINGLE_FILE_PREFIX = "conditioner.embedders.1."
+
+_SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+
+
+class SourceKind(StrEnum):
+    TINY = "tiny"
+    FOLDER = "folder"
+    SINGLE_FILE = "single_file"
+    HUB = "hub"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Where a model reference points, decided without loading anything."""
+
+    model: str
+    kind: SourceKind
+    location: str  # a folder, a file or a hub id
+
+
+def resolve_model_source(model: str) -> ModelSource:
+    """Classify ``model`` cheaply, raising for references that can never load.
+
+    The engine calls this *before* it frees the resident pipeline, so a typo
+    or a pickle file does not cost the model everyone is using.
+    """
+    if model == TINY_MODEL_ID:
+        return ModelSource(model, SourceKind.TINY, model)
+    path = Path(model).expanduser()
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise UnsafeCheckpoint(
+            f"{model} is a pickle checkpoint, which can run arbitrary code when loaded: "
+            "convert it to .safetensors and use that file instead."
+        )
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelUnavailable(f"{model} is not a diffusers model folder (it has no model_index.json).")
+        return ModelSource(model, SourceKind.FOLDER, str(path))
+    if path.is_file():
+        if path.suffix.lower() == ".safetensors":
+            return ModelSource(model, SourceKind.SINGLE_FILE, str(path))
+        raise ModelUnavailable(
+            f"{model} is not a model Latentcord can load: give a diffusers folder or a .safetensors file."
+        )
+    if _HUB_ID.match(model):
+        return ModelSource(model, SourceKind.HUB, model)
+    raise ModelUnavailable(
+        f"No model named {model}: give a Hugging Face id, a local diffusers folder or a .safetensors file."
+    )
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU (see the module docstring)."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_pipeline(
+    model: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    cache_dir: Path,
+    compile_unet: bool = False,
+) -> DiffusionPipeline:
+    """Load ``model`` onto ``device`` in ``dtype``; raise ``ModelUnavailable`` if it cannot be.
+
+    Single ``.safetensors`` files carry weights but no configuration: diffusers
+    fetches the matching config (for example the SD1.5 or SDXL base repository)
+    from Hugging Face the first time and reads it from the local cache after
+    that. Offline without that cache, such a file cannot be loaded, and the
+    error says so.
+
+    ``compile_unet`` wraps the UNet with ``torch.compile`` (CUDA only); the
+    first call then compiles, so the caller should run a one-step warm-up.
+    """
+    source = resolve_model_source(model)
+    # 1. Read the weights (CPU), refusing unsupported pipeline families early.
+    try:
+        match source.kind:
+            case SourceKind.TINY:
+                folder = ensure_tiny_model(cache_dir)
+                pipeline = _from_pretrained(model, str(folder), dtype)
+            case SourceKind.FOLDER | SourceKind.HUB:
+                pipeline = _from_pretrained(model, source.location, dtype)
+            case SourceKind.SINGLE_FILE:
+                pipeline = _from_single_file(model, Path(source.location), dtype)
+    except ModelUnavailable:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(_load_failure_sentence(source, exc)) from exc
+
+    # 2. Move to the device and set it up for the memory it has.
+    pipeline.set_progress_bar_config(disable=True)
+    try:
+        pipeline.to(device)
+    except torch.cuda.OutOfMemoryError as exc:
+        del pipeline
+        torch.cuda.empty_cache()
+        raise ModelUnavailable(f"{model} does not fit in this GPU's memory.") from exc
+    if device.type == "cuda":
+        _configure_vae_memory(pipeline)
+        if compile_unet:
+            pipeline.unet.compile()
+    return pipeline
+
+
+def _from_pretrained(model: str, location: str, dtype: torch.dtype) -> DiffusionPipeline:
+    """Load a diffusers-format pipeline (folder or hub id) after checking its family.
+
+    ``model_index.json`` names the pipeline class; reading it first means an
+    unsupported model (Flux, a video model) is refused before gigabytes of
+    weights are downloaded or read.
+    """
+    import diffusers
+
+    index = diffusers.DiffusionPipeline.load_config(location)
+    class_name = str(index.get("_class_name", ""))
+    if class_name not in _SUPPORTED_PIPELINES:
+        raise ModelUnavailable(
+            f"{model} is a {class_name or 'model of unknown type'}; "
+            "Latentcord runs Stable Diffusion 1.x, 2.x and SDXL models."
+        )
+    pipeline_class = getattr(diffusers, class_name)
+    return pipeline_class.from_pretrained(location, dtype=dtype, use_safetensors=True, **_no_safety_checker(class_name))
+
+
+def _from_single_file(model: str, path: Path, dtype: torch.dtype) -> DiffusionPipeline:
+    """Load an original-format ``.safetensors`` checkpoint, telling SD from SDXL by its keys."""
+    import diffusers
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            keys = list(weights.keys())
+    except Exception as exc:
+        raise ModelUnavailable(f"{model} is not a readable .safetensors file.") from exc
+    is_sdxl = any(key.startswith(_SDXL_SINGLE_FILE_PREFIX) for key in keys)
+    class_name = "StableDiffusionXLPipeline" if is_sdxl else "StableDiffusionPipeline"
+    pipeline_class = getattr(diffusers, class_name)
+    return pipeline_class.from_single_file(str(path), dtype=dtype, **_no_safety_checker(class_name))
+
+
+def _no_safety_checker(class_name: str) -> dict[str, Any]:
+    """SD1/SD2 ship a CLIP safety checker; we classify with our own, so skip loading it."""
+    if class_name != "StableDiffusionPipeline":
+        return {}
+    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+
+def _configure_vae_memory(pipeline: DiffusionPipeline) -> None:
+    """Bound the VAE's memory peak, without changing images up to ``VAE_TILE_THRESHOLD_PX``.
+
+    Slicing decodes a batch one image at a time (same pixels, a fraction of
+    the memory); tiling kicks in only above the threshold, where a 2048 px
+    decode would otherwise need more memory than the whole UNet step.
+    """
+    vae = pipeline.vae
+    if hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
+    if hasattr(vae, "tile_sample_min_size") and hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+        vae.tile_sample_min_size = VAE_TILE_THRESHOLD_PX
+        vae.tile_latent_min_size = VAE_TILE_THRESHOLD_PX // int(pipeline.vae_scale_factor)
+
+
+def _load_failure_sentence(source: ModelSource, exc: Exception) -> str:
+    """One sentence for the user; the exception itself goes to the log via ``__cause__``."""
+    log.warning("loading %s failed: %s", source.model, exc)
+    match source.kind:
+        case SourceKind.HUB:
+            return (
+                f"Could not load {source.model} from Hugging Face: check the id, that its weights are "
+                "in .safetensors format, and that this machine can reach huggingface.co "
+                "(or has the model in its cache)."
+            )
+        case SourceKind.SINGLE_FILE:
+            return (
+                f"Could not load {source.model}: a single .safetensors file needs its configuration from "
+                "Hugging Face once (run once online, or use a diffusers folder instead)."
+            )
+        case SourceKind.FOLDER:
+            if isinstance(exc, json.JSONDecodeError):
+                return f"{source.model} is not a diffusers model folder (its model_index.json is not valid)."
+            return f"Could not load the model folder {source.model}: its files are incomplete or not .safetensors."
+        case _:
+            return f"Could not build the builtin tiny model in the model cache ({exc.__class__.__name__})."
