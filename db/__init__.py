@@ -1,0 +1,50 @@
+"""SQLite persistence for Latentcord: the only package that contains SQL.
+
+Imports aiosqlite and the standard library only; it knows nothing about
+Discord, torch or the rest of the bot. Open it with ``await Store.open(path)``.
+"""
+
+from __future__ import annotations
+
+from db.errors import JobNotFound, QuotaExhausted, StoreError, StoreInputError
+from db.records import (
+    DM_GUILD_ID,
+    INTERACTION_TOKEN_LIFETIME_S,
+    MAX_CREDITS,
+    MAX_FILTER_TERM_LENGTH,
+    NSFW_MODES,
+    AuditAction,
+    AuditEntry,
+    GuildSettings,
+    JobKind,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    QuotaOverride,
+    Usage,
+)
+from db.store import DAY_S, UNSET, Store
+
+__all__ = [
+    "DAY_S",
+    "DM_GUILD_ID",
+    "INTERACTION_TOKEN_LIFETIME_S",
+    "MAX_CREDITS",
+    "MAX_FILTER_TERM_LENGTH",
+    "NSFW_MODES",
+    "UNSET",
+    "AuditAction",
+    "AuditEntry",
+    "GuildSettings",
+    "JobKind",
+    "JobNotFound",
+    "JobRecord",
+    "JobStatus",
+    "NewJob",
+    "QuotaExhausted",
+    "QuotaOverride",
+    "Store",
+    "StoreError",
+    "StoreInputError",
+    "Usage",
+]

@@ -1,0 +1,200 @@
+"""Value objects the store hands out and takes in.
+
+They are plain frozen dataclasses so that callers in ``bot/`` and ``cogs/``
+never see a database row, and so the schema can change without every caller
+changing with it. Times are unix seconds (floats) from the store's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+#: The guild id the ledger and quota tables use for direct messages, which have
+#: no guild. Jobs keep ``guild_id=None`` for DMs; only quotas need a number,
+#: because a (guild, user) pair is the key of a quota window.
+DM_GUILD_ID = 0
+
+#: Interaction tokens let the bot edit its reply for 15 minutes; after that they
+#: are useless, so keeping them longer only keeps a secret around for nothing.
+INTERACTION_TOKEN_LIFETIME_S = 15 * 60
+
+#: The highest quota a moderator may set; anything above is a typo, not a policy.
+MAX_CREDITS = 1_000_000
+
+#: Longest filter term the store accepts (the caller normalises it first).
+MAX_FILTER_TERM_LENGTH = 64
+
+NSFW_MODES = frozenset({"block", "age-restricted"})
+
+
+class JobKind(StrEnum):
+    IMAGINE = "imagine"
+    VARIATION = "variation"
+    UPSCALE = "upscale"
+    REROLL = "reroll"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+UNFINISHED_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+
+
+class AuditAction(StrEnum):
+    """What a moderator changed; the value is what the audit table stores."""
+
+    NSFW_MODE = "nsfw_mode"
+    DAILY_CREDITS = "daily_credits"
+    LOG_CHANNEL = "log_channel"
+    FILTER_TERM_ADDED = "filter_term_added"
+    FILTER_TERM_REMOVED = "filter_term_removed"
+    QUOTA_OVERRIDE_SET = "quota_override_set"
+    QUOTA_OVERRIDE_CLEARED = "quota_override_cleared"
+    USAGE_RESET = "usage_reset"
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettings:
+    """A guild's moderator settings; a guild nobody configured gets the defaults.
+
+    ``daily_credits=None`` means "use the global default from the bot's settings".
+    """
+
+    guild_id: int
+    nsfw_mode: str = "block"
+    daily_credits: int | None = None
+    log_channel_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One moderator change: who did what to which setting, and the values either side.
+
+    ``target`` says what inside the guild was changed when the action alone does
+    not (``"user:<id>"`` or ``"role:<id>"`` for quotas); ``before``/``after`` are
+    text a moderator can read, ``None`` where there was or is nothing.
+    """
+
+    id: int
+    guild_id: int
+    actor_id: int
+    action: str
+    target: str | None
+    before: str | None
+    after: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaOverride:
+    """A moderator's limit for one user or one role; exactly one of the ids is set."""
+
+    guild_id: int
+    user_id: int | None
+    role_id: int | None
+    credits: int
+    set_by: int
+    set_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a user has spent in the rolling window, and when some of it comes back.
+
+    ``next_free_at`` is when the oldest credits still counted leave the window
+    (``None`` when nothing is counted) and ``next_free_credits`` how many do.
+    """
+
+    used: int
+    next_free_at: float | None
+    next_free_credits: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """A job the service has validated and wants charged and queued.
+
+    ``guild_id`` is ``None`` in direct messages. ``parent_job_id`` and
+    ``parent_image`` (an index into the parent's images) are set for jobs made
+    from another job's result: variations, upscales and re-rolls.
+    ``scheduler`` and ``nsfw_allowed`` (the NSFW decision made at admission) are
+    kept so that a job requeued after a restart runs and is filtered exactly as
+    admitted; ``nsfw_allowed`` defaults to the safe answer.
+    """
+
+    kind: str
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    prompt: str
+    negative_prompt: str
+    model: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seeds: tuple[int, ...]
+    cost: int
+    scheduler: str
+    nsfw_allowed: bool = False
+    strength: float | None = None
+    parent_job_id: int | None = None
+    parent_image: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in JobKind.__members__.values():
+            raise ValueError(f"Unknown job kind {self.kind!r}.")
+        if self.cost < 0:
+            raise ValueError("A job cannot cost a negative number of credits.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobRecord:
+    """A job as stored: its request, where it is in its life, and what it was charged.
+
+    ``charged`` is the credits taken when it was admitted (written once, so a job
+    requeued after a crash is never charged again); ``refunded`` is what has been
+    given back against that charge since (refunds and moderator resets), so
+    ``charged - refunded`` is what the job still costs its user. ``scheduler`` is
+    ``""`` for jobs recorded before schema 2: use the model's default.
+    """
+
+    id: int
+    kind: str
+    guild_id: int | None
+    channel_id: int
+    user_id: int
+    prompt: str
+    negative_prompt: str
+    model: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    strength: float | None
+    seeds: tuple[int, ...]
+    cost: int
+    scheduler: str
+    nsfw_allowed: bool
+    parent_job_id: int | None
+    parent_image: int | None
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    image_paths: tuple[str, ...]
+    withheld: tuple[int, ...]
+    timings: Mapping[str, float]
+    error: str | None
+    message_id: int | None
+    interaction_token: str | None
+    token_created_at: float | None
+    charged: int
+    refunded: int

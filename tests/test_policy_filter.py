@@ -1,0 +1,186 @@
+"""The prompt filter: evasions caught, innocent words passed, and which list applies where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.content_filter import (
+    builtin_nsfw_terms,
+    check_prompt,
+    is_effectively_empty,
+    normalise_prompt,
+    normalise_term,
+)
+from db import Store
+
+
+@pytest.mark.parametrize(
+    ("prompt", "term"),
+    [
+        ("nude", "nude"),
+        ("NUDE", "nude"),
+        ("nud3", "nude"),
+        ("p0rn", "porn"),
+        ("n.u.d.e", "nude"),
+        ("n-u-d-e", "nude"),
+        ("n_u_d_e", "nude"),
+        ("n*u*d*e", "nude"),
+        ("a n u d e woman", "nude"),
+        ("b e a c h n u d e", "nude"),  # spaced letters joined from the middle of a run
+        ("nuuude", "nude"),
+        ("nud\u0435", "nude"),  # Cyrillic е
+        ("ｎｕｄｅ", "nude"),  # full-width
+        ("nu\u200bde", "nude"),  # zero-width space
+        ("nu\u00adde", "nude"),  # soft hyphen
+        ("náked", "naked"),
+        ("hentai girl", "hentai"),
+        ("sexy", "sexy"),
+        ("$ex on the beach", "sex"),
+        ("a nude!", "nude"),
+        ("h3nt41", "hentai"),
+        ("a portrait, n. u. d. e., oil on canvas", "nude"),
+        ("nude-art photography", "nude"),
+        ("a woman with NO   CLOTHES", "no clothes"),
+        ("𝐧𝐮𝐝𝐞 statue", "nude"),
+        ("pørn", "porn"),  # ø does not decompose under NFD; it is folded as a look-alike
+        ("\u0455\u0435\u0445", "sex"),  # all Cyrillic
+    ],
+)
+def test_evasions_are_caught(prompt: str, term: str) -> None:
+    verdict = check_prompt(prompt, [], nsfw_allowed=False)
+    assert verdict.blocked, normalise_prompt(prompt)
+    assert (verdict.term, verdict.source) == (term, "builtin")
+    assert verdict.rule is not None and f"`{term}`" in verdict.rule and "built-in NSFW list" in verdict.rule
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "sussex countryside",
+        "data analysis",
+        "essex",
+        "a b c blocks",
+        "i am a cat",
+        "a moon over the sea",
+        "scunthorpe",
+        "assassin",
+        "cockpit of a plane",
+        "the middlesex hospital",
+        "magna cum laude diploma",
+        "a pen is on the table",
+        "x-ray of a hand",
+        "4k 3d render, 1920s",
+        "cooool sunglasses",
+        "🌊🌅",
+    ],
+)
+def test_innocent_prompts_pass(prompt: str) -> None:
+    assert check_prompt(prompt, [], nsfw_allowed=False).blocked is False
+
+
+def test_builtin_terms_pass_where_nsfw_is_allowed() -> None:
+    assert check_prompt("a nude figure study", [], nsfw_allowed=True).blocked is False
+    assert check_prompt("hentai", [], nsfw_allowed=True).blocked is False
+
+
+def test_guild_terms_block_everywhere_even_where_nsfw_is_allowed() -> None:
+    verdict = check_prompt("a sad CL0WN at a party", ["clown"], nsfw_allowed=True)
+
+    assert (verdict.blocked, verdict.term, verdict.source) == (True, "clown", "guild")
+    assert verdict.rule == "`clown` is on this server's filter list, which applies in every channel."
+
+
+def test_guild_phrases_match_as_whole_phrases() -> None:
+    assert check_prompt("bare feet on sand", ["bare feet"], nsfw_allowed=True).term == "bare feet"
+    assert check_prompt("bare-feet", ["bare feet"], nsfw_allowed=True).blocked
+    assert not check_prompt("bare hands and feet", ["bare feet"], nsfw_allowed=True).blocked
+    assert not check_prompt("barefeet", ["bare feet"], nsfw_allowed=True).blocked
+
+
+def test_guild_term_wins_over_builtin_when_both_match() -> None:
+    verdict = check_prompt("nude clown", ["clown"], nsfw_allowed=False)
+    assert verdict.source == "guild"
+
+
+def test_repeated_letters_need_at_least_the_terms_count() -> None:
+    assert check_prompt("moooon", ["moon"], nsfw_allowed=True).term == "moon"
+    assert not check_prompt("mon", ["moon"], nsfw_allowed=True).blocked
+    assert not check_prompt("as", ["ass"], nsfw_allowed=True).blocked
+    assert check_prompt("xxxx", [], nsfw_allowed=False).term == "xxx"
+    assert not check_prompt("xx", [], nsfw_allowed=False).blocked
+
+
+def test_negative_prompt_is_not_an_input() -> None:
+    """The caller passes only the positive prompt; there is no way to hand the filter a negative one."""
+    with pytest.raises(TypeError):
+        check_prompt("a lighthouse", [], nsfw_allowed=False, negative_prompt="nude, nsfw")  # type: ignore[call-arg]
+    assert not check_prompt("a lighthouse", [], nsfw_allowed=False).blocked
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("  A   Lighthouse\tin a STORM ", "a lighthouse in a storm"),
+        ("a n u d e woman", "a nude woman"),
+        ("a b c blocks", "a b c blocks"),
+        ("i am a cat", "i am a cat"),
+        ("nuuude", "nuude"),
+        ("moon", "moon"),
+        ("Crème Brûlée", "creme brulee"),
+        ("n.u.d.3", "nude"),
+        ("1920", "1920"),
+    ],
+)
+def test_normalise_prompt(text: str, expected: str) -> None:
+    assert normalise_prompt(text) == expected
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\u200b\u200d\ufeff", "... !!! ---", "\u0301\u0301"])
+def test_prompts_that_normalise_to_nothing_are_empty(prompt: str) -> None:
+    assert is_effectively_empty(prompt)
+
+
+@pytest.mark.parametrize("prompt", ["a", "🌊", "42", "лес"])
+def test_short_prompts_are_not_empty(prompt: str) -> None:
+    assert not is_effectively_empty(prompt)
+
+
+def test_normalise_term() -> None:
+    assert normalise_term("  N.U.D.E ") == "nude"
+    assert normalise_term("Bare-Feet") == "bare feet"
+    assert normalise_term("xxx") == "xxx"  # a term's repeated letters are kept: they are its minimum
+
+
+@pytest.mark.parametrize(
+    ("term", "message"),
+    [("", "at least one letter"), ("  -- ", "at least one letter"), ("x" * 65, "at most 64 characters")],
+)
+def test_bad_terms_are_refused_with_one_sentence(term: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        normalise_term(term)
+    assert str(caught.value).count(".") == 1 and str(caught.value).endswith(".")
+
+
+def test_builtin_list_has_the_required_terms_and_their_forms() -> None:
+    terms = builtin_nsfw_terms()
+    assert {"nude", "naked", "nsfw", "porn", "sex", "hentai"} <= terms
+    assert {"nudes", "nudity", "porno", "pornographic", "sexy", "sexual"} <= terms
+    assert all(term == normalise_term(term) for term in terms)
+    # Nothing in the list may catch the innocent words the issue names.
+    assert not {"sussex", "essex", "analysis", "assassin", "scunthorpe", "ass", "cock"} & terms
+
+
+async def test_a_term_stored_through_the_store_blocks_prompts(tmp_path: Path) -> None:
+    """The way moderators use it: normalise, store, read back, check."""
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    try:
+        await store.add_filter_term(10, normalise_term(" Sp1der "), actor_id=7)
+        terms = await store.filter_terms(10)
+    finally:
+        await store.close()
+
+    assert terms == ["spider"]
+    assert check_prompt("a giant S P I D E R", terms, nsfw_allowed=True).term == "spider"
+    assert not check_prompt("spiderman", terms, nsfw_allowed=True).blocked
