@@ -66,10 +66,10 @@ async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
                 case Completed() | Failed() | Cancelled():
                     outcome.set_result(event)
 
-        core.service.add_listener(on_event)
         try:
-            # The command line runs one job and resumes none, so every event is this job's.
-            await core.service.imagine(options, Origin(user_id=CONSOLE_USER_ID, console=True))
+            submitted = await core.service.imagine(options, Origin(user_id=CONSOLE_USER_ID, console=True), on_event)
+            if submitted.notice:
+                tqdm.write(f"warning: {submitted.notice}", file=sys.stderr)
             event = await outcome
         finally:
             bar.close()

@@ -7,6 +7,7 @@ front end answers with it ephemerally. Errors raised by ``models/`` (a
 
 from __future__ import annotations
 
+from db.errors import StoreInputError
 from models.errors import ModelError
 
 
@@ -42,4 +43,5 @@ class NotAllowed(DomainError):
     """The caller may not do this (for example, delete someone else's result)."""
 
 
-USER_FACING_ERRORS: tuple[type[Exception], ...] = (DomainError, ModelError)
+# A moderator's bad input to the store is answered the same way.
+USER_FACING_ERRORS: tuple[type[Exception], ...] = (DomainError, ModelError, StoreInputError)

@@ -7,8 +7,9 @@ queue, then the quota check-and-charge (one SQLite transaction that also records
 the job). Outcomes are written back to SQLite and whatever was not delivered is
 refunded: a failed or cancelled job entirely, a withheld image its share.
 
-Front ends listen with ``add_listener``; they get ``Queued``, ``Started``,
-``Progress``, ``Completed``, ``Failed`` and ``Cancelled`` for every job, in order,
+Front ends pass a listener with each request, or listen to every job that has none
+(jobs resumed after a restart) with ``add_listener``. Listeners get ``Queued``,
+``Started``, ``Progress``, ``Completed``, ``Failed`` and ``Cancelled``, in order,
 after SQLite has recorded the change.
 """
 
@@ -89,6 +90,7 @@ class SubmittedJob:
     position: int
     request: GenerationRequest
     cost: int
+    notice: str | None = None  # something the user should know, such as a prompt cut at the token limit
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -130,9 +132,11 @@ class GenerationService:
         self._clock = clock
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="latentcord-cpu")
         self._listeners: list[ServiceListener] = []
-        self._inboxes: dict[int, asyncio.Queue[JobEvent]] = {}
+        self._followers: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._decisions: dict[int, NsfwDecision] = {}
+        self._job_listeners: dict[int, ServiceListener] = {}
+        self._closed = False
 
     # -- listeners -------------------------------------------------------------------
 
@@ -144,35 +148,50 @@ class GenerationService:
 
     # -- admission ---------------------------------------------------------------------
 
-    async def imagine(self, options: ImagineOptions, origin: Origin) -> SubmittedJob:
+    async def imagine(
+        self, options: ImagineOptions, origin: Origin, listener: ServiceListener | None = None
+    ) -> SubmittedJob:
         """Check, charge and queue a new ``/imagine``. Raises a ``DomainError`` or ``ModelError``."""
         model = options.model or self.settings.sd_model
         if model not in self.settings.models:
             raise InvalidRequest(f"Unknown model {model!r}: choose one of {', '.join(self.settings.models)}.")
         preset = await self.worker.preset(model)
         request = resolve_imagine(options, preset, max_prompt_chars=self.settings.prompt_max_chars)
-        return await self.submit(request, origin)
+        return await self.submit(request, origin, listener)
 
-    async def reroll(self, job_id: int, origin: Origin) -> SubmittedJob:
+    async def reroll(self, job_id: int, origin: Origin, listener: ServiceListener | None = None) -> SubmittedJob:
         parent = await self._job(job_id)
         request = _request_from_job(parent, kind=JobKind.REROLL, seeds=random_seeds(len(parent.seeds)))
-        return await self.submit(replace(request, parent_job_id=parent.id), origin)
+        return await self.submit(replace(request, parent_job_id=parent.id), origin, listener)
 
     async def variation(
-        self, job_id: int, index: int, origin: Origin, *, strength: float | None = None
+        self,
+        job_id: int,
+        index: int,
+        origin: Origin,
+        listener: ServiceListener | None = None,
+        *,
+        strength: float | None = None,
     ) -> SubmittedJob:
+        """Four new images from image ``index`` of a job (0-based); from an upscale, at the original size."""
         parent, source = await self._parent_image(job_id, index)
         request = _request_from_job(parent, kind=JobKind.VARIATION, seeds=random_seeds(4))
+        if parent.kind == JobKind.UPSCALE:
+            request = replace(request, width=parent.width // UPSCALE_FACTOR, height=parent.height // UPSCALE_FACTOR)
+        strength = strength if strength is not None else self.settings.variation_strength
         request = replace(
             request,
-            strength=strength if strength is not None else self.settings.variation_strength,
+            steps=_img2img_steps(parent.steps, strength),
+            strength=strength,
             parent_job_id=parent.id,
             parent_image=index,
             source_image=source,
         )
-        return await self.submit(request, origin)
+        return await self.submit(request, origin, listener)
 
-    async def upscale(self, job_id: int, index: int, origin: Origin) -> SubmittedJob:
+    async def upscale(
+        self, job_id: int, index: int, origin: Origin, listener: ServiceListener | None = None
+    ) -> SubmittedJob:
         parent, source = await self._parent_image(job_id, index)
         width, height = parent.width * UPSCALE_FACTOR, parent.height * UPSCALE_FACTOR
         if max(width, height) > MAX_SIDE:
@@ -184,24 +203,29 @@ class GenerationService:
             request,
             width=width,
             height=height,
+            steps=_img2img_steps(parent.steps, self.settings.upscale_strength),
             strength=self.settings.upscale_strength,
             parent_job_id=parent.id,
             parent_image=index,
             source_image=source,
         )
-        return await self.submit(request, origin)
+        return await self.submit(request, origin, listener)
 
-    async def submit(self, request: GenerationRequest, origin: Origin) -> SubmittedJob:
+    async def submit(
+        self, request: GenerationRequest, origin: Origin, listener: ServiceListener | None = None
+    ) -> SubmittedJob:
+        """Admit a complete request. ``listener`` gets this job's events; without one, the global listeners do."""
         # 1. The prompt against the guild's filter and this channel's NSFW policy.
         decision = await self.nsfw_decision(origin)
         await self.check_prompt(request.prompt, origin, decision)
-        # 2. The text encoder's limit: never cut a prompt without saying so.
+        # 2. The text encoder's limit: a longer prompt runs, but never cut without saying so.
         preset = await self.worker.preset(request.model)
         tokens = await self.worker.count_prompt_tokens(request.model, request.prompt)
+        notice = None
         if tokens > preset.max_prompt_tokens:
-            raise InvalidRequest(
-                f"Your prompt is {tokens} tokens long but {request.model} reads only "
-                f"{preset.max_prompt_tokens}; shorten it by about {tokens - preset.max_prompt_tokens} tokens."
+            notice = (
+                f"Your prompt is {tokens} tokens long and the model reads only the first "
+                f"{preset.max_prompt_tokens}, so its end is ignored; shorten it to keep every word."
             )
         # 3. Room in the queue, before anything is charged.
         self.worker.check_room(origin.user_id)
@@ -215,13 +239,16 @@ class GenerationService:
             raise QuotaExceeded(self._quota_sentence(exhausted)) from None
         # 5. Queue it. A queue that filled up in between refunds at once.
         self._decisions[job.id] = decision
+        if listener is not None:
+            self._job_listeners[job.id] = listener
         try:
             position = self._enqueue(job, request, source)
         except QueueFull:
+            self._job_listeners.pop(job.id, None)
             await self.store.mark_failed(job.id, "the queue was full")
             await self.store.refund(job.id, cost, "queue full")
             raise
-        return SubmittedJob(job_id=job.id, position=position, request=request, cost=cost)
+        return SubmittedJob(job_id=job.id, position=position, request=request, cost=cost, notice=notice)
 
     async def nsfw_decision(self, origin: Origin) -> NsfwDecision:
         if origin.console:
@@ -304,11 +331,16 @@ class GenerationService:
 
     async def close(self) -> None:
         """Stop taking jobs, let the running batch finish, and leave the rest queued in SQLite."""
+        if self._closed:
+            return
+        self._closed = True
         left = await self.worker.stop()
         if left:
             log.info("%d queued jobs stay queued and resume on the next start", len(left))
-        for inbox_owner in list(self._inboxes):
-            self._inboxes.pop(inbox_owner, None)
+        for item in left:  # they will never get another event
+            follower = self._followers.pop(item.job_id, None)
+            if follower is not None:
+                follower.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
         for task in self._tasks:
@@ -355,9 +387,12 @@ class GenerationService:
             for seed in request.seeds
         )
         inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self._inboxes[job.id] = inbox
-        self._track(asyncio.create_task(self._follow(job, request, inbox), name=f"job-{job.id}"))
-        return self.worker.submit(WorkItem(job.id, job.user_id, spec, tasks), inbox.put_nowait)
+        position = self.worker.submit(WorkItem(job.id, job.user_id, spec, tasks), inbox.put_nowait)
+        # Only once the worker took it: a refused job must leave no follower waiting forever.
+        follower = asyncio.create_task(self._follow(job, request, inbox), name=f"job-{job.id}")
+        self._followers[job.id] = follower
+        self._track(follower)
+        return position
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
@@ -390,8 +425,9 @@ class GenerationService:
                         self._publish(event)
                         return
         finally:
-            self._inboxes.pop(job.id, None)
+            self._followers.pop(job.id, None)
             self._decisions.pop(job.id, None)
+            self._job_listeners.pop(job.id, None)
 
     async def _deliver(self, job: JobRecord, request: GenerationRequest, finished: Finished) -> JobResult:
         decision = self._decisions.get(job.id, NsfwDecision(allow_nsfw_prompts=False, classify_images=True))
@@ -450,11 +486,17 @@ class GenerationService:
         return grid, paths, withheld
 
     def _publish(self, event: ServiceEvent) -> None:
-        for listener in list(self._listeners):
+        own = self._job_listeners.get(event.job_id)
+        for listener in [own] if own is not None else list(self._listeners):
             try:
                 listener(event)
             except Exception:
                 log.exception("a listener failed on %s of job %s", type(event).__name__, event.job_id)
+
+
+def _img2img_steps(steps: int, strength: float) -> int:
+    """img2img runs ``steps * strength`` of its steps: make sure at least one runs."""
+    return max(steps, math.ceil(1 / strength))
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -131,7 +131,7 @@ class NewJob:
 
     kind: str
     guild_id: int | None
-    channel_id: int
+    channel_id: int | None
     user_id: int
     prompt: str
     negative_prompt: str
@@ -169,7 +169,7 @@ class JobRecord:
     id: int
     kind: str
     guild_id: int | None
-    channel_id: int
+    channel_id: int | None
     user_id: int
     prompt: str
     negative_prompt: str

@@ -68,6 +68,15 @@ class _SameDtypeCastWarningFilter(logging.Filter):
         return "should be kept in float32: []" not in record.getMessage()
 
 
+def _disable_library_progress_bars() -> None:
+    """Progress is the worker's to report (as events); the libraries' own bars would only clutter logs."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _silence_same_dtype_cast_warning() -> None:
     target = logging.getLogger("diffusers.models.modeling_utils")
     if not any(isinstance(existing, _SameDtypeCastWarningFilter) for existing in target.filters):
@@ -145,6 +154,7 @@ class DiffusionEngine:
         # Loading is the one thing another thread might also ask for (a preset at start-up).
         self._load_lock = threading.RLock()
         _silence_same_dtype_cast_warning()
+        _disable_library_progress_bars()
 
     @property
     def device(self) -> torch.device:

@@ -188,8 +188,7 @@ def test_png_carries_the_parameters_in_automatic1111_format() -> None:
     assert text.splitlines() == [
         "a red fox in snow",
         "Negative prompt: blurry",
-        "Steps: 10, Sampler: Euler a, CFG scale: 7, Seed: 7, Size: 64x64, Model: \"builtin:tiny\", "
-        'Seeds: "7, 8, 9, 10"',
+        'Steps: 10, Sampler: Euler a, CFG scale: 7, Seed: 7, Size: 64x64, Model: "builtin:tiny", Seeds: "7, 8, 9, 10"',
     ]
 
 

@@ -41,7 +41,7 @@ CREATE TABLE jobs (
     parent_job_id      INTEGER REFERENCES jobs (id),
     parent_image       INTEGER,
     guild_id           INTEGER,
-    channel_id         INTEGER NOT NULL,
+    channel_id         INTEGER,          -- NULL for the owner's command line
     user_id            INTEGER NOT NULL,
     prompt             TEXT    NOT NULL,
     negative_prompt    TEXT    NOT NULL DEFAULT '',

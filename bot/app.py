@@ -1,0 +1,149 @@
+"""The Discord ``Bot``: the only place in ``bot/`` that imports discord.
+
+It holds typed references to the core (settings, store, service) for the cogs,
+loads the cogs, registers the persistent buttons, syncs the command tree only when
+Discord's copy differs, resumes unfinished jobs, and maps domain errors to
+ephemeral replies in one handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import USER_FACING_ERRORS
+from bot.service import GenerationService
+from bot.settings import Settings
+from db.store import Store
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.imagine", "cogs.moderation", "cogs.usage")
+
+
+class LatentcordBot(commands.Bot):
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        service: GenerationService,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # channels (their age-restricted flag) and roles come from guild events
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.settings = settings
+        self.store = store
+        self.service = service
+        self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
+        self.synced_commands: bool | None = None  # whether the last start-up had to sync
+        self.tree.on_error = self.on_app_command_error
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands_if_changed()
+        resumed = await self.service.resume()
+        if resumed:
+            log.info("requeued %d unfinished jobs: %s", len(resumed), resumed)
+
+    async def sync_commands_if_changed(self) -> bool:
+        """Sync the global command tree only when Discord's registered commands differ from ours."""
+        assert self.application_id is not None
+        registered = await self.http.get_global_commands(self.application_id)
+        ours = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        if _canonical(registered) == _canonical(ours):
+            log.info("slash commands are up to date; not syncing")
+            self.synced_commands = False
+            return False
+        await self.tree.sync()
+        log.info("synced %d slash commands", len(ours))
+        self.synced_commands = True
+        return True
+
+    async def close(self) -> None:
+        """Stop taking jobs, let the running batch finish (the rest stays queued), then disconnect."""
+        log.info("shutting down: finishing the running batch, keeping the queue for the next start")
+        await self.service.close()
+        await super().close()
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        await self.report_error(interaction, cause)
+
+    async def report_error(self, interaction: discord.Interaction[Any], cause: BaseException) -> None:
+        """One handler: domain errors become an ephemeral sentence; anything else an apology with an id."""
+        if isinstance(cause, USER_FACING_ERRORS):
+            message = str(cause)
+        elif isinstance(cause, app_commands.CheckFailure):
+            message = str(cause) or "You are not allowed to use this command."
+        else:
+            error_id = uuid.uuid4().hex[:8]
+            log.error("command failed (error id %s)", error_id, exc_info=cause)
+            message = f"Sorry, something went wrong on our side (error id `{error_id}`)."
+        await send_ephemeral(interaction, message)
+
+
+async def send_ephemeral(interaction: discord.Interaction[Any], message: str) -> None:
+    """Answer ephemerally, whether or not the interaction was answered already."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not tell the user: %s", message, exc_info=True)
+
+
+_OPTION_DEFAULTS = {"required": False, "autocomplete": False}
+_COMPARED_OPTION_KEYS = (
+    "type",
+    "name",
+    "description",
+    "required",
+    "autocomplete",
+    "min_value",
+    "max_value",
+    "min_length",
+    "max_length",
+)
+
+
+def _canonical(commands_payload: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What of a command Discord keeps that we define, in a form both sides agree on."""
+
+    def option(payload: dict[str, Any]) -> dict[str, Any]:
+        result = {key: payload.get(key, _OPTION_DEFAULTS.get(key)) for key in _COMPARED_OPTION_KEYS}
+        result["choices"] = [(c["name"], c["value"]) for c in payload.get("choices") or []]
+        result["channel_types"] = sorted(payload.get("channel_types") or [])
+        result["options"] = [option(child) for child in payload.get("options") or []]
+        return result
+
+    def command(payload: dict[str, Any]) -> dict[str, Any]:
+        permissions = payload.get("default_member_permissions")
+        return {
+            "name": payload["name"],
+            "type": payload.get("type", 1),
+            "description": payload.get("description", ""),
+            "default_member_permissions": None if permissions is None else str(permissions),
+            "nsfw": bool(payload.get("nsfw", False)),
+            "contexts": sorted(payload.get("contexts") or []),
+            "options": [option(child) for child in payload.get("options") or []],
+        }
+
+    return sorted((command(payload) for payload in commands_payload), key=lambda c: (c["type"], c["name"]))

@@ -1,0 +1,54 @@
+"""``python -m bot``: the composition root of the Discord bot.
+
+Settings are read once, the database is opened (and migrated), the model is loaded
+and the worker started before connecting, so the first ``/imagine`` does not wait
+for a checkpoint to load. SIGTERM and Ctrl-C close the bot cleanly: no new jobs,
+the running batch finishes, the queue stays in SQLite for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from bot.core import open_core
+from bot.errors import USER_FACING_ERRORS
+from bot.settings import Settings, SettingsError
+from db.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings, token: str) -> None:
+    from bot.app import LatentcordBot  # imports discord; the command line does not need it
+
+    async with open_core(settings) as core:
+        log.info("loading %s", settings.sd_model)
+        await core.worker.preset(settings.sd_model)
+        bot = LatentcordBot(settings=settings, store=core.store, service=core.service)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not on the main thread / Windows
+                pass
+        async with bot:
+            await bot.start(token)
+
+
+def run_bot(settings: Settings) -> int:
+    try:
+        token = settings.require_token()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings, token))
+    except (StoreError, *USER_FACING_ERRORS) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,215 @@
+"""Moderator commands: /filter, /nsfw, /quota, /modlog. Every change is audited and logged.
+
+Discord hides these commands from members without Manage Server through their
+default permissions, but not every client honours that, so each one checks the
+permission again when it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import content_filter
+from bot.errors import InvalidRequest
+from bot.service import describe_wait
+from db.records import AuditEntry, Usage
+
+if TYPE_CHECKING:
+    from bot.app import LatentcordBot
+
+log = logging.getLogger(__name__)
+
+MANAGE_GUILD = discord.Permissions(manage_guild=True)
+
+
+def is_moderator(interaction: discord.Interaction[Any]) -> bool:
+    permissions = interaction.permissions
+    return interaction.guild_id is not None and (permissions.manage_guild or permissions.administrator)
+
+
+def moderators_only() -> Callable[[Any], Any]:
+    def predicate(interaction: discord.Interaction[Any]) -> bool:
+        if not is_moderator(interaction):
+            name = interaction.command.qualified_name if interaction.command else "this command"
+            raise app_commands.CheckFailure(f"You need the Manage Server permission to use /{name}.")
+        return True
+
+    return app_commands.check(predicate)
+
+
+async def post_to_modlog(bot: LatentcordBot, guild_id: int, text: str) -> None:
+    """Tell the guild's moderator log channel, if one is set; failures are logged, never raised."""
+    settings = await bot.store.guild_settings(guild_id)
+    if settings.log_channel_id is None:
+        return
+    try:
+        channel = bot.get_channel(settings.log_channel_id) or await bot.fetch_channel(settings.log_channel_id)
+        await channel.send(text, allowed_mentions=discord.AllowedMentions.none())  # type: ignore[union-attr]
+    except discord.HTTPException:
+        log.warning("could not post to the log channel %s of guild %s", settings.log_channel_id, guild_id)
+
+
+def describe_change(entry: AuditEntry) -> str:
+    target = f" for {_mention(entry.target)}" if entry.target else ""
+    return (
+        f"🛠️ <@{entry.actor_id}> changed **{entry.action.replace('_', ' ')}**{target}: "
+        f"{entry.before or '—'} → {entry.after or '—'}"
+    )
+
+
+def _mention(target: str) -> str:
+    kind, _, raw_id = target.partition(":")
+    return {"user": f"<@{raw_id}>", "role": f"<@&{raw_id}>"}.get(kind, target)
+
+
+class Moderation(commands.Cog):
+    filter_group = app_commands.Group(
+        name="filter",
+        description="Words blocked in prompts on this server.",
+        default_permissions=MANAGE_GUILD,
+        guild_only=True,
+    )
+    quota_group = app_commands.Group(
+        name="quota",
+        description="Credits members may spend per 24 hours.",
+        default_permissions=MANAGE_GUILD,
+        guild_only=True,
+    )
+
+    def __init__(self, bot: LatentcordBot) -> None:
+        self.bot = bot
+        self.store = bot.store
+
+    async def _changed(self, interaction: discord.Interaction[Any], entry: AuditEntry, reply: str) -> None:
+        await interaction.response.send_message(reply, ephemeral=True)
+        assert interaction.guild_id is not None
+        await post_to_modlog(self.bot, interaction.guild_id, describe_change(entry))
+
+    # -- /filter ---------------------------------------------------------------------------
+
+    @filter_group.command(name="add", description="Block a word or phrase in prompts on this server.")
+    @app_commands.describe(term="The word or phrase to block")
+    @moderators_only()
+    async def filter_add(self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, 100]) -> None:
+        normalised = _normalised_term(term)
+        entry = await self.store.add_filter_term(interaction.guild_id, normalised, actor_id=interaction.user.id)
+        await self._changed(interaction, entry, f"Prompts containing `{normalised}` are now blocked on this server.")
+
+    @filter_group.command(name="remove", description="Allow a word or phrase again.")
+    @app_commands.describe(term="The word or phrase to allow again")
+    @moderators_only()
+    async def filter_remove(self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, 100]) -> None:
+        normalised = _normalised_term(term)
+        entry = await self.store.remove_filter_term(interaction.guild_id, normalised, actor_id=interaction.user.id)
+        await self._changed(interaction, entry, f"`{normalised}` is no longer blocked on this server.")
+
+    @filter_group.command(name="list", description="Show the words this server blocks.")
+    @moderators_only()
+    async def filter_list(self, interaction: discord.Interaction[Any]) -> None:
+        terms = await self.store.filter_terms(interaction.guild_id)
+        builtin = len(content_filter.builtin_nsfw_terms())
+        shown = ", ".join(f"`{term}`" for term in terms) if terms else "none yet"
+        text = f"This server blocks: {shown}.\nThe built-in NSFW list ({builtin} terms) applies as set by /nsfw."
+        await interaction.response.send_message(text[:2000], ephemeral=True)
+
+    # -- /nsfw -------------------------------------------------------------------------------
+
+    @app_commands.command(name="nsfw", description="Where NSFW prompts and images are allowed on this server.")
+    @app_commands.describe(mode="block: nowhere; age-restricted: only in channels Discord marks age-restricted")
+    @app_commands.choices(
+        mode=[
+            app_commands.Choice(name="block", value="block"),
+            app_commands.Choice(name="age-restricted", value="age-restricted"),
+        ]
+    )
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.guild_only()
+    @moderators_only()
+    async def nsfw(self, interaction: discord.Interaction[Any], mode: app_commands.Choice[str]) -> None:
+        entry = await self.store.set_nsfw_mode(interaction.guild_id, mode.value, actor_id=interaction.user.id)
+        reply = {
+            "block": "NSFW prompts and images are now blocked in every channel.",
+            "age-restricted": "NSFW is now allowed in age-restricted channels only, and blocked everywhere else.",
+        }[mode.value]
+        await self._changed(interaction, entry, reply)
+
+    # -- /quota ------------------------------------------------------------------------------
+
+    @quota_group.command(name="set", description="Set the credits per 24 hours of a member or a role.")
+    @app_commands.describe(limit="Credits per rolling 24 hours", user="The member", role="The role")
+    @moderators_only()
+    async def quota_set(
+        self,
+        interaction: discord.Interaction[Any],
+        limit: app_commands.Range[int, 0, 1_000_000],
+        user: discord.Member | None = None,
+        role: discord.Role | None = None,
+    ) -> None:
+        if (user is None) == (role is None):
+            raise InvalidRequest("Give either a user or a role, not both and not neither.")
+        entry = await self.store.set_quota_override(
+            interaction.guild_id,
+            user_id=user.id if user else None,
+            role_id=role.id if role else None,
+            credits=limit,
+            actor_id=interaction.user.id,
+        )
+        who = user.mention if user else role.mention  # type: ignore[union-attr]
+        await self._changed(interaction, entry, f"{who} may now spend {limit} credits per 24 hours.")
+
+    @quota_group.command(name="show", description="Show a member's credits used and left.")
+    @app_commands.describe(user="The member (default: you)")
+    @moderators_only()
+    async def quota_show(self, interaction: discord.Interaction[Any], user: discord.Member | None = None) -> None:
+        member = user or interaction.user
+        roles = tuple(role.id for role in getattr(member, "roles", ()) if not role.is_default())
+        limit = await self.store.quota_limit(interaction.guild_id, member.id, roles, self.bot.settings.daily_credits)
+        usage = await self.store.usage(interaction.guild_id, member.id)
+        await interaction.response.send_message(
+            f"{member.mention}: {describe_usage(usage, limit, self.bot.clock())}",
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+
+    @quota_group.command(name="reset", description="Give a member their full credits back now.")
+    @app_commands.describe(user="The member")
+    @moderators_only()
+    async def quota_reset(self, interaction: discord.Interaction[Any], user: discord.Member) -> None:
+        entry = await self.store.reset_usage(interaction.guild_id, user.id, actor_id=interaction.user.id)
+        await self._changed(interaction, entry, f"{user.mention} has their full credits back.")
+
+    # -- /modlog -------------------------------------------------------------------------------
+
+    @app_commands.command(name="modlog", description="Where the bot reports moderator changes and rejected prompts.")
+    @app_commands.describe(channel="The moderator log channel")
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.guild_only()
+    @moderators_only()
+    async def modlog(self, interaction: discord.Interaction[Any], channel: discord.TextChannel) -> None:
+        entry = await self.store.set_log_channel(interaction.guild_id, channel.id, actor_id=interaction.user.id)
+        await self._changed(interaction, entry, f"Moderator changes and rejected prompts now go to {channel.mention}.")
+
+
+def _normalised_term(term: str) -> str:
+    try:
+        return content_filter.normalise_term(term)
+    except ValueError as error:
+        raise InvalidRequest(str(error)) from None
+
+
+def describe_usage(usage: Usage, limit: int, now: float) -> str:
+    left = max(0, limit - usage.used)
+    text = f"{usage.used} of {limit} credits used in the last 24 hours; {left} left."
+    if usage.next_free_at is not None and usage.next_free_credits:
+        text += f" {usage.next_free_credits} free up {describe_wait(usage.next_free_at - now)}."
+    return text
+
+
+async def setup(bot: LatentcordBot) -> None:
+    await bot.add_cog(Moderation(bot))

@@ -1,0 +1,62 @@
+"""A Discord-compatible server on 127.0.0.1 for end-to-end tests with the real discord.py client.
+
+Start with :class:`FakeDiscord` (or the ``fake_discord`` fixture in :mod:`.fixtures`), build a
+world (:meth:`FakeDiscord.add_standard_guild`), run a client with :func:`.fixtures.running_client`,
+then act as users (:meth:`FakeDiscord.run_slash`, :meth:`FakeDiscord.press_button`) and assert on
+the records (:class:`InteractionRecord`, :class:`StoredMessage`, :attr:`FakeDiscord.calls`).
+"""
+
+from __future__ import annotations
+
+from tests.fakediscord.interactions import InteractionRecord
+from tests.fakediscord.models import (
+    CallbackType,
+    ChannelType,
+    FakeChannel,
+    FakeClock,
+    FakeGuild,
+    FakeMember,
+    FakeRole,
+    FakeUpload,
+    FakeUser,
+    InteractionCallback,
+    InteractionEvent,
+    InteractionType,
+    MessageFlag,
+    MessageRevision,
+    Permission,
+    PermissionOverwrite,
+    RegisteredCommand,
+    RestCall,
+    StoredAttachment,
+    StoredMessage,
+)
+from tests.fakediscord.server import FakeDiscord, GuildSetup
+from tests.fakediscord.validation import DiscordAPIError
+
+__all__ = [
+    "CallbackType",
+    "ChannelType",
+    "DiscordAPIError",
+    "FakeChannel",
+    "FakeClock",
+    "FakeDiscord",
+    "FakeGuild",
+    "FakeMember",
+    "FakeRole",
+    "FakeUpload",
+    "FakeUser",
+    "GuildSetup",
+    "InteractionCallback",
+    "InteractionEvent",
+    "InteractionRecord",
+    "InteractionType",
+    "MessageFlag",
+    "MessageRevision",
+    "Permission",
+    "PermissionOverwrite",
+    "RegisteredCommand",
+    "RestCall",
+    "StoredAttachment",
+    "StoredMessage",
+]

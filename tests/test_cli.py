@@ -1,0 +1,106 @@
+"""``python -m bot imagine`` and ``python -m bot`` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.__main__ import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, model_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh folder with no .env, the tiny model, and its own database."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("DISCORD_TOKEN", "SD_EXTRA_MODELS", "DATABASE_PATH", "IMAGES_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SD_MODEL", "builtin:tiny")
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(model_cache_dir))
+    monkeypatch.setenv("DEVICE", "cpu")
+    return tmp_path
+
+
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+    )
+
+
+def test_imagine_writes_a_2x2_grid_with_seeds_and_the_same_pixels_twice(workdir: Path) -> None:
+    first = run_cli(workdir, "imagine", "a red fox", "--out", "fox.png", "--seed", "7")
+    assert first.returncode == 0, first.stderr
+    assert "seeds: 7 8 9 10" in first.stdout and "fox.png" in first.stdout
+    with Image.open(workdir / "fox.png") as image:
+        assert image.size == (128, 128)
+        parameters = image.text["parameters"]
+        pixels = np.asarray(image.convert("RGB"))
+    assert parameters.startswith("a red fox\n")
+    assert all(str(seed) in parameters for seed in (7, 8, 9, 10))
+
+    second = run_cli(workdir, "imagine", "a red fox", "--out", "again.png", "--seed", "7")
+    assert second.returncode == 0, second.stderr
+    with Image.open(workdir / "again.png") as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), pixels)
+
+
+def test_options_shape_the_grid(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["imagine", "a castle --no fog", "--out", "c.png", "--count", "2", "--ar", "16:9", "--steps", "2"])
+    assert code == 0
+    with Image.open(workdir / "c.png") as image:
+        # 16:9 at about 64x64 pixels is 88x48; two images side by side.
+        assert image.size == (176, 48)
+        assert "Negative prompt: fog" in image.text["parameters"]
+    assert "seeds:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["   "], "The prompt is empty"),
+        (["a fox", "--steps", "0"], "Steps must be between 1 and 100, not 0."),
+        (["a fox", "--guidance", "99"], "Guidance must be between 0 and 30, not 99."),
+        (["a fox", "--count", "5"], "Count must be between 1 and 4, not 5."),
+        (["a fox", "--ar", "4:3"], "Unknown aspect ratio '4:3': choose one of 1:1, 3:2, 2:3, 16:9, 9:16."),
+        (["a fox", "--seed", "-3"], "Seed must be between 0 and 4294967295, not -3."),
+        (["a fox", "--model", "weights.ckpt"], ".safetensors"),
+        (["a fox", "--model", "/nowhere/model"], "/nowhere/model"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_sentence_and_queues_nothing(
+    workdir: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    if "weights.ckpt" in args:
+        (workdir / "weights.ckpt").write_bytes(b"not really a pickle")
+    code = main(["imagine", *args, "--out", "x.png"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code != 0
+    assert error.startswith("error: ") and message in error
+    assert not (workdir / "x.png").exists()
+    database = workdir / "data" / "bot.sqlite3"
+    if database.exists():
+        with sqlite3.connect(database) as connection:
+            assert connection.execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
+
+
+def test_the_bot_without_a_token_says_how_to_get_one(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    error = capsys.readouterr().err
+    assert "DISCORD_TOKEN is not set" in error and ".env" in error
+
+
+def test_bad_settings_stop_start_up_naming_the_variable(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEVICE", "gpu")
+    assert main(["imagine", "a fox", "--out", "x.png"]) == 2
+    assert "DEVICE='gpu' is invalid: it accepts auto or cuda or cpu." in capsys.readouterr().err
