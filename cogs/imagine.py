@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 DECISION_BUDGET_S = 2.0
 # Interaction tokens live 15 minutes; past this age, deliver with the bot token instead.
 TOKEN_SAFE_AGE_S = 14 * 60
-EDIT_INTERVAL_S = 1.5
 STRONG_VARIATION, SUBTLE_VARIATION = 0.75, 0.35
 
 ACTIONS = {
@@ -202,7 +201,7 @@ class Imagine(commands.Cog):
         self,
         interaction: discord.Interaction[LatentcordBot],
         prompt: app_commands.Range[str, 1, 1500],
-        negative: app_commands.Range[str, 0, 1500] | None = None,
+        negative: app_commands.Range[str, 1, 1500] | None = None,
         aspect: app_commands.Choice[str] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
@@ -361,7 +360,8 @@ class Imagine(commands.Cog):
 
     async def _edit_status(self, delivery: Delivery, content: str, preview: Image.Image | None = None) -> None:
         now = self.bot.clock()
-        if not self._token_fresh(delivery) or now - delivery.last_edit_at < EDIT_INTERVAL_S:
+        # PREVIEW_INTERVAL_S (about 1.5 s) keeps a job within Discord's edit rate limits.
+        if not self._token_fresh(delivery) or now - delivery.last_edit_at < self.bot.settings.preview_interval_s:
             return
         delivery.last_edit_at = now
         attachments = [discord.File(io.BytesIO(_png(preview)), "preview.png")] if preview is not None else []

@@ -26,3 +26,6 @@ def tiny_engine(model_cache_dir: Path) -> Iterator[DiffusionEngine]:
     engine = DiffusionEngine(EngineConfig(device="cpu", cache_dir=model_cache_dir))
     engine.load(TINY_MODEL_ID)
     yield engine
+
+
+pytest_plugins = ["tests.fakediscord.fixtures"]
