@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -135,7 +136,7 @@ async def test_progress_is_shown_with_a_preview_while_generating(
     assert progress, [revision.content for revision in grid.revisions]
     assert "/100" in progress[0].content and progress[0].attachment_ids  # the preview image
     edits = [revision.replaced_at for revision in grid.revisions]
-    gaps = [(later - earlier).total_seconds() for earlier, later in zip(edits, edits[1:], strict=False)]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(edits)]
     assert all(gap >= 0.25 for gap in gaps[:-1]), gaps  # status edits are throttled; the result is not
 
 
