@@ -8,6 +8,7 @@ ephemeral replies in one handler.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -26,6 +27,7 @@ from db.store import Store
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.imagine", "cogs.moderation", "cogs.usage")
+TOKEN_SWEEP_INTERVAL_S = 300
 
 
 class LatentcordBot(commands.Bot):
@@ -50,6 +52,7 @@ class LatentcordBot(commands.Bot):
         self.service = service
         self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
         self.synced_commands: bool | None = None  # whether the last start-up had to sync
+        self._token_sweeper: asyncio.Task[None] | None = None
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
@@ -59,6 +62,16 @@ class LatentcordBot(commands.Bot):
         resumed = await self.service.resume()
         if resumed:
             log.info("requeued %d unfinished jobs: %s", len(resumed), resumed)
+        self._token_sweeper = asyncio.create_task(self._expire_tokens_forever(), name="latentcord-token-sweeper")
+        self._token_sweeper.add_done_callback(_log_crash)
+
+    async def _expire_tokens_forever(self) -> None:
+        """Interaction tokens are secrets that stop working after 15 minutes: do not keep them longer."""
+        while True:
+            await asyncio.sleep(TOKEN_SWEEP_INTERVAL_S)
+            expired = await self.store.expire_interaction_tokens()
+            if expired:
+                log.debug("forgot %d expired interaction tokens", expired)
 
     async def sync_commands_if_changed(self) -> bool:
         """Sync the global command tree only when Discord's registered commands differ from ours."""
@@ -77,6 +90,8 @@ class LatentcordBot(commands.Bot):
     async def close(self) -> None:
         """Stop taking jobs, let the running batch finish (the rest stays queued), then disconnect."""
         log.info("shutting down: finishing the running batch, keeping the queue for the next start")
+        if self._token_sweeper is not None:
+            self._token_sweeper.cancel()
         await self.service.close()
         await super().close()
 
@@ -122,6 +137,26 @@ _COMPARED_OPTION_KEYS = (
     "min_length",
     "max_length",
 )
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a background task of the bot failed", exc_info=task.exception())
+
+
+def point_discord_at(api_url: str | None, gateway_url: str | None) -> None:
+    """Talk to a Discord-compatible server instead of Discord (DISCORD_API_URL / DISCORD_GATEWAY_URL).
+
+    discord.py reads these class attributes whenever it builds a route or connects.
+    """
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    if api_url:
+        discord.http.Route.BASE = api_url
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
 def _canonical(commands_payload: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from bot.events import Cancelled, Failed, Progress, Queued, Started
 from bot.requests import ASPECT_RATIOS, MAX_COUNT, MIN_COUNT, ImagineOptions
 from bot.service import Completed, JobResult, Origin, ServiceEvent
 from bot.settings import Settings
+from db.errors import StoreError
 
 CONSOLE_USER_ID = 0
 
@@ -93,6 +94,6 @@ def _write_result(result: JobResult, out: Path) -> int:
 def imagine_main(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_imagine(settings, args))
-    except USER_FACING_ERRORS as error:
+    except (StoreError, *USER_FACING_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings, token: str) -> None:
-    from bot.app import LatentcordBot  # imports discord; the command line does not need it
+    from bot.app import LatentcordBot, point_discord_at  # imports discord; the command line does not need it
+
+    point_discord_at(settings.discord_api_url, settings.discord_gateway_url)
 
     async with open_core(settings) as core:
         log.info("loading %s", settings.sd_model)

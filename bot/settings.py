@@ -46,6 +46,9 @@ class Settings:
     nsfw_threshold: float = 0.7
     allow_dms: bool = False
     log_level: str = "INFO"
+    # Only for testing against a Discord-compatible server: the REST base (".../api/v10") and gateway URL.
+    discord_api_url: str | None = None
+    discord_gateway_url: str | None = None
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -83,6 +86,8 @@ class Settings:
             nsfw_threshold=reader.number("NSFW_THRESHOLD", 0.7, 0.0, 1.0),
             allow_dms=reader.boolean("ALLOW_DMS", False),
             log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            discord_api_url=reader.url("DISCORD_API_URL"),
+            discord_gateway_url=reader.url("DISCORD_GATEWAY_URL"),
         )
 
     def require_token(self) -> str:
@@ -119,6 +124,14 @@ class _Reader:
     def text(self, name: str, default: str | None) -> str | None:
         raw = self._raw(name)
         return default if raw is None else raw
+
+    def url(self, name: str) -> str | None:
+        def parse(raw: str) -> str:
+            if not raw.startswith(("http://", "https://", "ws://", "wss://")):
+                raise ValueError(raw)
+            return raw.rstrip("/")
+
+        return self._parse(name, None, parse, "an http(s):// or ws(s):// URL")
 
     def path(self, name: str, default: Path) -> Path:
         return self._parse(name, default, lambda raw: Path(raw).expanduser(), "a file system path")

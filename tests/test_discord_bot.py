@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +26,8 @@ from tests.fakediscord import FakeDiscord, MessageFlag
 from tests.fakediscord.fixtures import running_client
 from tests.fakediscord.models import StoredMessage
 from tests.fakediscord.server import GuildSetup
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class NoNsfw:
@@ -384,3 +390,44 @@ async def test_a_hundred_concurrent_imagines_are_all_answered_in_time_and_none_l
         assert not any(answer.ephemeral for answer in answers)
         grids = await asyncio.gather(*(finished_grid(ix, timeout=120) for ix in interactions))
     assert len({grid.id for grid in grids}) == 100
+
+
+# -- the real process ---------------------------------------------------------------------------------
+
+
+async def test_python_m_bot_serves_and_stops_cleanly_on_sigterm(
+    fake_discord: FakeDiscord, world: GuildSetup, tmp_path: Path, model_cache_dir: Path
+) -> None:
+    """``DISCORD_TOKEN=x SD_MODEL=builtin:tiny python -m bot`` against the fake, then SIGTERM."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DISCORD_TOKEN": "a-secret-token-123",
+        "SD_MODEL": TINY_MODEL_ID,
+        "DEVICE": "cpu",
+        "DATABASE_PATH": str(tmp_path / "bot.sqlite3"),
+        "IMAGES_DIR": str(tmp_path / "images"),
+        "MODEL_CACHE_DIR": str(model_cache_dir),
+        "DISCORD_API_URL": fake_discord.api_base,
+        "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        await fake_discord.wait_until(lambda: fake_discord.find_command("imagine"), timeout=60, what="commands synced")
+        await fake_discord.wait_for_gateway(timeout=30)
+        ix = await imagine(fake_discord, world, seed=1)
+        await ix.wait_for_response(timeout=3)
+        grid = await finished_grid(ix)
+        assert grid.attachments[0].open_image().size == (128, 128)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 60)
+        log = (await process.stderr.read()).decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, log
+    assert "a-secret-token-123" not in log
+    assert "synced" in log
