@@ -48,6 +48,9 @@ from typing import Final, Literal
 #: Where the built-in NSFW list lives; one term per line, ``#`` starts a comment.
 NSFW_TERMS_FILE: Final = Path(__file__).with_name("data") / "nsfw_terms.txt"
 
+#: Terms no setting allows (sexualised minors), blocked even in age-restricted channels.
+ALWAYS_BLOCKED_TERMS_FILE: Final = Path(__file__).with_name("data") / "always_blocked_terms.txt"
+
 #: Longest filter term a moderator may add (before and after normalisation).
 MAX_TERM_LENGTH: Final = 64
 
@@ -153,7 +156,7 @@ class FilterVerdict:
 
     blocked: bool
     term: str | None = None
-    source: Literal["builtin", "guild"] | None = None
+    source: Literal["always", "builtin", "guild"] | None = None
     rule: str | None = None
 
 
@@ -202,8 +205,18 @@ def normalise_term(term: str) -> str:
 @functools.cache
 def builtin_nsfw_terms() -> frozenset[str]:
     """The built-in NSFW list from ``bot/data/nsfw_terms.txt``, normalised like moderators' terms."""
+    return _read_terms(NSFW_TERMS_FILE)
+
+
+@functools.cache
+def always_blocked_terms() -> frozenset[str]:
+    """Terms blocked everywhere whatever the NSFW policy, from ``bot/data/always_blocked_terms.txt``."""
+    return _read_terms(ALWAYS_BLOCKED_TERMS_FILE)
+
+
+def _read_terms(path: Path) -> frozenset[str]:
     terms = set()
-    for line in NSFW_TERMS_FILE.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             terms.add(normalise_term(line))
@@ -213,13 +226,25 @@ def builtin_nsfw_terms() -> frozenset[str]:
 def check_prompt(prompt: str, guild_terms: Iterable[str], *, nsfw_allowed: bool) -> FilterVerdict:
     """Check a positive prompt against the guild's terms and, unless NSFW is allowed, the built-in list.
 
+    A short built-in list (sexualised minors) is blocked everywhere, whatever the setting.
+
     A guild's own terms apply in every channel, age-restricted ones included:
     moderators added them to block something whatever the NSFW setting. Pass
     only the positive prompt; negative prompts are never checked.
     """
     guild_index = _term_index(tuple(sorted(set(guild_terms))))
-    indexes = [guild_index] if nsfw_allowed else [guild_index, _builtin_index()]
+    indexes = [guild_index, _always_blocked_index()]
+    if not nsfw_allowed:
+        indexes.append(_builtin_index())
     graph = _WordGraph.of(prompt, frozenset().union(*(index.prefixes for index in indexes)))
+    term = graph.find(_always_blocked_index())
+    if term is not None:
+        return FilterVerdict(
+            blocked=True,
+            term=term,
+            source="always",
+            rule=f"`{term}` is on the built-in list of terms that are blocked everywhere.",
+        )
     term = graph.find(guild_index)
     if term is not None:
         return FilterVerdict(
@@ -430,6 +455,11 @@ def _build_index(terms: Iterable[str]) -> _TermIndex:
 @functools.cache
 def _builtin_index() -> _TermIndex:
     return _build_index(sorted(builtin_nsfw_terms()))
+
+
+@functools.cache
+def _always_blocked_index() -> _TermIndex:
+    return _build_index(sorted(always_blocked_terms()))
 
 
 @functools.lru_cache(maxsize=256)

@@ -265,7 +265,9 @@ class GenerationService:
         terms = await self.store.filter_terms(origin.guild_id) if origin.guild_id is not None else []
         verdict = content_filter.check_prompt(prompt, terms, nsfw_allowed=decision.allow_nsfw_prompts)
         if verdict.blocked:
-            if verdict.source == "guild":
+            if verdict.source == "always":
+                message = "Your prompt asks for something that is not allowed anywhere on this bot."
+            elif verdict.source == "guild":
                 message = "Your prompt contains a term this server's moderators have blocked; rephrase it."
             elif origin.guild_id is None:
                 message = "NSFW prompts are not allowed in direct messages."

@@ -184,3 +184,14 @@ async def test_a_term_stored_through_the_store_blocks_prompts(tmp_path: Path) ->
     assert terms == ["spider"]
     assert check_prompt("a giant S P I D E R", terms, nsfw_allowed=True).term == "spider"
     assert not check_prompt("spiderman", terms, nsfw_allowed=True).blocked
+
+
+@pytest.mark.parametrize("prompt", ["a l0li drawing", "lolicon art", "j.a.i.l.b.a.i.t"])
+def test_sexualised_minors_are_blocked_even_where_nsfw_is_allowed(prompt: str) -> None:
+    verdict = check_prompt(prompt, [], nsfw_allowed=True)
+    assert verdict.blocked and verdict.source == "always"
+    assert "blocked everywhere" in (verdict.rule or "")
+
+
+def test_the_always_blocked_list_leaves_innocent_words_alone() -> None:
+    assert not check_prompt("a lollipop and a loyal dog", [], nsfw_allowed=True).blocked
