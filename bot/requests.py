@@ -13,10 +13,10 @@ import re
 import secrets
 import shlex
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 
 from bot.errors import InvalidRequest
+from db.records import JobKind  # one list of job kinds, stored as they are named here
 from models.types import ModelPreset
 
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
@@ -32,13 +32,6 @@ MIN_COUNT, MAX_COUNT = 1, 4
 MAX_SEED = 2**32 - 1
 SIZE_MULTIPLE = 8  # latent space is 1/8 of the image in every Stable Diffusion VAE
 MAX_SIDE = 2048
-
-
-class JobKind(StrEnum):
-    IMAGINE = "imagine"
-    VARIATION = "variation"
-    UPSCALE = "upscale"
-    REROLL = "reroll"
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,7 +363,10 @@ class GenerationService:
             raise JobNotFound(f"Job {job_id} has no image {index + 1}.")
         if index in parent.withheld:
             raise NotAllowed("That image was withheld by the content filter, so it cannot be upscaled or varied.")
-        return parent, Path(parent.image_paths[index])
+        path = Path(parent.image_paths[index])
+        if not path.is_file():
+            raise JobNotFound(f"The images of job {job_id} are no longer stored, so this button cannot use them.")
+        return parent, path
 
     async def _source_of(self, job: JobRecord) -> Image.Image | None:
         if job.parent_job_id is None or job.parent_image is None:

@@ -142,7 +142,9 @@ def _headline(prompt: str, user_id: int, kind: str, parent_image: int | None) ->
         JobKind.REROLL: " (re-roll)",
     }.get(JobKind(kind), "")
     shown = prompt if len(prompt) <= 300 else prompt[:297] + "…"
-    return f"**{discord.utils.escape_markdown(shown)}**{what} — <@{user_id}>"
+    # A prompt is shown, never obeyed: no formatting, and no pings of whoever it names.
+    shown = discord.utils.escape_mentions(discord.utils.escape_markdown(shown))
+    return f"**{shown}**{what} — <@{user_id}>"
 
 
 def _bar(step: int, total: int, width: int = 10) -> str:

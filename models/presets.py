@@ -13,6 +13,7 @@ in fewer steps and can be named per batch in ``BatchSpec.scheduler`` instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -88,63 +89,38 @@ def _max_prompt_tokens(pipeline: DiffusionPipeline) -> int:
     return int(length) if 0 < length <= 4096 else CLIP_MAX_TOKENS
 
 
+@dataclass(frozen=True, slots=True)
+class _FamilyDefaults:
+    side: int | None  # None: read the UNet's native size from the checkpoint
+    steps: int
+    guidance: float
+    latent_rgb_factors: tuple[tuple[float, float, float], ...]
+    latent_rgb_bias: tuple[float, float, float] | None
+
+
+_FAMILY_DEFAULTS = {
+    ModelFamily.SD1: _FamilyDefaults(512, 25, 7.0, SD1_LATENT_RGB_FACTORS, SD1_LATENT_RGB_BIAS),
+    # SD2 comes as 512 px (epsilon) and 768 px (v-prediction) checkpoints; the UNet tells them apart.
+    ModelFamily.SD2: _FamilyDefaults(None, 25, 7.0, SD1_LATENT_RGB_FACTORS, SD1_LATENT_RGB_BIAS),
+    ModelFamily.SDXL: _FamilyDefaults(1024, 25, 6.0, SDXL_LATENT_RGB_FACTORS, SDXL_LATENT_RGB_BIAS),
+    ModelFamily.TINY: _FamilyDefaults(64, TINY_DEFAULT_STEPS, 7.0, SD1_LATENT_RGB_FACTORS, SD1_LATENT_RGB_BIAS),
+}
+
+
 def preset_for(model: str, pipeline: DiffusionPipeline) -> ModelPreset:
     """Defaults for ``model`` chosen by the family of its loaded ``pipeline``."""
     family = model_family(model, pipeline)
-    max_tokens = _max_prompt_tokens(pipeline)
-    match family:
-        case ModelFamily.SDXL:
-            return ModelPreset(
-                model=model,
-                family=family.value,
-                width=1024,
-                height=1024,
-                steps=25,
-                guidance=6.0,
-                scheduler=DEFAULT_SCHEDULER,
-                max_prompt_tokens=max_tokens,
-                latent_rgb_factors=SDXL_LATENT_RGB_FACTORS,
-                latent_rgb_bias=SDXL_LATENT_RGB_BIAS,
-            )
-        case ModelFamily.SD2:
-            # SD2 comes as 512 px (epsilon) and 768 px (v-prediction) checkpoints;
-            # the UNet's native sample size tells them apart.
-            side = int(pipeline.unet.config.sample_size) * int(pipeline.vae_scale_factor)
-            return ModelPreset(
-                model=model,
-                family=family.value,
-                width=side,
-                height=side,
-                steps=25,
-                guidance=7.0,
-                scheduler=DEFAULT_SCHEDULER,
-                max_prompt_tokens=max_tokens,
-                latent_rgb_factors=SD1_LATENT_RGB_FACTORS,
-                latent_rgb_bias=SD1_LATENT_RGB_BIAS,
-            )
-        case ModelFamily.TINY:
-            return ModelPreset(
-                model=model,
-                family=family.value,
-                width=64,
-                height=64,
-                steps=TINY_DEFAULT_STEPS,
-                guidance=7.0,
-                scheduler=DEFAULT_SCHEDULER,
-                max_prompt_tokens=max_tokens,
-                latent_rgb_factors=SD1_LATENT_RGB_FACTORS,
-                latent_rgb_bias=SD1_LATENT_RGB_BIAS,
-            )
-        case _:
-            return ModelPreset(
-                model=model,
-                family=family.value,
-                width=512,
-                height=512,
-                steps=25,
-                guidance=7.0,
-                scheduler=DEFAULT_SCHEDULER,
-                max_prompt_tokens=max_tokens,
-                latent_rgb_factors=SD1_LATENT_RGB_FACTORS,
-                latent_rgb_bias=SD1_LATENT_RGB_BIAS,
-            )
+    defaults = _FAMILY_DEFAULTS[family]
+    side = defaults.side or int(pipeline.unet.config.sample_size) * int(pipeline.vae_scale_factor)
+    return ModelPreset(
+        model=model,
+        family=family.value,
+        width=side,
+        height=side,
+        steps=defaults.steps,
+        guidance=defaults.guidance,
+        scheduler=DEFAULT_SCHEDULER,
+        max_prompt_tokens=_max_prompt_tokens(pipeline),
+        latent_rgb_factors=defaults.latent_rgb_factors,
+        latent_rgb_bias=defaults.latent_rgb_bias,
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,8 +11,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from db.store import Store
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
+from tests.helpers import FakeClock
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +31,21 @@ def tiny_engine(model_cache_dir: Path) -> Iterator[DiffusionEngine]:
 
 
 pytest_plugins = ["tests.fakediscord.fixtures"]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "bot.sqlite3"
+
+
+@pytest.fixture
+async def store(db_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+    """A real store on a temporary file, migrated, with a clock the test moves."""
+    store = await Store.open(db_path, clock=clock)
+    yield store
+    await store.close()

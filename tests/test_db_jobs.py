@@ -4,39 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from db import INTERACTION_TOKEN_LIFETIME_S, JobNotFound, NewJob, Store
-
-T0 = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "bot.sqlite3"
-
-
-@pytest.fixture
-async def store(db_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    store = await Store.open(db_path, clock=clock)
-    yield store
-    await store.close()
+from tests.helpers import T0, FakeClock
 
 
 def new_job(*, user_id: int = 1, kind: str = "imagine", cost: int = 4, **changes: object) -> NewJob:

@@ -431,3 +431,45 @@ async def test_python_m_bot_serves_and_stops_cleanly_on_sigterm(
     assert process.returncode == 0, log
     assert "a-secret-token-123" not in log
     assert "synced" in log
+
+
+async def test_a_prompt_cannot_ping_people(fake_discord: FakeDiscord, world: GuildSetup, bot) -> None:
+    target = world.moderator.user.id
+    ix = await imagine(fake_discord, world, prompt=f"a portrait of <@{target}> and @everyone", count=1)
+    grid = await finished_grid(ix)
+    assert f"<@{target}>" not in grid.content
+    assert "@everyone" not in grid.content.replace("@\u200beveryone", "")
+
+
+async def test_an_unexpected_error_gets_an_apology_with_an_error_id(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    _, core = bot
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(core.service, "imagine", broken)
+    ix = await imagine(fake_discord, world)
+    answer = await ix.wait_for_response(timeout=3)
+    assert answer.ephemeral and "Sorry, something went wrong on our side (error id" in answer.content
+    assert "disk on fire" not in answer.content
+    assert any("disk on fire" in str(record.exc_info) for record in caplog.records if record.exc_info)
+
+
+async def test_a_failing_discord_edit_does_not_lose_the_result(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    ix = await imagine(fake_discord, world)
+    await ix.wait_for_response(timeout=3)
+    # Every further edit of the original response fails, as if the message had been deleted.
+    fault = fake_discord.inject_fault(
+        r"/webhooks/.*/messages/@original", method="PATCH", status=404, code=10008, times=100
+    )
+    posted = await fake_discord.wait_for_message(world.text_channel, has_grid, timeout=60)
+    assert posted.id != ix.original_message_id and f"<@{world.member.user.id}>" in posted.content
+    # The worker lives on: the next job is served as usual.
+    fault.remaining = 0
+    second = await imagine(fake_discord, world, user=world.moderator)
+    assert not (await second.wait_for_response(timeout=3)).ephemeral
+    assert (await finished_grid(second)).id == second.original_message_id
