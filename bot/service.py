@@ -42,6 +42,7 @@ from bot.requests import (
 from bot.worker import GenerationWorker, WorkItem
 from db.errors import QuotaExhausted
 from db.store import JobRecord, NewJob, Store
+from models.presets import DEFAULT_SCHEDULER
 from models.safety import blurred_placeholder, withheld_indices
 from models.types import BatchSpec, ImageTask, ModelPreset, Operation
 
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from bot.settings import Settings
-    from models.safety import ImageClassifier
+    from models.presets import DEFAULT_SCHEDULER
+from models.safety import ImageClassifier
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +162,15 @@ class GenerationService:
         return await self.submit(request, origin, listener)
 
     async def reroll(self, job_id: int, origin: Origin, listener: ServiceListener | None = None) -> SubmittedJob:
+        """The same request with new seeds; re-rolling variations makes new variations of the same image."""
         parent = await self._job(job_id)
+        if parent.kind == JobKind.VARIATION and parent.parent_job_id is not None and parent.parent_image is not None:
+            return await self.variation(
+                parent.parent_job_id, parent.parent_image, origin, listener, strength=parent.strength
+            )
         request = _request_from_job(parent, kind=JobKind.REROLL, seeds=random_seeds(len(parent.seeds)))
-        return await self.submit(replace(request, parent_job_id=parent.id), origin, listener)
+        request = replace(request, parent_job_id=parent.id, parent_image=None, strength=0.0)
+        return await self.submit(request, origin, listener)
 
     async def variation(
         self,
@@ -229,7 +237,7 @@ class GenerationService:
             )
         # 3. Room in the queue, before anything is charged.
         self.worker.check_room(origin.user_id)
-        source = load_source_image(request.source_image) if request.source_image else None
+        source = await self._load_source(request)
         # 4. Check and charge the quota and record the job, in one transaction.
         cost = self.cost_of(request, preset)
         limit = 2**62 if origin.console else await self.quota_limit(origin)
@@ -319,7 +327,13 @@ class GenerationService:
         resumed: list[int] = []
         for job in await self.store.requeue_unfinished():
             request = _request_from_job(job, kind=JobKind(job.kind), seeds=job.seeds)
-            source = await self._source_of(job)
+            try:
+                source = await self._source_of(job)
+            except (InvalidRequest, JobNotFound) as missing:
+                log.warning("job %s cannot resume: %s", job.id, missing)
+                await self.store.mark_failed(job.id, str(missing))
+                await self.store.refund(job.id, job.cost, "source image gone")
+                continue
             self._decisions[job.id] = NsfwDecision(
                 allow_nsfw_prompts=job.nsfw_allowed, classify_images=not job.nsfw_allowed
             )
@@ -363,18 +377,33 @@ class GenerationService:
             raise JobNotFound(f"Job {job_id} has no image {index + 1}.")
         if index in parent.withheld:
             raise NotAllowed("That image was withheld by the content filter, so it cannot be upscaled or varied.")
-        path = Path(parent.image_paths[index])
-        if not path.is_file():
-            raise JobNotFound(f"The images of job {job_id} are no longer stored, so this button cannot use them.")
-        return parent, path
+        return parent, Path(parent.image_paths[index])
+
+    async def _load_source(self, request: GenerationRequest) -> Image.Image | None:
+        """Decode the image a variation or upscale starts from, off the event loop."""
+        if request.source_image is None:
+            return None
+        try:
+            return await asyncio.to_thread(load_source_image, request.source_image)
+        except InvalidRequest:
+            if request.parent_job_id is None:
+                raise
+            # Say which job, not where the server keeps its files.
+            raise JobNotFound(
+                f"The images of job {request.parent_job_id} are no longer stored, so they cannot be used."
+            ) from None
 
     async def _source_of(self, job: JobRecord) -> Image.Image | None:
-        if job.parent_job_id is None or job.parent_image is None:
+        if job.parent_job_id is None or job.parent_image is None or job.kind == JobKind.REROLL:
             return None
-        parent = await self.store.get_job(job.parent_job_id)
-        if parent is None or job.parent_image >= len(parent.image_paths):
-            return None
-        return load_source_image(Path(parent.image_paths[job.parent_image]))
+        parent = await self._job(job.parent_job_id)
+        if job.parent_image >= len(parent.image_paths):
+            raise JobNotFound(f"Job {parent.id} has no image {job.parent_image + 1}.")
+        request = replace(
+            _request_from_job(job, kind=JobKind(job.kind), seeds=job.seeds),
+            source_image=Path(parent.image_paths[job.parent_image]),
+        )
+        return await self._load_source(request)
 
     def _enqueue(self, job: JobRecord, request: GenerationRequest, source: Image.Image | None) -> int:
         spec = BatchSpec(
@@ -544,8 +573,8 @@ def _request_from_job(job: JobRecord, *, kind: JobKind, seeds: tuple[int, ...]) 
         steps=job.steps,
         guidance=job.guidance,
         seeds=seeds,
-        scheduler=job.scheduler,
-        strength=job.strength,
+        scheduler=job.scheduler or DEFAULT_SCHEDULER,  # "" in rows from before schedulers were stored
+        strength=job.strength or 0.0,
         parent_job_id=job.parent_job_id,
         parent_image=job.parent_image,
     )

@@ -273,3 +273,27 @@ async def test_a_prompt_past_the_token_limit_runs_with_a_notice(core: Core) -> N
 async def test_unknown_model_is_refused(core: Core) -> None:
     with pytest.raises(InvalidRequest, match="Unknown model 'nope': choose one of builtin:tiny"):
         await imagine(core, model="nope")
+
+
+async def test_rerolling_variations_makes_new_variations_of_the_same_image(core: Core) -> None:
+    _, events = await imagine(core, seed=3)
+    parent = (await events.end()).result.job
+    variation_events = Events()
+    await core.service.variation(parent.id, 1, alice(), variation_events)
+    variation = (await variation_events.end()).result.job
+    reroll_events = Events()
+    reroll = await core.service.reroll(variation.id, alice(), reroll_events)
+    again = (await reroll_events.end()).result.job
+    assert reroll.request.kind == "variation"
+    assert (again.parent_job_id, again.parent_image, again.strength) == (parent.id, 1, variation.strength)
+    assert again.seeds != variation.seeds
+
+
+async def test_a_variation_whose_source_is_gone_is_refused_without_naming_server_paths(core: Core) -> None:
+    _, events = await imagine(core)
+    parent = (await events.end()).result.job
+    Path(parent.image_paths[0]).unlink()
+    with pytest.raises(JobNotFound) as raised:
+        await core.service.variation(parent.id, 0, alice())
+    assert str(raised.value) == f"The images of job {parent.id} are no longer stored, so they cannot be used."
+    assert (await core.store.usage(GUILD, ALICE)).used == parent.cost
