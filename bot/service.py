@@ -253,6 +253,7 @@ class GenerationService:
             position = self._enqueue(job, request, source)
         except QueueFull:
             self._job_listeners.pop(job.id, None)
+            self._decisions.pop(job.id, None)
             await self.store.mark_failed(job.id, "the queue was full")
             await self.store.refund(job.id, cost, "queue full")
             raise
