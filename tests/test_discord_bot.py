@@ -473,3 +473,38 @@ async def test_a_failing_discord_edit_does_not_lose_the_result(
     second = await imagine(fake_discord, world, user=world.moderator)
     assert not (await second.wait_for_response(timeout=3)).ephemeral
     assert (await finished_grid(second)).id == second.original_message_id
+
+
+async def test_the_cancel_button_stops_a_waiting_job_and_refunds_it(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    _, core = bot
+    running = await imagine(fake_discord, world, steps=60, user=world.moderator)
+    waiting = await imagine(fake_discord, world, steps=None)
+    status = await waiting.wait_for_original(lambda m: bool(m.buttons), timeout=3)
+    stranger = fake_discord.add_member(world.guild, "stranger")
+    refused = await fake_discord.press_button(status, user=stranger, label="Cancel")
+    assert (await refused.wait_for_response()).ephemeral
+    press = await fake_discord.press_button(status, user=world.member, label="Cancel")
+    answer = await press.wait_for_response(timeout=3)
+    assert answer.ephemeral and "Cancelled" in answer.content
+    await waiting.wait_for_original(lambda m: "Cancelled; credits refunded." in m.content, timeout=10)
+    assert (await core.store.usage(world.guild.id, world.member.user.id)).used == 0
+    await finished_grid(running)
+
+
+async def test_vary_subtle_on_an_upscale_and_role_quotas(fake_discord: FakeDiscord, world: GuildSetup, bot) -> None:
+    artists = fake_discord.add_role(world.guild, "Artists")
+    fake_discord.set_member_roles(world.member, [artists])
+    ix = await fake_discord.run_slash(
+        "quota set", {"limit": 3, "role": artists}, user=world.moderator, channel=world.text_channel
+    )
+    assert "may now spend 3 credits" in (await ix.wait_for_response()).content
+
+    grid = await finished_grid(await imagine(fake_discord, world))  # 1 credit
+    upscaled = await press_and_wait(fake_discord, grid, "U4", world)  # 1 credit
+    subtle = await press_and_wait(fake_discord, upscaled, "Vary (Subtle)", world)  # 1 credit
+    assert "variations of image 1" in subtle.content
+    refused = await fake_discord.press_button(subtle, user=world.member, label="V1")
+    answer = await refused.wait_for_response(timeout=3)
+    assert answer.ephemeral and "you have 0 of 3 left" in answer.content
