@@ -38,6 +38,8 @@ def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
     if args.model and args.model not in settings.models:
         settings = replace(settings, extra_models=(*settings.extra_models, args.model))
+    # A terminal has no edit rate limit: let the progress bar move smoothly.
+    settings = replace(settings, preview_interval_s=min(settings.preview_interval_s, 0.2))
     options = ImagineOptions(
         prompt=args.prompt,
         negative=args.negative,

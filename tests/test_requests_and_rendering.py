@@ -212,3 +212,18 @@ def test_source_images_must_be_images(tmp_path: Path) -> None:
         load_source_image(tmp_path / "missing.png")
     solid((5, 6, 7)).save(tmp_path / "ok.png")
     assert load_source_image(tmp_path / "ok.png").getpixel((0, 0)) == (5, 6, 7)
+
+
+def test_env_example_lists_every_setting_and_its_values_are_valid() -> None:
+    import inspect
+    import re
+
+    from bot import settings as settings_module
+
+    root = Path(__file__).resolve().parent.parent
+    example = (root / ".env.example").read_text()
+    read = set(re.findall(r'reader\.\w+\("([A-Z_]+)"', inspect.getsource(settings_module)))
+    listed = set(re.findall(r"^#? ?([A-Z_]+)=", example, flags=re.MULTILINE))
+    assert read == listed
+    settings = Settings.from_env({}, env_file=root / ".env.example")
+    assert settings.discord_token is None  # empty in the example: the owner fills it in
