@@ -156,8 +156,8 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobRecord:
-    """A job as stored: its request, where it is in its life, and what it was charged.
+class JobRecord(NewJob):
+    """A job as stored: its request (the fields of ``NewJob``), where it is in its life, and what it was charged.
 
     ``charged`` is the credits taken when it was admitted (written once, so a job
     requeued after a crash is never charged again); ``refunded`` is what has been
@@ -167,24 +167,6 @@ class JobRecord:
     """
 
     id: int
-    kind: str
-    guild_id: int | None
-    channel_id: int | None
-    user_id: int
-    prompt: str
-    negative_prompt: str
-    model: str
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    strength: float | None
-    seeds: tuple[int, ...]
-    cost: int
-    scheduler: str
-    nsfw_allowed: bool
-    parent_job_id: int | None
-    parent_image: int | None
     status: str
     created_at: float
     started_at: float | None
