@@ -62,6 +62,7 @@ class _Entry:
     queued_at: float
     cancelled: bool = False
     last_progress_at: float = field(default=float("-inf"))
+    position: int = 0  # last place in the queue its listener was told
 
 
 class FairQueue:
@@ -224,6 +225,7 @@ class GenerationWorker:
         entry = _Entry(item=item, listener=listener, queued_at=self._clock())
         self._queue.push(entry)
         position = self._queue.position(item.job_id) or len(self._queue)
+        entry.position = position
         self._emit(entry, Queued(item.job_id, position))
         self._wakeup.set()
         return position
@@ -282,7 +284,15 @@ class GenerationWorker:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            self._announce_positions()
             await self._run_batch(batch)
+
+    def _announce_positions(self) -> None:
+        """Tell every waiting job whose place moved up, so users see the queue advance."""
+        for position, entry in enumerate(self._queue.order(), start=1):
+            if position != entry.position:
+                entry.position = position
+                self._emit(entry, Queued(entry.item.job_id, position))
 
     async def _run_batch(self, batch: list[_Entry]) -> None:
         loop = asyncio.get_running_loop()

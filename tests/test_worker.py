@@ -161,6 +161,16 @@ async def test_events_arrive_in_order_with_progress_previews(worker: GenerationW
     assert finished.seeds == (1, 2, 3, 4)
 
 
+async def test_waiting_jobs_hear_their_place_move_up(worker: GenerationWorker) -> None:
+    recorders = [Recorder() for _ in range(3)]
+    for job_id, recorder in enumerate(recorders, start=1):
+        worker.submit(item(job_id, owner=job_id, spec=replace(SPEC, width=64 + 8 * job_id)), recorder)
+    await asyncio.wait_for(recorders[-1].done.wait(), 60)
+    # Job 3 was third, then second when job 1 started, then first when job 2 started.
+    assert [event.position for event in recorders[2].of(Queued)] == [3, 2, 1]
+    assert [event.position for event in recorders[0].of(Queued)] == [1]
+
+
 async def test_cancel_a_queued_job_removes_it(worker: GenerationWorker) -> None:
     first, second = Recorder(), Recorder()
     worker.submit(item(1, owner=1, spec=replace(SPEC, steps=6)), first)
