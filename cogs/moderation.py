@@ -141,8 +141,10 @@ class Moderation(commands.Cog):
 
     # -- /quota ------------------------------------------------------------------------------
 
-    @quota_group.command(name="set", description="Set the credits per 24 hours of a member or a role.")
-    @app_commands.describe(limit="Credits per rolling 24 hours", user="The member", role="The role")
+    @quota_group.command(name="set", description="Set the credits per 24 hours of a member, a role, or the server.")
+    @app_commands.describe(
+        limit="Credits per rolling 24 hours", user="The member", role="The role (give neither for the server default)"
+    )
     @moderators_only()
     async def quota_set(
         self,
@@ -151,8 +153,15 @@ class Moderation(commands.Cog):
         user: discord.Member | None = None,
         role: discord.Role | None = None,
     ) -> None:
-        if (user is None) == (role is None):
-            raise InvalidRequest("Give either a user or a role, not both and not neither.")
+        if user is not None and role is not None:
+            raise InvalidRequest("Give a user or a role, not both.")
+        if user is None and role is None:
+            # Neither: the server's default for everyone without an override of their own.
+            entry = await self.store.set_guild_daily_credits(interaction.guild_id, limit, actor_id=interaction.user.id)
+            await self._changed(
+                interaction, entry, f"Members without an override may now spend {limit} credits per 24 hours."
+            )
+            return
         entry = await self.store.set_quota_override(
             interaction.guild_id,
             user_id=user.id if user else None,

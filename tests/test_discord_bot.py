@@ -352,7 +352,11 @@ async def test_moderators_filter_terms_and_every_change_reaches_the_log(
     assert "may now spend 7 credits" in await run("quota set", {"limit": 7, "user": world.member})
     assert "0 of 7 credits used" in await run("quota show", {"user": world.member})
     assert "full credits back" in await run("quota reset", {"user": world.member})
-    assert "Give either a user or a role" in await run("quota set", {"limit": 7})
+    assert "Give a user or a role, not both." == await run(
+        "quota set", {"limit": 7, "user": world.member, "role": world.moderator_role}
+    )
+    assert "Members without an override may now spend 50 credits" in await run("quota set", {"limit": 50})
+    assert "0 of 50 credits used" in await run("quota show", {"user": world.owner})
 
     log = await fake_discord.wait_for_message(world.log_channel, lambda m: "rejected" in m.content, timeout=5)
     assert f"<@{world.member.user.id}>" in log.content
