@@ -9,7 +9,19 @@ import sys
 from bot.settings import Settings, SettingsError
 
 
+class _TorchvisionFallbackFilter(logging.Filter):
+    """Drops transformers' notice that image processors fall back to PIL without torchvision.
+
+    Latentcord never uses those processors (it classifies images with its own
+    model), so the notice is noise on every start.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionFallbackFilter())
     parser = argparse.ArgumentParser(
         prog="python -m bot", description="Latentcord: a Stable Diffusion bot for Discord."
     )
