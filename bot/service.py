@@ -280,11 +280,10 @@ class GenerationService:
                 message = "Your prompt contains a term this server's moderators have blocked; rephrase it."
             elif origin.guild_id is None:
                 message = "NSFW prompts are not allowed in direct messages."
+            elif (await self.store.guild_settings(origin.guild_id)).nsfw_mode == NsfwMode.AGE_RESTRICTED:
+                message = "NSFW prompts are not allowed in this channel, only in this server's age-restricted channels."
             else:
-                message = (
-                    "NSFW prompts are not allowed in this channel; "
-                    "ask a moderator which age-restricted channel allows them."
-                )
+                message = "NSFW prompts are not allowed in this channel: this server blocks them everywhere."
             raise PromptRejected(message, rule=verdict.rule)
 
     async def quota_limit(self, origin: Origin) -> int:

@@ -130,8 +130,10 @@ async def test_rejected_prompt_charges_and_queues_nothing(core: Core) -> None:
 
 
 async def test_nsfw_prompts_pass_only_in_age_restricted_channels_of_permissive_guilds(core: Core) -> None:
+    with pytest.raises(PromptRejected, match="this server blocks them everywhere"):
+        await imagine(core, "nsfw art", origin=alice(NSFW_CHANNEL, channel_age_restricted=True))
     await core.store.set_nsfw_mode(GUILD, "age-restricted", actor_id=99)
-    with pytest.raises(PromptRejected):
+    with pytest.raises(PromptRejected, match="only in this server's age-restricted channels"):
         await imagine(core, "nsfw art", origin=alice(channel_age_restricted=False))
     submitted, events = await imagine(core, "nsfw art", origin=alice(NSFW_CHANNEL, channel_age_restricted=True))
     await events.end()
