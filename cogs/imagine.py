@@ -175,6 +175,8 @@ class Imagine(commands.Cog):
         self.bot = bot
         self.service = bot.service
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resumed: set[int] = set()  # resumed jobs whose status message says so already
+        self._restate_lock = asyncio.Lock()
 
     async def cog_load(self) -> None:
         self.service.add_listener(self._on_unowned_event)
@@ -445,11 +447,42 @@ class Imagine(commands.Cog):
             log.warning("could not post to channel %s", channel_id, exc_info=True)
 
     def _on_unowned_event(self, event: ServiceEvent) -> None:
-        """Jobs resumed after a restart have no interaction: their results go to their channel."""
-        if isinstance(event, Completed):
+        """Jobs resumed after a restart have no interaction: their results go to their channel.
+
+        Their old status message is corrected with the bot token, so it does not
+        say "Queued" forever.
+        """
+        if isinstance(event, Queued) and event.job_id not in self._resumed:
+            self._resumed.add(event.job_id)
+            status = f"Resumed after a restart: queued, position {event.position}."
+            self._track(asyncio.create_task(self._restate(event.job_id, status, cancel_button(event.job_id))))
+        elif isinstance(event, Completed):
+            self._resumed.discard(event.job_id)
             self._track(asyncio.create_task(self._post_result(event.result, None)))
+            status = "Finished after a restart: the result is below."
+            self._track(asyncio.create_task(self._restate(event.job_id, status, None)))
         elif isinstance(event, Failed | Cancelled):
+            self._resumed.discard(event.job_id)
             self._track(asyncio.create_task(self._post_unowned_text(event)))
+            self._track(asyncio.create_task(self._restate(event.job_id, "Stopped after a restart.", None)))
+
+    async def _restate(self, job_id: int, status: str, view: discord.ui.View | None) -> None:
+        """Edit a resumed job's status message with the bot token; a missing message is no loss.
+
+        The lock is taken before the first await: tasks start in the order they were
+        created and asyncio locks are fair, so the edits land in the order of the events.
+        """
+        async with self._restate_lock:
+            job = await self.bot.store.get_job(job_id)
+            if job is None or job.message_id is None or job.channel_id is None:
+                return
+            headline = _headline(job.prompt, job.user_id, job.kind, job.parent_image)
+            try:
+                channel = self.bot.get_channel(job.channel_id) or await self.bot.fetch_channel(job.channel_id)
+                message = channel.get_partial_message(job.message_id)  # type: ignore[union-attr]
+                await message.edit(content=f"{headline}\n{status}", view=view)
+            except (discord.HTTPException, AttributeError):
+                log.info("could not update the status message of resumed job %s", job_id, exc_info=True)
 
     async def _post_unowned_text(self, event: Failed | Cancelled) -> None:
         job = await self.bot.store.get_job(event.job_id)

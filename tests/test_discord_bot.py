@@ -309,11 +309,16 @@ async def test_queued_jobs_survive_a_restart_and_are_delivered_to_their_channel(
         await fake_discord.wait_until(lambda: core.worker.position(1) == 0, what="job 1 running")
     # Closing let the running job finish; the waiting one stayed queued in SQLite.
     await finished_grid(running, timeout=5)
+    status = await waiting.wait_for_original(timeout=3)
     async with running_bot(fake_discord, settings, tiny_engine):
         delivered = await fake_discord.wait_for_message(
             world.text_channel, lambda m: has_grid(m) and "lighthouse" in m.content, timeout=60
         )
+        await fake_discord.wait_until(lambda: "Finished after a restart" in status.content, what="status updated")
     assert f"<@{world.moderator.user.id}>" in delivered.content
+    # The old status message said it was resumed, and no longer offers Cancel.
+    assert any("Resumed after a restart" in revision.content for revision in status.revisions)
+    assert not status.buttons
 
 
 # -- moderation -----------------------------------------------------------------------------------------
