@@ -517,3 +517,47 @@ async def test_vary_subtle_on_an_upscale_and_role_quotas(fake_discord: FakeDisco
     refused = await fake_discord.press_button(subtle, user=world.member, label="V1")
     answer = await refused.wait_for_response(timeout=3)
     assert answer.ephemeral and "you have 0 of 3 left" in answer.content
+
+
+async def test_a_slow_decision_defers_ephemerally_and_then_answers(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision past Discord's window (a model loading) is never answered publicly first."""
+    _, core = bot
+    real_preset = core.worker.preset
+
+    async def slow_preset(model: str):
+        await asyncio.sleep(2.5)
+        return await real_preset(model)
+
+    monkeypatch.setattr(core.worker, "preset", slow_preset)
+    accepted = await imagine(fake_discord, world)
+    first = await accepted.wait_for_response(timeout=3)
+    assert first.ephemeral and first.elapsed < 3  # "thinking…", only for the requester
+    grid = await accepted.wait_for_message(has_grid, timeout=60)
+    assert not grid.ephemeral and f"<@{world.member.user.id}>" in grid.content
+
+    rejected = await imagine(fake_discord, world, prompt="a nude statue")
+    first = await rejected.wait_for_response(timeout=3)
+    assert first.ephemeral
+    answer = await rejected.wait_for_message(lambda m: "NSFW" in m.content, timeout=10)
+    assert answer.ephemeral
+    assert not any(
+        "nude statue" in m.content for m in fake_discord.channel_messages(world.text_channel, include_ephemeral=False)
+    )
+
+
+async def test_imagine_in_direct_messages_when_the_owner_allows_it(
+    fake_discord: FakeDiscord, world: GuildSetup, settings: Settings, tiny_engine: DiffusionEngine
+) -> None:
+    async with running_bot(fake_discord, replace(settings, allow_dms=True), tiny_engine):
+        dm = fake_discord.dm_channel(world.member)
+        ok = await fake_discord.run_slash(
+            "imagine", {"prompt": "a fox", "steps": 3, "count": 1}, user=world.member.user, channel=dm
+        )
+        assert not (await ok.wait_for_response(timeout=3)).ephemeral
+        grid = await finished_grid(ok)
+        assert grid.attachments[0].open_image().size == (64, 64)
+        refused = await fake_discord.run_slash("imagine", {"prompt": "nsfw art"}, user=world.member.user, channel=dm)
+        answer = await refused.wait_for_response(timeout=3)
+        assert answer.ephemeral and "direct messages" in answer.content
