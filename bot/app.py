@@ -22,7 +22,9 @@ from discord.ext import commands
 from bot.errors import USER_FACING_ERRORS
 from bot.service import GenerationService
 from bot.settings import Settings
+from bot.worker import GenerationWorker
 from db.store import Store
+from models.safety import ImageClassifier, OpenNsfwClassifier
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,20 @@ TOKEN_SWEEP_INTERVAL_S = 300
 
 
 class LatentcordBot(commands.Bot):
+    """The bot: settings, the store and the worker in, everything the cogs need as typed attributes.
+
+    ``service`` (admission, recording and delivery of jobs) is built from the
+    other three unless one is given, for example to share it with other front ends.
+    """
+
     def __init__(
         self,
         *,
         settings: Settings,
         store: Store,
-        service: GenerationService,
+        worker: GenerationWorker,
+        service: GenerationService | None = None,
+        classifier: ImageClassifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         intents = discord.Intents.none()
@@ -49,13 +59,20 @@ class LatentcordBot(commands.Bot):
         )
         self.settings = settings
         self.store = store
-        self.service = service
+        self.worker = worker
+        self.service = service or GenerationService(
+            settings=settings,
+            store=store,
+            worker=worker,
+            classifier=classifier if classifier is not None else OpenNsfwClassifier(),
+        )
         self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
         self.synced_commands: bool | None = None  # whether the last start-up had to sync
         self._token_sweeper: asyncio.Task[None] | None = None
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
+        await self.worker.start()  # a no-op when the composition root started it already
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands_if_changed()
@@ -94,6 +111,7 @@ class LatentcordBot(commands.Bot):
             self._token_sweeper.cancel()
         await self.service.close()
         await super().close()
+        await self.store.close()
 
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
@@ -182,3 +200,6 @@ def _canonical(commands_payload: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
 
     return sorted((command(payload) for payload in commands_payload), key=lambda c: (c["type"], c["name"]))
+
+
+Bot = LatentcordBot  # the name DESIGN.md and STYLE.md use

@@ -29,7 +29,7 @@ async def serve(settings: Settings, token: str) -> None:
     async with open_core(settings) as core:
         log.info("loading %s", settings.sd_model)
         await core.worker.preset(settings.sd_model)
-        bot = LatentcordBot(settings=settings, store=core.store, service=core.service)
+        bot = LatentcordBot(settings=settings, store=core.store, worker=core.worker, service=core.service)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:

@@ -187,12 +187,17 @@ class GenerationWorker:
         self._runner: asyncio.Task[None] | None = None
         self._accepting = True
         self._presets: dict[str, ModelPreset] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        return self._runner is not None and not self._runner.done()
+
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        """Start serving the queue; calling it again while it runs does nothing. A stopped worker stays stopped."""
+        if self.running:
+            return
         self._runner = asyncio.create_task(self._run_forever(), name="latentcord-worker")
         self._runner.add_done_callback(_log_crash)
 

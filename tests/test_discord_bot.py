@@ -79,7 +79,9 @@ async def running_bot(
     clock: Clock | None = None,
 ) -> AsyncIterator[tuple[LatentcordBot, Core]]:
     async with open_core(settings, engine=engine, classifier=classifier or NoNsfw()) as core:
-        bot = LatentcordBot(settings=settings, store=core.store, service=core.service, clock=clock or Clock())
+        bot = LatentcordBot(
+            settings=settings, store=core.store, worker=core.worker, service=core.service, clock=clock or Clock()
+        )
         async with running_client(bot, fake, token=settings.discord_token):
             yield bot, core
 
@@ -561,3 +563,23 @@ async def test_imagine_in_direct_messages_when_the_owner_allows_it(
         refused = await fake_discord.run_slash("imagine", {"prompt": "nsfw art"}, user=world.member.user, channel=dm)
         answer = await refused.wait_for_response(timeout=3)
         assert answer.ephemeral and "direct messages" in answer.content
+
+
+async def test_the_bot_composes_from_settings_store_and_worker_as_designed(
+    fake_discord: FakeDiscord, world: GuildSetup, settings: Settings, tiny_engine: DiffusionEngine
+) -> None:
+    """``Bot(settings=..., store=..., worker=...)``: the Bot builds its service and starts the worker."""
+    from bot.app import Bot
+    from bot.worker import GenerationWorker
+    from db.store import Store
+
+    store = await Store.open(settings.database_path)
+    worker = GenerationWorker(tiny_engine, preview_interval_s=0.0)
+    bot = Bot(settings=settings, store=store, worker=worker, classifier=NoNsfw())
+    async with running_client(bot, fake_discord, token=settings.discord_token):
+        assert worker.running
+        grid = await finished_grid(await imagine(fake_discord, world))
+        assert grid.attachments[0].open_image().size == (128, 128)
+    assert not worker.running
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.filter_terms(1)  # Bot.close() closed the database after the worker
