@@ -233,35 +233,20 @@ def check_prompt(prompt: str, guild_terms: Iterable[str], *, nsfw_allowed: bool)
     only the positive prompt; negative prompts are never checked.
     """
     guild_index = _term_index(tuple(sorted(set(guild_terms))))
-    indexes = [guild_index, _always_blocked_index()]
+    # Most severe list first, so the verdict names the rule that matters most.
+    checks = [
+        (_always_blocked_index(), "always", "the built-in list of terms that are blocked everywhere"),
+        (guild_index, "guild", "this server's filter list, which applies in every channel"),
+    ]
     if not nsfw_allowed:
-        indexes.append(_builtin_index())
-    graph = _WordGraph.of(prompt, frozenset().union(*(index.prefixes for index in indexes)))
-    term = graph.find(_always_blocked_index())
-    if term is not None:
-        return FilterVerdict(
-            blocked=True,
-            term=term,
-            source="always",
-            rule=f"`{term}` is on the built-in list of terms that are blocked everywhere.",
+        checks.append(
+            (_builtin_index(), "builtin", "the built-in NSFW list, which applies where NSFW prompts are not allowed")
         )
-    term = graph.find(guild_index)
-    if term is not None:
-        return FilterVerdict(
-            blocked=True,
-            term=term,
-            source="guild",
-            rule=f"`{term}` is on this server's filter list, which applies in every channel.",
-        )
-    if not nsfw_allowed:
-        term = graph.find(_builtin_index())
+    graph = _WordGraph.of(prompt, frozenset().union(*(index.prefixes for index, _, _ in checks)))
+    for index, source, where in checks:
+        term = graph.find(index)
         if term is not None:
-            return FilterVerdict(
-                blocked=True,
-                term=term,
-                source="builtin",
-                rule=f"`{term}` is on the built-in NSFW list, which applies where NSFW prompts are not allowed.",
-            )
+            return FilterVerdict(blocked=True, term=term, source=source, rule=f"`{term}` is on {where}.")
     return ALLOWED
 
 

@@ -41,6 +41,7 @@ from bot.requests import (
 )
 from bot.worker import GenerationWorker, WorkItem
 from db.errors import QuotaExhausted
+from db.records import DM_GUILD_ID  # quotas of direct messages are kept under guild 0
 from db.store import JobRecord, NewJob, Store
 from models.presets import DEFAULT_SCHEDULER
 from models.safety import blurred_placeholder, withheld_indices
@@ -55,7 +56,6 @@ from models.safety import ImageClassifier
 
 log = logging.getLogger(__name__)
 
-DM_GUILD_ID = 0  # quotas and settings of direct messages are kept under guild 0
 UPSCALE_FACTOR = 2
 OPERATIONS = {
     JobKind.IMAGINE: Operation.TXT2IMG,

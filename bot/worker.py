@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -345,7 +344,6 @@ class GenerationWorker:
         self, batch: GenerationBatch, entries: list[_Entry], loop: asyncio.AbstractEventLoop
     ) -> list[Image.Image]:
         """In the GPU thread: run the batch, sending throttled progress back to the loop."""
-        assert threading.current_thread() is not threading.main_thread()
         preset = self._presets.get(batch.spec.model) or self._engine.load(batch.spec.model)
         self._presets.setdefault(batch.spec.model, preset)
         spans = []

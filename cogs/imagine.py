@@ -18,18 +18,17 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 from discord.ext import commands
+from PIL import Image
 
 from bot.app import send_ephemeral
 from bot.errors import USER_FACING_ERRORS, PromptRejected
 from bot.events import Cancelled, Failed, Progress, Queued, Started
-from bot.rendering import encode_image
+from bot.rendering import EncodedImage, encode_image
 from bot.requests import ASPECT_RATIOS, MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ImagineOptions, JobKind
 from bot.service import Completed, JobResult, Origin, ServiceEvent, SubmittedJob
 from cogs.moderation import is_moderator, post_to_modlog
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from bot.app import LatentcordBot
 
 log = logging.getLogger(__name__)
@@ -418,10 +417,9 @@ class Imagine(commands.Cog):
         limit = delivery.interaction.filesize_limit if delivery else 10 * 1024 * 1024
         grid = result.grid
         if len(grid.data) > limit:
-            from PIL import Image as PILImage
 
-            def shrink() -> Any:
-                with PILImage.open(io.BytesIO(grid.data)) as image:
+            def shrink() -> EncodedImage:
+                with Image.open(io.BytesIO(grid.data)) as image:
                     return encode_image(
                         image, result.parameters, stem=grid.filename.rsplit(".", 1)[0], limit_bytes=limit
                     )
