@@ -394,7 +394,8 @@ async def test_discord_deadlines_are_enforced(fake_discord: FakeDiscord, world: 
     slow = await fake_discord.run_slash("slow", user=world.member, channel=world.text_channel)
     fake_discord.clock.advance(3.5)
     bot.release_slow.set()
-    await fake_discord.wait_until(lambda: slow.events, timeout=3, what="the late callback")
+    # The fake records the refusal before the client has read it: wait for both sides.
+    await fake_discord.wait_until(lambda: slow.events and bot.slow_error, timeout=3, what="the late callback")
     assert not slow.acknowledged and slow.events[0].status == 404
     assert isinstance(bot.slow_error, discord.NotFound) and bot.slow_error.code == 10062
 
