@@ -1,6 +1,6 @@
 """SQLite persistence for Latentcord: the only package that contains SQL.
 
-Imports aiosqlite and the standard library only; it knows nothing about
+Imports the standard library only (sqlite3, in a thread of its own: ``db.connection``); it knows nothing about
 Discord, torch or the rest of the bot. Open it with ``await Store.open(path)``.
 """
 

@@ -93,6 +93,18 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaRule:
+    """How to find a user's daily credits when admitting a job: their roles, and the bot-wide default.
+
+    The store resolves it as ``Store.quota_limit`` does: the user's override, else their most
+    generous role's, else the guild's daily credits, else ``default``.
+    """
+
+    role_ids: tuple[int, ...]
+    default: int
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaOverride:
     """A moderator's limit for one user or one role; exactly one of the ids is set."""
 

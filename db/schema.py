@@ -14,8 +14,6 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -76,32 +74,31 @@ def _has_code(text: str) -> bool:
     return bool(without_comments.replace(";", "").strip())
 
 
-async def read_user_version(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
+def read_user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
     return int(row[0]) if row else 0
 
 
-async def apply_migrations(conn: aiosqlite.Connection, migrations: tuple[Migration, ...]) -> int:
+def apply_migrations(conn: sqlite3.Connection, migrations: tuple[Migration, ...]) -> int:
     """Bring the database to the latest version; return the version it was at.
 
     The version is read again inside the write transaction, so two processes
     starting together cannot both apply the same migration. The caller has
     already refused databases newer than ``migrations`` know.
     """
-    await conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        found = await read_user_version(conn)
+        found = read_user_version(conn)
         for migration in migrations:
             if migration.version <= found:
                 continue
             for statement in split_statements(migration.sql):
-                await conn.execute(statement)
+                conn.execute(statement)
             # PRAGMA takes no parameters; the version is an int we produced.
-            await conn.execute(f"PRAGMA user_version = {migration.version:d}")
-        await conn.execute("COMMIT")
+            conn.execute(f"PRAGMA user_version = {migration.version:d}")
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
         raise
     return found

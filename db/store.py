@@ -26,13 +26,12 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import aiosqlite
-
+from db.connection import ConnectionThread
 from db.errors import JobNotFound, QuotaExhausted, StoreError, StoreInputError
 from db.records import (
     DM_GUILD_ID,
@@ -47,6 +46,7 @@ from db.records import (
     JobStatus,
     NewJob,
     QuotaOverride,
+    QuotaRule,
     Usage,
 )
 from db.schema import apply_migrations, latest_version, load_migrations, read_user_version
@@ -83,13 +83,17 @@ FROM jobs AS j
 class Store:
     """Typed access to the database; create it with ``await Store.open(path)``."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, conn: ConnectionThread, path: Path, clock: Callable[[], float]) -> None:
         self._conn = conn
         self._path = path
         self._clock = clock
-        self._lock = asyncio.Lock()
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._closed = False
+        # Every admission reads its guild's settings and filter terms; moderators change them
+        # rarely, and only through this object, so they are kept here and dropped on each change.
+        self._settings_cache: dict[int, GuildSettings] = {}
+        self._terms_cache: dict[int, tuple[str, ...]] = {}
+        self._guild_generation: dict[int, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -114,27 +118,34 @@ class Store:
                 "check the path and the permissions of the folders above it."
             ) from exc
 
-        # 2. Connect; autocommit mode (isolation_level=None) so transactions are ours to begin and end.
+        # 2. Connect, in autocommit mode (isolation_level=None) so transactions are ours to begin and end.
         try:
-            conn = await aiosqlite.connect(str(path), isolation_level=None)
+            conn = await ConnectionThread.connect(path)
         except sqlite3.Error as exc:
             raise _open_error(path, exc) from exc
 
-        try:
-            conn.row_factory = sqlite3.Row
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+        def prepare(raw: sqlite3.Connection) -> int:
+            raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
             # 3. Read the version first: this is the first read of the file, so it is also where
             #    a file that is not a database fails, before anything could write to it.
-            found = await read_user_version(conn)
+            found = read_user_version(raw)
             if found > known:
                 raise _too_new(path, found, known)
             # 4. Connection settings that the schema and the concurrency story rely on.
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
+            raw.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL syncs at checkpoints, not on every commit: a crash of the process
+            # loses nothing, and a burst of admissions is not bound by one fsync each. (A power cut
+            # may roll back the last commits: a job admitted then is gone with its charge.)
+            raw.execute("PRAGMA synchronous = NORMAL")
+            raw.execute("PRAGMA foreign_keys = ON")
             # 5. Migrate; the version is read again under the write lock in case another process won.
-            found = await apply_migrations(conn, migrations)
+            found = apply_migrations(raw, migrations)
             if found > known:
                 raise _too_new(path, found, known)
+            return found
+
+        try:
+            await conn.run(prepare)
         except sqlite3.Error as exc:
             await conn.close()
             raise _open_error(path, exc) from exc
@@ -156,11 +167,10 @@ class Store:
 
     async def schema_version(self) -> int:
         """The version the file is at; after ``open`` that is the latest this code knows."""
-        async with self._lock:
-            return await read_user_version(self._conn)
+        return await self._run(read_user_version)
 
     async def close(self) -> None:
-        """Let started writes finish, then close the connection. Safe to call twice."""
+        """Let started writes finish, then close the connection and its thread. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
@@ -170,44 +180,65 @@ class Store:
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _write(self, body: Callable[[aiosqlite.Connection, float], Awaitable[T]]) -> T:
+    async def _run(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``function`` in the connection's thread: reads, and whole transactions."""
+        if self._closed:
+            raise RuntimeError("The store is closed.")
+        return await self._conn.run(function)
+
+    async def _write(self, body: Callable[[sqlite3.Connection, float], T], *, guild_id: int | None = None) -> T:
         """Run ``body(conn, now)`` in one ``BEGIN IMMEDIATE`` transaction, committed if it returns.
 
-        The transaction runs in its own task behind ``asyncio.shield``: if the
-        caller is cancelled, the write still finishes (or rolls back) and the
-        connection is never left inside a transaction.
+        The whole transaction is one call in the connection's thread. It is shielded:
+        if the caller is cancelled, the write still finishes (or rolls back) and the
+        connection is never left inside a transaction. ``guild_id`` names a guild whose
+        settings or filter terms the write changes, so their cached copies are dropped
+        before it starts and again once it has ended.
         """
         if self._closed:
             raise RuntimeError("The store is closed.")
-        task = asyncio.ensure_future(self._run_write(body))
-        self._in_flight.add(task)
-        task.add_done_callback(_forget_task(self._in_flight))
-        return await asyncio.shield(task)
+        now = self._clock()
 
-    async def _run_write(self, body: Callable[[aiosqlite.Connection, float], Awaitable[T]]) -> T:
-        async with self._lock:
-            conn = self._conn
-            await conn.execute("BEGIN IMMEDIATE")
+        def transaction(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                result = await body(conn, self._clock())
-                await conn.execute("COMMIT")
+                result = body(conn, now)
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
                 raise
             return result
 
+        if guild_id is not None:
+            self._guild_changed(guild_id)
+        task = asyncio.ensure_future(self._conn.run(transaction))
+        self._in_flight.add(task)
+        task.add_done_callback(_forget_task(self._in_flight))
+        if guild_id is not None:
+            task.add_done_callback(lambda _: self._guild_changed(guild_id))
+        return await asyncio.shield(task)
+
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        if self._closed:
-            raise RuntimeError("The store is closed.")
-        async with self._lock:
-            return list(await self._conn.execute_fetchall(sql, tuple(params)))
+        return await self._run(lambda conn: _fetchall(conn, sql, params))
 
     # ------------------------------------------------------------------ guild settings
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
+        cached = self._settings_cache.get(guild_id)
+        if cached is not None:
+            return cached
+        generation = self._guild_generation.get(guild_id, 0)
         rows = await self._read("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
-        return _settings_from_row(guild_id, rows[0] if rows else None)
+        settings = _settings_from_row(guild_id, rows[0] if rows else None)
+        if self._guild_generation.get(guild_id, 0) == generation:  # no change landed while reading
+            self._settings_cache[guild_id] = settings
+        return settings
+
+    def _guild_changed(self, guild_id: int) -> None:
+        self._guild_generation[guild_id] = self._guild_generation.get(guild_id, 0) + 1
+        self._settings_cache.pop(guild_id, None)
+        self._terms_cache.pop(guild_id, None)
 
     async def set_nsfw_mode(self, guild_id: int, mode: str, *, actor_id: int) -> AuditEntry:
         """Choose ``block`` or ``age-restricted`` for a guild (a ``NsfwMode`` works too)."""
@@ -215,22 +246,22 @@ class Store:
         if mode not in NSFW_MODES:
             raise StoreInputError(f"`{mode}` is not an NSFW mode; choose `block` or `age-restricted`.")
 
-        async def body(conn: aiosqlite.Connection, now: float) -> AuditEntry:
-            before = await _current_settings(conn, guild_id)
-            await _upsert_setting(conn, guild_id, "nsfw_mode", mode, now)
-            return await _audit(conn, guild_id, actor_id, AuditAction.NSFW_MODE, None, before.nsfw_mode, mode, now)
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            before = _current_settings(conn, guild_id)
+            _upsert_setting(conn, guild_id, "nsfw_mode", mode, now)
+            return _audit(conn, guild_id, actor_id, AuditAction.NSFW_MODE, None, before.nsfw_mode, mode, now)
 
-        return await self._write(body)
+        return await self._write(body, guild_id=guild_id)
 
     async def set_guild_daily_credits(self, guild_id: int, credits: int | None, *, actor_id: int) -> AuditEntry:
         """Set the guild's default daily credits; ``None`` goes back to the bot-wide default."""
         if credits is not None:
             _check_credits(credits)
 
-        async def body(conn: aiosqlite.Connection, now: float) -> AuditEntry:
-            before = await _current_settings(conn, guild_id)
-            await _upsert_setting(conn, guild_id, "daily_credits", credits, now)
-            return await _audit(
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            before = _current_settings(conn, guild_id)
+            _upsert_setting(conn, guild_id, "daily_credits", credits, now)
+            return _audit(
                 conn,
                 guild_id,
                 actor_id,
@@ -241,13 +272,13 @@ class Store:
                 now,
             )
 
-        return await self._write(body)
+        return await self._write(body, guild_id=guild_id)
 
     async def set_log_channel(self, guild_id: int, channel_id: int | None, *, actor_id: int) -> AuditEntry:
-        async def body(conn: aiosqlite.Connection, now: float) -> AuditEntry:
-            before = await _current_settings(conn, guild_id)
-            await _upsert_setting(conn, guild_id, "log_channel_id", channel_id, now)
-            return await _audit(
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            before = _current_settings(conn, guild_id)
+            _upsert_setting(conn, guild_id, "log_channel_id", channel_id, now)
+            return _audit(
                 conn,
                 guild_id,
                 actor_id,
@@ -258,7 +289,7 @@ class Store:
                 now,
             )
 
-        return await self._write(body)
+        return await self._write(body, guild_id=guild_id)
 
     # ------------------------------------------------------------------ filter terms
 
@@ -267,31 +298,37 @@ class Store:
         the store cannot, because ``db`` does not import ``bot``."""
         _check_term(term)
 
-        async def body(conn: aiosqlite.Connection, now: float) -> AuditEntry:
-            if await _term_exists(conn, guild_id, term):
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            if _term_exists(conn, guild_id, term):
                 raise StoreInputError(f"`{term}` is already on this server's filter list.")
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO filter_terms (guild_id, term, added_by, added_at) VALUES (?, ?, ?, ?)",
                 (guild_id, term, actor_id, now),
             )
-            return await _audit(conn, guild_id, actor_id, AuditAction.FILTER_TERM_ADDED, None, None, term, now)
+            return _audit(conn, guild_id, actor_id, AuditAction.FILTER_TERM_ADDED, None, None, term, now)
 
-        return await self._write(body)
+        return await self._write(body, guild_id=guild_id)
 
     async def remove_filter_term(self, guild_id: int, term: str, *, actor_id: int) -> AuditEntry:
         _check_term(term)
 
-        async def body(conn: aiosqlite.Connection, now: float) -> AuditEntry:
-            if not await _term_exists(conn, guild_id, term):
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            if not _term_exists(conn, guild_id, term):
                 raise StoreInputError(f"`{term}` is not on this server's filter list.")
-            await conn.execute("DELETE FROM filter_terms WHERE guild_id = ? AND term = ?", (guild_id, term))
-            return await _audit(conn, guild_id, actor_id, AuditAction.FILTER_TERM_REMOVED, None, term, None, now)
+            conn.execute("DELETE FROM filter_terms WHERE guild_id = ? AND term = ?", (guild_id, term))
+            return _audit(conn, guild_id, actor_id, AuditAction.FILTER_TERM_REMOVED, None, term, None, now)
 
-        return await self._write(body)
+        return await self._write(body, guild_id=guild_id)
 
     async def filter_terms(self, guild_id: int) -> list[str]:
-        rows = await self._read("SELECT term FROM filter_terms WHERE guild_id = ? ORDER BY term", (guild_id,))
-        return [row["term"] for row in rows]
+        cached = self._terms_cache.get(guild_id)
+        if cached is None:
+            generation = self._guild_generation.get(guild_id, 0)
+            rows = await self._read("SELECT term FROM filter_terms WHERE guild_id = ? ORDER BY term", (guild_id,))
+            cached = tuple(row["term"] for row in rows)
+            if self._guild_generation.get(guild_id, 0) == generation:
+                self._terms_cache[guild_id] = cached
+        return list(cached)
 
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
         """The guild's most recent changes, newest first."""
@@ -317,20 +354,20 @@ class Store:
         column, subject_id, target = _override_subject(user_id, role_id)
         _check_credits(credits)
 
-        async def body(conn: aiosqlite.Connection, now: float) -> AuditEntry:
-            before = await _override_credits(conn, guild_id, column, subject_id)
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            before = _override_credits(conn, guild_id, column, subject_id)
             if before is None:
-                await conn.execute(
+                conn.execute(
                     f"INSERT INTO quota_overrides (guild_id, {column}, credits, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
                     (guild_id, subject_id, credits, actor_id, now),
                 )
             else:
-                await conn.execute(
+                conn.execute(
                     f"UPDATE quota_overrides SET credits = ?, set_by = ?, set_at = ? "
                     f"WHERE guild_id = ? AND {column} = ?",
                     (credits, actor_id, now, guild_id, subject_id),
                 )
-            return await _audit(
+            return _audit(
                 conn,
                 guild_id,
                 actor_id,
@@ -348,15 +385,13 @@ class Store:
     ) -> AuditEntry:
         column, subject_id, target = _override_subject(user_id, role_id)
 
-        async def body(conn: aiosqlite.Connection, now: float) -> AuditEntry:
-            before = await _override_credits(conn, guild_id, column, subject_id)
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            before = _override_credits(conn, guild_id, column, subject_id)
             if before is None:
                 who = "user" if column == "user_id" else "role"
                 raise StoreInputError(f"That {who} has no quota override on this server.")
-            await conn.execute(
-                f"DELETE FROM quota_overrides WHERE guild_id = ? AND {column} = ?", (guild_id, subject_id)
-            )
-            return await _audit(
+            conn.execute(f"DELETE FROM quota_overrides WHERE guild_id = ? AND {column} = ?", (guild_id, subject_id))
+            return _audit(
                 conn, guild_id, actor_id, AuditAction.QUOTA_OVERRIDE_CLEARED, target, _text(before), None, now
             )
 
@@ -379,32 +414,13 @@ class Store:
     async def quota_limit(self, guild_id: int | None, user_id: int, role_ids: Iterable[int], default: int) -> int:
         """A user's daily credits: their own override, else the most generous of their roles'
         overrides, else the guild's daily credits, else ``default`` (the bot-wide setting)."""
-        guild = _ledger_guild(guild_id)
-        roles = set(role_ids)
-        async with self._lock:
-            conn = self._conn
-            rows = await conn.execute_fetchall(
-                "SELECT user_id, role_id, credits FROM quota_overrides "
-                "WHERE guild_id = ? AND (user_id = ? OR role_id IS NOT NULL)",
-                (guild, user_id),
-            )
-            settings = await _current_settings(conn, guild)
-        role_limits = []
-        for row in rows:
-            if row["user_id"] == user_id:
-                return int(row["credits"])
-            if row["role_id"] in roles:
-                role_limits.append(int(row["credits"]))
-        if role_limits:
-            return max(role_limits)
-        if settings.daily_credits is not None:
-            return settings.daily_credits
-        return default
+        rule = QuotaRule(tuple(role_ids), default)
+        return await self._run(lambda conn: _quota_limit(conn, _ledger_guild(guild_id), user_id, rule))
 
     async def usage(self, guild_id: int | None, user_id: int, *, window_s: float = DAY_S) -> Usage:
         _check_window(window_s)
-        async with self._lock:
-            return await _window_usage(self._conn, _ledger_guild(guild_id), user_id, self._clock(), window_s)
+        now = self._clock()
+        return await self._run(lambda conn: _window_usage(conn, _ledger_guild(guild_id), user_id, now, window_s))
 
     async def reset_usage(
         self, guild_id: int | None, user_id: int, *, actor_id: int, window_s: float = DAY_S
@@ -417,12 +433,12 @@ class Store:
         _check_window(window_s)
         guild = _ledger_guild(guild_id)
 
-        async def body(conn: aiosqlite.Connection, now: float) -> AuditEntry:
-            charges = await _window_charges(conn, guild, user_id, now, window_s)
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            charges = _window_charges(conn, guild, user_id, now, window_s)
             used = sum(charge.net for charge in charges)
             for charge in charges:
                 if charge.net > 0:
-                    await conn.execute(
+                    conn.execute(
                         "INSERT INTO ledger (guild_id, user_id, kind, credits, job_id, charge_id, at, "
                         "recorded_at, reason, actor_id) VALUES (?, ?, 'reset', ?, ?, ?, ?, ?, ?, ?)",
                         (
@@ -437,16 +453,19 @@ class Store:
                             actor_id,
                         ),
                     )
-            return await _audit(conn, guild, actor_id, AuditAction.USAGE_RESET, f"user:{user_id}", str(used), "0", now)
+            return _audit(conn, guild, actor_id, AuditAction.USAGE_RESET, f"user:{user_id}", str(used), "0", now)
 
         return await self._write(body)
 
     # ------------------------------------------------------------------ jobs
 
     async def admit_job(
-        self, job: NewJob, *, cost: int | None = None, limit: int, window_s: float = DAY_S
+        self, job: NewJob, *, cost: int | None = None, limit: int | QuotaRule, window_s: float = DAY_S
     ) -> JobRecord:
         """Charge the user and record the job as ``queued``, or raise ``QuotaExhausted``.
+
+        ``limit`` is a number of credits, or a ``QuotaRule`` resolved to one inside the same
+        transaction (as ``quota_limit`` would), which saves a round trip per admission.
 
         Check and charge happen in one ``BEGIN IMMEDIATE`` transaction, so any
         number of concurrent admissions, from this connection or others on the
@@ -457,18 +476,19 @@ class Store:
             cost = job.cost
         if cost != job.cost:
             raise ValueError(f"admit_job was given cost={cost} for a job that costs {job.cost}.")
-        if limit < 0:
+        if isinstance(limit, int) and limit < 0:
             raise ValueError("A quota limit cannot be negative.")
         _check_window(window_s)
         guild = _ledger_guild(job.guild_id)
 
-        async def body(conn: aiosqlite.Connection, now: float) -> JobRecord:
-            # 1. What is already counted in the window.
-            window = await _window_usage(conn, guild, job.user_id, now, window_s)
-            if window.used + cost > limit:
-                raise QuotaExhausted(used=window.used, limit=limit, cost=cost, next_free_at=window.next_free_at)
+        def body(conn: sqlite3.Connection, now: float) -> JobRecord:
+            # 1. The user's limit and what is already counted in the window.
+            credits = limit if isinstance(limit, int) else _quota_limit(conn, guild, job.user_id, limit)
+            window = _window_usage(conn, guild, job.user_id, now, window_s)
+            if window.used + cost > credits:
+                raise QuotaExhausted(used=window.used, limit=credits, cost=cost, next_free_at=window.next_free_at)
             # 2. The job row.
-            cursor = await conn.execute(
+            cursor = conn.execute(
                 "INSERT INTO jobs (kind, parent_job_id, parent_image, guild_id, channel_id, user_id, "
                 "prompt, negative_prompt, model, width, height, steps, guidance, strength, seeds, cost, "
                 "scheduler, nsfw_allowed, status, created_at) "
@@ -498,12 +518,12 @@ class Store:
             job_id = cursor.lastrowid
             assert job_id is not None
             # 3. Its one and only charge.
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO ledger (guild_id, user_id, kind, credits, job_id, at, recorded_at, reason) "
                 "VALUES (?, ?, 'charge', ?, ?, ?, ?, ?)",
                 (guild, job.user_id, cost, job_id, now, now, f"{job.kind} job"),
             )
-            return await _fetch_job(conn, job_id)
+            return _fetch_job(conn, job_id)
 
         return await self._write(body)
 
@@ -564,15 +584,15 @@ class Store:
         """Move a job on only from the statuses given; the ``WHERE`` makes the check atomic."""
         placeholders = ", ".join(f":from{i}" for i in range(len(allowed_from)))
 
-        async def body(conn: aiosqlite.Connection, now: float) -> bool:
+        def body(conn: sqlite3.Connection, now: float) -> bool:
             values = {**params, "now": now, "id": job_id}
             values.update({f"from{i}": str(status) for i, status in enumerate(allowed_from)})
-            cursor = await conn.execute(
+            cursor = conn.execute(
                 f"UPDATE jobs SET {assignments} WHERE id = :id AND status IN ({placeholders})", values
             )
             if cursor.rowcount:
                 return True
-            await _require_job(conn, job_id)
+            _require_job(conn, job_id)
             return False
 
         return await self._write(body)
@@ -588,9 +608,10 @@ class Store:
         if credits < 0:
             raise ValueError("A refund cannot be negative.")
 
-        async def body(conn: aiosqlite.Connection, now: float) -> int:
-            await _require_job(conn, job_id)
-            rows = await conn.execute_fetchall(
+        def body(conn: sqlite3.Connection, now: float) -> int:
+            _require_job(conn, job_id)
+            rows = _fetchall(
+                conn,
                 "SELECT c.id, c.guild_id, c.user_id, c.credits, c.at, "
                 "       COALESCE((SELECT -SUM(r.credits) FROM ledger AS r WHERE r.charge_id = c.id), 0) "
                 "           AS compensated "
@@ -603,7 +624,7 @@ class Store:
             amount = min(credits, int(charge["credits"]) - int(charge["compensated"]))
             if amount <= 0:
                 return 0
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO ledger (guild_id, user_id, kind, credits, job_id, charge_id, at, recorded_at, "
                 "reason) VALUES (?, ?, 'refund', ?, ?, ?, ?, ?, ?)",
                 (charge["guild_id"], charge["user_id"], -amount, job_id, charge["id"], charge["at"], now, reason),
@@ -625,9 +646,9 @@ class Store:
         """After a crash: put ``running`` jobs back to ``queued`` and return every unfinished job
         in admission order. Nothing is charged: a job's charge was written once, at admission."""
 
-        async def body(conn: aiosqlite.Connection, now: float) -> list[JobRecord]:
-            await conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'")
-            rows = await conn.execute_fetchall(_JOB_SELECT + " WHERE j.status = 'queued' ORDER BY j.id")
+        def body(conn: sqlite3.Connection, now: float) -> list[JobRecord]:
+            conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'")
+            rows = _fetchall(conn, _JOB_SELECT + " WHERE j.status = 'queued' ORDER BY j.id")
             return [_job_from_row(row) for row in rows]
 
         return await self._write(body)
@@ -647,8 +668,8 @@ class Store:
         """Record how to deliver a job's result later. Arguments left out are kept; ``None``
         clears. A token given without ``token_created_at`` is taken to be created now."""
 
-        async def body(conn: aiosqlite.Connection, now: float) -> None:
-            await _require_job(conn, job_id)
+        def body(conn: sqlite3.Connection, now: float) -> None:
+            _require_job(conn, job_id)
             assignments: dict[str, Any] = {}
             if not isinstance(message_id, _Unset):
                 assignments["message_id"] = message_id
@@ -661,7 +682,7 @@ class Store:
             if not assignments:
                 return
             sets = ", ".join(f"{column} = :{column}" for column in assignments)
-            await conn.execute(f"UPDATE jobs SET {sets} WHERE id = :id", {**assignments, "id": job_id})
+            conn.execute(f"UPDATE jobs SET {sets} WHERE id = :id", {**assignments, "id": job_id})
 
         await self._write(body)
 
@@ -672,8 +693,8 @@ class Store:
         is not kept. ``open`` calls this; the bot should also call it periodically.
         """
 
-        async def body(conn: aiosqlite.Connection, now: float) -> int:
-            cursor = await conn.execute(
+        def body(conn: sqlite3.Connection, now: float) -> int:
+            cursor = conn.execute(
                 "UPDATE jobs SET interaction_token = NULL, token_created_at = NULL "
                 "WHERE interaction_token IS NOT NULL "
                 "AND (token_created_at IS NULL OR token_created_at < ?)",
@@ -697,15 +718,16 @@ class _WindowCharge:
     net: int
 
 
-async def _window_charges(
-    conn: aiosqlite.Connection, guild_id: int, user_id: int, now: float, window_s: float
+def _window_charges(
+    conn: sqlite3.Connection, guild_id: int, user_id: int, now: float, window_s: float
 ) -> list[_WindowCharge]:
     """Charges whose time is inside ``(now - window_s, now]``, oldest first, net of compensation.
 
     Refunds and resets carry their charge's ``at``, so one range query finds a
     charge together with everything that compensated it.
     """
-    rows = await conn.execute_fetchall(
+    rows = _fetchall(
+        conn,
         "SELECT COALESCE(charge_id, id) AS charge, MIN(job_id) AS job_id, MIN(at) AS at, "
         "       SUM(credits) AS net "
         "FROM ledger WHERE guild_id = ? AND user_id = ? AND at > ? "
@@ -715,8 +737,8 @@ async def _window_charges(
     return [_WindowCharge(row["charge"], row["job_id"], row["at"], int(row["net"])) for row in rows]
 
 
-async def _window_usage(conn: aiosqlite.Connection, guild_id: int, user_id: int, now: float, window_s: float) -> Usage:
-    charges = [charge for charge in await _window_charges(conn, guild_id, user_id, now, window_s) if charge.net > 0]
+def _window_usage(conn: sqlite3.Connection, guild_id: int, user_id: int, now: float, window_s: float) -> Usage:
+    charges = [charge for charge in _window_charges(conn, guild_id, user_id, now, window_s) if charge.net > 0]
     used = sum(charge.net for charge in charges)
     if not charges:
         return Usage(used=0, next_free_at=None, next_free_credits=0)
@@ -725,25 +747,47 @@ async def _window_usage(conn: aiosqlite.Connection, guild_id: int, user_id: int,
     return Usage(used=used, next_free_at=oldest + window_s, next_free_credits=freed)
 
 
-async def _current_settings(conn: aiosqlite.Connection, guild_id: int) -> GuildSettings:
-    rows = await conn.execute_fetchall("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
+def _quota_limit(conn: sqlite3.Connection, guild: int, user_id: int, rule: QuotaRule) -> int:
+    rows = _fetchall(
+        conn,
+        "SELECT user_id, role_id, credits FROM quota_overrides "
+        "WHERE guild_id = ? AND (user_id = ? OR role_id IS NOT NULL)",
+        (guild, user_id),
+    )
+    roles = set(rule.role_ids)
+    role_limits = []
+    for row in rows:
+        if row["user_id"] == user_id:
+            return int(row["credits"])
+        if row["role_id"] in roles:
+            role_limits.append(int(row["credits"]))
+    if role_limits:
+        return max(role_limits)
+    settings = _current_settings(conn, guild)
+    if settings.daily_credits is not None:
+        return settings.daily_credits
+    return rule.default
+
+
+def _current_settings(conn: sqlite3.Connection, guild_id: int) -> GuildSettings:
+    rows = _fetchall(conn, "SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
     return _settings_from_row(guild_id, rows[0] if rows else None)
 
 
 _SETTING_COLUMNS = frozenset({"nsfw_mode", "daily_credits", "log_channel_id"})
 
 
-async def _upsert_setting(conn: aiosqlite.Connection, guild_id: int, column: str, value: Any, now: float) -> None:
+def _upsert_setting(conn: sqlite3.Connection, guild_id: int, column: str, value: Any, now: float) -> None:
     assert column in _SETTING_COLUMNS  # column names cannot be parameters; only these three are ever used
-    await conn.execute(
+    conn.execute(
         f"INSERT INTO guild_settings (guild_id, {column}, updated_at) VALUES (?, ?, ?) "
         f"ON CONFLICT (guild_id) DO UPDATE SET {column} = excluded.{column}, updated_at = excluded.updated_at",
         (guild_id, value, now),
     )
 
 
-async def _audit(
-    conn: aiosqlite.Connection,
+def _audit(
+    conn: sqlite3.Connection,
     guild_id: int,
     actor_id: int,
     action: AuditAction,
@@ -752,7 +796,7 @@ async def _audit(
     after: str | None,
     now: float,
 ) -> AuditEntry:
-    cursor = await conn.execute(
+    cursor = conn.execute(
         "INSERT INTO audit_log (guild_id, actor_id, action, target, before, after, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (guild_id, actor_id, str(action), target, before, after, now),
     )
@@ -769,26 +813,26 @@ async def _audit(
     )
 
 
-async def _term_exists(conn: aiosqlite.Connection, guild_id: int, term: str) -> bool:
-    rows = await conn.execute_fetchall("SELECT 1 FROM filter_terms WHERE guild_id = ? AND term = ?", (guild_id, term))
+def _term_exists(conn: sqlite3.Connection, guild_id: int, term: str) -> bool:
+    rows = _fetchall(conn, "SELECT 1 FROM filter_terms WHERE guild_id = ? AND term = ?", (guild_id, term))
     return bool(rows)
 
 
-async def _override_credits(conn: aiosqlite.Connection, guild_id: int, column: str, subject_id: int) -> int | None:
-    rows = await conn.execute_fetchall(
-        f"SELECT credits FROM quota_overrides WHERE guild_id = ? AND {column} = ?", (guild_id, subject_id)
+def _override_credits(conn: sqlite3.Connection, guild_id: int, column: str, subject_id: int) -> int | None:
+    rows = _fetchall(
+        conn, f"SELECT credits FROM quota_overrides WHERE guild_id = ? AND {column} = ?", (guild_id, subject_id)
     )
     return int(rows[0]["credits"]) if rows else None
 
 
-async def _require_job(conn: aiosqlite.Connection, job_id: int) -> None:
-    rows = await conn.execute_fetchall("SELECT 1 FROM jobs WHERE id = ?", (job_id,))
+def _require_job(conn: sqlite3.Connection, job_id: int) -> None:
+    rows = _fetchall(conn, "SELECT 1 FROM jobs WHERE id = ?", (job_id,))
     if not rows:
         raise JobNotFound(job_id)
 
 
-async def _fetch_job(conn: aiosqlite.Connection, job_id: int) -> JobRecord:
-    rows = await conn.execute_fetchall(_JOB_SELECT + " WHERE j.id = ?", (job_id,))
+def _fetch_job(conn: sqlite3.Connection, job_id: int) -> JobRecord:
+    rows = _fetchall(conn, _JOB_SELECT + " WHERE j.id = ?", (job_id,))
     if not rows:
         raise JobNotFound(job_id)
     return _job_from_row(rows[0])
@@ -853,6 +897,10 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
         charged=int(row["charged"]),
         refunded=int(row["refunded"]),
     )
+
+
+def _fetchall(conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+    return conn.execute(sql, params).fetchall()
 
 
 def _ledger_guild(guild_id: int | None) -> int:

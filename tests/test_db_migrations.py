@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from db import Store, StoreError
@@ -168,10 +167,13 @@ async def test_all_pending_migrations_share_one_transaction(tmp_path: Path) -> N
         Migration(2, "0002_broken.sql", "CREATE TABLE second (y INTEGER); INSERT INTO missing VALUES (1);"),
     )
     path = tmp_path / "bot.sqlite3"
-    async with aiosqlite.connect(str(path), isolation_level=None) as conn:
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
         with pytest.raises(sqlite3.OperationalError):
-            await apply_migrations(conn, migrations)
+            apply_migrations(conn, migrations)
         assert not conn.in_transaction
+    finally:
+        conn.close()
 
     raw = _raw(path)
     tables = [row["name"] for row in raw.execute("SELECT name FROM sqlite_master")]
