@@ -20,6 +20,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import USER_FACING_ERRORS
+from bot.heap import freeze_long_lived_objects
 from bot.service import GenerationService
 from bot.settings import Settings
 from bot.worker import GenerationWorker
@@ -81,6 +82,9 @@ class LatentcordBot(commands.Bot):
             log.info("requeued %d unfinished jobs: %s", len(resumed), resumed)
         self._token_sweeper = asyncio.create_task(self._expire_tokens_forever(), name="latentcord-token-sweeper")
         self._token_sweeper.add_done_callback(_log_crash)
+        # Start-up built what lives as long as the process (the model, the cogs): keep the
+        # collector's full passes off it, so they stay short while members wait for answers.
+        freeze_long_lived_objects()
 
     async def _expire_tokens_forever(self) -> None:
         """Interaction tokens are secrets that stop working after 15 minutes: do not keep them longer."""

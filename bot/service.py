@@ -41,7 +41,7 @@ from bot.requests import (
 )
 from bot.worker import GenerationWorker, WorkItem
 from db.errors import QuotaExhausted
-from db.records import DM_GUILD_ID  # quotas of direct messages are kept under guild 0
+from db.records import DM_GUILD_ID, QuotaRule  # quotas of direct messages are kept under guild 0
 from db.store import JobRecord, NewJob, Store
 from models.presets import DEFAULT_SCHEDULER
 from models.safety import blurred_placeholder, withheld_indices
@@ -228,8 +228,11 @@ class GenerationService:
         await self.check_prompt(request.prompt, origin, decision)
         # 2. The text encoder's limit: a longer prompt runs, but never cut without saying so.
         preset = await self.worker.preset(request.model)
-        tokens = await self.worker.count_prompt_tokens(request.model, request.prompt)
         notice = None
+        # CLIP's byte-level BPE makes at most one token per byte (plus BOS and EOS), so a short
+        # prompt needs no tokenizer, and most admissions skip the trip to a thread.
+        fits = len(request.prompt.encode()) + 2 <= preset.max_prompt_tokens
+        tokens = 0 if fits else await self.worker.count_prompt_tokens(request.model, request.prompt)
         if tokens > preset.max_prompt_tokens:
             notice = (
                 f"Your prompt is {tokens} tokens long and the model reads only the first "
@@ -240,7 +243,7 @@ class GenerationService:
         source = await self._load_source(request)
         # 4. Check and charge the quota and record the job, in one transaction.
         cost = self.cost_of(request, preset)
-        limit = 2**62 if origin.console else await self.quota_limit(origin)
+        limit = 2**62 if origin.console else QuotaRule(origin.role_ids, self.settings.daily_credits)
         try:
             job = await self.store.admit_job(_new_job(request, origin, cost, decision), cost=cost, limit=limit)
         except QuotaExhausted as exhausted:

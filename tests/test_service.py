@@ -44,11 +44,17 @@ class Events:
     def __init__(self) -> None:
         self.events: list[ServiceEvent] = []
         self.ended = asyncio.Event()
+        self.started = asyncio.Event()
 
     def __call__(self, event: ServiceEvent) -> None:
         self.events.append(event)
+        if isinstance(event, Started):
+            self.started.set()
         if isinstance(event, Completed | Failed | Cancelled):
             self.ended.set()
+
+    async def start(self, timeout: float = 60) -> None:
+        await asyncio.wait_for(self.started.wait(), timeout)
 
     async def end(self, timeout: float = 60) -> ServiceEvent:
         await asyncio.wait_for(self.ended.wait(), timeout)
@@ -159,6 +165,7 @@ async def test_queue_full_is_refused_before_charging(tmp_path: Path, tiny_engine
     settings = settings_for(tmp_path, queue_max_per_user=1)
     async with open_core(settings, engine=tiny_engine, classifier=NoNsfw()) as core:
         _, first = await imagine(core, steps=20)
+        await first.start()
         _, second = await imagine(core)  # the first is running, so there is room for one waiting
         with pytest.raises(QueueFull, match="already have 1 jobs waiting"):
             await imagine(core)
