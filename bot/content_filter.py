@@ -13,15 +13,19 @@ How a prompt is read
    compatibility forms into plain letters; text is case-folded; accents are
    stripped (NFD, then combining marks dropped); and letters from other scripts
    that look like Latin ones (Cyrillic ``е``, Greek ``ο``...) become Latin.
+   Capitals whose lower case looks like another letter (Greek ``Η`` is H, ``η``
+   passes for n) are read before case folding.
 2. The prompt is split on whitespace into chunks. Inside a chunk that contains
    a letter, leetspeak is mapped (``0→o 1→i 3→e 4→a 5→s 7→t @→a $→s !→i``);
-   a chunk of digits only (``1920``, ``4``) is left alone.
+   a chunk of digits only (``1920``, ``4``) is left alone. Trailing ``$`` and
+   ``!`` are read both as letters and as punctuation (``b00b$!``).
 3. Separators inside a chunk split it into words (``nude-art`` reads as
    ``nude art``), except that a run of single letters is joined (``n.u.d.e`` and
    ``n*u*d*e`` read as ``nude``); the fully joined chunk is tried as well
    (``nu.de``).
-4. A run of three or more single-letter chunks (``a n u d e``) is also tried
-   joined, and with its first letter kept apart as the article it usually is.
+4. A run of three or more single-letter chunks (``a n u d e``, ``n ! p p l e``)
+   is also tried joined, and with its first letter kept apart as the article it
+   usually is.
    These are alternatives, not replacements: ``i am a cat`` and ``a b c``
    still read as the words they are.
 5. A term matches a word when both have the same letters in the same order and
@@ -29,7 +33,8 @@ How a prompt is read
    ``nuuude`` matches ``nude`` and ``moooon`` matches ``moon``, but ``as`` does
    not match a term ``ass`` and ``mon`` does not match ``moon``. Matching is by
    whole words and whole phrases, so ``sussex``, ``essex`` and ``analysis``
-   pass.
+   pass. Matching does not tell ``l`` from ``i``, since leetspeak writes both as
+   ``1`` (``s1ut``, ``4n41``).
 
 Alternatives form a small graph of words (one path per way of reading the
 prompt); a term matches when some path contains its words in a row.
@@ -53,6 +58,12 @@ ALWAYS_BLOCKED_TERMS_FILE: Final = Path(__file__).with_name("data") / "always_bl
 
 #: Longest filter term a moderator may add (before and after normalisation).
 MAX_TERM_LENGTH: Final = 64
+
+#: ``normalise_prompt(text)`` is at most this many times as long as ``text``. NFKC's longest
+#: expansion (U+FDFA, one character to 18) is the most one character can become, and every
+#: later step keeps the length or shortens it; a prompt of at most ``PROMPT_MAX_CHARS``
+#: characters is therefore read as at most 18 times that many.
+MAX_NORMALISED_GROWTH: Final = 18
 
 _LEET: Final = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"}
 _LEET_TABLE: Final = str.maketrans(_LEET)
@@ -102,7 +113,6 @@ _LOOKALIKES: Final = str.maketrans(
         "υ": "u",
         "χ": "x",
         "ω": "w",
-        "ϲ": "c",
         # Latin letters with a stroke, which NFD does not split into letter + accent
         "ø": "o",
         "đ": "d",
@@ -139,8 +149,30 @@ _LOOKALIKES: Final = str.maketrans(
         "ᴡ": "w",
         "ʏ": "y",
         "ᴢ": "z",
+        # Cyrillic straight u, which passes for y in both cases
+        "ү": "y",
     }
 )
+
+# Look-alikes that NFKC or case folding would turn into a letter that looks like something else:
+# capitals whose lower case passes for another letter (Greek Eta is H, but η passes for n), and the
+# lunate sigmas (c-shaped, but NFKC makes them σ). Read before NFKC, and again after it for the
+# compatibility forms it produces (a bold Eta becomes Η).
+_BEFORE_FOLDING: Final = str.maketrans(
+    {
+        "Η": "h",  # Greek Eta
+        "Μ": "m",  # Greek Mu (μ passes for u)
+        "Ν": "n",  # Greek Nu (ν passes for v)
+        "Υ": "y",  # Greek Upsilon (υ passes for u)
+        "Ζ": "z",  # Greek Zeta
+        "Ϳ": "j",  # Greek Yot
+        "ϲ": "c",  # Greek lunate sigma
+        "Ϲ": "c",  # Greek capital lunate sigma
+    }
+)
+
+# Letters that leetspeak writes the same way ("1" is both i and l): matching treats them as one.
+_MATCH_FOLD: Final = str.maketrans({"l": "i"})
 
 #: Single-letter English words; a spaced run starting with one reads as that word plus the rest.
 _SINGLE_LETTER_WORDS: Final = frozenset({"a", "i"})
@@ -242,7 +274,11 @@ def check_prompt(prompt: str, guild_terms: Iterable[str], *, nsfw_allowed: bool)
         checks.append(
             (_builtin_index(), "builtin", "the built-in NSFW list, which applies where NSFW prompts are not allowed")
         )
-    graph = _WordGraph.of(prompt, frozenset().union(*(index.prefixes for index, _, _ in checks)))
+    graph = _WordGraph.of(
+        prompt,
+        prefixes=frozenset().union(*(index.prefixes for index, _, _ in checks)),
+        skeletons=frozenset().union(*(index.skeletons for index, _, _ in checks)),
+    )
     for index, source, where in checks:
         term = graph.find(index)
         if term is not None:
@@ -261,7 +297,8 @@ def _clean(text: str) -> str:
         if category == "Cf":  # zero-width space/joiners, soft hyphen, BOM, bidi controls
             continue
         kept.append(" " if category == "Cc" else char)
-    text = unicodedata.normalize("NFKC", "".join(kept)).casefold()
+    text = "".join(kept).translate(_BEFORE_FOLDING)
+    text = unicodedata.normalize("NFKC", text).translate(_BEFORE_FOLDING).casefold()
     text = "".join(
         char for char in unicodedata.normalize("NFD", text) if unicodedata.category(char) not in ("Mn", "Me")
     )
@@ -314,7 +351,8 @@ class _Chunk:
     """One whitespace-separated piece of a prompt and the ways it can be read.
 
     ``readings[0]`` is the main reading. ``letter`` is set when the chunk is a
-    single letter (or leet digit), so that runs of them can be joined.
+    single letter (or leet digit or symbol), so that runs of them can be joined;
+    a lone leet symbol has a letter but no reading of its own.
     """
 
     readings: tuple[tuple[str, ...], ...]
@@ -322,17 +360,21 @@ class _Chunk:
 
 
 _LEET_SYMBOLS: Final = frozenset(key for key in _LEET if not key.isdigit())
+_LEET_SYMBOL_CHARS: Final = "".join(sorted(_LEET_SYMBOLS))
 
 
 def _read_chunk(chunk: str) -> _Chunk:
     # Punctuation at the end of a chunk is usually punctuation ("nude!"), and at the start a "$"
     # or "@" is usually a letter ("$ex"). That is the main reading; the chunk stripped of all edge
-    # symbols and the chunk keeping all of them are tried as well.
+    # symbols, the chunk keeping all of them, and the chunk keeping the first of several trailing
+    # ones ("b00b$!": a letter, then punctuation) are tried as well.
     main = _strip_edges(chunk, keep_leading=_LEET_SYMBOLS)
     stripped = _strip_edges(chunk)
     edged = _strip_edges(chunk, keep_leading=_LEET_SYMBOLS, keep_trailing=_LEET_SYMBOLS)
+    trailing = len(edged) - len(edged.rstrip(_LEET_SYMBOL_CHARS))
+    partly_edged = [edged[: len(edged) - trailing + kept] for kept in range(1, min(trailing, 3))]
     readings: dict[tuple[str, ...], None] = {}
-    for form in dict.fromkeys((main, stripped, edged)):
+    for form in dict.fromkeys((main, stripped, edged, *partly_edged)):
         if any(char.isalpha() for char in form):
             form = form.translate(_LEET_TABLE)
         parts = _split_words(form)
@@ -341,12 +383,14 @@ def _read_chunk(chunk: str) -> _Chunk:
         readings[_join_single_letters(parts)] = None
         if len(parts) > 1:
             readings[("".join(parts),)] = None
-    letter = stripped if len(stripped) == 1 and (stripped.isalpha() or stripped in _LEET) else None
-    return _Chunk(tuple(readings), letter)
+    # A lone "$" or "!" is a letter too among spaced letters ("n ! p p l e", "s e x $!", "l o l !!").
+    forms = (stripped, main, edged, *partly_edged)
+    singles = (form for form in forms if len(form) == 1 and (form.isalpha() or form in _LEET))
+    return _Chunk(tuple(readings), next(singles, None))
 
 
 def _chunks(text: str) -> list[_Chunk]:
-    return [chunk for chunk in map(_read_chunk, _clean(text).split()) if chunk.readings]
+    return [chunk for chunk in map(_read_chunk, _clean(text).split()) if chunk.readings or chunk.letter]
 
 
 def _spaced_runs(chunks: list[_Chunk]) -> list[tuple[int, int, list[str]]]:
@@ -387,7 +431,7 @@ def _main_reading(chunks: list[_Chunk]) -> list[str]:
                 words.append("".join(letters))
             index = end
         else:
-            words.extend(chunks[index].readings[0])
+            words.extend(chunks[index].readings[0] if chunks[index].readings else ())
             index += 1
     return words
 
@@ -415,26 +459,37 @@ def _dominates(word: str, term_word: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class _TermIndex:
-    """Terms (as word tuples) by the skeleton of their first word, and every prefix of every
-    term word's skeleton, which tells the graph which spaced-letter joins are worth trying."""
+class _Term:
+    """A term as verdicts name it, and its words as they are matched (folded like the graph's)."""
 
-    by_first_word: dict[str, list[tuple[str, ...]]]
+    text: str
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _TermIndex:
+    """Terms by the skeleton of their first word; and the skeletons of every term word and
+    their prefixes, which tell the graph which spaced-letter joins are worth trying."""
+
+    by_first_word: dict[str, list[_Term]]
+    skeletons: frozenset[str]
     prefixes: frozenset[str]
 
 
 def _build_index(terms: Iterable[str]) -> _TermIndex:
-    by_first_word: dict[str, list[tuple[str, ...]]] = {}
+    by_first_word: dict[str, list[_Term]] = {}
+    skeletons: set[str] = set()
     prefixes: set[str] = set()
     for term in terms:
-        words = tuple(term.split())
+        words = tuple(term.translate(_MATCH_FOLD).split())
         if not words:
             continue
-        by_first_word.setdefault(_skeleton(words[0]), []).append(words)
+        by_first_word.setdefault(_skeleton(words[0]), []).append(_Term(term, words))
         for word in words:
             skeleton = _skeleton(word)
+            skeletons.add(skeleton)
             prefixes.update(skeleton[:length] for length in range(1, len(skeleton) + 1))
-    return _TermIndex(by_first_word, frozenset(prefixes))
+    return _TermIndex(by_first_word, frozenset(skeletons), frozenset(prefixes))
 
 
 @functools.cache
@@ -461,36 +516,53 @@ def _term_index(terms: tuple[str, ...]) -> _TermIndex:
 
 
 class _WordGraph:
-    """Every reading of a prompt as a graph: nodes between words, edges labelled with one word."""
+    """Every reading of a prompt as a graph: nodes between words, edges labelled with one word.
+
+    Words are folded with ``_MATCH_FOLD`` as they are added, as the terms' words are.
+    """
 
     def __init__(self, chunk_count: int) -> None:
         self._edges: list[list[tuple[str, int]]] = [[] for _ in range(chunk_count + 1)]
 
     @classmethod
-    def of(cls, prompt: str, prefixes: frozenset[str]) -> _WordGraph:
-        """``prefixes`` (skeleton prefixes of the terms that will be searched) prune the joins
-        of spaced letters: a join is only extended while it could still become a term word,
-        which keeps a prompt of thousands of spaced letters cheap."""
+    def of(cls, prompt: str, *, prefixes: frozenset[str], skeletons: frozenset[str]) -> _WordGraph:
+        """``skeletons`` (of the words of the terms that will be searched) and their ``prefixes``
+        prune the joins of spaced letters: a join is only extended while it could still become a
+        term word, and only becomes an edge when it could be one.
+
+        Joins start where the letter changes, never inside a run of one letter (which
+        only repeats the join from the run's start with fewer repeats), and keep at most
+        ``MAX_TERM_LENGTH`` repeats of a letter (no term needs more). So each join is
+        extended at most once per letter of the longest term word's skeleton, over runs
+        of any length, and thousands of spaced letters (``a a a ...``) stay cheap.
+        """
         chunks = _chunks(prompt)
         graph = cls(len(chunks))
         for position, chunk in enumerate(chunks):
             for reading in chunk.readings:
                 graph._add(position, reading, position + 1)
         for start, end, letters in _spaced_runs(chunks):
+            letters = [letter.translate(_MATCH_FOLD) for letter in letters]
             for first in range(start, end):
-                joined, skeleton = "", ""
+                if first > start and letters[first - start] == letters[first - start - 1]:
+                    continue
+                joined, skeleton, repeats = "", "", 0
                 for last in range(first + 1, end + 1):
                     letter = letters[last - start - 1]
-                    joined += letter
-                    if not skeleton.endswith(letter):
-                        skeleton += letter
-                    if skeleton not in prefixes:
-                        break
-                    if last - first >= 3:
+                    if skeleton.endswith(letter):
+                        repeats += 1
+                    else:
+                        skeleton, repeats = skeleton + letter, 1
+                        if skeleton not in prefixes:
+                            break
+                    if repeats <= MAX_TERM_LENGTH:
+                        joined += letter
+                    if last - first >= 3 and skeleton in skeletons:
                         graph._add(first, (joined,), last)
         return graph
 
     def _add(self, start: int, words: tuple[str, ...], end: int) -> None:
+        words = tuple(word.translate(_MATCH_FOLD) for word in words)
         node = start
         for word in words[:-1]:
             self._edges.append([])
@@ -506,8 +578,8 @@ class _WordGraph:
         for edges in self._edges:
             for word, following in edges:
                 for term in index.by_first_word.get(_skeleton(word), ()):
-                    if _dominates(word, term[0]) and self._continues(following, term, 1):
-                        return " ".join(term)
+                    if _dominates(word, term.words[0]) and self._continues(following, term.words, 1):
+                        return term.text
         return None
 
     def _continues(self, node: int, term: tuple[str, ...], position: int) -> bool:

@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot import content_filter
 from bot.errors import InvalidRequest
+from bot.messages import fit_content
 from bot.service import describe_wait
 from db.records import AuditEntry, Usage
 
@@ -50,7 +51,7 @@ async def post_to_modlog(bot: LatentcordBot, guild_id: int, text: str) -> None:
         return
     try:
         channel = bot.get_channel(settings.log_channel_id) or await bot.fetch_channel(settings.log_channel_id)
-        await channel.send(text, allowed_mentions=discord.AllowedMentions.none())  # type: ignore[union-attr]
+        await channel.send(fit_content(text), allowed_mentions=discord.AllowedMentions.none())  # type: ignore[union-attr]
     except discord.HTTPException:
         log.warning("could not post to the log channel %s of guild %s", settings.log_channel_id, guild_id)
 
@@ -87,7 +88,7 @@ class Moderation(commands.Cog):
         self.store = bot.store
 
     async def _changed(self, interaction: discord.Interaction[Any], entry: AuditEntry, reply: str) -> None:
-        await interaction.response.send_message(reply, ephemeral=True)
+        await interaction.response.send_message(fit_content(reply), ephemeral=True)
         assert interaction.guild_id is not None
         await post_to_modlog(self.bot, interaction.guild_id, describe_change(entry))
 
@@ -116,7 +117,7 @@ class Moderation(commands.Cog):
         builtin = len(content_filter.builtin_nsfw_terms())
         shown = ", ".join(f"`{term}`" for term in terms) if terms else "none yet"
         text = f"This server blocks: {shown}.\nThe built-in NSFW list ({builtin} terms) applies as set by /nsfw."
-        await interaction.response.send_message(text[:2000], ephemeral=True)
+        await interaction.response.send_message(fit_content(text), ephemeral=True)
 
     # -- /nsfw -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.messages import fit_content
 from cogs.imagine import origin_of
 from cogs.moderation import describe_usage
 
@@ -37,7 +38,7 @@ class Usage(commands.Cog):
                 lines.append(f"• job {item.job_id} ({where}): {prompt[:80]}")
         else:
             lines.append("You have no jobs in the queue.")
-        await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+        await interaction.response.send_message(fit_content("\n".join(lines)), ephemeral=True)
 
 
 async def setup(bot: LatentcordBot) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,14 @@ from db import Store
         ("𝐧𝐮𝐝𝐞 statue", "nude"),
         ("pørn", "porn"),  # ø does not decompose under NFD; it is folded as a look-alike
         ("\u0455\u0435\u0445", "sex"),  # all Cyrillic
+        ("BDS\u039c", "bdsm"),  # Greek capital Mu: its lower case μ passes for u, the capital for M
+        ("\u0397ENTAI", "hentai"),  # Greek capital Eta is H (its lower case η passes for n)
+        ("\u03f2ameltoe", "cameltoe"),  # lunate sigma, which NFKC would make σ
+        ("s1ut", "slut"),  # leetspeak writes l as 1 too
+        ("4n41", "anal"),
+        ("bo0b$!", "boobs"),  # a trailing $ that is a letter, then punctuation
+        ("n ! p p l e", "nipple"),  # a leet symbol among spaced letters
+        ("h e n t a !!", "hentai"),  # the first "!" is a letter, the second punctuation
     ],
 )
 def test_evasions_are_caught(prompt: str, term: str) -> None:
@@ -74,10 +83,25 @@ def test_evasions_are_caught(prompt: str, term: str) -> None:
         "4k 3d render, 1920s",
         "cooool sunglasses",
         "🌊🌅",
+        "a lily in the hall, still life",
+        "nail polish on a little island",
+        "\u0397\u03bb\u03b9\u03bf\u03c2 over the sea",  # Greek Helios
+        "\u0441\u0435\u043a\u0441",  # Russian, which reads as cekc, not as sex
+        "room 1011, 4 7 3",
+        "wow ! ! !",
     ],
 )
 def test_innocent_prompts_pass(prompt: str) -> None:
     assert check_prompt(prompt, [], nsfw_allowed=False).blocked is False
+
+
+def test_thousands_of_spaced_letters_are_read_quickly() -> None:
+    """Joins of spaced letters once cost a cube of the prompt's length: 94 s for 3,000 letters."""
+    started = time.perf_counter()
+    for prompt in ("a " * 3000, "n u d " * 1000, "a n " * 1500, "! a " * 1500):
+        check_prompt(prompt, ["anananananananananananananananananananananananananananananananan"], nsfw_allowed=False)
+    assert time.perf_counter() - started < 3
+    assert check_prompt("a " * 2000 + "n u u u u d e", [], nsfw_allowed=False).term == "nude"
 
 
 def test_builtin_terms_pass_where_nsfw_is_allowed() -> None:

@@ -10,8 +10,27 @@ import pytest
 from PIL import Image
 
 from bot.errors import InvalidRequest
+from bot.messages import (
+    CONTENT_LIMIT,
+    EMBED_TOTAL_LIMIT,
+    SELECT_OPTIONS_LIMIT,
+    fit_content,
+    fit_embed,
+    fit_embeds,
+    fit_select_options,
+    fit_text,
+    quote_excerpt,
+)
 from bot.rendering import GenerationParameters, compose_grid, encode_image, load_source_image
-from bot.requests import ImagineOptions, JobKind, parse_prompt_flags, resolve_imagine, size_for_aspect
+from bot.requests import (
+    PROMPT_FLAGS,
+    GenerationRequest,
+    ImagineOptions,
+    JobKind,
+    parse_prompt_flags,
+    resolve_imagine,
+    size_for_aspect,
+)
 from bot.settings import Settings, SettingsError
 from models.types import ModelPreset
 
@@ -37,8 +56,9 @@ SD15 = ModelPreset(
 )
 
 
-def resolve(prompt: str = "a fox", **options) -> object:
-    return resolve_imagine(ImagineOptions(prompt=prompt, **options), TINY, max_prompt_chars=200)
+def resolve(prompt: str = "a fox", models: tuple[str, ...] = ("builtin:tiny",), **options) -> GenerationRequest:
+    checked = ImagineOptions(prompt=prompt, **options).checked(models=models, max_prompt_chars=200)
+    return resolve_imagine(checked, TINY)
 
 
 # -- options ------------------------------------------------------------------------------
@@ -94,7 +114,12 @@ def test_aspect_ratios_keep_about_the_native_pixel_count(aspect: str, size: tupl
         ("a fox", {"seed": -1}, "Seed must be between 0 and 4294967295"),
         ("a fox", {"aspect": "4:3"}, "Unknown aspect ratio '4:3': choose one of 1:1, 3:2, 2:3, 16:9, 9:16"),
         ("a fox --ar 5:4", {}, "Unknown aspect ratio '5:4'"),
-        ("a fox --chaos 50", {}, "Unknown flag --chaos"),
+        ("a fox --chaos 50", {}, "Unknown flag '--chaos'"),
+        ("a fox --model sd15", {}, "Unknown model 'sd15': choose one of builtin:tiny"),
+        ("a fox", {"model": "sd15"}, "Unknown model 'sd15': choose one of builtin:tiny"),
+        ("a fox --cfg 31", {}, "Guidance must be between 0 and 30, not 31"),
+        ("a fox --steps 0", {}, "Steps must be between 1 and 100, not 0"),
+        ("a fox --count 9", {}, "Count must be between 1 and 4, not 9"),
         ("a fox --seed", {}, "--seed needs a value"),
         ("a fox --seed abc", {}, "--seed takes a whole number"),
     ],
@@ -104,6 +129,116 @@ def test_bad_options_get_one_sentence_naming_the_allowed_values(prompt: str, opt
         resolve(prompt, **options)
     text = str(raised.value)
     assert text.endswith(".") and text.count(". ") == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prompt": "a cat", "model": "m" * 1990}, "Unknown model 'mmm"),
+        ({"prompt": "a cat --seed " + "\x01" * 1400}, "--seed takes a whole number, not '\\x01\\x01"),
+        ({"prompt": "a cat --ar " + "\u202e" * 1400}, "Unknown aspect ratio '\\u202e\\u202e"),
+        ({"prompt": "a cat --seed " + "9" * 1400}, "Seed must be between 0 and 4294967295, not 999"),
+        ({"prompt": "a cat --" + "x" * 1400}, "Unknown flag '--xxx"),
+    ],
+)
+def test_long_bad_values_are_quoted_as_a_short_escaped_excerpt(options: dict, message: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        resolve(**options)
+    text = str(raised.value)
+    assert text.startswith(message) and "…" in text
+    assert len(text) < 200 and "\x01" not in text and "\u202e" not in text
+
+
+def test_model_typed_in_the_prompt_is_checked_like_the_option() -> None:
+    models = ("builtin:tiny", "org/other-model")
+    options = ImagineOptions(prompt="a cat --model builtin:tiny --cfg 3").checked(models=models, max_prompt_chars=99)
+    assert (options.prompt, options.model, options.guidance) == ("a cat", "builtin:tiny", 3.0)
+    with pytest.raises(
+        InvalidRequest, match=r"^Unknown model '\.\./\.\./etc/passwd': choose one of builtin:tiny, org/other-model\.$"
+    ):
+        ImagineOptions(prompt="a cat --model ../../etc/passwd").checked(models=models, max_prompt_chars=99)
+    # The explicit option wins over the flag, as it does for every other option.
+    explicit = ImagineOptions(prompt="a cat --model org/other-model", model="builtin:tiny")
+    assert explicit.checked(models=models, max_prompt_chars=99).model == "builtin:tiny"
+    assert ImagineOptions(prompt="a cat").checked(models=models, max_prompt_chars=99).model == "builtin:tiny"
+
+
+def test_many_allowed_models_are_named_up_to_ten() -> None:
+    models = tuple(f"model_{n}" for n in range(30))
+    with pytest.raises(InvalidRequest) as raised:
+        ImagineOptions(prompt="a cat", model="nope").checked(models=models, max_prompt_chars=99)
+    text = str(raised.value)
+    assert r"model\_0, model\_1" in text and r"model\_9 and 20 more." in text and r"model\_10" not in text
+
+
+def test_the_unknown_flag_sentence_lists_every_flag_the_parser_reads() -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        resolve("a fox --chaos 50")
+    accepted = str(raised.value).split("accepts ", 1)[1]
+    assert accepted == ", ".join(f"--{name}" for name in PROMPT_FLAGS) + "."
+    assert {"--model", "--cfg", "--ar", "--no"} <= set(accepted.rstrip(".").split(", "))
+    option_fields = set(ImagineOptions.__dataclass_fields__) - {"prompt"}
+    assert {flag.option for flag in PROMPT_FLAGS.values()} == option_fields  # every option has a flag
+
+
+def test_a_preset_of_another_model_is_a_programming_error() -> None:
+    checked = ImagineOptions(prompt="a fox").checked(models=("sd15", "builtin:tiny"), max_prompt_chars=99)
+    with pytest.raises(ValueError, match="preset"):
+        resolve_imagine(checked, TINY)
+
+
+# -- messages: what the bot sends fits Discord's limits -----------------------------------
+
+
+def test_quote_excerpt_escapes_markdown_and_shows_hidden_characters() -> None:
+    assert quote_excerpt("4:3") == "'4:3'"
+    assert quote_excerpt("**<@1>** `x`") == r"'\*\*\<@1\>\*\* \`x\`'"
+    assert quote_excerpt("a\u202eb\x01\n") == r"'a\u202eb\x01\x0a'"
+    assert quote_excerpt("x" * 100) == "'" + "x" * 40 + "…'"
+    assert quote_excerpt("\u202e" * 100) == "'" + r"\u202e" * 6 + "…'"  # an escape is never cut in half
+
+
+def test_fit_content_cuts_with_an_ellipsis_and_never_raises() -> None:
+    assert fit_content("short") == "short"
+    assert fit_content("x" * CONTENT_LIMIT) == "x" * CONTENT_LIMIT
+    long = fit_content("word " * 1000)
+    assert len(long) <= CONTENT_LIMIT and long.endswith("word…")
+    # A character keeps its accents, and a code block left open is closed.
+    assert fit_text("abcde\u0301\u0301f", 6) == "abcd…"
+    fenced = fit_content("```\n" + "line\n" * 1000)
+    assert len(fenced) <= CONTENT_LIMIT and fenced.endswith("…\n```") and fenced.count("```") == 2
+    assert fit_text("anything", 0) == "" and fit_text("anything", 1) == "…"
+
+
+def test_fit_embeds_respects_every_embed_limit() -> None:
+    big = {
+        "title": "t" * 300,
+        "description": "d" * 5000,
+        "fields": [{"name": "n" * 300, "value": "v" * 2000, "inline": False} for _ in range(30)],
+        "footer": {"text": "f" * 3000},
+        "author": {"name": "a" * 300},
+    }
+    fitted = fit_embed(big)
+    assert len(fitted["title"]) == 256 and len(fitted["author"]["name"]) == 256
+    assert len(fitted["fields"]) <= 25 and all(len(field["value"]) <= 1024 for field in fitted["fields"])
+    several = fit_embeds([big] * 12)
+    assert len(several) == 10
+    total = sum(
+        len(embed.get("title") or "")
+        + len(embed.get("description") or "")
+        + len(embed["footer"]["text"])
+        + len(embed["author"]["name"])
+        + sum(len(field["name"]) + len(field["value"]) for field in embed["fields"])
+        for embed in several
+    )
+    assert total <= EMBED_TOTAL_LIMIT
+    small = {"title": "Usage", "description": "4 of 5 credits", "fields": [{"name": "a", "value": "b"}]}
+    assert fit_embed(small) == small
+
+
+def test_fit_select_options_keeps_the_first_25() -> None:
+    assert fit_select_options(list(range(40))) == list(range(SELECT_OPTIONS_LIMIT))
+    assert fit_select_options(["a"]) == ["a"]
 
 
 # -- settings -----------------------------------------------------------------------------
