@@ -1,32 +1,32 @@
 # Latentcord on an NVIDIA GPU. Build: docker build -t latentcord .   Run: see compose.yaml.
-# The CUDA runtime comes from the PyTorch wheel (it bundles CUDA and cuDNN); the base image only needs the
-# driver libraries, which the NVIDIA container toolkit mounts at run time.
-FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04
+# A plain Python image is enough: PyTorch's Linux wheels on PyPI are CUDA builds that bring their own CUDA
+# runtime, cuBLAS and cuDNN (as nvidia-* wheels). Only the driver comes from the host: the NVIDIA container
+# toolkit mounts it when the container is given a GPU.
+FROM python:3.11-slim
 
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONDONTWRITEBYTECODE=1 \
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
-    # Model downloads live in a volume, never in the image.
-    HF_HOME=/cache/huggingface \
+    # What the NVIDIA container toolkit mounts from the driver: CUDA (compute) and nvidia-smi (utility).
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    # The database and images live in /app/data, model files in /cache: two volumes, never the image.
+    # compose.yaml sets these again under `environment:`, so a .env written for a checkout cannot move them.
     DATABASE_PATH=/app/data/bot.sqlite3 \
     IMAGES_DIR=/app/data/images \
+    HF_HOME=/cache/huggingface \
     MODEL_CACHE_DIR=/cache/latentcord
 
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv
+RUN python -m venv /opt/venv
 
 WORKDIR /app
 
-# Dependencies first, so code changes do not reinstall torch.
+# Dependencies first, so code changes do not reinstall torch. `pip install .` takes torch from PyPI: on
+# linux/amd64 that is the CUDA build described above.
 COPY pyproject.toml README.md ./
 RUN mkdir -p bot cogs models db && touch bot/__init__.py cogs/__init__.py models/__init__.py db/__init__.py \
-    && pip install --index-url https://download.pytorch.org/whl/cu128 --extra-index-url https://pypi.org/simple "torch>=2.4,<2.15" \
     && pip install . \
     && pip uninstall -y latentcord
 

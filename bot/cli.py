@@ -4,26 +4,48 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bot.core import open_core
 from bot.errors import USER_FACING_ERRORS
 from bot.events import Cancelled, Failed, Progress, Queued, Started
 from bot.requests import ASPECT_RATIOS, MAX_COUNT, MIN_COUNT, ImagineOptions
 from bot.service import Completed, JobResult, Origin, ServiceEvent
-from bot.settings import Settings
+from bot.settings import DEFAULT_MODEL, Settings
 from db.errors import StoreError
 
 CONSOLE_USER_ID = 0
 
+_IMAGINE_DESCRIPTION = f"""\
+Generate a grid of images from a prompt with the same service and worker as the
+Discord bot, show progress, and write the grid to a PNG file.
+
+The model is SD_MODEL, or --model. The default is a Hugging Face model,
+{DEFAULT_MODEL}, downloaded on first use
+(several GB, kept under HF_HOME), so it needs the network once.
+SD_MODEL=builtin:tiny works offline: a tiny random-weight model built locally in
+seconds; it draws noise, but runs all of the real code."""
+
+_IMAGINE_EPILOG = """\
+example:
+  SD_MODEL=builtin:tiny python -m bot imagine "a red fox in snow" --out fox.png --seed 7"""
+
 
 def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("imagine", help="generate a grid of images from a prompt and write it to a file")
+    parser = subparsers.add_parser(
+        "imagine",
+        help="generate a grid of images from a prompt and write it to a file",
+        description=_IMAGINE_DESCRIPTION,
+        epilog=_IMAGINE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("prompt", help='what to draw; Midjourney-style flags such as "--ar 16:9" work inside it')
     parser.add_argument("--out", type=Path, required=True, help="where to write the grid (PNG)")
     parser.add_argument("--negative", help="what to keep out of the image")
@@ -32,7 +54,9 @@ def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--ar", dest="aspect", help=f"aspect ratio: {', '.join(ASPECT_RATIOS)} (default 1:1)")
     parser.add_argument("--count", type=int, help=f"how many images, {MIN_COUNT}-{MAX_COUNT} (default 4)")
-    parser.add_argument("--model", help="hub id, local diffusers folder, .safetensors file or builtin:tiny")
+    parser.add_argument(
+        "--model", help="hub id, local diffusers folder, .safetensors file or builtin:tiny (default: SD_MODEL)"
+    )
 
 
 async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
@@ -50,6 +74,12 @@ async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
         model=args.model,
         count=args.count,
     )
+    # While the bar is shown, log lines (the model loading) are written above it, not into it.
+    with logging_redirect_tqdm():
+        return await _generate(settings, options, args.out)
+
+
+async def _generate(settings: Settings, options: ImagineOptions, out: Path) -> int:
     async with open_core(settings) as core:
         outcome: asyncio.Future[ServiceEvent] = asyncio.get_running_loop().create_future()
         bar = tqdm(total=1, desc="queued", unit="step", file=sys.stderr, leave=False)
@@ -77,23 +107,52 @@ async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             bar.close()
         if isinstance(event, Completed):
-            return _write_result(event.result, args.out)
+            return _write_result(event.result, out)
         message = event.message if isinstance(event, Failed) else "The job was cancelled."
         print(f"error: {message}", file=sys.stderr)
         return 1
 
 
 def _write_result(result: JobResult, out: Path) -> int:
-    out.parent.mkdir(parents=True, exist_ok=True)
     grid_path = result.image_paths[0].parent / result.grid.filename
-    shutil.copyfile(grid_path, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(grid_path, out)
+    except OSError as error:  # checked before generating; the disk can still fill up or change meanwhile
+        print(f"error: cannot write {out} ({error.strerror or error}); the grid is in {grid_path}.", file=sys.stderr)
+        return 1
     parameters = result.parameters
-    print(f"wrote {out} ({parameters.width}x{parameters.height} per image, {len(result.image_paths)} images)")
+    count = len(result.image_paths)
+    print(f"wrote {out} ({parameters.width}x{parameters.height} per image, {count} image{'' if count == 1 else 's'})")
     print("seeds: " + " ".join(str(seed) for seed in parameters.seeds))
     return 0
 
 
+def output_path_problem(out: Path) -> str | None:
+    """Why the grid could not be written to ``out``, asked before any work is queued; None if it can.
+
+    Folders missing on the way are created when the grid is written, so what must hold
+    is that the nearest one that exists is a folder this process may write in.
+    """
+    if out.is_dir():
+        return f"--out {out} is a folder: give the file to write, such as {out / 'grid.png'}."
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"--out {out} cannot be written: {folder} is a file, not a folder."
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"--out {out} cannot be written: this user may not write in the folder {folder}."
+    if out.exists() and not os.access(out, os.W_OK):
+        return f"--out {out} cannot be written: the file exists and this user may not overwrite it."
+    return None
+
+
 def imagine_main(settings: Settings, args: argparse.Namespace) -> int:
+    problem = output_path_problem(args.out)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(run_imagine(settings, args))
     except (StoreError, *USER_FACING_ERRORS) as error:

@@ -7,6 +7,7 @@ the middle of a job. Secrets are never part of ``repr``.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 T = TypeVar("T")
 
@@ -39,6 +41,9 @@ class Settings:
     queue_max_total: int = 100
     batch_max_images: int = 8
     preview_interval_s: float = 1.5
+    # A finished result is retried this long (seconds) when Discord keeps failing, then refunded.
+    delivery_give_up_s: float = 600.0
+    delivery_first_retry_s: float = 2.0
     prompt_max_chars: int = 1000
     daily_credits: int = 100
     variation_strength: float = 0.6
@@ -63,7 +68,7 @@ class Settings:
         """
         values: dict[str, str] = {}
         if env_file is not None and env_file.is_file():
-            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+            values.update(read_env_file(env_file))
         values.update(os.environ if environ is None else environ)
         reader = _Reader(values)
         return cls(
@@ -79,6 +84,8 @@ class Settings:
             queue_max_total=reader.integer("QUEUE_MAX_TOTAL", 100, 1, 10_000),
             batch_max_images=reader.integer("BATCH_MAX_IMAGES", 8, 1, 64),
             preview_interval_s=reader.number("PREVIEW_INTERVAL_S", 1.5, 0.0, 60.0),
+            delivery_give_up_s=reader.number("DELIVERY_GIVE_UP_S", 600.0, 10.0, 86_400.0),
+            delivery_first_retry_s=reader.number("DELIVERY_FIRST_RETRY_S", 2.0, 0.1, 600.0),
             prompt_max_chars=reader.integer("PROMPT_MAX_CHARS", 1000, 1, 6000),
             daily_credits=reader.integer("DAILY_CREDITS", 100, 0, 1_000_000),
             variation_strength=reader.number("VARIATION_STRENGTH", 0.6, 0.05, 1.0),
@@ -98,6 +105,40 @@ class Settings:
                 "copy its token (Bot > Reset Token) and put DISCORD_TOKEN=<token> in .env or the environment."
             )
         return self.discord_token
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` pairs of a ``.env`` file; a line that does not parse is a ``SettingsError``.
+
+    python-dotenv skips such a line with a logged warning, which nobody reads before
+    the run has gone on without the setting (``SD_MODEL builtin:tiny`` would leave
+    the hub model as the default). Its own parser marks those lines, so the file is
+    checked with it first, then read by ``dotenv_values`` as before (quotes, ``export``,
+    ``${VAR}`` interpolation). A name without ``=`` is allowed and sets nothing.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM (Windows editors) is not part of a name
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path} is not UTF-8 text: save it as UTF-8, one NAME=value per line.") from None
+    except OSError as error:
+        raise SettingsError(f"Cannot read {path} ({error.strerror or error}): check its permissions.") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            line = _first_written_line(binding.original.string, binding.original.line)
+            # The line itself is not quoted: it may hold a secret (a token pasted without a name).
+            raise SettingsError(
+                f"{path} line {line} is not NAME=value (a missing '=' or an unclosed quote?): "
+                "fix the line or comment it out with #."
+            )
+    return {name: value for name, value in dotenv_values(stream=io.StringIO(text)).items() if value is not None}
+
+
+def _first_written_line(text: str, first_line: int) -> int:
+    """python-dotenv counts blank lines before a statement as part of it; name the line with the text."""
+    for offset, line in enumerate(text.splitlines()):
+        if line.strip():
+            return first_line + offset
+    return first_line
 
 
 class _Reader:

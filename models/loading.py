@@ -127,8 +127,10 @@ def load_pipeline(
             case SourceKind.TINY:
                 folder = ensure_tiny_model(cache_dir)
                 pipeline = _from_pretrained(model, str(folder), dtype)
-            case SourceKind.FOLDER | SourceKind.HUB:
+            case SourceKind.FOLDER:
                 pipeline = _from_pretrained(model, source.location, dtype)
+            case SourceKind.HUB:
+                pipeline = _from_pretrained(model, source.location, dtype, hub=True)
             case SourceKind.SINGLE_FILE:
                 pipeline = _from_single_file(model, Path(source.location), dtype)
     except ModelUnavailable:
@@ -151,7 +153,7 @@ def load_pipeline(
     return pipeline
 
 
-def _from_pretrained(model: str, location: str, dtype: torch.dtype) -> DiffusionPipeline:
+def _from_pretrained(model: str, location: str, dtype: torch.dtype, *, hub: bool = False) -> DiffusionPipeline:
     """Load a diffusers-format pipeline (folder or hub id) after checking its family.
 
     ``model_index.json`` names the pipeline class; reading it first means an
@@ -160,7 +162,7 @@ def _from_pretrained(model: str, location: str, dtype: torch.dtype) -> Diffusion
     """
     import diffusers
 
-    index = diffusers.DiffusionPipeline.load_config(location)
+    index = _read_model_index(model, location, hub=hub)
     class_name = str(index.get("_class_name", ""))
     if class_name not in _SUPPORTED_PIPELINES:
         raise ModelUnavailable(
@@ -169,6 +171,25 @@ def _from_pretrained(model: str, location: str, dtype: torch.dtype) -> Diffusion
         )
     pipeline_class = getattr(diffusers, class_name)
     return pipeline_class.from_pretrained(location, dtype=dtype, use_safetensors=True, **_no_safety_checker(class_name))
+
+
+def _read_model_index(model: str, location: str, *, hub: bool) -> dict[str, Any]:
+    """``model_index.json`` of a folder, or of a hub repository (fetched into the Hugging Face cache).
+
+    Read here rather than with ``DiffusionPipeline.load_config``, which hands
+    ``hf_hub_download`` the deprecated ``local_dir_use_symlinks`` argument and so
+    printed huggingface_hub's deprecation warning on every hub load.
+    """
+    if hub:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(location, "model_index.json"))
+    else:
+        path = Path(location) / "model_index.json"
+    index = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(index, dict):
+        raise ModelUnavailable(f"{model} is not a diffusers model (its model_index.json is not a JSON object).")
+    return index
 
 
 def _from_single_file(model: str, path: Path, dtype: torch.dtype) -> DiffusionPipeline:

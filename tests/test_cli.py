@@ -104,3 +104,69 @@ def test_bad_settings_stop_start_up_naming_the_variable(
     monkeypatch.setenv("DEVICE", "gpu")
     assert main(["imagine", "a fox", "--out", "x.png"]) == 2
     assert "DEVICE='gpu' is invalid: it accepts auto or cuda or cpu." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("folder", "--out out is a folder: give the file to write, such as out/grid.png."),
+        ("under-a-file", "--out notes.txt/fox.png cannot be written: notes.txt is a file, not a folder."),
+        ("deep-under-a-file", "--out notes.txt/a/b/fox.png cannot be written: notes.txt is a file, not a folder."),
+        ("read-only-folder", "--out locked/fox.png cannot be written: this user may not write in the folder locked."),
+    ],
+)
+def test_a_bad_out_is_refused_before_anything_is_generated_or_queued(
+    workdir: Path, capsys: pytest.CaptureFixture[str], where: str, message: str
+) -> None:
+    (workdir / "out").mkdir()
+    (workdir / "notes.txt").write_text("not a folder")
+    locked = workdir / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    out = {
+        "folder": "out",
+        "under-a-file": "notes.txt/fox.png",
+        "deep-under-a-file": "notes.txt/a/b/fox.png",
+        "read-only-folder": "locked/fox.png",
+    }[where]
+    if where == "read-only-folder" and os.access(locked, os.W_OK):
+        pytest.skip("this user writes in read-only folders (root)")
+    try:
+        code = main(["imagine", "a fox", "--out", out])
+    finally:
+        locked.chmod(0o755)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.strip().splitlines() == [f"error: {message}"]
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not (workdir / "data").exists()  # no database opened, nothing queued, no images
+
+
+def test_help_says_what_running_without_a_command_does_and_where_settings_come_from(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "With no command, it starts the Discord bot" in text
+    assert "from the environment and from a .env file" in text
+    for variable in ("DISCORD_TOKEN", "SD_MODEL", "DATABASE_PATH"):
+        assert variable in text
+
+
+def test_imagine_help_says_the_default_model_is_a_download_and_tiny_works_offline(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["imagine", "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "The default is a Hugging Face model, stable-diffusion-v1-5/stable-diffusion-v1-5, downloaded" in text
+    assert "SD_MODEL=builtin:tiny works offline" in text
+
+
+def test_one_image_is_one_image(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["imagine", "a fox", "--out", "one.png", "--count", "1", "--steps", "1", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(64x64 per image, 1 image)" in out
