@@ -20,7 +20,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,9 +38,10 @@ from bot.requests import (
     random_seeds,
     resolve_imagine,
 )
+from bot.threads import background_executor
 from bot.worker import GenerationWorker, WorkItem
 from db.errors import QuotaExhausted
-from db.records import DM_GUILD_ID, QuotaRule  # quotas of direct messages are kept under guild 0
+from db.records import DM_GUILD_ID, Delivery, QuotaRule  # quotas of direct messages are kept under guild 0
 from db.store import JobRecord, NewJob, Store
 from models.presets import DEFAULT_SCHEDULER
 from models.safety import blurred_placeholder, withheld_indices
@@ -57,6 +57,7 @@ from models.safety import ImageClassifier
 log = logging.getLogger(__name__)
 
 UPSCALE_FACTOR = 2
+DELIVERY_MAX_BACKOFF_S = 60.0
 OPERATIONS = {
     JobKind.IMAGINE: Operation.TXT2IMG,
     JobKind.REROLL: Operation.TXT2IMG,
@@ -107,6 +108,14 @@ class JobResult:
     refunded: int
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryVerdict:
+    """After a failed try to post a result: retry in so many seconds, or ``None``: given up, refunded."""
+
+    retry_in_s: float | None
+    refunded: int
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Completed:
     job_id: int
@@ -132,7 +141,8 @@ class GenerationService:
         self.worker = worker
         self._classifier = classifier
         self._clock = clock
-        self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="latentcord-cpu")
+        # Classification and PNG encoding: below the event loop's priority, never in its way.
+        self._cpu = background_executor(2, "latentcord-cpu")
         self._listeners: list[ServiceListener] = []
         self._followers: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -154,11 +164,12 @@ class GenerationService:
         self, options: ImagineOptions, origin: Origin, listener: ServiceListener | None = None
     ) -> SubmittedJob:
         """Check, charge and queue a new ``/imagine``. Raises a ``DomainError`` or ``ModelError``."""
-        model = options.model or self.settings.sd_model
-        if model not in self.settings.models:
-            raise InvalidRequest(f"Unknown model {model!r}: choose one of {', '.join(self.settings.models)}.")
-        preset = await self.worker.preset(model)
-        request = resolve_imagine(options, preset, max_prompt_chars=self.settings.prompt_max_chars)
+        # 1. Options and the flags typed in the prompt through the one parser, every value checked,
+        #    before a model is loaded for them.
+        checked = options.checked(models=self.settings.models, max_prompt_chars=self.settings.prompt_max_chars)
+        # 2. The chosen model's defaults.
+        preset = await self.worker.preset(checked.model)
+        request = resolve_imagine(checked, preset)
         return await self.submit(request, origin, listener)
 
     async def reroll(self, job_id: int, origin: Origin, listener: ServiceListener | None = None) -> SubmittedJob:
@@ -348,6 +359,69 @@ class GenerationService:
             resumed.append(job.id)
         return resumed
 
+    # -- delivery of results ------------------------------------------------------------
+
+    async def delivered(self, job_id: int, message_id: int | None) -> None:
+        """A message now holds the job's result: stop retrying it, here and after a restart."""
+        await self.store.mark_delivered(job_id, message_id)
+
+    async def delivery_failed(self, job_id: int) -> DeliveryVerdict:
+        """One try to post a result failed: when to try again, or that it was given up and refunded.
+
+        Tries back off from ``DELIVERY_FIRST_RETRY_S`` (doubling, at most a minute apart) for
+        ``DELIVERY_GIVE_UP_S`` after the result was ready, counted across restarts. Past that the
+        job's remaining credits are refunded in the same transaction that gives it up.
+        """
+        job = await self.store.record_delivery_failure(job_id)
+        if job.delivery != Delivery.PENDING:
+            return DeliveryVerdict(retry_in_s=None, refunded=0)
+        started = job.delivery_started_at if job.delivery_started_at is not None else self._clock()
+        first = self.settings.delivery_first_retry_s
+        delay = min(DELIVERY_MAX_BACKOFF_S, first * 2 ** max(job.delivery_attempts - 1, 0))
+        if self._clock() + delay <= started + self.settings.delivery_give_up_s:
+            return DeliveryVerdict(retry_in_s=delay, refunded=0)
+        refunded = await self.store.abandon_delivery(job_id, "result could not be posted to Discord")
+        log.warning(
+            "gave up posting the result of job %s after %d tries; refunded %d", job_id, job.delivery_attempts, refunded
+        )
+        return DeliveryVerdict(retry_in_s=None, refunded=refunded)
+
+    async def undelivered_results(self) -> list[JobResult]:
+        """Results a restart left unposted, rebuilt from SQLite and the files on disk, oldest first.
+
+        A result whose files are gone cannot be posted any more: it is given up and refunded.
+        """
+        results: list[JobResult] = []
+        for job in await self.store.pending_deliveries():
+            try:
+                results.append(await asyncio.to_thread(self._stored_result, job))
+            except OSError as missing:
+                log.warning("the result of job %s is gone from disk (%s); refunding it", job.id, missing)
+                await self.store.abandon_delivery(job.id, "result files missing")
+        return results
+
+    def _stored_result(self, job: JobRecord) -> JobResult:
+        request = _request_from_job(job, kind=JobKind(job.kind), seeds=job.seeds)
+        folder = self.settings.images_dir / str(job.id)
+        grid_path = next(iter(sorted(folder.glob(_grid_filename(job.id) + ".*"))), None)
+        if grid_path is None:
+            raise FileNotFoundError(f"no grid in {folder}")
+        suffix = grid_path.suffix.lower()
+        grid = EncodedImage(
+            data=grid_path.read_bytes(),
+            filename=grid_path.name,
+            content_type="image/png" if suffix == ".png" else "image/jpeg",
+        )
+        refunded = job.refunded
+        return JobResult(
+            job,
+            _parameters_of(request, job.seeds),
+            grid,
+            tuple(Path(path) for path in job.image_paths),
+            frozenset(job.withheld),
+            refunded,
+        )
+
     async def close(self) -> None:
         """Stop taking jobs, let the running batch finish, and leave the rest queued in SQLite."""
         if self._closed:
@@ -468,18 +542,7 @@ class GenerationService:
 
     async def _deliver(self, job: JobRecord, request: GenerationRequest, finished: Finished) -> JobResult:
         decision = self._decisions.get(job.id, NsfwDecision(allow_nsfw_prompts=False, classify_images=True))
-        parameters = GenerationParameters(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            seeds=finished.seeds,
-            model=request.model,
-            steps=request.steps,
-            guidance=request.guidance,
-            width=request.width,
-            height=request.height,
-            scheduler=request.scheduler,
-            strength=request.strength or None,
-        )
+        parameters = _parameters_of(request, finished.seeds)
         loop = asyncio.get_running_loop()
         grid, paths, withheld = await loop.run_in_executor(
             self._cpu, self._finish_images, job.id, finished.images, parameters, decision
@@ -518,7 +581,7 @@ class GenerationService:
             _write_atomically(path, encoded.data)
             paths.append(path)
             shown.append(blurred_placeholder(image) if index in withheld else image)
-        grid = encode_image(compose_grid(shown), parameters, stem=f"latentcord-{job_id}")
+        grid = encode_image(compose_grid(shown), parameters, stem=_grid_filename(job_id))
         _write_atomically(folder / grid.filename, grid.data)
         return grid, paths, withheld
 
@@ -529,6 +592,25 @@ class GenerationService:
                 listener(event)
             except Exception:
                 log.exception("a listener failed on %s of job %s", type(event).__name__, event.job_id)
+
+
+def _parameters_of(request: GenerationRequest, seeds: tuple[int, ...]) -> GenerationParameters:
+    return GenerationParameters(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        seeds=seeds,
+        model=request.model,
+        steps=request.steps,
+        guidance=request.guidance,
+        width=request.width,
+        height=request.height,
+        scheduler=request.scheduler,
+        strength=request.strength or None,
+    )
+
+
+def _grid_filename(job_id: int) -> str:
+    return f"latentcord-{job_id}"
 
 
 def _img2img_steps(steps: int, strength: float) -> int:

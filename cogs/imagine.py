@@ -13,6 +13,7 @@ import io
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -23,6 +24,7 @@ from PIL import Image
 from bot.app import send_ephemeral
 from bot.errors import USER_FACING_ERRORS, PromptRejected
 from bot.events import Cancelled, Failed, Progress, Queued, Started
+from bot.messages import CHOICE_TEXT_LIMIT, fit_content, fit_select_options
 from bot.rendering import EncodedImage, encode_image
 from bot.requests import ASPECT_RATIOS, MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ImagineOptions, JobKind
 from bot.service import Completed, JobResult, Origin, ServiceEvent, SubmittedJob
@@ -39,15 +41,26 @@ DECISION_BUDGET_S = 2.0
 TOKEN_SAFE_AGE_S = 14 * 60
 STRONG_VARIATION, SUBTLE_VARIATION = 0.75, 0.35
 
-ACTIONS = {
-    "u": "upscale",
-    "v": "variation",
-    "r": "re-roll",
-    "vs": "strong variation",
-    "vt": "subtle variation",
-    "x": "cancel",
-    "del": "delete",
-}
+# How far back in a channel to look, after a restart, for a result posted just before a crash.
+RESULT_SEARCH_DEPTH = 50
+# How long a shutdown waits for results being posted at that moment.
+SHUTDOWN_POST_WAIT_S = 15.0
+
+
+class ButtonAction(StrEnum):
+    """What a button under a job does; the value is what its custom id stores, so never change one."""
+
+    UPSCALE = "u"
+    VARIATION = "v"
+    REROLL = "r"
+    VARY_STRONG = "vs"
+    VARY_SUBTLE = "vt"
+    CANCEL = "x"
+    DELETE = "del"
+
+
+class ResultUndeliverable(Exception):
+    """No Discord route can take a result right now (no channel, or one that takes no messages)."""
 
 
 class JobButton(
@@ -57,7 +70,7 @@ class JobButton(
 
     def __init__(
         self,
-        action: str,
+        action: ButtonAction | str,
         job_id: int,
         n: int = 0,
         *,
@@ -68,16 +81,20 @@ class JobButton(
         row: int | None = None,
     ) -> None:
         button: discord.ui.Button[Any] = discord.ui.Button(
-            label=label, emoji=emoji, style=style, disabled=disabled, custom_id=f"lc:{action}:{job_id}:{n}"
+            label=label, emoji=emoji, style=style, disabled=disabled, custom_id=self.custom_id_for(action, job_id, n)
         )
         super().__init__(button, row=row)
         self.action, self.job_id, self.n = action, job_id, n
+
+    @staticmethod
+    def custom_id_for(action: ButtonAction | str, job_id: int, n: int = 0) -> str:
+        return f"lc:{action}:{job_id}:{n}"
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any, /
     ) -> JobButton:
-        return cls(match["action"], int(match["job"]), int(match["n"]))
+        return cls(match["action"], int(match["job"]), int(match["n"]))  # checked when pressed
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         cog = interaction.client.get_cog("Imagine")
@@ -94,25 +111,29 @@ class JobButton(
 def grid_buttons(job_id: int, images: int, withheld: frozenset[int]) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for n in range(1, images + 1):
-        view.add_item(JobButton("u", job_id, n, label=f"U{n}", disabled=n - 1 in withheld, row=0))
-    view.add_item(JobButton("r", job_id, 0, label="🔄", style=discord.ButtonStyle.primary, row=0))
+        view.add_item(JobButton(ButtonAction.UPSCALE, job_id, n, label=f"U{n}", disabled=n - 1 in withheld, row=0))
+    view.add_item(JobButton(ButtonAction.REROLL, job_id, 0, label="🔄", style=discord.ButtonStyle.primary, row=0))
     for n in range(1, images + 1):
-        view.add_item(JobButton("v", job_id, n, label=f"V{n}", disabled=n - 1 in withheld, row=1))
-    view.add_item(JobButton("del", job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=2))
+        view.add_item(JobButton(ButtonAction.VARIATION, job_id, n, label=f"V{n}", disabled=n - 1 in withheld, row=1))
+    view.add_item(
+        JobButton(ButtonAction.DELETE, job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=2)
+    )
     return view
 
 
 def upscale_buttons(job_id: int, withheld: bool) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(JobButton("vs", job_id, 1, label="Vary (Strong)", disabled=withheld, row=0))
-    view.add_item(JobButton("vt", job_id, 1, label="Vary (Subtle)", disabled=withheld, row=0))
-    view.add_item(JobButton("del", job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0))
+    view.add_item(JobButton(ButtonAction.VARY_STRONG, job_id, 1, label="Vary (Strong)", disabled=withheld, row=0))
+    view.add_item(JobButton(ButtonAction.VARY_SUBTLE, job_id, 1, label="Vary (Subtle)", disabled=withheld, row=0))
+    view.add_item(
+        JobButton(ButtonAction.DELETE, job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+    )
     return view
 
 
 def cancel_button(job_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(JobButton("x", job_id, 0, label="Cancel", style=discord.ButtonStyle.secondary))
+    view.add_item(JobButton(ButtonAction.CANCEL, job_id, 0, label="Cancel", style=discord.ButtonStyle.secondary))
     return view
 
 
@@ -151,12 +172,6 @@ def _bar(step: int, total: int, width: int = 10) -> str:
     return "▰" * filled + "▱" * (width - filled)
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @dataclass(slots=True, eq=False)
 class Delivery:
     """Where one job's messages go, while its interaction token is young enough to edit them."""
@@ -164,6 +179,7 @@ class Delivery:
     interaction: discord.Interaction[Any]
     headline: str
     edit: Callable[..., Awaitable[Any]] | None = None
+    message_id: int | None = None
     inbox: asyncio.Queue[ServiceEvent] = field(default_factory=asyncio.Queue)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     last_edit_at: float = float("-inf")
@@ -174,14 +190,20 @@ class Imagine(commands.Cog):
         self.bot = bot
         self.service = bot.service
         self._tasks: set[asyncio.Task[None]] = set()
+        self._posting: set[asyncio.Task[Any]] = set()  # deliveries in the middle of a try, not backing off
         self._resumed: set[int] = set()  # resumed jobs whose status message says so already
         self._restate_lock = asyncio.Lock()
 
     async def cog_load(self) -> None:
         self.service.add_listener(self._on_unowned_event)
+        self._track(asyncio.create_task(self._redeliver_after_restart(), name="redeliver-after-restart"))
 
     async def cog_unload(self) -> None:
+        """On shutdown, a result being posted gets a moment to land; anything left is posted on the next start."""
         self.service.remove_listener(self._on_unowned_event)
+        posting = {task for task in self._posting if not task.done()}
+        if posting:
+            await asyncio.wait(posting, timeout=SHUTDOWN_POST_WAIT_S)
         for task in self._tasks:
             task.cancel()
 
@@ -234,27 +256,39 @@ class Imagine(commands.Cog):
         self, interaction: discord.Interaction[LatentcordBot], current: str
     ) -> list[app_commands.Choice[str]]:
         typed = current.casefold()
-        models = [name for name in self.bot.settings.models if typed in name.casefold()]
-        return [app_commands.Choice(name=name[:100], value=name[:100]) for name in models[:25]]
+        # A name longer than a choice may carry could not come back intact: leave it out rather than cut it.
+        models = [
+            name for name in self.bot.settings.models if typed in name.casefold() and len(name) <= CHOICE_TEXT_LIMIT
+        ]
+        return fit_select_options([app_commands.Choice(name=name, value=name) for name in models])
 
     # -- buttons -----------------------------------------------------------------------
 
-    async def handle_button(self, interaction: discord.Interaction[Any], action: str, job_id: int, n: int) -> None:
+    async def handle_button(self, interaction: discord.Interaction[Any], pressed: str, job_id: int, n: int) -> None:
+        try:
+            action = ButtonAction(pressed)
+        except ValueError:
+            await send_ephemeral(interaction, "This button is from a newer or older version of the bot.")
+            return
         origin = origin_of(interaction)
         index = max(n - 1, 0)
-        if action == "x":
+        if action == ButtonAction.CANCEL:
             await self.service.cancel(job_id, actor_id=interaction.user.id, is_moderator=is_moderator(interaction))
             await interaction.response.send_message("Cancelled; its credits were refunded.", ephemeral=True)
             return
-        if action == "del":
+        if action == ButtonAction.DELETE:
             await self._delete_result(interaction, job_id)
             return
         starters = {
-            "u": lambda listener: self.service.upscale(job_id, index, origin, listener),
-            "v": lambda listener: self.service.variation(job_id, index, origin, listener),
-            "r": lambda listener: self.service.reroll(job_id, origin, listener),
-            "vs": lambda listener: self.service.variation(job_id, index, origin, listener, strength=STRONG_VARIATION),
-            "vt": lambda listener: self.service.variation(job_id, index, origin, listener, strength=SUBTLE_VARIATION),
+            ButtonAction.UPSCALE: lambda listener: self.service.upscale(job_id, index, origin, listener),
+            ButtonAction.VARIATION: lambda listener: self.service.variation(job_id, index, origin, listener),
+            ButtonAction.REROLL: lambda listener: self.service.reroll(job_id, origin, listener),
+            ButtonAction.VARY_STRONG: lambda listener: self.service.variation(
+                job_id, index, origin, listener, strength=STRONG_VARIATION
+            ),
+            ButtonAction.VARY_SUBTLE: lambda listener: self.service.variation(
+                job_id, index, origin, listener, strength=SUBTLE_VARIATION
+            ),
         }
         if action not in starters:
             await send_ephemeral(interaction, "This button is from a newer or older version of the bot.")
@@ -312,13 +346,14 @@ class Imagine(commands.Cog):
             delivery.headline += f"\n⚠️ {submitted.notice}"
         status = f"{delivery.headline}\nQueued: position {submitted.position}"
         view = cancel_button(submitted.job_id)
+        message_id: int | None = None
         try:
             if deferred:
                 await interaction.edit_original_response(content=f"Accepted: job {submitted.job_id}.")
-                message = await interaction.followup.send(status, view=view, wait=True)
+                message = await interaction.followup.send(fit_content(status), view=view, wait=True)
                 delivery.edit, message_id = message.edit, message.id
             else:
-                callback = await interaction.response.send_message(status, view=view)
+                callback = await interaction.response.send_message(fit_content(status), view=view)
                 delivery.edit, message_id = interaction.edit_original_response, callback.message_id
             await self.bot.store.set_delivery(
                 submitted.job_id,
@@ -328,6 +363,7 @@ class Imagine(commands.Cog):
             )
         except discord.HTTPException:
             log.warning("could not post the status of job %s; the result goes to the channel", submitted.job_id)
+        delivery.message_id = message_id
         delivery.last_edit_at = self.bot.clock()
         delivery.ready.set()
         self._track(asyncio.create_task(self._follow(submitted.job_id, delivery), name=f"deliver-{submitted.job_id}"))
@@ -347,7 +383,7 @@ class Imagine(commands.Cog):
                         text = f"{delivery.headline}\nGenerating {_bar(step, total)} {step}/{total}"
                         await self._edit_status(delivery, text, preview)
                 case Completed(result=result):
-                    await self._post_result(result, delivery)
+                    await self._deliver(result, delivery)
                     return
                 case Failed(message=message):
                     await self._post_text(job_id, delivery, f"{delivery.headline}\n❌ {message}")
@@ -361,22 +397,22 @@ class Imagine(commands.Cog):
             return False
         return self.bot.clock() - delivery.interaction.created_at.timestamp() < TOKEN_SAFE_AGE_S
 
-    async def _edit_status(self, delivery: Delivery, content: str, preview: Image.Image | None = None) -> None:
+    async def _edit_status(self, delivery: Delivery, content: str, preview: bytes | None = None) -> None:
         now = self.bot.clock()
         # PREVIEW_INTERVAL_S (about 1.5 s) keeps a job within Discord's edit rate limits.
         if not self._token_fresh(delivery) or now - delivery.last_edit_at < self.bot.settings.preview_interval_s:
             return
         delivery.last_edit_at = now
-        attachments = [discord.File(io.BytesIO(_png(preview)), "preview.png")] if preview is not None else []
+        attachments = [discord.File(io.BytesIO(preview), "preview.png")] if preview is not None else []
         try:
-            await delivery.edit(content=content, attachments=attachments)
+            await delivery.edit(content=fit_content(content), attachments=attachments)
         except discord.HTTPException:
             log.info("could not edit a progress message", exc_info=True)
 
     async def _post_text(self, job_id: int, delivery: Delivery, content: str) -> None:
         if self._token_fresh(delivery):
             try:
-                await delivery.edit(content=content, attachments=[], view=None)
+                await delivery.edit(content=fit_content(content), attachments=[], view=None)
                 return
             except discord.HTTPException:
                 log.info("could not edit the message of job %s; posting instead", job_id, exc_info=True)
@@ -384,7 +420,80 @@ class Imagine(commands.Cog):
         if job is not None:
             await self._send_to_channel(job.channel_id, content, None, None)
 
-    async def _post_result(self, result: JobResult, delivery: Delivery | None) -> None:
+    async def _deliver(self, result: JobResult, delivery: Delivery | None) -> None:
+        """Post a result until a message holds it, backing off while Discord fails, across restarts.
+
+        The service keeps the count and the clock in SQLite; once it gives up, it has refunded
+        the job, and the member is told so by whatever route still works.
+        """
+        job_id = result.job.id
+        task = asyncio.current_task()
+        assert task is not None
+        self._posting.add(task)
+        try:
+            if delivery is None:  # after a restart: a crash may have come between posting and recording it
+                posted = await self._find_posted_result(result)
+                if posted is not None:
+                    await self.service.delivered(job_id, posted)
+                    return
+            while True:
+                try:
+                    message_id = await self._post_result(result, delivery)
+                except (discord.HTTPException, ResultUndeliverable) as error:
+                    verdict = await self.service.delivery_failed(job_id)
+                    if verdict.retry_in_s is None:
+                        await self._tell_undelivered(result, delivery, verdict.refunded)
+                        return
+                    log.info(
+                        "could not post the result of job %s (%s); retrying in %.0f s",
+                        job_id,
+                        error,
+                        verdict.retry_in_s,
+                    )
+                    self._posting.discard(task)  # backing off: a shutdown need not wait for it
+                    await asyncio.sleep(verdict.retry_in_s)
+                    self._posting.add(task)
+                    continue
+                await self.service.delivered(job_id, message_id)
+                return
+        finally:
+            self._posting.discard(task)
+
+    async def _find_posted_result(self, result: JobResult) -> int | None:
+        """The message already holding this job's result, if any: its status message, or a recent post.
+
+        Every result carries a Delete button named after its job, and nothing else does.
+        """
+        job = result.job
+        if job.channel_id is None or self.bot.user is None:
+            return None
+        marker = JobButton.custom_id_for(ButtonAction.DELETE, job.id)
+
+        def holds_result(message: discord.Message) -> bool:
+            return message.author.id == self.bot.user.id and any(
+                getattr(child, "custom_id", None) == marker for row in message.components for child in row.children
+            )
+
+        try:
+            channel = self.bot.get_channel(job.channel_id) or await self.bot.fetch_channel(job.channel_id)
+            if not isinstance(channel, discord.abc.Messageable):
+                return None
+            if job.message_id is not None:
+                try:
+                    status = await channel.fetch_message(job.message_id)
+                    if holds_result(status):
+                        return status.id
+                except discord.NotFound:
+                    pass
+            async for message in channel.history(limit=RESULT_SEARCH_DEPTH):
+                if holds_result(message):
+                    return message.id
+        except discord.HTTPException:
+            log.info("could not look for an earlier post of job %s; posting it", job.id, exc_info=True)
+        return None
+
+    async def _post_result(self, result: JobResult, delivery: Delivery | None) -> int | None:
+        """Post the grid with its buttons; the id of the message that holds it. Raises when no route works."""
         job = result.job
         headline = delivery.headline if delivery else _headline(job.prompt, job.user_id, job.kind, job.parent_image)
         lines = [headline, self._summary(result)]
@@ -396,16 +505,53 @@ class Imagine(commands.Cog):
             view = upscale_buttons(job.id, withheld=0 in result.withheld)
         else:
             view = grid_buttons(job.id, len(result.image_paths), result.withheld)
-        grid = await self._grid_for(result, delivery)
         content = "\n".join(lines)
-        if self._token_fresh(delivery):
+        if delivery is not None and delivery.edit is not None and self._token_fresh(delivery):
             try:
-                await delivery.edit(content=content, attachments=[grid], view=view)
-                return
+                edited = await delivery.edit(
+                    content=fit_content(content), attachments=[await self._grid_for(result, delivery)], view=view
+                )
+                return getattr(edited, "id", None) or delivery.message_id
             except discord.HTTPException:
                 log.info("could not edit the message of job %s; posting instead", job.id, exc_info=True)
-                grid = await self._grid_for(result, delivery)  # a File is consumed by a send
-        await self._send_to_channel(job.channel_id, content, grid, view)
+        if job.channel_id is None:
+            raise ResultUndeliverable(f"job {job.id} has no channel to post to")
+        grid = await self._grid_for(result, delivery)  # a File is consumed by each send
+        message = await self._channel_send(job.channel_id, content=content, file=grid, view=view)
+        return message.id
+
+    async def _tell_undelivered(self, result: JobResult, delivery: Delivery | None, refunded: int) -> None:
+        """One message, by the first route that works, that the images were made but never posted."""
+        job = result.job
+        headline = delivery.headline if delivery else _headline(job.prompt, job.user_id, job.kind, job.parent_image)
+        minutes = max(1, round(self.bot.settings.delivery_give_up_s / 60))
+        notice = (
+            f"{headline}\n❌ Your images were made, but Discord would not let me post them for {minutes} min; "
+            f"{refunded} credit(s) were refunded."
+        )
+        if delivery is not None and delivery.edit is not None and self._token_fresh(delivery):
+            try:
+                await delivery.edit(content=fit_content(notice), attachments=[], view=None)
+                return
+            except discord.HTTPException:
+                pass
+        if job.channel_id is not None:
+            try:
+                await self._channel_send(job.channel_id, content=notice)
+                return
+            except discord.HTTPException:
+                pass
+        try:
+            user = self.bot.get_user(job.user_id) or await self.bot.fetch_user(job.user_id)
+            await user.send(fit_content(notice))
+        except discord.HTTPException:
+            log.warning("could not tell user %s that job %s was refunded undelivered", job.user_id, job.id)
+
+    async def _redeliver_after_restart(self) -> None:
+        """Results finished before a restart but never posted are posted now (or refunded)."""
+        await self.bot.wait_until_ready()
+        for result in await self.service.undelivered_results():
+            self._track(asyncio.create_task(self._deliver(result, None), name=f"redeliver-{result.job.id}"))
 
     @staticmethod
     def _summary(result: JobResult) -> str:
@@ -427,21 +573,24 @@ class Imagine(commands.Cog):
             grid = await asyncio.to_thread(shrink)
         return discord.File(io.BytesIO(grid.data), grid.filename)
 
+    async def _channel_send(self, channel_id: int, **kwargs: Any) -> discord.Message:
+        """Post with the bot token: for results older than the interaction token, or after a restart."""
+        channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise ResultUndeliverable(f"channel {channel_id} takes no messages")
+        if kwargs.get("content") is not None:
+            kwargs["content"] = fit_content(kwargs["content"])
+        return await channel.send(**{key: value for key, value in kwargs.items() if value is not None})
+
     async def _send_to_channel(
         self, channel_id: int | None, content: str, file: discord.File | None, view: discord.ui.View | None
     ) -> None:
-        """Post with the bot token: for results older than the interaction token, or after a restart."""
+        """Best effort, for notices: a failure is logged, not retried."""
         if channel_id is None:
             return
         try:
-            channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
-            kwargs: dict[str, Any] = {"content": content}
-            if file is not None:
-                kwargs["file"] = file
-            if view is not None:
-                kwargs["view"] = view
-            await channel.send(**kwargs)  # type: ignore[union-attr]
-        except discord.HTTPException:
+            await self._channel_send(channel_id, content=content, file=file, view=view)
+        except (discord.HTTPException, ResultUndeliverable):
             log.warning("could not post to channel %s", channel_id, exc_info=True)
 
     def _on_unowned_event(self, event: ServiceEvent) -> None:
@@ -456,7 +605,7 @@ class Imagine(commands.Cog):
             self._track(asyncio.create_task(self._restate(event.job_id, status, cancel_button(event.job_id))))
         elif isinstance(event, Completed):
             self._resumed.discard(event.job_id)
-            self._track(asyncio.create_task(self._post_result(event.result, None)))
+            self._track(asyncio.create_task(self._deliver(event.result, None)))
             status = "Finished after a restart: the result is below."
             self._track(asyncio.create_task(self._restate(event.job_id, status, None)))
         elif isinstance(event, Failed | Cancelled):
@@ -478,7 +627,7 @@ class Imagine(commands.Cog):
             try:
                 channel = self.bot.get_channel(job.channel_id) or await self.bot.fetch_channel(job.channel_id)
                 message = channel.get_partial_message(job.message_id)  # type: ignore[union-attr]
-                await message.edit(content=f"{headline}\n{status}", view=view)
+                await message.edit(content=fit_content(f"{headline}\n{status}"), view=view)
             except (discord.HTTPException, AttributeError):
                 log.info("could not update the status message of resumed job %s", job_id, exc_info=True)
 

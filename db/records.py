@@ -36,6 +36,15 @@ class JobKind(StrEnum):
     REROLL = "reroll"
 
 
+class Delivery(StrEnum):
+    """Where a finished job's result stands with Discord (``''`` while there is none)."""
+
+    NONE = ""
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    ABANDONED = "abandoned"
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -192,3 +201,7 @@ class JobRecord(NewJob):
     token_created_at: float | None
     charged: int
     refunded: int
+    delivery: str = ""
+    delivery_attempts: int = 0
+    delivery_started_at: float | None = None
+    result_message_id: int | None = None

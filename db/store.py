@@ -9,8 +9,9 @@ Three rules shape the code below:
 * Every write runs in one ``BEGIN IMMEDIATE`` transaction. Taking SQLite's write
   lock at the start (instead of on the first write) is what makes
   check-then-charge in ``admit_job`` safe across processes and connections.
-* Inside one ``Store`` an ``asyncio.Lock`` serialises use of the connection,
-  because a connection has one transaction at a time and coroutines interleave.
+* One thread owns the connection (``db.connection``) and runs a whole read or
+  transaction per call, in the order they were asked for, so coroutines never
+  interleave inside a transaction and each costs the event loop one thread hop.
 * A write, once started, runs to its end even when the awaiting task is
   cancelled (it is shielded), so a cancelled Discord interaction can never
   leave a transaction open or a job charged but not recorded.
@@ -553,7 +554,8 @@ class Store:
             raise ValueError(f"Withheld image indexes cannot be negative: {hidden}.")
         return await self._transition(
             job_id,
-            "status = 'done', finished_at = :now, image_paths = :paths, withheld = :withheld, timings = :timings",
+            "status = 'done', finished_at = :now, image_paths = :paths, withheld = :withheld, timings = :timings, "
+            "delivery = 'pending', delivery_started_at = :now",
             (JobStatus.RUNNING,),
             {
                 "paths": json.dumps(paths),
@@ -610,26 +612,7 @@ class Store:
 
         def body(conn: sqlite3.Connection, now: float) -> int:
             _require_job(conn, job_id)
-            rows = _fetchall(
-                conn,
-                "SELECT c.id, c.guild_id, c.user_id, c.credits, c.at, "
-                "       COALESCE((SELECT -SUM(r.credits) FROM ledger AS r WHERE r.charge_id = c.id), 0) "
-                "           AS compensated "
-                "FROM ledger AS c WHERE c.job_id = ? AND c.kind = 'charge'",
-                (job_id,),
-            )
-            if not rows:
-                return 0
-            charge = rows[0]
-            amount = min(credits, int(charge["credits"]) - int(charge["compensated"]))
-            if amount <= 0:
-                return 0
-            conn.execute(
-                "INSERT INTO ledger (guild_id, user_id, kind, credits, job_id, charge_id, at, recorded_at, "
-                "reason) VALUES (?, ?, 'refund', ?, ?, ?, ?, ?, ?)",
-                (charge["guild_id"], charge["user_id"], -amount, job_id, charge["id"], charge["at"], now, reason),
-            )
-            return amount
+            return _refund(conn, job_id, credits, reason, now)
 
         return await self._write(body)
 
@@ -685,6 +668,58 @@ class Store:
             conn.execute(f"UPDATE jobs SET {sets} WHERE id = :id", {**assignments, "id": job_id})
 
         await self._write(body)
+
+    # ------------------------------------------------------------------ delivery of results
+
+    async def pending_deliveries(self) -> list[JobRecord]:
+        """Finished jobs whose result no Discord message holds yet, oldest first."""
+        rows = await self._read(_JOB_SELECT + " WHERE j.delivery = 'pending' ORDER BY j.id")
+        return [_job_from_row(row) for row in rows]
+
+    async def mark_delivered(self, job_id: int, message_id: int | None) -> bool:
+        """``pending`` -> ``delivered``; False (nothing changed) if it was not pending."""
+
+        def body(conn: sqlite3.Connection, now: float) -> bool:
+            cursor = conn.execute(
+                "UPDATE jobs SET delivery = 'delivered', result_message_id = ? WHERE id = ? AND delivery = 'pending'",
+                (message_id, job_id),
+            )
+            if cursor.rowcount:
+                return True
+            _require_job(conn, job_id)
+            return False
+
+        return await self._write(body)
+
+    async def record_delivery_failure(self, job_id: int) -> JobRecord:
+        """Count one failed try to post a pending result; returns the job as it now stands."""
+
+        def body(conn: sqlite3.Connection, now: float) -> JobRecord:
+            _require_job(conn, job_id)
+            conn.execute(
+                "UPDATE jobs SET delivery_attempts = delivery_attempts + 1 WHERE id = ? AND delivery = 'pending'",
+                (job_id,),
+            )
+            return _fetch_job(conn, job_id)
+
+        return await self._write(body)
+
+    async def abandon_delivery(self, job_id: int, reason: str) -> int:
+        """``pending`` -> ``abandoned``, refunding what the job still costs, in one transaction.
+
+        Returns the credits given back; 0 (and nothing changed) if it was not pending.
+        """
+
+        def body(conn: sqlite3.Connection, now: float) -> int:
+            cursor = conn.execute(
+                "UPDATE jobs SET delivery = 'abandoned' WHERE id = ? AND delivery = 'pending'", (job_id,)
+            )
+            if not cursor.rowcount:
+                _require_job(conn, job_id)
+                return 0
+            return _refund(conn, job_id, None, reason, now)
+
+        return await self._write(body)
 
     async def expire_interaction_tokens(self) -> int:
         """Forget interaction tokens older than their 15-minute life; returns how many.
@@ -896,7 +931,36 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
         token_created_at=row["token_created_at"],
         charged=int(row["charged"]),
         refunded=int(row["refunded"]),
+        delivery=row["delivery"],
+        delivery_attempts=row["delivery_attempts"],
+        delivery_started_at=row["delivery_started_at"],
+        result_message_id=row["result_message_id"],
     )
+
+
+def _refund(conn: sqlite3.Connection, job_id: int, credits: int | None, reason: str, now: float) -> int:
+    """Give back ``credits`` of a job's charge (``None``: all that is left of it), never more than it."""
+    rows = _fetchall(
+        conn,
+        "SELECT c.id, c.guild_id, c.user_id, c.credits, c.at, "
+        "       COALESCE((SELECT -SUM(r.credits) FROM ledger AS r WHERE r.charge_id = c.id), 0) "
+        "           AS compensated "
+        "FROM ledger AS c WHERE c.job_id = ? AND c.kind = 'charge'",
+        (job_id,),
+    )
+    if not rows:
+        return 0
+    charge = rows[0]
+    left = int(charge["credits"]) - int(charge["compensated"])
+    amount = left if credits is None else min(credits, left)
+    if amount <= 0:
+        return 0
+    conn.execute(
+        "INSERT INTO ledger (guild_id, user_id, kind, credits, job_id, charge_id, at, recorded_at, "
+        "reason) VALUES (?, ?, 'refund', ?, ?, ?, ?, ?, ?)",
+        (charge["guild_id"], charge["user_id"], -amount, job_id, charge["id"], charge["at"], now, reason),
+    )
+    return amount
 
 
 def _fetchall(conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:

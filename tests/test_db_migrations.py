@@ -52,7 +52,7 @@ async def test_empty_file_migrates_to_latest(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "bot.sqlite3"
     store = await Store.open(path)
     try:
-        assert await store.schema_version() == LATEST == 2
+        assert await store.schema_version() == LATEST == 3
     finally:
         await store.close()
 
@@ -123,7 +123,7 @@ async def test_newer_database_is_refused_and_untouched(tmp_path: Path) -> None:
 
     message = str(caught.value)
     assert str(path) in message
-    assert "newer Latentcord (schema 99, this one knows 2)" in message
+    assert f"newer Latentcord (schema 99, this one knows {LATEST})" in message
     assert path.read_bytes() == before
     assert _files_beside(path) == [path.name]  # no -wal, -shm or -journal either
 

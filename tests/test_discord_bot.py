@@ -310,7 +310,7 @@ async def test_queued_jobs_survive_a_restart_and_are_delivered_to_their_channel(
         await waiting.wait_for_response(timeout=3)
         await fake_discord.wait_until(lambda: core.worker.position(1) == 0, what="job 1 running")
     # Closing let the running job finish; the waiting one stayed queued in SQLite.
-    await finished_grid(running, timeout=5)
+    await finished_grid(running, timeout=60)
     status = await waiting.wait_for_original(timeout=3)
     async with running_bot(fake_discord, settings, tiny_engine):
         delivered = await fake_discord.wait_for_message(
