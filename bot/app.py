@@ -21,6 +21,8 @@ from discord.ext import commands
 
 from bot.errors import USER_FACING_ERRORS
 from bot.heap import freeze_long_lived_objects
+from bot.loop_monitor import LoopLagMonitor
+from bot.messages import fit_content
 from bot.service import GenerationService
 from bot.settings import Settings
 from bot.worker import GenerationWorker
@@ -70,6 +72,7 @@ class LatentcordBot(commands.Bot):
         self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
         self.synced_commands: bool | None = None  # whether the last start-up had to sync
         self._token_sweeper: asyncio.Task[None] | None = None
+        self.loop_lag = LoopLagMonitor()  # how late the event loop runs; for operators and benchmarks
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
@@ -85,6 +88,7 @@ class LatentcordBot(commands.Bot):
         # Start-up built what lives as long as the process (the model, the cogs): keep the
         # collector's full passes off it, so they stay short while members wait for answers.
         freeze_long_lived_objects()
+        self.loop_lag.start()  # from here on the loop serves members; start-up's own pauses are not counted
 
     async def _expire_tokens_forever(self) -> None:
         """Interaction tokens are secrets that stop working after 15 minutes: do not keep them longer."""
@@ -113,6 +117,16 @@ class LatentcordBot(commands.Bot):
         log.info("shutting down: finishing the running batch, keeping the queue for the next start")
         if self._token_sweeper is not None:
             self._token_sweeper.cancel()
+        await self.loop_lag.stop()
+        lag = self.loop_lag.figures()
+        if lag.samples:
+            log.info(
+                "event-loop lag over this run: p50 %.1f ms, p99 %.1f ms, max %.0f ms (%d samples)",
+                lag.p50_s * 1000,
+                lag.p99_s * 1000,
+                lag.max_s * 1000,
+                lag.samples,
+            )
         await self.service.close()
         await super().close()
         await self.store.close()
@@ -137,14 +151,19 @@ class LatentcordBot(commands.Bot):
 
 
 async def send_ephemeral(interaction: discord.Interaction[Any], message: str) -> None:
-    """Answer ephemerally, whether or not the interaction was answered already."""
+    """Answer ephemerally, whether or not the interaction was answered already.
+
+    The text is fitted to Discord's limits here: Discord refuses a longer one, and
+    a refused answer leaves the member with "The application did not respond".
+    """
+    content = fit_content(message.strip()) or "Sorry, that did not work."
     try:
         if interaction.response.is_done():
-            await interaction.followup.send(message, ephemeral=True)
+            await interaction.followup.send(content, ephemeral=True)
         else:
-            await interaction.response.send_message(message, ephemeral=True)
+            await interaction.response.send_message(content, ephemeral=True)
     except discord.HTTPException:
-        log.warning("could not tell the user: %s", message, exc_info=True)
+        log.warning("could not tell the user: %s", content, exc_info=True)
 
 
 _OPTION_DEFAULTS = {"required": False, "autocomplete": False}

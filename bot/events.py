@@ -1,8 +1,9 @@
 """What happens to a job, as the worker reports it to whoever is listening.
 
 Events are delivered on the event loop, in order, to the listener given when the
-job was submitted. They carry PIL images, never encoded files: encoding is the
-listener's CPU work, done off the loop.
+job was submitted. Finished images are PIL images (encoding them is the
+listener's CPU work, done off the loop); the small progress preview arrives
+already encoded as PNG, so forwarding it costs the loop nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Progress:
     job_id: int
     step: int
     total: int
-    preview: Image.Image | None = None
+    preview: bytes | None = None  # a small PNG of the latents so far, laid out as the final grid
 
 
 @dataclass(frozen=True, slots=True, eq=False)

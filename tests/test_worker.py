@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import statistics
 import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bot.errors import QueueFull
 from bot.events import Cancelled, Finished, JobEvent, Progress, Queued, Started
@@ -156,7 +158,9 @@ async def test_events_arrive_in_order_with_progress_previews(worker: GenerationW
     progress = recorder.of(Progress)
     assert [p.step for p in progress] == list(range(1, SPEC.steps + 1))
     assert all(p.total == SPEC.steps for p in progress)
-    assert progress[-1].preview is not None and progress[-1].preview.size == (128, 128)
+    assert progress[-1].preview is not None
+    with Image.open(io.BytesIO(progress[-1].preview)) as preview:
+        assert preview.format == "PNG" and preview.size == (128, 128)
     (finished,) = recorder.of(Finished)
     assert finished.seeds == (1, 2, 3, 4)
 
