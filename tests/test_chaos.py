@@ -1,0 +1,145 @@
+"""Chaos: the bot process is killed (SIGKILL) twenty times at random moments while it works.
+
+Ten members queue thirty jobs through the loopback Discord; then the real ``python -m bot``
+process is killed at random moments and started again, twenty times, and finally left to
+finish. Afterwards every job was delivered exactly once (one message in the channel holds
+its result) or failed with a refund, and every member's ledger equals what their delivered
+jobs cost. Seeded: ``CHAOS_SEED=<n>`` replays a run. Not part of the quick suite
+(``-m chaos`` runs it; CI does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from models.tiny import TINY_MODEL_ID
+from tests.fakediscord import FakeDiscord
+from tests.fakediscord.gateway import GatewaySession
+
+pytestmark = pytest.mark.chaos
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = int(os.environ.get("CHAOS_SEED", "20261128"))
+KILLS = 20
+MEMBERS = 10
+JOBS = 30
+
+
+async def start_bot(fake: FakeDiscord, env: dict[str, str], log: Path, previous: GatewaySession | None):
+    with log.open("ab") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=log.parent, env=env, stdout=subprocess.DEVNULL, stderr=sink
+        )
+    session = await fake.wait_until(
+        lambda: (active := fake.gateway.active()) is not None and active is not previous and active,
+        timeout=120,
+        what="the restarted bot's READY session",
+    )
+    return process, session
+
+
+def ledger_and_jobs(database: Path) -> tuple[list[sqlite3.Row], dict[int, int]]:
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        jobs = conn.execute(
+            "SELECT j.*, "
+            "COALESCE((SELECT SUM(l.credits) FROM ledger AS l WHERE l.job_id = j.id), 0) AS net "
+            "FROM jobs AS j ORDER BY j.id"
+        ).fetchall()
+        balances = dict(conn.execute("SELECT user_id, SUM(credits) FROM ledger GROUP BY user_id").fetchall())
+    finally:
+        conn.close()
+    return jobs, balances
+
+
+def settled(database: Path) -> bool:
+    try:
+        jobs, _ = ledger_and_jobs(database)
+    except sqlite3.Error:
+        return False
+    return bool(jobs) and all(
+        job["status"] in ("failed", "cancelled") or (job["status"] == "done" and job["delivery"] != "pending")
+        for job in jobs
+    )
+
+
+async def test_twenty_kills_lose_no_job_and_deliver_none_twice(
+    fake_discord: FakeDiscord, tmp_path: Path, model_cache_dir: Path, tiny_engine: object
+) -> None:
+    # tiny_engine builds builtin:tiny into model_cache_dir once, so each start only loads it.
+    rng = random.Random(SEED)
+    world = fake_discord.add_standard_guild()
+    members = [fake_discord.add_member(world.guild, f"member{n}") for n in range(MEMBERS)]
+    database = tmp_path / "bot.sqlite3"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DISCORD_TOKEN": "a-secret-token-123",
+        "SD_MODEL": TINY_MODEL_ID,
+        "DEVICE": "cpu",
+        "DATABASE_PATH": str(database),
+        "IMAGES_DIR": str(tmp_path / "images"),
+        "MODEL_CACHE_DIR": str(model_cache_dir),
+        "DISCORD_API_URL": fake_discord.api_base,
+        "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
+        "DAILY_CREDITS": "1000",
+        "QUEUE_MAX_PER_USER": "5",
+        "LOG_LEVEL": "WARNING",
+    }
+    log = tmp_path / "bot.log"
+    process, session = await start_bot(fake_discord, env, log, None)
+    try:
+        # 1. Thirty jobs from ten members, each admitted (answered) before the chaos starts.
+        interactions = []
+        for n in range(JOBS):
+            options = {"prompt": f"a lighthouse, take {n}", "count": 1 + n % 2, "steps": 2 + n % 3, "seed": n}
+            interactions.append(
+                await fake_discord.run_slash("imagine", options, user=members[n % MEMBERS], channel=world.text_channel)
+            )
+        answers = await asyncio.gather(*(ix.wait_for_response(timeout=60) for ix in interactions))
+        assert not any(answer.ephemeral for answer in answers), "every job must have been admitted"
+
+        # 2. Twenty kills at random moments, each followed by a restart.
+        for _ in range(KILLS):
+            await asyncio.sleep(rng.uniform(0.2, 3.0))
+            process.kill()
+            await process.wait()
+            process, session = await start_bot(fake_discord, env, log, session)
+
+        # 3. Left alone, it finishes everything.
+        await fake_discord.wait_until(lambda: settled(database), timeout=600, what="every job to settle")
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 120)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    jobs, balances = ledger_and_jobs(database)
+    assert len(jobs) == JOBS, "a job was lost or made twice"
+    holders: Counter[int] = Counter()
+    for message in fake_discord.channel_messages(world.text_channel):
+        for button in message.buttons:
+            parts = str(button.get("custom_id", "")).split(":")
+            if parts[:2] == ["lc", "del"]:
+                holders[int(parts[2])] += 1
+    owed: defaultdict[int, int] = defaultdict(int)
+    for job in jobs:
+        if job["status"] == "done" and job["delivery"] == "delivered":
+            assert holders[job["id"]] == 1, f"job {job['id']} was posted {holders[job['id']]} times (seed {SEED})"
+            owed[job["user_id"]] += job["net"]
+        else:
+            assert job["net"] == 0, f"job {job['id']} ended {job['status']}/{job['delivery']} unrefunded (seed {SEED})"
+            assert holders[job["id"]] == 0
+    for member in members:
+        assert balances.get(member.user.id, 0) == owed[member.user.id], f"ledger of {member.user.id} (seed {SEED})"
