@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench._tiny import tiny_settings
 from bot.app import LatentcordBot
 from bot.core import open_core
-from bot.settings import Settings
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
 from tests.fakediscord.fixtures import running_client
@@ -53,17 +53,8 @@ async def one_run(engine: DiffusionEngine, folder: Path, members: int) -> tuple[
     try:
         world = fake.add_standard_guild()
         people = [fake.add_member(world.guild, f"user{n}") for n in range(members)]
-        settings = Settings(
-            discord_token="fake-bot-token",
-            sd_model=TINY_MODEL_ID,
-            database_path=folder / "bot.sqlite3",
-            images_dir=folder / "images",
-            model_cache_dir=folder / "models",
-            device="cpu",
-            daily_credits=100,
-            queue_max_total=max(100, members),
-            batch_max_images=8,
-            preview_interval_s=1.5,
+        settings = tiny_settings(
+            folder, daily_credits=100, queue_max_total=max(100, members), batch_max_images=8, preview_interval_s=1.5
         )
         async with open_core(settings, engine=engine, classifier=_NoNsfw()) as core:
             bot = LatentcordBot(settings=settings, store=core.store, worker=core.worker, service=core.service)

@@ -38,6 +38,7 @@ import discord.gateway
 import discord.http
 import yarl
 
+from bench._tiny import tiny_settings
 from bot.app import LatentcordBot
 from bot.core import open_core
 from bot.loop_monitor import LagFigures
@@ -191,15 +192,7 @@ async def main() -> None:
         members = [
             await host.run(lambda f, n=n: _value(f.add_member(world.guild, f"member{n}"))) for n in range(args.members)
         ]
-        settings = Settings(
-            discord_token="fake-bot-token",
-            sd_model=TINY_MODEL_ID,
-            database_path=folder / "bot.sqlite3",
-            images_dir=folder / "images",
-            model_cache_dir=folder / "models",
-            device="cpu",
-            daily_credits=1000,
-        )
+        settings = tiny_settings(folder)
         engine = DiffusionEngine(EngineConfig(device="cpu", cache_dir=settings.model_cache_dir))
         engine.load(TINY_MODEL_ID)  # built once into the cache; the bot process loads it from there
         started = time.perf_counter()

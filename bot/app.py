@@ -25,6 +25,7 @@ from bot.loop_monitor import LoopLagMonitor
 from bot.messages import fit_content
 from bot.service import GenerationService
 from bot.settings import Settings
+from bot.tasks import log_failure
 from bot.worker import GenerationWorker
 from db.store import Store
 from models.safety import ImageClassifier, OpenNsfwClassifier
@@ -70,7 +71,6 @@ class LatentcordBot(commands.Bot):
             classifier=classifier if classifier is not None else OpenNsfwClassifier(),
         )
         self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
-        self.synced_commands: bool | None = None  # whether the last start-up had to sync
         self._token_sweeper: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()  # how late the event loop runs; for operators and benchmarks
         self.tree.on_error = self.on_app_command_error
@@ -84,7 +84,7 @@ class LatentcordBot(commands.Bot):
         if resumed:
             log.info("requeued %d unfinished jobs: %s", len(resumed), resumed)
         self._token_sweeper = asyncio.create_task(self._expire_tokens_forever(), name="latentcord-token-sweeper")
-        self._token_sweeper.add_done_callback(_log_crash)
+        self._token_sweeper.add_done_callback(log_failure("the token sweeper"))
         # Start-up built what lives as long as the process (the model, the cogs): keep the
         # collector's full passes off it, so they stay short while members wait for answers.
         freeze_long_lived_objects()
@@ -105,11 +105,9 @@ class LatentcordBot(commands.Bot):
         ours = [command.to_dict(self.tree) for command in self.tree.get_commands()]
         if _canonical(registered) == _canonical(ours):
             log.info("slash commands are up to date; not syncing")
-            self.synced_commands = False
             return False
         await self.tree.sync()
         log.info("synced %d slash commands", len(ours))
-        self.synced_commands = True
         return True
 
     async def close(self) -> None:
@@ -178,11 +176,6 @@ _COMPARED_OPTION_KEYS = (
     "min_length",
     "max_length",
 )
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a background task of the bot failed", exc_info=task.exception())
 
 
 def point_discord_at(api_url: str | None, gateway_url: str | None) -> None:

@@ -38,6 +38,7 @@ from bot.requests import (
     random_seeds,
     resolve_imagine,
 )
+from bot.tasks import log_failure
 from bot.threads import background_executor
 from bot.worker import GenerationWorker, WorkItem
 from db.errors import QuotaExhausted
@@ -51,8 +52,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from bot.settings import Settings
-    from models.presets import DEFAULT_SCHEDULER
-from models.safety import ImageClassifier
+    from models.safety import ImageClassifier
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +508,7 @@ class GenerationService:
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(log_failure("a job follower"))
 
     async def _follow(self, job: JobRecord, request: GenerationRequest, inbox: asyncio.Queue[JobEvent]) -> None:
         """Record one job's events in order and pass them on, until it ends."""
@@ -672,8 +672,3 @@ def describe_wait(seconds: float) -> str:
         return f"in {minutes} min"
     hours, minutes = divmod(minutes, 60)
     return f"in {hours} h {minutes} min" if minutes else f"in {hours} h"
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a job follower failed", exc_info=task.exception())

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from bot.errors import QueueFull
 from bot.events import Cancelled, EventListener, Failed, Finished, JobEvent, Progress, Queued, Started
 from bot.rendering import compose_grid, encode_preview
+from bot.tasks import log_failure
 from bot.threads import background_executor
 from models.errors import GenerationInterrupted, ModelError
 from models.types import BatchSpec, GenerationBatch, ImageTask, ModelPreset, StepProgress
@@ -198,7 +199,7 @@ class GenerationWorker:
         if self.running:
             return
         self._runner = asyncio.create_task(self._run_forever(), name="latentcord-worker")
-        self._runner.add_done_callback(_log_crash)
+        self._runner.add_done_callback(log_failure("the generation worker"))
 
     async def stop(self, *, timeout_s: float = 120.0) -> list[WorkItem]:
         """Stop taking jobs, let the running batch finish, and hand back what never started.
@@ -391,8 +392,3 @@ def _rows(latents: object) -> int:
 def _tile(previews: list[Image.Image]) -> Image.Image | None:
     """Lay previews out as the final grid will be (2 columns), so progress looks like the result."""
     return compose_grid(previews) if previews else None
-
-
-def _log_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the generation worker stopped", exc_info=task.exception())

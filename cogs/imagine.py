@@ -28,6 +28,7 @@ from bot.messages import CHOICE_TEXT_LIMIT, fit_content, fit_select_options
 from bot.rendering import EncodedImage, encode_image
 from bot.requests import ASPECT_RATIOS, MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ImagineOptions, JobKind
 from bot.service import Completed, JobResult, Origin, ServiceEvent, SubmittedJob
+from bot.tasks import log_failure
 from cogs.moderation import is_moderator, post_to_modlog
 
 if TYPE_CHECKING:
@@ -642,12 +643,7 @@ class Imagine(commands.Cog):
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_failure)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a delivery failed", exc_info=task.exception())
+        task.add_done_callback(log_failure("a delivery"))
 
 
 async def setup(bot: LatentcordBot) -> None:

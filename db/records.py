@@ -53,9 +53,6 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-UNFINISHED_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
-
-
 class AuditAction(StrEnum):
     """What a moderator changed; the value is what the audit table stores."""
 
