@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import USER_FACING_ERRORS
+from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
 from bot.heap import freeze_long_lived_objects
 from bot.loop_monitor import LoopLagMonitor
 from bot.messages import fit_content
@@ -176,6 +179,49 @@ _COMPARED_OPTION_KEYS = (
     "min_length",
     "max_length",
 )
+
+
+async def log_in(bot: LatentcordBot, token: str, settings: Settings) -> None:
+    """``bot.login`` (which also runs ``setup_hook``), with its failures to reach Discord as sentences.
+
+    Only errors raised before Discord has said who the bot is are login failures;
+    a later one (a command sync Discord refuses, say) is a bug and keeps its traceback.
+    """
+    api_url = discord.http.Route.BASE
+    try:
+        await bot.login(token)
+    except discord.LoginFailure:
+        raise DiscordLoginFailed(
+            "Discord refused the token in DISCORD_TOKEN; copy the bot token again from the Developer Portal "
+            "(https://discord.com/developers/applications, your application > Bot > Reset Token)."
+        ) from None
+    except (aiohttp.ClientError, TimeoutError) as error:
+        if bot.user is not None:
+            raise
+        check = "the network or DISCORD_API_URL" if settings.discord_api_url else "this machine's network connection"
+        raise DiscordLoginFailed(
+            f"cannot reach Discord at {api_url} ({_connection_failure_reason(error)}); check {check}."
+        ) from None
+    except discord.HTTPException as error:
+        if bot.user is not None:
+            raise
+        detail = f"HTTP {error.status}" + (f": {error.text}" if error.text else "")
+        raise DiscordLoginFailed(
+            f"Discord at {api_url} did not let the bot log in ({detail}); try again later, "
+            "or check DISCORD_API_URL if it is set."
+        ) from None
+
+
+def _connection_failure_reason(error: BaseException) -> str:
+    """What the operating system said, in its words ("Connection refused"), not aiohttp's repr."""
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    cause = getattr(error, "os_error", None)
+    if isinstance(cause, socket.gaierror) and cause.strerror:
+        return cause.strerror  # "Name or service not known"; its errno is not one os.strerror knows
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)
+    return str(error) or error.__class__.__name__
 
 
 def point_discord_at(api_url: str | None, gateway_url: str | None) -> None:

@@ -43,5 +43,9 @@ class NotAllowed(DomainError):
     """The caller may not do this (for example, delete someone else's result)."""
 
 
+class DiscordLoginFailed(Exception):
+    """Logging in to Discord failed at start-up; the message says what the owner should check."""
+
+
 # A moderator's bad input to the store is answered the same way.
 USER_FACING_ERRORS: tuple[type[Exception], ...] = (DomainError, ModelError, StoreInputError)

@@ -14,29 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
 import sys
-from typing import TYPE_CHECKING
 
 from bot.core import open_core
-from bot.errors import USER_FACING_ERRORS
+from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
 from bot.settings import Settings, SettingsError
 from db.errors import StoreError
-
-if TYPE_CHECKING:
-    from bot.app import LatentcordBot
 
 log = logging.getLogger(__name__)
 
 
-class DiscordLoginFailed(Exception):
-    """Logging in to Discord failed; the message says what the owner should check."""
-
-
 async def serve(settings: Settings, token: str) -> None:
-    from bot.app import LatentcordBot, point_discord_at  # imports discord; the command line does not need it
+    from bot.app import LatentcordBot, log_in, point_discord_at  # imports discord; the command line does not need it
 
     point_discord_at(settings.discord_api_url, settings.discord_gateway_url)
 
@@ -54,52 +44,6 @@ async def serve(settings: Settings, token: str) -> None:
             # ``bot.start`` is ``login`` + ``connect``; apart, a failed login can be told from a dropped connection.
             await log_in(bot, token, settings)
             await bot.connect(reconnect=True)
-
-
-async def log_in(bot: LatentcordBot, token: str, settings: Settings) -> None:
-    """``bot.login`` (which also runs ``setup_hook``), with its failures to reach Discord as sentences.
-
-    Only errors raised before Discord has said who the bot is are login failures;
-    a later one (a command sync Discord refuses, say) is a bug and keeps its traceback.
-    """
-    import aiohttp
-    import discord
-
-    api_url = discord.http.Route.BASE
-    try:
-        await bot.login(token)
-    except discord.LoginFailure:
-        raise DiscordLoginFailed(
-            "Discord refused the token in DISCORD_TOKEN; copy the bot token again from the Developer Portal "
-            "(https://discord.com/developers/applications, your application > Bot > Reset Token)."
-        ) from None
-    except (aiohttp.ClientError, TimeoutError) as error:
-        if bot.user is not None:
-            raise
-        check = "the network or DISCORD_API_URL" if settings.discord_api_url else "this machine's network connection"
-        raise DiscordLoginFailed(
-            f"cannot reach Discord at {api_url} ({_connection_failure_reason(error)}); check {check}."
-        ) from None
-    except discord.HTTPException as error:
-        if bot.user is not None:
-            raise
-        detail = f"HTTP {error.status}" + (f": {error.text}" if error.text else "")
-        raise DiscordLoginFailed(
-            f"Discord at {api_url} did not let the bot log in ({detail}); try again later, "
-            "or check DISCORD_API_URL if it is set."
-        ) from None
-
-
-def _connection_failure_reason(error: BaseException) -> str:
-    """What the operating system said, in its words ("Connection refused"), not aiohttp's repr."""
-    if isinstance(error, TimeoutError):
-        return "timed out"
-    cause = getattr(error, "os_error", None)
-    if isinstance(cause, socket.gaierror) and cause.strerror:
-        return cause.strerror  # "Name or service not known"; its errno is not one os.strerror knows
-    if isinstance(cause, OSError) and cause.errno:
-        return os.strerror(cause.errno)
-    return str(error) or error.__class__.__name__
 
 
 def run_bot(settings: Settings) -> int:

@@ -27,9 +27,10 @@ from bot.events import Cancelled, Failed, Progress, Queued, Started
 from bot.messages import CHOICE_TEXT_LIMIT, fit_content, fit_select_options
 from bot.rendering import EncodedImage, encode_image
 from bot.requests import ASPECT_RATIOS, MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ImagineOptions, JobKind
-from bot.service import Completed, JobResult, Origin, ServiceEvent, SubmittedJob
+from bot.service import Completed, JobResult, ServiceEvent, SubmittedJob
 from bot.tasks import log_failure
-from cogs.moderation import is_moderator, post_to_modlog
+from cogs._shared.moderators import is_moderator, post_to_modlog
+from cogs._shared.origin import origin_of
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
@@ -136,24 +137,6 @@ def cancel_button(job_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(JobButton(ButtonAction.CANCEL, job_id, 0, label="Cancel", style=discord.ButtonStyle.secondary))
     return view
-
-
-def origin_of(interaction: discord.Interaction[Any]) -> Origin:
-    user = interaction.user
-    channel = interaction.channel
-    age_restricted = False
-    if channel is not None:
-        checked = getattr(channel, "parent", None) if isinstance(channel, discord.Thread) else channel
-        is_nsfw = getattr(checked, "is_nsfw", None)
-        age_restricted = bool(is_nsfw()) if callable(is_nsfw) else False
-    roles = tuple(role.id for role in getattr(user, "roles", ()) if not role.is_default())
-    return Origin(
-        user_id=user.id,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        role_ids=roles,
-        channel_age_restricted=age_restricted,
-    )
 
 
 def _headline(prompt: str, user_id: int, kind: str, parent_image: int | None) -> str:

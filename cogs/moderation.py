@@ -8,7 +8,6 @@ permission again when it runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -18,55 +17,14 @@ from discord.ext import commands
 from bot import content_filter
 from bot.errors import InvalidRequest
 from bot.messages import fit_content
-from bot.service import describe_wait
-from db.records import AuditEntry, Usage
+from bot.records import AuditEntry
+from cogs._shared.moderators import MANAGE_GUILD, describe_change, moderators_only, post_to_modlog
+from cogs._shared.usage_text import describe_usage
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
 
 log = logging.getLogger(__name__)
-
-MANAGE_GUILD = discord.Permissions(manage_guild=True)
-
-
-def is_moderator(interaction: discord.Interaction[Any]) -> bool:
-    permissions = interaction.permissions
-    return interaction.guild_id is not None and (permissions.manage_guild or permissions.administrator)
-
-
-def moderators_only() -> Callable[[Any], Any]:
-    def predicate(interaction: discord.Interaction[Any]) -> bool:
-        if not is_moderator(interaction):
-            name = interaction.command.qualified_name if interaction.command else "this command"
-            raise app_commands.CheckFailure(f"You need the Manage Server permission to use /{name}.")
-        return True
-
-    return app_commands.check(predicate)
-
-
-async def post_to_modlog(bot: LatentcordBot, guild_id: int, text: str) -> None:
-    """Tell the guild's moderator log channel, if one is set; failures are logged, never raised."""
-    settings = await bot.store.guild_settings(guild_id)
-    if settings.log_channel_id is None:
-        return
-    try:
-        channel = bot.get_channel(settings.log_channel_id) or await bot.fetch_channel(settings.log_channel_id)
-        await channel.send(fit_content(text), allowed_mentions=discord.AllowedMentions.none())  # type: ignore[union-attr]
-    except discord.HTTPException:
-        log.warning("could not post to the log channel %s of guild %s", settings.log_channel_id, guild_id)
-
-
-def describe_change(entry: AuditEntry) -> str:
-    target = f" for {_mention(entry.target)}" if entry.target else ""
-    return (
-        f"🛠️ <@{entry.actor_id}> changed **{entry.action.replace('_', ' ')}**{target}: "
-        f"{entry.before or '—'} → {entry.after or '—'}"
-    )
-
-
-def _mention(target: str) -> str:
-    kind, _, raw_id = target.partition(":")
-    return {"user": f"<@{raw_id}>", "role": f"<@&{raw_id}>"}.get(kind, target)
 
 
 class Moderation(commands.Cog):
@@ -211,14 +169,6 @@ def _normalised_term(term: str) -> str:
         return content_filter.normalise_term(term)
     except ValueError as error:
         raise InvalidRequest(str(error)) from None
-
-
-def describe_usage(usage: Usage, limit: int, now: float) -> str:
-    left = max(0, limit - usage.used)
-    text = f"{usage.used} of {limit} credits used in the last 24 hours; {left} left."
-    if usage.next_free_at is not None and usage.next_free_credits:
-        text += f" {usage.next_free_credits} free up {describe_wait(usage.next_free_at - now)}."
-    return text
 
 
 async def setup(bot: LatentcordBot) -> None:

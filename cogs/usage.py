@@ -9,8 +9,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.messages import fit_content
-from cogs.imagine import origin_of
-from cogs.moderation import describe_usage
+from cogs._shared.origin import origin_of
+from cogs._shared.usage_text import describe_usage
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot

@@ -1,0 +1,11 @@
+"""The store's value objects, as the application hands them to front ends.
+
+Cogs never import ``db``: what they are given (an audit entry, a member's usage) is
+named here.
+"""
+
+from __future__ import annotations
+
+from db.records import AuditEntry, GuildSettings, Usage
+
+__all__ = ["AuditEntry", "GuildSettings", "Usage"]

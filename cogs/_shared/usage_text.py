@@ -1,0 +1,14 @@
+"""How a member's credits are said, the same in /usage and /quota show."""
+
+from __future__ import annotations
+
+from bot.records import Usage
+from bot.service import describe_wait
+
+
+def describe_usage(usage: Usage, limit: int, now: float) -> str:
+    left = max(0, limit - usage.used)
+    text = f"{usage.used} of {limit} credits used in the last 24 hours; {left} left."
+    if usage.next_free_at is not None and usage.next_free_credits:
+        text += f" {usage.next_free_credits} free up {describe_wait(usage.next_free_at - now)}."
+    return text
