@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -76,7 +76,7 @@ class LatentcordBot(commands.Bot):
         self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
         self._token_sweeper: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()  # how late the event loop runs; for operators and benchmarks
-        self.tree.on_error = self.on_app_command_error
+        self.tree.error(self.on_app_command_error)
 
     async def setup_hook(self) -> None:
         await self.worker.start()  # a no-op when the composition root started it already
@@ -239,17 +239,17 @@ def point_discord_at(api_url: str | None, gateway_url: str | None) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
 
-def _canonical(commands_payload: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _canonical(commands_payload: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """What of a command Discord keeps that we define, in a form both sides agree on."""
 
-    def option(payload: dict[str, Any]) -> dict[str, Any]:
+    def option(payload: Mapping[str, Any]) -> dict[str, Any]:
         result = {key: payload.get(key, _OPTION_DEFAULTS.get(key)) for key in _COMPARED_OPTION_KEYS}
         result["choices"] = [(c["name"], c["value"]) for c in payload.get("choices") or []]
         result["channel_types"] = sorted(payload.get("channel_types") or [])
         result["options"] = [option(child) for child in payload.get("options") or []]
         return result
 
-    def command(payload: dict[str, Any]) -> dict[str, Any]:
+    def command(payload: Mapping[str, Any]) -> dict[str, Any]:
         permissions = payload.get("default_member_permissions")
         return {
             "name": payload["name"],

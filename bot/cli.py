@@ -148,6 +148,10 @@ def output_path_problem(out: Path) -> str | None:
     return None
 
 
+# Failures the owner can act on: one sentence and exit 2, no traceback.
+_REPORTED: tuple[type[Exception], ...] = (StoreError, *USER_FACING_ERRORS)
+
+
 def imagine_main(settings: Settings, args: argparse.Namespace) -> int:
     problem = output_path_problem(args.out)
     if problem is not None:
@@ -155,6 +159,6 @@ def imagine_main(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     try:
         return asyncio.run(run_imagine(settings, args))
-    except (StoreError, *USER_FACING_ERRORS) as error:
+    except _REPORTED as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -178,6 +178,9 @@ _MATCH_FOLD: Final = str.maketrans({"l": "i"})
 _SINGLE_LETTER_WORDS: Final = frozenset({"a", "i"})
 
 
+FilterSource = Literal["always", "builtin", "guild"]  # which list a blocked term is on
+
+
 @dataclass(frozen=True, slots=True)
 class FilterVerdict:
     """Whether a prompt may run and, if not, which term on which list stopped it.
@@ -188,7 +191,7 @@ class FilterVerdict:
 
     blocked: bool
     term: str | None = None
-    source: Literal["always", "builtin", "guild"] | None = None
+    source: FilterSource | None = None
     rule: str | None = None
 
 
@@ -266,7 +269,7 @@ def check_prompt(prompt: str, guild_terms: Iterable[str], *, nsfw_allowed: bool)
     """
     guild_index = _term_index(tuple(sorted(set(guild_terms))))
     # Most severe list first, so the verdict names the rule that matters most.
-    checks = [
+    checks: list[tuple[_TermIndex, FilterSource, str]] = [
         (_always_blocked_index(), "always", "the built-in list of terms that are blocked everywhere"),
         (guild_index, "guild", "this server's filter list, which applies in every channel"),
     ]

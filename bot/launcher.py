@@ -46,6 +46,10 @@ async def serve(settings: Settings, token: str) -> None:
             await bot.connect(reconnect=True)
 
 
+# Failures the owner can act on: one sentence and exit 2, no traceback.
+_REPORTED: tuple[type[Exception], ...] = (StoreError, DiscordLoginFailed, *USER_FACING_ERRORS)
+
+
 def run_bot(settings: Settings) -> int:
     try:
         token = settings.require_token()
@@ -54,7 +58,7 @@ def run_bot(settings: Settings) -> int:
         return 2
     try:
         asyncio.run(serve(settings, token))
-    except (StoreError, DiscordLoginFailed, *USER_FACING_ERRORS) as error:
+    except _REPORTED as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

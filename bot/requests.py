@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from bot.errors import InvalidRequest
 from bot.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
@@ -215,7 +215,7 @@ def parse_prompt_flags(options: ImagineOptions) -> ImagineOptions:
         else:
             prompt = f"{prompt} {word}".strip()
 
-    values: dict[str, str | int | float] = {}
+    values: dict[str, Any] = {}  # option name -> value, each read by its flag's own parser
     for option, text in texts.items():
         name = typed[option]
         if not text:

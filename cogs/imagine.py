@@ -376,27 +376,31 @@ class Imagine(commands.Cog):
                     await self._post_text(job_id, delivery, f"{delivery.headline}\nCancelled; credits refunded.")
                     return
 
-    def _token_fresh(self, delivery: Delivery | None) -> bool:
+    def _fresh_edit(self, delivery: Delivery | None) -> Callable[..., Awaitable[Any]] | None:
+        """How to edit the job's message while its interaction token is young enough; else ``None``."""
         if delivery is None or delivery.edit is None:
-            return False
-        return self.bot.clock() - delivery.interaction.created_at.timestamp() < TOKEN_SAFE_AGE_S
+            return None
+        if self.bot.clock() - delivery.interaction.created_at.timestamp() >= TOKEN_SAFE_AGE_S:
+            return None
+        return delivery.edit
 
     async def _edit_status(self, delivery: Delivery, content: str, preview: bytes | None = None) -> None:
         now = self.bot.clock()
         # PREVIEW_INTERVAL_S (about 1.5 s) keeps a job within Discord's edit rate limits.
-        if not self._token_fresh(delivery) or now - delivery.last_edit_at < self.bot.settings.preview_interval_s:
+        edit = self._fresh_edit(delivery)
+        if edit is None or now - delivery.last_edit_at < self.bot.settings.preview_interval_s:
             return
         delivery.last_edit_at = now
         attachments = [discord.File(io.BytesIO(preview), "preview.png")] if preview is not None else []
         try:
-            await delivery.edit(content=fit_content(content), attachments=attachments)
+            await edit(content=fit_content(content), attachments=attachments)
         except discord.HTTPException:
             log.info("could not edit a progress message", exc_info=True)
 
     async def _post_text(self, job_id: int, delivery: Delivery, content: str) -> None:
-        if self._token_fresh(delivery):
+        if (edit := self._fresh_edit(delivery)) is not None:
             try:
-                await delivery.edit(content=fit_content(content), attachments=[], view=None)
+                await edit(content=fit_content(content), attachments=[], view=None)
                 return
             except discord.HTTPException:
                 log.info("could not edit the message of job %s; posting instead", job_id, exc_info=True)
@@ -451,11 +455,15 @@ class Imagine(commands.Cog):
         job = result.job
         if job.channel_id is None or self.bot.user is None:
             return None
+        me = self.bot.user.id
         marker = JobButton.custom_id_for(ButtonAction.DELETE, job.id)
 
         def holds_result(message: discord.Message) -> bool:
-            return message.author.id == self.bot.user.id and any(
-                getattr(child, "custom_id", None) == marker for row in message.components for child in row.children
+            return message.author.id == me and any(
+                getattr(child, "custom_id", None) == marker
+                for row in message.components
+                if isinstance(row, discord.ActionRow)
+                for child in row.children
             )
 
         try:
@@ -490,9 +498,9 @@ class Imagine(commands.Cog):
         else:
             view = grid_buttons(job.id, len(result.image_paths), result.withheld)
         content = "\n".join(lines)
-        if delivery is not None and delivery.edit is not None and self._token_fresh(delivery):
+        if delivery is not None and (edit := self._fresh_edit(delivery)) is not None:
             try:
-                edited = await delivery.edit(
+                edited = await edit(
                     content=fit_content(content), attachments=[await self._grid_for(result, delivery)], view=view
                 )
                 return getattr(edited, "id", None) or delivery.message_id
@@ -513,9 +521,9 @@ class Imagine(commands.Cog):
             f"{headline}\n❌ Your images were made, but Discord would not let me post them for {minutes} min; "
             f"{refunded} credit(s) were refunded."
         )
-        if delivery is not None and delivery.edit is not None and self._token_fresh(delivery):
+        if (edit := self._fresh_edit(delivery)) is not None:
             try:
-                await delivery.edit(content=fit_content(notice), attachments=[], view=None)
+                await edit(content=fit_content(notice), attachments=[], view=None)
                 return
             except discord.HTTPException:
                 pass
@@ -610,9 +618,11 @@ class Imagine(commands.Cog):
             headline = _headline(job.prompt, job.user_id, job.kind, job.parent_image)
             try:
                 channel = self.bot.get_channel(job.channel_id) or await self.bot.fetch_channel(job.channel_id)
-                message = channel.get_partial_message(job.message_id)  # type: ignore[union-attr]
+                if not isinstance(channel, discord.abc.Messageable):
+                    return
+                message = await channel.fetch_message(job.message_id)
                 await message.edit(content=fit_content(f"{headline}\n{status}"), view=view)
-            except (discord.HTTPException, AttributeError):
+            except discord.HTTPException:
                 log.info("could not update the status message of resumed job %s", job_id, exc_info=True)
 
     async def _post_unowned_text(self, event: Failed | Cancelled) -> None:

@@ -18,7 +18,7 @@ from bot import content_filter
 from bot.errors import InvalidRequest
 from bot.messages import fit_content
 from bot.records import AuditEntry
-from cogs._shared.moderators import MANAGE_GUILD, describe_change, moderators_only, post_to_modlog
+from cogs._shared.moderators import MANAGE_GUILD, describe_change, guild_of, moderators_only, post_to_modlog
 from cogs._shared.usage_text import describe_usage
 
 if TYPE_CHECKING:
@@ -47,8 +47,7 @@ class Moderation(commands.Cog):
 
     async def _changed(self, interaction: discord.Interaction[Any], entry: AuditEntry, reply: str) -> None:
         await interaction.response.send_message(fit_content(reply), ephemeral=True)
-        assert interaction.guild_id is not None
-        await post_to_modlog(self.bot, interaction.guild_id, describe_change(entry))
+        await post_to_modlog(self.bot, guild_of(interaction), describe_change(entry))
 
     # -- /filter ---------------------------------------------------------------------------
 
@@ -57,7 +56,7 @@ class Moderation(commands.Cog):
     @moderators_only()
     async def filter_add(self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, 100]) -> None:
         normalised = _normalised_term(term)
-        entry = await self.store.add_filter_term(interaction.guild_id, normalised, actor_id=interaction.user.id)
+        entry = await self.store.add_filter_term(guild_of(interaction), normalised, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"Prompts containing `{normalised}` are now blocked on this server.")
 
     @filter_group.command(name="remove", description="Allow a word or phrase again.")
@@ -65,13 +64,13 @@ class Moderation(commands.Cog):
     @moderators_only()
     async def filter_remove(self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, 100]) -> None:
         normalised = _normalised_term(term)
-        entry = await self.store.remove_filter_term(interaction.guild_id, normalised, actor_id=interaction.user.id)
+        entry = await self.store.remove_filter_term(guild_of(interaction), normalised, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"`{normalised}` is no longer blocked on this server.")
 
     @filter_group.command(name="list", description="Show the words this server blocks.")
     @moderators_only()
     async def filter_list(self, interaction: discord.Interaction[Any]) -> None:
-        terms = await self.store.filter_terms(interaction.guild_id)
+        terms = await self.store.filter_terms(guild_of(interaction))
         builtin = len(content_filter.builtin_nsfw_terms())
         shown = ", ".join(f"`{term}`" for term in terms) if terms else "none yet"
         text = f"This server blocks: {shown}.\nThe built-in NSFW list ({builtin} terms) applies as set by /nsfw."
@@ -91,7 +90,7 @@ class Moderation(commands.Cog):
     @app_commands.guild_only()
     @moderators_only()
     async def nsfw(self, interaction: discord.Interaction[Any], mode: app_commands.Choice[str]) -> None:
-        entry = await self.store.set_nsfw_mode(interaction.guild_id, mode.value, actor_id=interaction.user.id)
+        entry = await self.store.set_nsfw_mode(guild_of(interaction), mode.value, actor_id=interaction.user.id)
         reply = {
             "block": "NSFW prompts and images are now blocked in every channel.",
             "age-restricted": "NSFW is now allowed in age-restricted channels only, and blocked everywhere else.",
@@ -116,19 +115,19 @@ class Moderation(commands.Cog):
             raise InvalidRequest("Give a user or a role, not both.")
         if user is None and role is None:
             # Neither: the server's default for everyone without an override of their own.
-            entry = await self.store.set_guild_daily_credits(interaction.guild_id, limit, actor_id=interaction.user.id)
+            entry = await self.store.set_guild_daily_credits(guild_of(interaction), limit, actor_id=interaction.user.id)
             await self._changed(
                 interaction, entry, f"Members without an override may now spend {limit} credits per 24 hours."
             )
             return
         entry = await self.store.set_quota_override(
-            interaction.guild_id,
+            guild_of(interaction),
             user_id=user.id if user else None,
             role_id=role.id if role else None,
             credits=limit,
             actor_id=interaction.user.id,
         )
-        who = user.mention if user else role.mention  # type: ignore[union-attr]
+        who = user.mention if user is not None else role.mention if role is not None else "nobody"
         await self._changed(interaction, entry, f"{who} may now spend {limit} credits per 24 hours.")
 
     @quota_group.command(name="show", description="Show a member's credits used and left.")
@@ -137,8 +136,8 @@ class Moderation(commands.Cog):
     async def quota_show(self, interaction: discord.Interaction[Any], user: discord.Member | None = None) -> None:
         member = user or interaction.user
         roles = tuple(role.id for role in getattr(member, "roles", ()) if not role.is_default())
-        limit = await self.store.quota_limit(interaction.guild_id, member.id, roles, self.bot.settings.daily_credits)
-        usage = await self.store.usage(interaction.guild_id, member.id)
+        limit = await self.store.quota_limit(guild_of(interaction), member.id, roles, self.bot.settings.daily_credits)
+        usage = await self.store.usage(guild_of(interaction), member.id)
         await interaction.response.send_message(
             f"{member.mention}: {describe_usage(usage, limit, self.bot.clock())}",
             ephemeral=True,
@@ -149,7 +148,7 @@ class Moderation(commands.Cog):
     @app_commands.describe(user="The member")
     @moderators_only()
     async def quota_reset(self, interaction: discord.Interaction[Any], user: discord.Member) -> None:
-        entry = await self.store.reset_usage(interaction.guild_id, user.id, actor_id=interaction.user.id)
+        entry = await self.store.reset_usage(guild_of(interaction), user.id, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"{user.mention} has their full credits back.")
 
     # -- /modlog -------------------------------------------------------------------------------
@@ -160,7 +159,7 @@ class Moderation(commands.Cog):
     @app_commands.guild_only()
     @moderators_only()
     async def modlog(self, interaction: discord.Interaction[Any], channel: discord.TextChannel) -> None:
-        entry = await self.store.set_log_channel(interaction.guild_id, channel.id, actor_id=interaction.user.id)
+        entry = await self.store.set_log_channel(guild_of(interaction), channel.id, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"Moderator changes and rejected prompts now go to {channel.mention}.")
 
 

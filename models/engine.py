@@ -36,7 +36,7 @@ from models.types import (
 )
 
 if TYPE_CHECKING:
-    from diffusers import DiffusionPipeline
+    from models.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class _Resident:
     """The one loaded model: its name, weights and defaults."""
 
     model: str
-    pipeline: DiffusionPipeline
+    pipeline: Pipeline
     preset: ModelPreset
 
 
@@ -301,7 +301,7 @@ class DiffusionEngine:
         generators = [torch.Generator(device=self._device).manual_seed(task.seed) for task in tasks]
 
         # 3. Progress and cancellation, once per denoising step.
-        def step_end(pipe: DiffusionPipeline, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict:
+        def step_end(pipe: Pipeline, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict:
             if on_step is not None:
                 on_step(
                     StepProgress(
@@ -345,11 +345,11 @@ class DiffusionEngine:
             raise GenerationInterrupted("The job was cancelled.")
         return [image.convert("RGB") for image in images]
 
-    def _call_pipeline(self, pipeline: DiffusionPipeline, arguments: dict[str, Any]) -> list[Image.Image]:
+    def _call_pipeline(self, pipeline: Pipeline, arguments: dict[str, Any]) -> list[Image.Image]:
         """The single place a pipeline runs: tests point this at a stand-in to simulate a GPU OOM."""
         return list(pipeline(**arguments).images)
 
-    def _pipeline_for_call(self, resident: _Resident, spec: BatchSpec) -> DiffusionPipeline:
+    def _pipeline_for_call(self, resident: _Resident, spec: BatchSpec) -> Pipeline:
         import diffusers
 
         base = resident.pipeline
@@ -400,7 +400,7 @@ class DiffusionEngine:
         return image.resize(size, Image.Resampling.BILINEAR)
 
 
-def _scheduler_class(name: str, base: DiffusionPipeline) -> type:
+def _scheduler_class(name: str, base: Pipeline) -> Any:
     """The scheduler class named ``name``, if it is one this pipeline can use."""
     compatible = {cls.__name__: cls for cls in base.scheduler.compatibles}
     compatible[type(base.scheduler).__name__] = type(base.scheduler)
@@ -421,7 +421,7 @@ def _init_image_for(task: ImageTask, spec: BatchSpec) -> Image.Image:
     return image
 
 
-def _check_batch(batch: GenerationBatch, pipeline: DiffusionPipeline) -> None:
+def _check_batch(batch: GenerationBatch, pipeline: Pipeline) -> None:
     """Reject what diffusers would reject, with a sentence instead of a traceback."""
     spec = batch.spec
     multiple = int(pipeline.vae_scale_factor)

@@ -27,7 +27,7 @@ from models.errors import ModelUnavailable, UnsafeCheckpoint
 from models.tiny import TINY_MODEL_ID, ensure_tiny_model
 
 if TYPE_CHECKING:
-    from diffusers import DiffusionPipeline
+    from models.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def load_pipeline(
     dtype: torch.dtype,
     cache_dir: Path,
     compile_unet: bool = False,
-) -> DiffusionPipeline:
+) -> Pipeline:
     """Load ``model`` onto ``device`` in ``dtype``; raise ``ModelUnavailable`` if it cannot be.
 
     Single ``.safetensors`` files carry weights but no configuration: diffusers
@@ -153,7 +153,7 @@ def load_pipeline(
     return pipeline
 
 
-def _from_pretrained(model: str, location: str, dtype: torch.dtype, *, hub: bool = False) -> DiffusionPipeline:
+def _from_pretrained(model: str, location: str, dtype: torch.dtype, *, hub: bool = False) -> Pipeline:
     """Load a diffusers-format pipeline (folder or hub id) after checking its family.
 
     ``model_index.json`` names the pipeline class; reading it first means an
@@ -192,7 +192,7 @@ def _read_model_index(model: str, location: str, *, hub: bool) -> dict[str, Any]
     return index
 
 
-def _from_single_file(model: str, path: Path, dtype: torch.dtype) -> DiffusionPipeline:
+def _from_single_file(model: str, path: Path, dtype: torch.dtype) -> Pipeline:
     """Load an original-format ``.safetensors`` checkpoint, telling SD from SDXL by its keys."""
     import diffusers
     from safetensors import safe_open
@@ -215,7 +215,7 @@ def _no_safety_checker(class_name: str) -> dict[str, Any]:
     return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
 
-def _configure_vae_memory(pipeline: DiffusionPipeline) -> None:
+def _configure_vae_memory(pipeline: Pipeline) -> None:
     """Bound the VAE's memory peak, without changing images up to ``VAE_TILE_THRESHOLD_PX``.
 
     Slicing decodes a batch one image at a time (same pixels, a fraction of

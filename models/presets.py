@@ -22,7 +22,7 @@ from models.tiny import TINY_MODEL_ID
 from models.types import ModelPreset
 
 if TYPE_CHECKING:
-    from diffusers import DiffusionPipeline
+    from models.pipeline import Pipeline
 
 DEFAULT_SCHEDULER = "EulerAncestralDiscreteScheduler"
 
@@ -62,7 +62,7 @@ class ModelFamily(StrEnum):
     TINY = "tiny"
 
 
-def model_family(model: str, pipeline: DiffusionPipeline) -> ModelFamily:
+def model_family(model: str, pipeline: Pipeline) -> ModelFamily:
     """Tell the family from the loaded components, since names say nothing reliable.
 
     SDXL has a second text encoder; SD2 uses OpenCLIP ViT-H (1024-wide
@@ -83,7 +83,7 @@ def model_family(model: str, pipeline: DiffusionPipeline) -> ModelFamily:
     return ModelFamily.SD1
 
 
-def _max_prompt_tokens(pipeline: DiffusionPipeline) -> int:
+def _max_prompt_tokens(pipeline: Pipeline) -> int:
     """The tokenizer's context length; tokenizers without one report a huge sentinel."""
     length = getattr(pipeline.tokenizer, "model_max_length", CLIP_MAX_TOKENS)
     return int(length) if 0 < length <= 4096 else CLIP_MAX_TOKENS
@@ -107,7 +107,7 @@ _FAMILY_DEFAULTS = {
 }
 
 
-def preset_for(model: str, pipeline: DiffusionPipeline) -> ModelPreset:
+def preset_for(model: str, pipeline: Pipeline) -> ModelPreset:
     """Defaults for ``model`` chosen by the family of its loaded ``pipeline``."""
     family = model_family(model, pipeline)
     defaults = _FAMILY_DEFAULTS[family]

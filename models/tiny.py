@@ -18,6 +18,10 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from models.pipeline import Pipeline
 
 TINY_MODEL_ID = "builtin:tiny"
 
@@ -170,14 +174,18 @@ def _build_seeded_into(folder: Path) -> None:
         set_alpha_to_one=False,
     )
 
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    # diffusers' lazy classes are opaque to the type checker: say what this is.
+    pipeline = cast(
+        "Pipeline",
+        StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        ),
     )
     pipeline.save_pretrained(folder, safe_serialization=True)

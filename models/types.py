@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
 
@@ -86,7 +87,7 @@ class StepProgress:
 
     step: int
     total: int
-    latents: object  # torch.Tensor; typed loosely so this module does not import torch
+    latents: torch.Tensor  # (only the type checker imports torch here)
     first_task: int = 0
 
 

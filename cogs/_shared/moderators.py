@@ -26,6 +26,13 @@ def is_moderator(interaction: discord.Interaction[Any]) -> bool:
     return interaction.guild_id is not None and (permissions.manage_guild or permissions.administrator)
 
 
+def guild_of(interaction: discord.Interaction[Any]) -> int:
+    """The server a moderator command runs in; those commands are registered for servers only."""
+    if interaction.guild_id is None:
+        raise app_commands.NoPrivateMessage("This command works in servers only.")
+    return interaction.guild_id
+
+
 def moderators_only() -> Callable[[Any], Any]:
     def predicate(interaction: discord.Interaction[Any]) -> bool:
         if not is_moderator(interaction):
@@ -43,7 +50,10 @@ async def post_to_modlog(bot: LatentcordBot, guild_id: int, text: str) -> None:
         return
     try:
         channel = bot.get_channel(settings.log_channel_id) or await bot.fetch_channel(settings.log_channel_id)
-        await channel.send(fit_content(text), allowed_mentions=discord.AllowedMentions.none())  # type: ignore[union-attr]
+        if not isinstance(channel, discord.abc.Messageable):
+            log.warning("the log channel %s of guild %s takes no messages", settings.log_channel_id, guild_id)
+            return
+        await channel.send(fit_content(text), allowed_mentions=discord.AllowedMentions.none())
     except discord.HTTPException:
         log.warning("could not post to the log channel %s of guild %s", settings.log_channel_id, guild_id)
 
