@@ -36,6 +36,8 @@ EMBED_FOOTER_LIMIT: Final = 2048
 EMBED_AUTHOR_LIMIT: Final = 256
 #: Title, description, field names and values, footer and author of *all* of a message's embeds together.
 EMBED_TOTAL_LIMIT: Final = 6000
+#: The longest text a slash command's string option can carry; the prompt limit can be set up to it.
+STRING_OPTION_LIMIT: Final = 6000
 #: Options in one select menu.
 SELECT_OPTIONS_LIMIT: Final = 25
 #: Characters in a select option's label, value or description.

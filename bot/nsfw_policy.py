@@ -15,14 +15,10 @@ that is not age-restricted" holds whatever the setting.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
+from db.records import NsfwMode  # the store keeps the setting, so it owns the word
 
-class NsfwMode(StrEnum):
-    """A guild's NSFW setting; the values are what moderators type and what the store keeps."""
-
-    BLOCK = "block"
-    AGE_RESTRICTED = "age-restricted"
+__all__ = ["NsfwDecision", "NsfwMode", "decide", "parse_nsfw_mode"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,6 @@ named here.
 
 from __future__ import annotations
 
-from db.records import AuditEntry, GuildSettings, Usage
+from db.records import MAX_FILTER_TERM_LENGTH, AuditEntry, GuildSettings, NsfwMode, Usage
 
-__all__ = ["AuditEntry", "GuildSettings", "Usage"]
+__all__ = ["MAX_FILTER_TERM_LENGTH", "AuditEntry", "GuildSettings", "NsfwMode", "Usage"]

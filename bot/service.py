@@ -254,7 +254,7 @@ class GenerationService:
         source = await self._load_source(request)
         # 4. Check and charge the quota and record the job, in one transaction.
         cost = self.cost_of(request, preset)
-        limit = 2**62 if origin.console else QuotaRule(origin.role_ids, self.settings.daily_credits)
+        limit = None if origin.console else QuotaRule(origin.role_ids, self.settings.daily_credits)
         try:
             job = await self.store.admit_job(_new_job(request, origin, cost, decision), cost=cost, limit=limit)
         except QuotaExhausted as exhausted:

@@ -17,6 +17,8 @@ from typing import TypeVar
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
+from bot.messages import STRING_OPTION_LIMIT
+
 T = TypeVar("T")
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -86,7 +88,7 @@ class Settings:
             preview_interval_s=reader.number("PREVIEW_INTERVAL_S", 1.5, 0.0, 60.0),
             delivery_give_up_s=reader.number("DELIVERY_GIVE_UP_S", 600.0, 10.0, 86_400.0),
             delivery_first_retry_s=reader.number("DELIVERY_FIRST_RETRY_S", 2.0, 0.1, 600.0),
-            prompt_max_chars=reader.integer("PROMPT_MAX_CHARS", 1000, 1, 6000),
+            prompt_max_chars=reader.integer("PROMPT_MAX_CHARS", 1000, 1, STRING_OPTION_LIMIT),
             daily_credits=reader.integer("DAILY_CREDITS", 100, 0, 1_000_000),
             variation_strength=reader.number("VARIATION_STRENGTH", 0.6, 0.05, 1.0),
             upscale_strength=reader.number("UPSCALE_STRENGTH", 0.3, 0.05, 1.0),

@@ -24,7 +24,7 @@ from PIL import Image
 from bot.app import send_ephemeral
 from bot.errors import USER_FACING_ERRORS, PromptRejected
 from bot.events import Cancelled, Failed, Progress, Queued, Started
-from bot.messages import CHOICE_TEXT_LIMIT, fit_content, fit_select_options
+from bot.messages import CHOICE_TEXT_LIMIT, STRING_OPTION_LIMIT, fit_content, fit_select_options
 from bot.rendering import EncodedImage, encode_image
 from bot.requests import ASPECT_RATIOS, MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ImagineOptions, JobKind
 from bot.service import Completed, JobResult, ServiceEvent, SubmittedJob
@@ -209,8 +209,9 @@ class Imagine(commands.Cog):
     async def imagine(
         self,
         interaction: discord.Interaction[LatentcordBot],
-        prompt: app_commands.Range[str, 1, 1500],
-        negative: app_commands.Range[str, 1, 1500] | None = None,
+        # Discord's own cap; the server's PROMPT_MAX_CHARS is checked by the service, with a sentence.
+        prompt: app_commands.Range[str, 1, STRING_OPTION_LIMIT],
+        negative: app_commands.Range[str, 1, STRING_OPTION_LIMIT] | None = None,
         aspect: app_commands.Choice[str] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,

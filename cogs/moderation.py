@@ -17,7 +17,7 @@ from discord.ext import commands
 from bot import content_filter
 from bot.errors import InvalidRequest
 from bot.messages import fit_content
-from bot.records import AuditEntry
+from bot.records import MAX_FILTER_TERM_LENGTH, AuditEntry, NsfwMode
 from cogs._shared.moderators import MANAGE_GUILD, describe_change, guild_of, moderators_only, post_to_modlog
 from cogs._shared.usage_text import describe_usage
 
@@ -54,7 +54,9 @@ class Moderation(commands.Cog):
     @filter_group.command(name="add", description="Block a word or phrase in prompts on this server.")
     @app_commands.describe(term="The word or phrase to block")
     @moderators_only()
-    async def filter_add(self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, 100]) -> None:
+    async def filter_add(
+        self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, MAX_FILTER_TERM_LENGTH]
+    ) -> None:
         normalised = _normalised_term(term)
         entry = await self.store.add_filter_term(guild_of(interaction), normalised, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"Prompts containing `{normalised}` are now blocked on this server.")
@@ -62,7 +64,9 @@ class Moderation(commands.Cog):
     @filter_group.command(name="remove", description="Allow a word or phrase again.")
     @app_commands.describe(term="The word or phrase to allow again")
     @moderators_only()
-    async def filter_remove(self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, 100]) -> None:
+    async def filter_remove(
+        self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, MAX_FILTER_TERM_LENGTH]
+    ) -> None:
         normalised = _normalised_term(term)
         entry = await self.store.remove_filter_term(guild_of(interaction), normalised, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"`{normalised}` is no longer blocked on this server.")
@@ -80,21 +84,16 @@ class Moderation(commands.Cog):
 
     @app_commands.command(name="nsfw", description="Where NSFW prompts and images are allowed on this server.")
     @app_commands.describe(mode="block: nowhere; age-restricted: only in channels Discord marks age-restricted")
-    @app_commands.choices(
-        mode=[
-            app_commands.Choice(name="block", value="block"),
-            app_commands.Choice(name="age-restricted", value="age-restricted"),
-        ]
-    )
+    @app_commands.choices(mode=[app_commands.Choice(name=mode.value, value=mode.value) for mode in NsfwMode])
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.guild_only()
     @moderators_only()
     async def nsfw(self, interaction: discord.Interaction[Any], mode: app_commands.Choice[str]) -> None:
         entry = await self.store.set_nsfw_mode(guild_of(interaction), mode.value, actor_id=interaction.user.id)
         reply = {
-            "block": "NSFW prompts and images are now blocked in every channel.",
-            "age-restricted": "NSFW is now allowed in age-restricted channels only, and blocked everywhere else.",
-        }[mode.value]
+            NsfwMode.BLOCK: "NSFW prompts and images are now blocked in every channel.",
+            NsfwMode.AGE_RESTRICTED: "NSFW is now allowed in age-restricted channels only, and blocked everywhere else.",
+        }[NsfwMode(mode.value)]
         await self._changed(interaction, entry, reply)
 
     # -- /quota ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Discord, torch or the rest of the bot. Open it with ``await Store.open(path)``.
 
 from __future__ import annotations
 
-from db.errors import JobNotFound, QuotaExhausted, StoreError, StoreInputError
+from db.errors import QuotaExhausted, StoreError, StoreInputError, UnknownJob
 from db.records import (
     DM_GUILD_ID,
     INTERACTION_TOKEN_LIFETIME_S,
@@ -20,6 +20,7 @@ from db.records import (
     JobRecord,
     JobStatus,
     NewJob,
+    NsfwMode,
     QuotaOverride,
     Usage,
 )
@@ -37,14 +38,15 @@ __all__ = [
     "AuditEntry",
     "GuildSettings",
     "JobKind",
-    "JobNotFound",
     "JobRecord",
     "JobStatus",
     "NewJob",
+    "NsfwMode",
     "QuotaExhausted",
     "QuotaOverride",
     "Store",
     "StoreError",
     "StoreInputError",
+    "UnknownJob",
     "Usage",
 ]

@@ -21,7 +21,7 @@ class StoreInputError(ValueError):
     """A moderator asked for something the store refuses; one sentence, nothing was changed."""
 
 
-class JobNotFound(LookupError):
+class UnknownJob(LookupError):
     """A job id that has no row; a programming error in the caller, not user input."""
 
     def __init__(self, job_id: int) -> None:

@@ -26,7 +26,15 @@ MAX_CREDITS = 1_000_000
 #: Longest filter term the store accepts (the caller normalises it first).
 MAX_FILTER_TERM_LENGTH = 64
 
-NSFW_MODES = frozenset({"block", "age-restricted"})
+
+class NsfwMode(StrEnum):
+    """A guild's NSFW setting; the values are what moderators choose and what the store keeps."""
+
+    BLOCK = "block"
+    AGE_RESTRICTED = "age-restricted"
+
+
+NSFW_MODES = frozenset(NsfwMode)
 
 
 class JobKind(StrEnum):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from db.connection import ConnectionThread
-from db.errors import JobNotFound, QuotaExhausted, StoreError, StoreInputError
+from db.errors import QuotaExhausted, StoreError, StoreInputError, UnknownJob
 from db.records import (
     DM_GUILD_ID,
     INTERACTION_TOKEN_LIFETIME_S,
@@ -461,12 +461,13 @@ class Store:
     # ------------------------------------------------------------------ jobs
 
     async def admit_job(
-        self, job: NewJob, *, cost: int | None = None, limit: int | QuotaRule, window_s: float = DAY_S
+        self, job: NewJob, *, cost: int | None = None, limit: int | QuotaRule | None, window_s: float = DAY_S
     ) -> JobRecord:
         """Charge the user and record the job as ``queued``, or raise ``QuotaExhausted``.
 
         ``limit`` is a number of credits, or a ``QuotaRule`` resolved to one inside the same
-        transaction (as ``quota_limit`` would), which saves a round trip per admission.
+        transaction (as ``quota_limit`` would), which saves a round trip per admission, or
+        ``None``: no quota (the owner's own console); the charge is still recorded.
 
         Check and charge happen in one ``BEGIN IMMEDIATE`` transaction, so any
         number of concurrent admissions, from this connection or others on the
@@ -484,10 +485,11 @@ class Store:
 
         def body(conn: sqlite3.Connection, now: float) -> JobRecord:
             # 1. The user's limit and what is already counted in the window.
-            credits = limit if isinstance(limit, int) else _quota_limit(conn, guild, job.user_id, limit)
-            window = _window_usage(conn, guild, job.user_id, now, window_s)
-            if window.used + cost > credits:
-                raise QuotaExhausted(used=window.used, limit=credits, cost=cost, next_free_at=window.next_free_at)
+            if limit is not None:
+                credits = limit if isinstance(limit, int) else _quota_limit(conn, guild, job.user_id, limit)
+                window = _window_usage(conn, guild, job.user_id, now, window_s)
+                if window.used + cost > credits:
+                    raise QuotaExhausted(used=window.used, limit=credits, cost=cost, next_free_at=window.next_free_at)
             # 2. The job row.
             cursor = conn.execute(
                 "INSERT INTO jobs (kind, parent_job_id, parent_image, guild_id, channel_id, user_id, "
@@ -863,13 +865,13 @@ def _override_credits(conn: sqlite3.Connection, guild_id: int, column: str, subj
 def _require_job(conn: sqlite3.Connection, job_id: int) -> None:
     rows = _fetchall(conn, "SELECT 1 FROM jobs WHERE id = ?", (job_id,))
     if not rows:
-        raise JobNotFound(job_id)
+        raise UnknownJob(job_id)
 
 
 def _fetch_job(conn: sqlite3.Connection, job_id: int) -> JobRecord:
     rows = _fetchall(conn, _JOB_SELECT + " WHERE j.id = ?", (job_id,))
     if not rows:
-        raise JobNotFound(job_id)
+        raise UnknownJob(job_id)
     return _job_from_row(rows[0])
 
 

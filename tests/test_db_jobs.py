@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from db import INTERACTION_TOKEN_LIFETIME_S, JobNotFound, NewJob, Store
+from db import INTERACTION_TOKEN_LIFETIME_S, NewJob, Store, UnknownJob
 from tests.helpers import T0, FakeClock
 
 
@@ -112,11 +112,11 @@ async def test_failure_keeps_its_reason(store: Store) -> None:
 
 
 async def test_unknown_jobs_raise(store: Store) -> None:
-    with pytest.raises(JobNotFound):
+    with pytest.raises(UnknownJob):
         await store.mark_running(12345)
-    with pytest.raises(JobNotFound):
+    with pytest.raises(UnknownJob):
         await store.refund(12345, 1, "nothing")
-    with pytest.raises(JobNotFound):
+    with pytest.raises(UnknownJob):
         await store.set_delivery(12345, message_id=1)
 
 
