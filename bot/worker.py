@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A loop that crashes is restarted at most this many times within this many seconds.
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 60.0
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class WorkItem:
@@ -187,6 +191,7 @@ class GenerationWorker:
         self._runner: asyncio.Task[None] | None = None
         self._accepting = True
         self._presets: dict[str, ModelPreset] = {}
+        self._restarts: list[float] = []  # when the loop was last started again after a crash
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -198,8 +203,28 @@ class GenerationWorker:
         """Start serving the queue; calling it again while it runs does nothing. A stopped worker stays stopped."""
         if self.running:
             return
+        self._launch()
+
+    def _launch(self) -> None:
         self._runner = asyncio.create_task(self._run_forever(), name="latentcord-worker")
         self._runner.add_done_callback(log_failure("the generation worker"))
+        self._runner.add_done_callback(self._restart_after_crash)
+
+    def _restart_after_crash(self, runner: asyncio.Task[None]) -> None:
+        """A loop that died of a bug is started again (the queue is intact), a few times at most.
+
+        Past ``MAX_RESTARTS`` within ``RESTART_WINDOW_S`` it stays down, and ``check_room``
+        refuses new jobs with a sentence, so nobody is charged for a job that cannot run.
+        """
+        if runner.cancelled() or runner.exception() is None or not self._accepting:
+            return
+        now = self._clock()
+        self._restarts = [at for at in self._restarts if now - at < RESTART_WINDOW_S] + [now]
+        if len(self._restarts) > MAX_RESTARTS:
+            log.error("the generation worker keeps failing; new jobs are refused until the bot restarts")
+            return
+        log.warning("restarting the generation worker after a failure")
+        self._launch()
 
     async def stop(self, *, timeout_s: float = 120.0) -> list[WorkItem]:
         """Stop taking jobs, let the running batch finish, and hand back what never started.
@@ -218,6 +243,8 @@ class GenerationWorker:
                 for entry in self._running:
                     entry.cancelled = True
                 self._runner.cancel()
+            except Exception:  # the loop had crashed for good; that was logged when it happened
+                pass
         self._gpu.shutdown(wait=False, cancel_futures=True)
         return left
 
@@ -239,6 +266,8 @@ class GenerationWorker:
         """Raise ``QueueFull`` now if ``owner`` could not submit, before anything is charged."""
         if not self._accepting:
             raise QueueFull("The bot is shutting down; try again in a minute.")
+        if self._runner is not None and self._runner.done():
+            raise QueueFull("Image generation has stopped after repeated errors; the bot's owner has to restart it.")
         self._queue.check_room(owner)
 
     def cancel(self, job_id: int) -> bool:
@@ -289,8 +318,18 @@ class GenerationWorker:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            self._announce_positions()
-            await self._run_batch(batch)
+            try:
+                self._announce_positions()
+                await self._run_batch(batch)
+            except Exception:
+                # A bug outside the generation itself: the jobs in hand fail (and are refunded)
+                # rather than vanish, and the loop is started again by its done-callback.
+                error_id = uuid.uuid4().hex[:8]
+                log.exception(
+                    "the worker failed with jobs %s in hand (error id %s)", [e.item.job_id for e in batch], error_id
+                )
+                self._fail(batch, f"Generation failed unexpectedly (error id {error_id}); nothing was charged for it.")
+                raise
 
     def _announce_positions(self) -> None:
         """Tell every waiting job whose place moved up, so users see the queue advance."""

@@ -306,3 +306,17 @@ async def test_a_variation_whose_source_is_gone_is_refused_without_naming_server
         await core.service.variation(parent.id, 0, alice())
     assert str(raised.value) == f"The images of job {parent.id} are no longer stored, so they cannot be used."
     assert (await core.store.usage(GUILD, ALICE)).used == parent.cost
+
+
+async def test_no_charge_is_taken_once_the_worker_has_stopped_for_good(core: Core) -> None:
+    def broken() -> None:
+        raise RuntimeError("a bug in the worker's loop")
+
+    core.worker._announce_positions = broken  # type: ignore[method-assign]
+    ended = []
+    with pytest.raises(QueueFull, match="Image generation has stopped after repeated errors"):
+        for _ in range(10):  # each dies with the loop; the loop gives up after a few restarts
+            _, events = await imagine(core)
+            ended.append(await events.end())
+    assert ended and all(isinstance(event, Failed) for event in ended)
+    assert (await core.store.usage(GUILD, ALICE)).used == 0  # the failed ones were refunded, the last not charged

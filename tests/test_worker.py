@@ -229,3 +229,48 @@ async def test_event_loop_stays_responsive_while_generating(worker: GenerationWo
 async def _idle(worker: GenerationWorker) -> None:
     while worker.pending_jobs(4):
         await asyncio.sleep(0.01)
+
+
+# -- a loop that crashes --------------------------------------------------------------
+
+
+async def test_a_worker_loop_that_crashes_is_restarted_and_the_queue_still_runs(worker: GenerationWorker) -> None:
+    failures = iter([RuntimeError("a bug in the loop")])
+    announce = worker._announce_positions
+
+    def flaky() -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        announce()
+
+    worker._announce_positions = flaky  # type: ignore[method-assign]
+    first, second = Recorder(), Recorder()
+    worker.submit(item(1, owner=1), first)
+    await asyncio.sleep(0.1)  # the loop dies on its first batch and is started again
+    worker.submit(item(2, owner=2), second)
+    await asyncio.wait_for(asyncio.gather(first.done.wait(), second.done.wait()), 60)
+    # The job in hand when the loop failed is failed with a sentence (the service refunds it), not lost.
+    assert "Generation failed unexpectedly" in first.events[-1].message
+    assert [type(event).__name__ for event in second.events][-1] == "Finished"
+    assert worker.running
+
+
+async def test_a_loop_that_keeps_crashing_stops_taking_jobs_with_a_sentence(worker: GenerationWorker) -> None:
+    def broken() -> None:
+        raise RuntimeError("a bug in the loop")
+
+    worker._announce_positions = broken  # type: ignore[method-assign]
+    for job_id in range(1, 6):
+        try:
+            worker.submit(item(job_id, owner=job_id), Recorder())
+        except QueueFull:
+            break
+        await asyncio.sleep(0.05)
+    for _ in range(100):  # bounded: the restarts happen within a few loop turns
+        if not worker.running:
+            break
+        await asyncio.sleep(0.05)
+    assert not worker.running
+    with pytest.raises(QueueFull, match="Image generation has stopped after repeated errors"):
+        worker.check_room(owner=42)
