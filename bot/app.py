@@ -26,6 +26,7 @@ from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
 from bot.heap import freeze_long_lived_objects
 from bot.loop_monitor import LoopLagMonitor
 from bot.messages import fit_content
+from bot.moderation import ModerationService
 from bot.service import GenerationService
 from bot.settings import Settings
 from bot.tasks import log_failure
@@ -73,6 +74,7 @@ class LatentcordBot(commands.Bot):
             worker=worker,
             classifier=classifier if classifier is not None else OpenNsfwClassifier(),
         )
+        self.moderation = ModerationService(store=store, settings=settings)
         self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
         self._token_sweeper: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()  # how late the event loop runs; for operators and benchmarks

@@ -109,6 +109,13 @@ class JobResult:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingJob:
+    job_id: int
+    position: int  # 0: running now; 1: next
+    prompt: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryVerdict:
     """After a failed try to post a result: retry in so many seconds, or ``None``: given up, refunded."""
 
@@ -300,11 +307,6 @@ class GenerationService:
                 message = "NSFW prompts are not allowed in this channel: this server blocks them everywhere."
             raise PromptRejected(message, rule=verdict.rule)
 
-    async def quota_limit(self, origin: Origin) -> int:
-        return await self.store.quota_limit(
-            origin.quota_guild, origin.user_id, origin.role_ids, self.settings.daily_credits
-        )
-
     @staticmethod
     def cost_of(request: GenerationRequest, preset: ModelPreset) -> int:
         return job_cost(
@@ -358,6 +360,25 @@ class GenerationService:
                 continue
             resumed.append(job.id)
         return resumed
+
+    def waiting_jobs(self, user_id: int) -> list[WaitingJob]:
+        """A member's jobs still to finish, in the order they will run (position 0: running now)."""
+        return [
+            WaitingJob(item.job_id, self.worker.position(item.job_id) or 0, item.tasks[0].prompt)
+            for item in self.worker.pending_jobs(user_id)
+        ]
+
+    async def job(self, job_id: int) -> JobRecord | None:
+        """A job as recorded, or ``None`` if there is no such job."""
+        return await self.store.get_job(job_id)
+
+    async def record_status_message(
+        self, job_id: int, *, message_id: int | None, interaction_token: str, token_created_at: float
+    ) -> None:
+        """Where a job's status message is, and the interaction token that may edit it for 15 minutes."""
+        await self.store.set_delivery(
+            job_id, message_id=message_id, interaction_token=interaction_token, token_created_at=token_created_at
+        )
 
     # -- delivery of results ------------------------------------------------------------
 

@@ -281,7 +281,7 @@ class Imagine(commands.Cog):
         await self._admit(interaction, starters[action])
 
     async def _delete_result(self, interaction: discord.Interaction[Any], job_id: int) -> None:
-        job = await self.bot.store.get_job(job_id)
+        job = await self.service.job(job_id)
         if job is not None and job.user_id != interaction.user.id and not is_moderator(interaction):
             await interaction.response.send_message(
                 "Only the person who asked for this image or a moderator can delete it.", ephemeral=True
@@ -340,7 +340,7 @@ class Imagine(commands.Cog):
             else:
                 callback = await interaction.response.send_message(fit_content(status), view=view)
                 delivery.edit, message_id = interaction.edit_original_response, callback.message_id
-            await self.bot.store.set_delivery(
+            await self.service.record_status_message(
                 submitted.job_id,
                 message_id=message_id,
                 interaction_token=interaction.token,
@@ -405,7 +405,7 @@ class Imagine(commands.Cog):
                 return
             except discord.HTTPException:
                 log.info("could not edit the message of job %s; posting instead", job_id, exc_info=True)
-        job = await self.bot.store.get_job(job_id)
+        job = await self.service.job(job_id)
         if job is not None:
             await self._send_to_channel(job.channel_id, content, None, None)
 
@@ -613,7 +613,7 @@ class Imagine(commands.Cog):
         created and asyncio locks are fair, so the edits land in the order of the events.
         """
         async with self._restate_lock:
-            job = await self.bot.store.get_job(job_id)
+            job = await self.service.job(job_id)
             if job is None or job.message_id is None or job.channel_id is None:
                 return
             headline = _headline(job.prompt, job.user_id, job.kind, job.parent_image)
@@ -627,7 +627,7 @@ class Imagine(commands.Cog):
                 log.info("could not update the status message of resumed job %s", job_id, exc_info=True)
 
     async def _post_unowned_text(self, event: Failed | Cancelled) -> None:
-        job = await self.bot.store.get_job(event.job_id)
+        job = await self.service.job(event.job_id)
         if job is None:
             return
         headline = _headline(job.prompt, job.user_id, job.kind, job.parent_image)

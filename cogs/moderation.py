@@ -43,7 +43,7 @@ class Moderation(commands.Cog):
 
     def __init__(self, bot: LatentcordBot) -> None:
         self.bot = bot
-        self.store = bot.store
+        self.moderation = bot.moderation
 
     async def _changed(self, interaction: discord.Interaction[Any], entry: AuditEntry, reply: str) -> None:
         await interaction.response.send_message(fit_content(reply), ephemeral=True)
@@ -57,8 +57,7 @@ class Moderation(commands.Cog):
     async def filter_add(
         self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, MAX_FILTER_TERM_LENGTH]
     ) -> None:
-        normalised = _normalised_term(term)
-        entry = await self.store.add_filter_term(guild_of(interaction), normalised, actor_id=interaction.user.id)
+        normalised, entry = await self.moderation.block_term(guild_of(interaction), term, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"Prompts containing `{normalised}` are now blocked on this server.")
 
     @filter_group.command(name="remove", description="Allow a word or phrase again.")
@@ -67,14 +66,13 @@ class Moderation(commands.Cog):
     async def filter_remove(
         self, interaction: discord.Interaction[Any], term: app_commands.Range[str, 1, MAX_FILTER_TERM_LENGTH]
     ) -> None:
-        normalised = _normalised_term(term)
-        entry = await self.store.remove_filter_term(guild_of(interaction), normalised, actor_id=interaction.user.id)
+        normalised, entry = await self.moderation.allow_term(guild_of(interaction), term, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"`{normalised}` is no longer blocked on this server.")
 
     @filter_group.command(name="list", description="Show the words this server blocks.")
     @moderators_only()
     async def filter_list(self, interaction: discord.Interaction[Any]) -> None:
-        terms = await self.store.filter_terms(guild_of(interaction))
+        terms = await self.moderation.blocked_terms(guild_of(interaction))
         builtin = len(content_filter.builtin_nsfw_terms())
         shown = ", ".join(f"`{term}`" for term in terms) if terms else "none yet"
         text = f"This server blocks: {shown}.\nThe built-in NSFW list ({builtin} terms) applies as set by /nsfw."
@@ -89,11 +87,12 @@ class Moderation(commands.Cog):
     @app_commands.guild_only()
     @moderators_only()
     async def nsfw(self, interaction: discord.Interaction[Any], mode: app_commands.Choice[str]) -> None:
-        entry = await self.store.set_nsfw_mode(guild_of(interaction), mode.value, actor_id=interaction.user.id)
+        chosen = NsfwMode(mode.value)
+        entry = await self.moderation.set_nsfw_mode(guild_of(interaction), chosen, actor_id=interaction.user.id)
         reply = {
             NsfwMode.BLOCK: "NSFW prompts and images are now blocked in every channel.",
             NsfwMode.AGE_RESTRICTED: "NSFW is now allowed in age-restricted channels only, and blocked everywhere else.",
-        }[NsfwMode(mode.value)]
+        }[chosen]
         await self._changed(interaction, entry, reply)
 
     # -- /quota ------------------------------------------------------------------------------
@@ -114,12 +113,12 @@ class Moderation(commands.Cog):
             raise InvalidRequest("Give a user or a role, not both.")
         if user is None and role is None:
             # Neither: the server's default for everyone without an override of their own.
-            entry = await self.store.set_guild_daily_credits(guild_of(interaction), limit, actor_id=interaction.user.id)
+            entry = await self.moderation.set_server_credits(guild_of(interaction), limit, actor_id=interaction.user.id)
             await self._changed(
                 interaction, entry, f"Members without an override may now spend {limit} credits per 24 hours."
             )
             return
-        entry = await self.store.set_quota_override(
+        entry = await self.moderation.set_credits(
             guild_of(interaction),
             user_id=user.id if user else None,
             role_id=role.id if role else None,
@@ -135,8 +134,7 @@ class Moderation(commands.Cog):
     async def quota_show(self, interaction: discord.Interaction[Any], user: discord.Member | None = None) -> None:
         member = user or interaction.user
         roles = tuple(role.id for role in getattr(member, "roles", ()) if not role.is_default())
-        limit = await self.store.quota_limit(guild_of(interaction), member.id, roles, self.bot.settings.daily_credits)
-        usage = await self.store.usage(guild_of(interaction), member.id)
+        usage, limit = await self.moderation.credits_of(guild_of(interaction), member.id, roles)
         await interaction.response.send_message(
             f"{member.mention}: {describe_usage(usage, limit, self.bot.clock())}",
             ephemeral=True,
@@ -147,7 +145,7 @@ class Moderation(commands.Cog):
     @app_commands.describe(user="The member")
     @moderators_only()
     async def quota_reset(self, interaction: discord.Interaction[Any], user: discord.Member) -> None:
-        entry = await self.store.reset_usage(guild_of(interaction), user.id, actor_id=interaction.user.id)
+        entry = await self.moderation.reset_usage(guild_of(interaction), user.id, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"{user.mention} has their full credits back.")
 
     # -- /modlog -------------------------------------------------------------------------------
@@ -158,15 +156,8 @@ class Moderation(commands.Cog):
     @app_commands.guild_only()
     @moderators_only()
     async def modlog(self, interaction: discord.Interaction[Any], channel: discord.TextChannel) -> None:
-        entry = await self.store.set_log_channel(guild_of(interaction), channel.id, actor_id=interaction.user.id)
+        entry = await self.moderation.set_log_channel(guild_of(interaction), channel.id, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"Moderator changes and rejected prompts now go to {channel.mention}.")
-
-
-def _normalised_term(term: str) -> str:
-    try:
-        return content_filter.normalise_term(term)
-    except ValueError as error:
-        raise InvalidRequest(str(error)) from None
 
 
 async def setup(bot: LatentcordBot) -> None:

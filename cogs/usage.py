@@ -24,18 +24,14 @@ class Usage(commands.Cog):
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     async def usage(self, interaction: discord.Interaction[Any]) -> None:
         origin = origin_of(interaction)
-        service = self.bot.service
-        limit = await service.quota_limit(origin)
-        usage = await self.bot.store.usage(origin.quota_guild, origin.user_id)
+        usage, limit = await self.bot.moderation.credits_of(origin.quota_guild, origin.user_id, origin.role_ids)
         lines = [describe_usage(usage, limit, self.bot.clock())]
-        pending = service.worker.pending_jobs(origin.user_id)
-        if pending:
+        waiting = self.bot.service.waiting_jobs(origin.user_id)
+        if waiting:
             lines.append("Your jobs in the queue:")
-            for item in pending:
-                position = service.worker.position(item.job_id)
-                where = "running now" if position == 0 else f"position {position}"
-                prompt = item.tasks[0].prompt
-                lines.append(f"• job {item.job_id} ({where}): {prompt[:80]}")
+            for job in waiting:
+                where = "running now" if job.position == 0 else f"position {job.position}"
+                lines.append(f"• job {job.job_id} ({where}): {job.prompt[:80]}")
         else:
             lines.append("You have no jobs in the queue.")
         await interaction.response.send_message(fit_content("\n".join(lines)), ephemeral=True)

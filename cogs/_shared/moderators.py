@@ -45,17 +45,17 @@ def moderators_only() -> Callable[[Any], Any]:
 
 async def post_to_modlog(bot: LatentcordBot, guild_id: int, text: str) -> None:
     """Tell the guild's moderator log channel, if one is set; failures are logged, never raised."""
-    settings = await bot.store.guild_settings(guild_id)
-    if settings.log_channel_id is None:
+    channel_id = await bot.moderation.log_channel(guild_id)
+    if channel_id is None:
         return
     try:
-        channel = bot.get_channel(settings.log_channel_id) or await bot.fetch_channel(settings.log_channel_id)
+        channel = bot.get_channel(channel_id) or await bot.fetch_channel(channel_id)
         if not isinstance(channel, discord.abc.Messageable):
-            log.warning("the log channel %s of guild %s takes no messages", settings.log_channel_id, guild_id)
+            log.warning("the log channel %s of guild %s takes no messages", channel_id, guild_id)
             return
         await channel.send(fit_content(text), allowed_mentions=discord.AllowedMentions.none())
     except discord.HTTPException:
-        log.warning("could not post to the log channel %s of guild %s", settings.log_channel_id, guild_id)
+        log.warning("could not post to the log channel %s of guild %s", channel_id, guild_id)
 
 
 def describe_change(entry: AuditEntry) -> str:

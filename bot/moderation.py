@@ -1,0 +1,76 @@
+"""What moderators change on their server, and what they and members may read of it.
+
+The one way the Discord edge changes a guild's policy: each change is audited by the
+store in the same transaction, and filter terms are normalised here, the way the
+content filter reads prompts, before they are kept.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot import content_filter
+from bot.errors import InvalidRequest
+from db.records import AuditEntry, NsfwMode, Usage
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+    from db.store import Store
+
+
+class ModerationService:
+    def __init__(self, *, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+
+    # -- the filter ------------------------------------------------------------------
+
+    async def block_term(self, guild_id: int, term: str, *, actor_id: int) -> tuple[str, AuditEntry]:
+        """Block a term; returns it as it is kept (normalised) with the audit entry."""
+        normalised = _normalised_term(term)
+        return normalised, await self._store.add_filter_term(guild_id, normalised, actor_id=actor_id)
+
+    async def allow_term(self, guild_id: int, term: str, *, actor_id: int) -> tuple[str, AuditEntry]:
+        normalised = _normalised_term(term)
+        return normalised, await self._store.remove_filter_term(guild_id, normalised, actor_id=actor_id)
+
+    async def blocked_terms(self, guild_id: int) -> list[str]:
+        return await self._store.filter_terms(guild_id)
+
+    # -- NSFW and the log channel --------------------------------------------------------
+
+    async def set_nsfw_mode(self, guild_id: int, mode: NsfwMode, *, actor_id: int) -> AuditEntry:
+        return await self._store.set_nsfw_mode(guild_id, mode, actor_id=actor_id)
+
+    async def set_log_channel(self, guild_id: int, channel_id: int, *, actor_id: int) -> AuditEntry:
+        return await self._store.set_log_channel(guild_id, channel_id, actor_id=actor_id)
+
+    async def log_channel(self, guild_id: int) -> int | None:
+        return (await self._store.guild_settings(guild_id)).log_channel_id
+
+    # -- quotas ------------------------------------------------------------------------
+
+    async def set_server_credits(self, guild_id: int, credits: int, *, actor_id: int) -> AuditEntry:
+        return await self._store.set_guild_daily_credits(guild_id, credits, actor_id=actor_id)
+
+    async def set_credits(
+        self, guild_id: int, *, user_id: int | None = None, role_id: int | None = None, credits: int, actor_id: int
+    ) -> AuditEntry:
+        return await self._store.set_quota_override(
+            guild_id, user_id=user_id, role_id=role_id, credits=credits, actor_id=actor_id
+        )
+
+    async def reset_usage(self, guild_id: int, user_id: int, *, actor_id: int) -> AuditEntry:
+        return await self._store.reset_usage(guild_id, user_id, actor_id=actor_id)
+
+    async def credits_of(self, guild_id: int | None, user_id: int, role_ids: tuple[int, ...]) -> tuple[Usage, int]:
+        """A member's usage in the rolling window and their limit there."""
+        limit = await self._store.quota_limit(guild_id, user_id, role_ids, self._settings.daily_credits)
+        return await self._store.usage(guild_id, user_id), limit
+
+
+def _normalised_term(term: str) -> str:
+    try:
+        return content_filter.normalise_term(term)
+    except ValueError as error:
+        raise InvalidRequest(str(error)) from None
