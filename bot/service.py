@@ -424,24 +424,13 @@ class GenerationService:
     def _stored_result(self, job: JobRecord) -> JobResult:
         request = _request_from_job(job, kind=JobKind(job.kind), seeds=job.seeds)
         folder = self.settings.images_dir / str(job.id)
-        grid_path = next(iter(sorted(folder.glob(_grid_filename(job.id) + ".*"))), None)
-        if grid_path is None:
+        found = sorted(folder.glob(_grid_stem(job.id) + ".*"))  # .png, or .jpg when the PNG was too large
+        if not found:
             raise FileNotFoundError(f"no grid in {folder}")
-        suffix = grid_path.suffix.lower()
-        grid = EncodedImage(
-            data=grid_path.read_bytes(),
-            filename=grid_path.name,
-            content_type="image/png" if suffix == ".png" else "image/jpeg",
-        )
-        refunded = job.refunded
-        return JobResult(
-            job,
-            _parameters_of(request, job.seeds),
-            grid,
-            tuple(Path(path) for path in job.image_paths),
-            frozenset(job.withheld),
-            refunded,
-        )
+        content_type = "image/png" if found[0].suffix.lower() == ".png" else "image/jpeg"
+        grid = EncodedImage(data=found[0].read_bytes(), filename=found[0].name, content_type=content_type)
+        paths = tuple(Path(path) for path in job.image_paths)
+        return JobResult(job, _parameters_of(request, job.seeds), grid, paths, frozenset(job.withheld), job.refunded)
 
     async def close(self) -> None:
         """Stop taking jobs, let the running batch finish, and leave the rest queued in SQLite."""
@@ -602,7 +591,7 @@ class GenerationService:
             _write_atomically(path, encoded.data)
             paths.append(path)
             shown.append(blurred_placeholder(image) if index in withheld else image)
-        grid = encode_image(compose_grid(shown), parameters, stem=_grid_filename(job_id))
+        grid = encode_image(compose_grid(shown), parameters, stem=_grid_stem(job_id))
         _write_atomically(folder / grid.filename, grid.data)
         return grid, paths, withheld
 
@@ -630,7 +619,7 @@ def _parameters_of(request: GenerationRequest, seeds: tuple[int, ...]) -> Genera
     )
 
 
-def _grid_filename(job_id: int) -> str:
+def _grid_stem(job_id: int) -> str:
     return f"latentcord-{job_id}"
 
 

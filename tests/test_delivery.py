@@ -23,6 +23,16 @@ settings = test_discord_bot.settings
 TOKEN_LIFE_S = 15 * 60
 
 
+async def one_small_job(fake: FakeDiscord, world: GuildSetup) -> None:
+    """One single-image /imagine, admitted (answered) before the test goes on."""
+    ix = await imagine(fake, world, seed=5, count=1, steps=2)
+    await ix.wait_for_response(timeout=3)
+
+
+def job_id_of(grid) -> int:
+    return int(grid.button(label="U1")["custom_id"].split(":")[2])
+
+
 async def delivered(core, job_id: int):
     """The job once SQLite says its result was delivered (the post lands a moment before that is written)."""
     for _ in range(600):  # bounded: at most about a minute
@@ -57,11 +67,9 @@ async def test_a_result_is_posted_once_discord_recovers_and_charged_once(
     patient = replace(settings, delivery_first_retry_s=0.2, delivery_give_up_s=120.0)
     fault = fail_channel_posts(fake_discord, world, times=3)
     async with running_bot(fake_discord, patient, tiny_engine, clock=clock) as (bot, core):
-        ix = await imagine(fake_discord, world, seed=5, count=1, steps=2)
-        await ix.wait_for_response(timeout=3)
+        await one_small_job(fake_discord, world)
         grid = await fake_discord.wait_for_message(world.text_channel, has_grid, timeout=120)
-        job_id = int(grid.button(label="U1")["custom_id"].split(":")[2])
-        job = await delivered(core, job_id)
+        job = await delivered(core, job_id_of(grid))
         usage = await core.store.usage(world.guild.id, world.member.user.id)
     assert job.result_message_id == grid.id and fault.remaining == 0
     assert job.delivery_attempts == 3
@@ -77,8 +85,7 @@ async def test_a_result_discord_never_takes_is_refunded_and_the_member_is_told(
     hopeless = replace(settings, delivery_first_retry_s=0.2, delivery_give_up_s=1.0)
     fail_channel_posts(fake_discord, world, times=10_000)
     async with running_bot(fake_discord, hopeless, tiny_engine, clock=clock) as (bot, core):
-        ix = await imagine(fake_discord, world, seed=5, count=1, steps=2)
-        await ix.wait_for_response(timeout=3)
+        await one_small_job(fake_discord, world)
         dm = fake_discord.dm_channel(world.member)
         notice = await fake_discord.wait_for_message(dm, lambda m: "refunded" in m.content, timeout=120)
         usage = await core.store.usage(world.guild.id, world.member.user.id)
@@ -98,8 +105,7 @@ async def test_a_result_left_unposted_by_a_restart_is_posted_after_it(
     patient = replace(settings, delivery_first_retry_s=0.2, delivery_give_up_s=600.0)
     fault = fail_channel_posts(fake_discord, world, times=10_000)
     async with running_bot(fake_discord, patient, tiny_engine, clock=clock) as (bot, core):
-        ix = await imagine(fake_discord, world, seed=5, count=1, steps=2)
-        await ix.wait_for_response(timeout=3)
+        await one_small_job(fake_discord, world)
 
         async def tried_twice() -> bool:
             pending = await core.store.pending_deliveries()
@@ -113,8 +119,7 @@ async def test_a_result_left_unposted_by_a_restart_is_posted_after_it(
     fault.remaining = 0  # Discord is back
     async with running_bot(fake_discord, patient, tiny_engine, clock=clock) as (bot, core):
         grid = await fake_discord.wait_for_message(world.text_channel, has_grid, timeout=120)
-        job_id = int(grid.button(label="U1")["custom_id"].split(":")[2])
-        job = await delivered(core, job_id)
+        job = await delivered(core, job_id_of(grid))
         usage = await core.store.usage(world.guild.id, world.member.user.id)
     assert job.delivery == "delivered" and job.result_message_id == grid.id
     assert usage.used == 1

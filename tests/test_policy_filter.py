@@ -100,7 +100,8 @@ def test_thousands_of_spaced_letters_are_read_quickly() -> None:
     started = time.perf_counter()
     for prompt in ("a " * 3000, "n u d " * 1000, "a n " * 1500, "! a " * 1500):
         check_prompt(prompt, ["anananananananananananananananananananananananananananananananan"], nsfw_allowed=False)
-    assert time.perf_counter() - started < 3
+    # Now about 0.04 s; the limit only has to tell that from the old 94 s on a busy CI machine.
+    assert time.perf_counter() - started < 30
     assert check_prompt("a " * 2000 + "n u u u u d e", [], nsfw_allowed=False).term == "nude"
 
 
