@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench._tiny import tiny_settings
 from bot.app import LatentcordBot
-from bot.core import open_core
+from bot.runtime.core import open_core
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
 from tests.fakediscord.fixtures import running_client

@@ -40,8 +40,8 @@ import yarl
 
 from bench._tiny import tiny_settings
 from bot.app import LatentcordBot
-from bot.core import open_core
-from bot.loop_monitor import LagFigures
+from bot.runtime.core import open_core
+from bot.runtime.loop_monitor import LagFigures
 from bot.settings import Settings
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
@@ -118,7 +118,7 @@ async def drive(host: FakeHost, world: Any, members: list[Any], jobs: int, rng: 
 
 
 async def in_process(host: FakeHost, settings: Settings, engine: DiffusionEngine, run: Callable[[], Awaitable[T]]):
-    from bot.loop_monitor import LoopLagMonitor
+    from bot.runtime.loop_monitor import LoopLagMonitor
 
     async with open_core(settings, engine=engine) as core:  # the real classifier
         bot = LatentcordBot(settings=settings, store=core.store, worker=core.worker, service=core.service)

@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bot.events import Cancelled, Failed, Finished, JobEvent
-from bot.worker import GenerationWorker, WorkItem
+from bot.jobs.events import Cancelled, Failed, Finished, JobEvent
+from bot.workers.local import GenerationWorker, WorkItem
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
 from models.types import BatchSpec, GenerationBatch, ImageTask, Operation

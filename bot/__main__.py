@@ -134,7 +134,7 @@ def _drop_noise() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bot.cli import add_imagine_parser
+    from bot.runtime.cli import add_imagine_parser
 
     parser = argparse.ArgumentParser(
         prog="python -m bot",
@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings)
     if args.command == "imagine":
-        from bot.cli import imagine_main
+        from bot.runtime.cli import imagine_main
 
         return imagine_main(settings, args)
-    from bot.launcher import run_bot
+    from bot.runtime.launcher import run_bot
 
     return run_bot(settings)
 

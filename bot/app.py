@@ -23,14 +23,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
-from bot.heap import freeze_long_lived_objects
-from bot.loop_monitor import LoopLagMonitor
-from bot.messages import fit_content
-from bot.moderation import ModerationService
-from bot.service import GenerationService
+from bot.jobs.messages import fit_content
+from bot.jobs.moderation import ModerationService
+from bot.jobs.service import GenerationService
+from bot.runtime.heap import freeze_long_lived_objects
+from bot.runtime.loop_monitor import LoopLagMonitor
+from bot.runtime.tasks import log_failure
 from bot.settings import Settings
-from bot.tasks import log_failure
-from bot.worker import GenerationWorker
+from bot.workers.local import GenerationWorker
 from db.store import Store
 from models.safety import ImageClassifier, OpenNsfwClassifier
 

@@ -17,7 +17,7 @@ from typing import TypeVar
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
-from bot.messages import STRING_OPTION_LIMIT
+from bot.jobs.messages import STRING_OPTION_LIMIT
 
 T = TypeVar("T")
 

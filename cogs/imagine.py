@@ -23,12 +23,12 @@ from PIL import Image
 
 from bot.app import send_ephemeral
 from bot.errors import USER_FACING_ERRORS, PromptRejected
-from bot.events import Cancelled, Failed, Progress, Queued, Started
-from bot.messages import CHOICE_TEXT_LIMIT, STRING_OPTION_LIMIT, fit_content, fit_select_options
-from bot.rendering import EncodedImage, encode_image
-from bot.requests import ASPECT_RATIOS, MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ImagineOptions, JobKind
-from bot.service import Completed, JobResult, ServiceEvent, SubmittedJob
-from bot.tasks import log_failure
+from bot.images.rendering import EncodedImage, encode_image
+from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
+from bot.jobs.messages import CHOICE_TEXT_LIMIT, STRING_OPTION_LIMIT, fit_content, fit_select_options
+from bot.jobs.requests import ASPECT_RATIOS, MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, ImagineOptions, JobKind
+from bot.jobs.service import Completed, JobResult, ServiceEvent, SubmittedJob
+from bot.runtime.tasks import log_failure
 from cogs._shared.moderators import is_moderator, post_to_modlog
 from cogs._shared.origin import origin_of
 

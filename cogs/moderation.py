@@ -14,10 +14,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import content_filter
 from bot.errors import InvalidRequest
-from bot.messages import fit_content
-from bot.records import MAX_FILTER_TERM_LENGTH, AuditEntry, NsfwMode
+from bot.jobs.messages import fit_content
+from bot.jobs.records import MAX_FILTER_TERM_LENGTH, AuditEntry, NsfwMode
+from bot.policy import content_filter
 from cogs._shared.moderators import MANAGE_GUILD, describe_change, guild_of, moderators_only, post_to_modlog
 from cogs._shared.usage_text import describe_usage
 

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.messages import fit_content
+from bot.jobs.messages import fit_content
 from cogs._shared.origin import origin_of
 from cogs._shared.usage_text import describe_usage
 

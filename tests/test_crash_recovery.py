@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bot.core import open_core
-from bot.events import Cancelled, Failed, Progress, Started
-from bot.service import Completed, ServiceEvent
+from bot.jobs.events import Cancelled, Failed, Progress, Started
+from bot.jobs.service import Completed, ServiceEvent
+from bot.runtime.core import open_core
 from db.store import Store
 from models.engine import DiffusionEngine
 from tests.test_service import CHANNEL, GUILD, NoNsfw, settings_for
@@ -46,10 +46,10 @@ CHILD = textwrap.dedent(
     import asyncio, json, sys, time
     from pathlib import Path
 
-    from bot.core import open_core
-    from bot.events import Progress
-    from bot.requests import ImagineOptions
-    from bot.service import Completed, Origin
+    from bot.runtime.core import open_core
+    from bot.jobs.events import Progress
+    from bot.jobs.requests import ImagineOptions
+    from bot.jobs.service import Completed, Origin
     from tests.test_service import NoNsfw, settings_for
 
     tmp_path, cache_dir, scenario = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]

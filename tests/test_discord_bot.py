@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from bot.app import LatentcordBot
-from bot.core import Core, open_core
+from bot.runtime.core import Core, open_core
 from bot.settings import Settings
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
@@ -570,7 +570,7 @@ async def test_the_bot_composes_from_settings_store_and_worker_as_designed(
 ) -> None:
     """``Bot(settings=..., store=..., worker=...)``: the Bot builds its service and starts the worker."""
     from bot.app import Bot
-    from bot.worker import GenerationWorker
+    from bot.workers.local import GenerationWorker
     from db.store import Store
 
     store = await Store.open(settings.database_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.content_filter import (
+from bot.policy.content_filter import (
     builtin_nsfw_terms,
     check_prompt,
     is_effectively_empty,

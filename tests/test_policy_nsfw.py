@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.nsfw_policy import NsfwDecision, NsfwMode, decide, parse_nsfw_mode
+from bot.policy.nsfw import NsfwDecision, NsfwMode, decide, parse_nsfw_mode
 
 ALLOW = NsfwDecision(allow_nsfw_prompts=True, classify_images=False)
 BLOCK = NsfwDecision(allow_nsfw_prompts=False, classify_images=True)

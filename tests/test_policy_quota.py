@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.quota import job_cost, refund_for_withheld
+from bot.policy.pricing import job_cost, refund_for_withheld
 
 SD15 = {"native_width": 512, "native_height": 512, "default_steps": 25}
 SDXL = {"native_width": 1024, "native_height": 1024, "default_steps": 30}

@@ -13,16 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.content_filter import (
+from bot.errors import InvalidRequest
+from bot.jobs.messages import CONTENT_LIMIT, EXCERPT_LIMIT, excerpt, fit_content, quote_excerpt
+from bot.jobs.requests import PROMPT_FLAGS, GenerationRequest, ImagineOptions, check_prompt_text, resolve_imagine
+from bot.policy.content_filter import (
     ALWAYS_BLOCKED_TERMS_FILE,
     MAX_NORMALISED_GROWTH,
     NSFW_TERMS_FILE,
     check_prompt,
     normalise_prompt,
 )
-from bot.errors import InvalidRequest
-from bot.messages import CONTENT_LIMIT, EXCERPT_LIMIT, excerpt, fit_content, quote_excerpt
-from bot.requests import PROMPT_FLAGS, GenerationRequest, ImagineOptions, check_prompt_text, resolve_imagine
 from models.tiny import TINY_MODEL_ID
 from models.types import ModelPreset
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from bot.errors import InvalidRequest
-from bot.messages import (
+from bot.images.rendering import GenerationParameters, compose_grid, encode_image, load_source_image
+from bot.jobs.messages import (
     CONTENT_LIMIT,
     EMBED_TOTAL_LIMIT,
     SELECT_OPTIONS_LIMIT,
@@ -21,8 +22,7 @@ from bot.messages import (
     fit_text,
     quote_excerpt,
 )
-from bot.rendering import GenerationParameters, compose_grid, encode_image, load_source_image
-from bot.requests import (
+from bot.jobs.requests import (
     PROMPT_FLAGS,
     GenerationRequest,
     ImagineOptions,

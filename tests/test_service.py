@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.core import Core, open_core
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded
-from bot.events import Cancelled, Failed, Progress, Queued, Started
-from bot.requests import GenerationRequest, ImagineOptions, JobKind
-from bot.service import Completed, Origin, ServiceEvent
+from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
+from bot.jobs.requests import GenerationRequest, ImagineOptions, JobKind
+from bot.jobs.service import Completed, Origin, ServiceEvent
+from bot.runtime.core import Core, open_core
 from bot.settings import Settings
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID

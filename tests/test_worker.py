@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from bot.errors import QueueFull
-from bot.events import Cancelled, Finished, JobEvent, Progress, Queued, Started
-from bot.worker import FairQueue, GenerationWorker, WorkItem, _Entry
+from bot.jobs.events import Cancelled, Finished, JobEvent, Progress, Queued, Started
+from bot.workers.local import FairQueue, GenerationWorker, WorkItem, _Entry
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
 from models.types import BatchSpec, ImageTask, Operation

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from bot.messages import fit_content
-from bot.records import AuditEntry
+from bot.jobs.messages import fit_content
+from bot.jobs.records import AuditEntry
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot

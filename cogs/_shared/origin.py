@@ -6,7 +6,7 @@ from typing import Any
 
 import discord
 
-from bot.service import Origin
+from bot.jobs.service import Origin
 
 
 def origin_of(interaction: discord.Interaction[Any]) -> Origin:

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from bot.errors import InvalidRequest
-from bot.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
+from bot.jobs.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
 from db.records import JobKind  # one list of job kinds, stored as they are named here
 from models.types import ModelPreset
 

@@ -10,7 +10,7 @@ excerpt in which control and bidirectional characters are shown as escapes and
 Discord markdown is escaped, so a typed value can neither overflow a reply nor
 reorder, hide, format or ping the text around it.
 
-Nothing here imports discord: ``bot/requests.py`` quotes user values with these
+Nothing here imports discord: ``bot/jobs/requests.py`` quotes user values with these
 functions, and embeds are handled in their payload form (``discord.Embed.to_dict()``
 in, ``discord.Embed.from_dict(...)`` back), so the cogs keep the Discord types.
 """

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot import content_filter
 from bot.errors import InvalidRequest
+from bot.policy import content_filter
 from db.records import AuditEntry, NsfwMode, Usage
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from bot.service import GenerationService
+from bot.jobs.service import GenerationService
 from bot.settings import Settings
-from bot.worker import GenerationWorker
+from bot.workers.local import GenerationWorker
 from db.store import Store
 from models.engine import DiffusionEngine, EngineConfig
 from models.safety import ImageClassifier, OpenNsfwClassifier

@@ -13,11 +13,11 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bot.core import open_core
 from bot.errors import USER_FACING_ERRORS
-from bot.events import Cancelled, Failed, Progress, Queued, Started
-from bot.requests import ASPECT_RATIOS, MAX_COUNT, MIN_COUNT, ImagineOptions
-from bot.service import Completed, JobResult, Origin, ServiceEvent
+from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
+from bot.jobs.requests import ASPECT_RATIOS, MAX_COUNT, MIN_COUNT, ImagineOptions
+from bot.jobs.service import Completed, JobResult, Origin, ServiceEvent
+from bot.runtime.core import open_core
 from bot.settings import DEFAULT_MODEL, Settings
 from db.errors import StoreError
 

@@ -17,8 +17,8 @@ import logging
 import signal
 import sys
 
-from bot.core import open_core
 from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
+from bot.runtime.core import open_core
 from bot.settings import Settings, SettingsError
 from db.errors import StoreError
 

@@ -2,7 +2,7 @@
 
 Pure functions, no SQL and no Discord: the service passes in the guild's terms
 (from the store) and whether NSFW prompts are allowed in this channel (from
-``bot.nsfw_policy``). Only the positive prompt is ever checked. Negative
+``bot.policy.nsfw``). Only the positive prompt is ever checked. Negative
 prompts are never passed in: people put "nude, nsfw" there precisely to keep
 such images away, and blocking that would punish the careful.
 
@@ -239,13 +239,13 @@ def normalise_term(term: str) -> str:
 
 @functools.cache
 def builtin_nsfw_terms() -> frozenset[str]:
-    """The built-in NSFW list from ``bot/data/nsfw_terms.txt``, normalised like moderators' terms."""
+    """The built-in NSFW list from ``bot/policy/content_filter/data/nsfw_terms.txt``, normalised like moderators' terms."""
     return _read_terms(NSFW_TERMS_FILE)
 
 
 @functools.cache
 def always_blocked_terms() -> frozenset[str]:
-    """Terms blocked everywhere whatever the NSFW policy, from ``bot/data/always_blocked_terms.txt``."""
+    """Terms blocked everywhere whatever the NSFW policy, from ``bot/policy/content_filter/data/always_blocked_terms.txt``."""
     return _read_terms(ALWAYS_BLOCKED_TERMS_FILE)
 
 

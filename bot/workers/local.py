@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bot.errors import QueueFull
-from bot.events import Cancelled, EventListener, Failed, Finished, JobEvent, Progress, Queued, Started
-from bot.rendering import compose_grid, encode_preview
-from bot.tasks import log_failure
-from bot.threads import background_executor
+from bot.images.rendering import compose_grid, encode_preview
+from bot.jobs.events import Cancelled, EventListener, Failed, Finished, JobEvent, Progress, Queued, Started
+from bot.runtime.tasks import log_failure
+from bot.runtime.threads import background_executor
 from models.errors import GenerationInterrupted, ModelError
 from models.types import BatchSpec, GenerationBatch, ImageTask, ModelPreset, StepProgress
 

@@ -1,7 +1,7 @@
 """The service: admits jobs, hands them to the worker, records and delivers outcomes.
 
 A request is checked in this order, and nothing is charged or queued unless it
-passes every check: options (done by the caller with ``bot.requests``), the prompt
+passes every check: options (done by the caller with ``bot.jobs.requests``), the prompt
 filter and NSFW policy of the channel, the text encoder's token limit, room in the
 queue, then the quota check-and-charge (one SQLite transaction that also records
 the job). Outcomes are written back to SQLite and whatever was not delivered is
@@ -24,13 +24,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot import content_filter
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded
-from bot.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
-from bot.nsfw_policy import NsfwDecision, NsfwMode, decide
-from bot.quota import job_cost, refund_for_withheld
-from bot.rendering import EncodedImage, GenerationParameters, compose_grid, encode_image, load_source_image
-from bot.requests import (
+from bot.images.rendering import EncodedImage, GenerationParameters, compose_grid, encode_image, load_source_image
+from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
+from bot.jobs.requests import (
     MAX_SIDE,
     GenerationRequest,
     ImagineOptions,
@@ -38,9 +35,12 @@ from bot.requests import (
     random_seeds,
     resolve_imagine,
 )
-from bot.tasks import log_failure
-from bot.threads import background_executor
-from bot.worker import GenerationWorker, WorkItem
+from bot.policy import content_filter
+from bot.policy.nsfw import NsfwDecision, NsfwMode, decide
+from bot.policy.pricing import job_cost, refund_for_withheld
+from bot.runtime.tasks import log_failure
+from bot.runtime.threads import background_executor
+from bot.workers.local import GenerationWorker, WorkItem
 from db.errors import QuotaExhausted
 from db.records import DM_GUILD_ID, Delivery, QuotaRule  # quotas of direct messages are kept under guild 0
 from db.store import JobRecord, NewJob, Store
