@@ -26,42 +26,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent
-from bot.workers.local import GenerationWorker, WorkItem
+from bot.jobs.recipe import JobKind, Recipe
+from bot.workers.local import LocalWorker, batch_spec, image_tasks
+from bot.workers.protocol import WorkOrder
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
-from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+from models.types import GenerationBatch
 
 RUNS = 3  # each figure is the best of this many runs
 
 
-def spec(steps: int) -> BatchSpec:
-    return BatchSpec(
-        model=TINY_MODEL_ID,
-        operation=Operation.TXT2IMG,
-        width=64,
-        height=64,
-        steps=steps,
-        guidance=7.0,
-        scheduler="EulerAncestralDiscreteScheduler",
-    )
-
-
-def jobs(count: int, images: int, steps: int, owners: int) -> list[WorkItem]:
+def jobs(count: int, images: int, steps: int, owners: int) -> list[WorkOrder]:
     return [
-        WorkItem(
+        WorkOrder(
             job_id=index,
             owner=index % owners,
-            spec=spec(steps),
-            tasks=tuple(
-                ImageTask(prompt=f"a lighthouse in a storm, study {index}", negative_prompt="", seed=index * 10 + n)
-                for n in range(images)
+            recipe=Recipe(
+                kind=JobKind.IMAGINE,
+                prompt=f"a lighthouse in a storm, study {index}",
+                negative_prompt="",
+                model=TINY_MODEL_ID,
+                width=64,
+                height=64,
+                steps=steps,
+                guidance=7.0,
+                seeds=tuple(index * 10 + n for n in range(images)),
+                scheduler="EulerAncestralDiscreteScheduler",
             ),
         )
         for index in range(count)
     ]
 
 
-async def through(worker: GenerationWorker, items: list[WorkItem], lags: list[float] | None = None) -> float:
+def as_batch(order: WorkOrder) -> GenerationBatch:
+    """The pipeline call the worker makes for one order alone."""
+    return GenerationBatch(spec=batch_spec(order.recipe), tasks=image_tasks(order.recipe, None))
+
+
+async def through(worker: LocalWorker, items: list[WorkOrder], lags: list[float] | None = None) -> float:
     """Seconds to run ``items`` through ``worker``, all queued at once; samples loop lag if asked."""
     remaining = len(items)
     done = asyncio.Event()
@@ -84,10 +86,11 @@ async def through(worker: GenerationWorker, items: list[WorkItem], lags: list[fl
     return time.perf_counter() - started
 
 
-def direct(engine: DiffusionEngine, items: list[WorkItem]) -> float:
+def direct(engine: DiffusionEngine, items: list[WorkOrder]) -> float:
+    batches = [as_batch(item) for item in items]
     started = time.perf_counter()
-    for item in items:
-        engine.run(GenerationBatch(spec=item.spec, tasks=item.tasks))
+    for batch in batches:
+        engine.run(batch)
     return time.perf_counter() - started
 
 
@@ -106,7 +109,8 @@ async def measure(phase: str, jobs_count: int, steps: int, device: str) -> dict[
     with tempfile.TemporaryDirectory() as cache:
         engine = DiffusionEngine(EngineConfig(device=device, cache_dir=Path(cache)))
         items = jobs(jobs_count, 4, steps, owners=3)  # ids 0..n-1; the warm-up job is -1
-        warm_up = GenerationBatch(spec=spec(2), tasks=jobs(1, 4, 2, 1)[0].tasks)
+        warm_up_order = WorkOrder(-1, 0, jobs(1, 4, 2, 1)[0].recipe)
+        warm_up = as_batch(warm_up_order)
         if phase == "direct":
             # Off the main thread, like the worker: the same calls measured ~20% slower on the main thread here.
             def baseline() -> float:
@@ -117,10 +121,10 @@ async def measure(phase: str, jobs_count: int, steps: int, device: str) -> dict[
             with ThreadPoolExecutor(max_workers=1) as thread:
                 return {"seconds": thread.submit(baseline).result()}
         max_batch_images = 1 if phase == "batching-off" else 4 if phase in ("worker", "lag") else 8
-        worker = GenerationWorker(engine, max_per_user=100, max_total=100, max_batch_images=max_batch_images)
+        worker = LocalWorker(engine, max_per_user=100, max_total=100, max_batch_images=max_batch_images)
         await worker.start()
         await worker.preset(TINY_MODEL_ID)  # loads in the worker's GPU thread
-        await through(worker, [WorkItem(-1, 0, warm_up.spec, warm_up.tasks)])
+        await through(worker, [warm_up_order])
         try:
             if phase == "worker":
                 return {"seconds": min([await through(worker, items) for _ in range(RUNS)])}

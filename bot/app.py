@@ -25,12 +25,13 @@ from discord.ext import commands
 from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
 from bot.jobs.messages import fit_content
 from bot.jobs.moderation import ModerationService
+from bot.jobs.recipe import Recipe
 from bot.jobs.service import GenerationService
 from bot.runtime.heap import freeze_long_lived_objects
 from bot.runtime.loop_monitor import LoopLagMonitor
 from bot.runtime.tasks import log_failure
 from bot.settings import Settings
-from bot.workers.local import GenerationWorker
+from bot.workers.protocol import WorkerClient
 from db.store import Store
 from models.safety import ImageClassifier, OpenNsfwClassifier
 
@@ -51,8 +52,8 @@ class LatentcordBot(commands.Bot):
         self,
         *,
         settings: Settings,
-        store: Store,
-        worker: GenerationWorker,
+        store: Store[Recipe],
+        worker: WorkerClient,
         service: GenerationService | None = None,
         classifier: ImageClassifier | None = None,
         clock: Callable[[], float] = time.time,

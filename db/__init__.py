@@ -1,7 +1,7 @@
 """SQLite persistence for Latentcord: the only package that contains SQL.
 
 Imports the standard library only (sqlite3, in a thread of its own: ``db.connection``); it knows nothing about
-Discord, torch or the rest of the bot. Open it with ``await Store.open(path)``.
+Discord, torch or the rest of the bot. Open it with ``await Store.open(path, recipe=...)``, where ``recipe`` is the dataclass jobs are made from.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from db.records import (
     AuditAction,
     AuditEntry,
     GuildSettings,
-    JobKind,
     JobRecord,
     JobStatus,
     NewJob,
@@ -37,7 +36,6 @@ __all__ = [
     "AuditAction",
     "AuditEntry",
     "GuildSettings",
-    "JobKind",
     "JobRecord",
     "JobStatus",
     "NewJob",

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, TypeVar
+
+R = TypeVar("R")  # the application's recipe: a dataclass whose fields are columns of jobs
 
 #: The guild id the ledger and quota tables use for direct messages, which have
 #: no guild. Jobs keep ``guild_id=None`` for DMs; only quotas need a number,
@@ -35,13 +38,6 @@ class NsfwMode(StrEnum):
 
 
 NSFW_MODES = frozenset(NsfwMode)
-
-
-class JobKind(StrEnum):
-    IMAGINE = "imagine"
-    VARIATION = "variation"
-    UPSCALE = "upscale"
-    REROLL = "reroll"
 
 
 class Delivery(StrEnum):
@@ -144,52 +140,37 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NewJob:
+class NewJob(Generic[R]):
     """A job the service has validated and wants charged and queued.
 
-    ``guild_id`` is ``None`` in direct messages. ``parent_job_id`` and
-    ``parent_image`` (an index into the parent's images) are set for jobs made
-    from another job's result: variations, upscales and re-rolls.
-    ``scheduler`` and ``nsfw_allowed`` (the NSFW decision made at admission) are
-    kept so that a job requeued after a restart runs and is filtered exactly as
-    admitted; ``nsfw_allowed`` defaults to the safe answer.
+    ``recipe`` is everything that determines its images: a dataclass the application owns,
+    whose fields are columns of ``jobs`` (mapped by ``db.rows``, never copied by hand), so a
+    new field needs a migration and nothing here. ``guild_id`` is ``None`` in direct messages.
+    ``nsfw_allowed`` (the NSFW decision made at admission) is kept so that a job requeued after
+    a restart is filtered exactly as admitted; it defaults to the safe answer.
     """
 
-    kind: str
+    recipe: R
     guild_id: int | None
     channel_id: int | None
     user_id: int
-    prompt: str
-    negative_prompt: str
-    model: str
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    seeds: tuple[int, ...]
     cost: int
-    scheduler: str
     nsfw_allowed: bool = False
-    strength: float | None = None
-    parent_job_id: int | None = None
-    parent_image: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in JobKind.__members__.values():
-            raise ValueError(f"Unknown job kind {self.kind!r}.")
         if self.cost < 0:
             raise ValueError("A job cannot cost a negative number of credits.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JobRecord(NewJob):
-    """A job as stored: its request (the fields of ``NewJob``), where it is in its life, and what it was charged.
+class JobRecord(NewJob[R]):
+    """A job as stored: its recipe and admission (the fields of ``NewJob``), where it is in its
+    life, and what it was charged.
 
     ``charged`` is the credits taken when it was admitted (written once, so a job
     requeued after a crash is never charged again); ``refunded`` is what has been
     given back against that charge since (refunds and moderator resets), so
-    ``charged - refunded`` is what the job still costs its user. ``scheduler`` is
-    ``""`` for jobs recorded before schema 2: use the model's default.
+    ``charged - refunded`` is what the job still costs its user.
     """
 
     id: int

@@ -11,6 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from bot.jobs.recipe import Recipe
 from db.store import Store
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
@@ -46,6 +47,6 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 async def store(db_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
     """A real store on a temporary file, migrated, with a clock the test moves."""
-    store = await Store.open(db_path, clock=clock)
+    store = await Store.open(db_path, clock=clock, recipe=Recipe)
     yield store
     await store.close()

@@ -19,7 +19,6 @@ from tests.fakediscord.server import GuildSetup
 from tests.test_discord_bot import finished_grid, imagine, running_bot
 
 # The Discord tests' fixtures, shared rather than copied: pytest finds fixtures among a module's names.
-world = discord_tests.world
 settings = discord_tests.settings
 bot = discord_tests.bot
 
@@ -77,4 +76,4 @@ async def test_a_model_typed_in_the_prompt_is_the_model_that_runs(
         grid = await finished_grid(ix)
         job_id = int(grid.button(label="U1")["custom_id"].split(":")[2])
         job = await core.store.get_job(job_id)
-    assert job is not None and job.model == TINY_MODEL_ID and job.prompt == "a cat"
+    assert job is not None and job.recipe.model == TINY_MODEL_ID and job.recipe.prompt == "a cat"

@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from bot.jobs.events import Cancelled, Failed, Progress, Started
+from bot.jobs.recipe import Recipe
 from bot.jobs.service import Completed, ServiceEvent
 from bot.runtime.core import open_core
 from db.store import Store
 from models.engine import DiffusionEngine
-from tests.test_service import CHANNEL, GUILD, NoNsfw, settings_for
+from tests.helpers import NoNsfw
+from tests.test_service import CHANNEL, GUILD, settings_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 USER = 1
@@ -50,7 +52,8 @@ CHILD = textwrap.dedent(
     from bot.jobs.events import Progress
     from bot.jobs.requests import ImagineOptions
     from bot.jobs.service import Completed, Origin
-    from tests.test_service import NoNsfw, settings_for
+    from tests.helpers import NoNsfw
+    from tests.test_service import settings_for
 
     tmp_path, cache_dir, scenario = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     ORIGIN = Origin(user_id=1, guild_id=100, channel_id=200)
@@ -242,7 +245,7 @@ async def check_finished_once(tmp_path: Path, jobs: list[tuple[int, int]], event
 
     settings = settings_for(tmp_path)
     stored_paths: list[Path] = []
-    store = await Store.open(settings.database_path)
+    store = await Store.open(settings.database_path, recipe=Recipe)
     try:
         for job_id, cost in jobs:
             job = await store.get_job(job_id)
@@ -275,7 +278,7 @@ async def test_a_job_killed_mid_generation_finishes_once_after_restart(
     await check_finished_once(tmp_path, jobs, events)
     # The restart regenerated the same images: the stored seeds were reused.
     first = next(event.result for event in events if isinstance(event, Completed) and event.job_id == ids[0])
-    assert first.job.seeds == (11, 12, 13, 14)
+    assert first.job.recipe.seeds == (11, 12, 13, 14)
     assert first.job.channel_id == CHANNEL and first.job.guild_id == GUILD
 
 

@@ -8,29 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.jobs.recipe import Recipe
 from db import INTERACTION_TOKEN_LIFETIME_S, NewJob, Store, UnknownJob
 from tests.helpers import T0, FakeClock
+from tests.recipes import a_new_job
 
 
-def new_job(*, user_id: int = 1, kind: str = "imagine", cost: int = 4, **changes: object) -> NewJob:
-    fields: dict[str, object] = {
-        "kind": kind,
-        "guild_id": 10,
-        "channel_id": 20,
-        "user_id": user_id,
-        "prompt": "a lighthouse in a storm",
-        "negative_prompt": "blurry",
-        "model": "stabilityai/sdxl",
-        "width": 1024,
-        "height": 768,
-        "steps": 30,
-        "guidance": 6.5,
-        "seeds": (11, 22, 33, 2**63 + 5),  # a seed bigger than SQLite's INTEGER survives as JSON
-        "cost": cost,
-        "scheduler": "EulerAncestralDiscreteScheduler",
-    }
-    fields.update(changes)
-    return NewJob(**fields)  # type: ignore[arg-type]
+def new_job(*, user_id: int = 1, kind: str = "imagine", cost: int = 4, **changes: object) -> NewJob[Recipe]:
+    return a_new_job(user_id=user_id, kind=kind, cost=cost, **changes)
 
 
 def charges_per_job(path: Path) -> dict[int, int]:
@@ -57,14 +42,19 @@ async def test_admitted_job_round_trips_every_field(store: Store) -> None:
 
     stored = await store.get_job(job.id)
     assert stored == job
-    assert stored.kind == "variation"
-    assert (stored.parent_job_id, stored.parent_image, stored.strength) == (parent.id, 2, 0.6)
-    assert stored.seeds == (11, 22, 33, 2**63 + 5)
-    assert (stored.width, stored.height, stored.steps, stored.guidance) == (1024, 768, 30, 6.5)
+    assert stored.recipe.kind == "variation"
+    assert (stored.recipe.parent_job_id, stored.recipe.parent_image, stored.recipe.strength) == (parent.id, 2, 0.6)
+    assert stored.recipe.seeds == (11, 22, 33, 2**63 + 5)
+    assert (stored.recipe.width, stored.recipe.height, stored.recipe.steps, stored.recipe.guidance) == (
+        1024,
+        768,
+        30,
+        6.5,
+    )
     assert (stored.status, stored.created_at, stored.started_at, stored.finished_at) == ("queued", T0, None, None)
     assert (stored.cost, stored.charged, stored.refunded) == (4, 4, 0)
-    assert (stored.scheduler, stored.nsfw_allowed) == ("DPMSolverMultistepScheduler", True)
-    assert (parent.scheduler, parent.nsfw_allowed) == ("EulerAncestralDiscreteScheduler", False)
+    assert (stored.recipe.scheduler, stored.nsfw_allowed) == ("DPMSolverMultistepScheduler", True)
+    assert (parent.recipe.scheduler, parent.nsfw_allowed) == ("EulerAncestralDiscreteScheduler", False)
     assert await store.get_job(999) is None
 
 
@@ -121,7 +111,7 @@ async def test_unknown_jobs_raise(store: Store) -> None:
 
 
 async def test_requeue_after_a_crash_keeps_order_and_charges_once(db_path: Path, clock: FakeClock) -> None:
-    store = await Store.open(db_path, clock=clock)
+    store = await Store.open(db_path, clock=clock, recipe=Recipe)
     first = await store.admit_job(new_job(user_id=1), limit=100)
     second = await store.admit_job(new_job(user_id=2), limit=100)
     finished = await store.admit_job(new_job(user_id=1), limit=100)
@@ -131,7 +121,7 @@ async def test_requeue_after_a_crash_keeps_order_and_charges_once(db_path: Path,
     await store.mark_running(first.id)
     await store.close()  # the process dies here with `first` running
 
-    restarted = await Store.open(db_path, clock=clock)
+    restarted = await Store.open(db_path, clock=clock, recipe=Recipe)
     try:
         requeued = await restarted.requeue_unfinished()
         assert [job.id for job in requeued] == [first.id, second.id, third.id]
@@ -229,13 +219,13 @@ async def test_interaction_tokens_expire_after_fifteen_minutes(store: Store, clo
 
 
 async def test_opening_the_store_expires_old_tokens(db_path: Path, clock: FakeClock) -> None:
-    store = await Store.open(db_path, clock=clock)
+    store = await Store.open(db_path, clock=clock, recipe=Recipe)
     job = await store.admit_job(new_job(), limit=100)
     await store.set_delivery(job.id, interaction_token="secret")
     await store.close()
 
     clock.now = T0 + 3600  # the bot was down for an hour
-    reopened = await Store.open(db_path, clock=clock)
+    reopened = await Store.open(db_path, clock=clock, recipe=Recipe)
     try:
         stored = await reopened.get_job(job.id)
         assert stored is not None and stored.interaction_token is None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.jobs.recipe import Recipe
 from db import Store, StoreError
 from db.schema import MIGRATIONS_DIR, Migration, apply_migrations, latest_version, load_migrations, split_statements
 
@@ -50,9 +51,9 @@ def _v1_database(path: Path) -> None:
 
 async def test_empty_file_migrates_to_latest(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "bot.sqlite3"
-    store = await Store.open(path)
+    store = await Store.open(path, recipe=Recipe)
     try:
-        assert await store.schema_version() == LATEST == 3
+        assert await store.schema_version() == LATEST == 4
     finally:
         await store.close()
 
@@ -72,7 +73,7 @@ async def test_version_1_database_migrates_with_rows_intact(tmp_path: Path) -> N
     path = tmp_path / "bot.sqlite3"
     _v1_database(path)
 
-    store = await Store.open(path, clock=lambda: 200.0)
+    store = await Store.open(path, clock=lambda: 200.0, recipe=Recipe)
     try:
         assert await store.schema_version() == LATEST
         settings = await store.guild_settings(10)
@@ -81,13 +82,16 @@ async def test_version_1_database_migrates_with_rows_intact(tmp_path: Path) -> N
         assert await store.quota_limit(10, 1, [], default=20) == 99
         job = await store.get_job(1)
         assert job is not None
-        assert job.prompt == "a lighthouse"
-        assert job.seeds == (1, 2, 3, 4)
+        assert job.recipe.prompt == "a lighthouse"
+        assert job.recipe.seeds == (1, 2, 3, 4)
         assert job.image_paths == ("a.png",)
         assert job.withheld == (2,)
-        # The columns 0002 added, with their defaults: the model's own scheduler, and the safe
-        # NSFW answer (classify and withhold) for a job whose decision was never recorded.
-        assert (job.timings, job.scheduler, job.nsfw_allowed) == ({}, "", False)
+        # The columns 0002 added, with their defaults: the safe NSFW answer (classify and withhold)
+        # for a job whose decision was never recorded; 0004 completed the recipe with the scheduler
+        # such jobs ran with, and strength 0 for text-to-image.
+        assert (job.timings, job.nsfw_allowed) == ({}, False)
+        assert (job.recipe.scheduler, job.recipe.strength) == ("EulerAncestralDiscreteScheduler", 0.0)
+        assert job.recipe.kind == "imagine"
         assert (job.charged, job.refunded) == (4, 0)
         assert (await store.usage(10, 1)).used == 4
         [entry] = await store.audit_log(10)
@@ -98,11 +102,11 @@ async def test_version_1_database_migrates_with_rows_intact(tmp_path: Path) -> N
 
 async def test_reopening_is_a_no_op(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
-    store = await Store.open(path)
+    store = await Store.open(path, recipe=Recipe)
     await store.add_filter_term(1, "clown", actor_id=2)
     await store.close()
 
-    store = await Store.open(path)
+    store = await Store.open(path, recipe=Recipe)
     try:
         assert await store.schema_version() == LATEST
         assert await store.filter_terms(1) == ["clown"]
@@ -119,7 +123,7 @@ async def test_newer_database_is_refused_and_untouched(tmp_path: Path) -> None:
     before = path.read_bytes()
 
     with pytest.raises(StoreError) as caught:
-        await Store.open(path)
+        await Store.open(path, recipe=Recipe)
 
     message = str(caught.value)
     assert str(path) in message
@@ -134,7 +138,7 @@ async def test_corrupt_file_is_refused_and_untouched(tmp_path: Path) -> None:
     path.write_bytes(garbage)
 
     with pytest.raises(StoreError) as caught:
-        await Store.open(path)
+        await Store.open(path, recipe=Recipe)
 
     assert str(path) in str(caught.value)
     assert "not a usable SQLite database" in str(caught.value)
@@ -148,7 +152,7 @@ async def test_unwritable_location_is_refused_with_the_path(tmp_path: Path) -> N
     path = blocker / "bot.sqlite3"
 
     with pytest.raises(StoreError) as caught:
-        await Store.open(path)
+        await Store.open(path, recipe=Recipe)
 
     assert str(path) in str(caught.value)
     assert blocker.read_text() == "a file where the database folder should be"
@@ -156,7 +160,7 @@ async def test_unwritable_location_is_refused_with_the_path(tmp_path: Path) -> N
 
 async def test_a_directory_instead_of_a_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as caught:
-        await Store.open(tmp_path)
+        await Store.open(tmp_path, recipe=Recipe)
     assert str(tmp_path) in str(caught.value)
 
 

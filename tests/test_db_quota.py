@@ -8,27 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.jobs.recipe import Recipe
 from db import DAY_S, NewJob, QuotaExhausted, Store, StoreInputError
 from tests.helpers import T0, FakeClock
+from tests.recipes import a_new_job
 
 
-def new_job(*, user_id: int = 1, guild_id: int | None = 10, cost: int = 1, images: int = 4) -> NewJob:
-    return NewJob(
-        kind="imagine",
-        guild_id=guild_id,
-        channel_id=20,
-        user_id=user_id,
-        prompt="a lighthouse in a storm",
-        negative_prompt="",
-        model="sd15",
-        width=512,
-        height=512,
-        steps=25,
-        guidance=7.5,
-        seeds=tuple(range(images)),
-        cost=cost,
-        scheduler="EulerAncestralDiscreteScheduler",
-    )
+def new_job(*, user_id: int = 1, guild_id: int | None = 10, cost: int = 1, images: int = 4) -> NewJob[Recipe]:
+    return a_new_job(user_id=user_id, guild_id=guild_id, cost=cost, seeds=tuple(range(images)))
 
 
 def ledger_rows(path: Path) -> list[sqlite3.Row]:
@@ -74,7 +61,7 @@ async def test_fifty_concurrent_admissions_over_separate_connections_admit_exact
     # Ten connections with five calls each: every call races calls on other connections (SQLite's
     # write lock) and on its own (the store's asyncio lock). Fifty connections prove the same but
     # spend seconds in SQLite's busy-wait back-off.
-    stores = [await Store.open(db_path, clock=clock) for _ in range(10)]
+    stores = [await Store.open(db_path, clock=clock, recipe=Recipe) for _ in range(10)]
     try:
         results = await asyncio.gather(
             *(_admit(store, new_job(cost=1), limit=10) for store in stores for _ in range(5))

@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from bot.app import LatentcordBot
 from bot.runtime.core import Core, open_core
@@ -26,18 +25,9 @@ from tests.fakediscord import FakeDiscord, MessageFlag
 from tests.fakediscord.fixtures import running_client
 from tests.fakediscord.models import StoredMessage
 from tests.fakediscord.server import GuildSetup
+from tests.helpers import NoNsfw, has_grid, tiny_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class NoNsfw:
-    """The classifier's interface; flags the given image positions, nothing by default."""
-
-    def __init__(self, flagged: Sequence[int] = ()) -> None:
-        self.flagged = set(flagged)
-
-    def nsfw_scores(self, images: Sequence[Image.Image]) -> list[float]:
-        return [0.99 if index in self.flagged else 0.01 for index in range(len(images))]
 
 
 class Clock:
@@ -51,22 +41,8 @@ class Clock:
 
 
 @pytest.fixture
-def world(fake_discord: FakeDiscord) -> GuildSetup:
-    return fake_discord.add_standard_guild()
-
-
-@pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        discord_token="fake-bot-token",
-        sd_model=TINY_MODEL_ID,
-        database_path=tmp_path / "bot.sqlite3",
-        images_dir=tmp_path / "images",
-        model_cache_dir=tmp_path / "models",
-        device="cpu",
-        daily_credits=100,
-        preview_interval_s=0.0,
-    )
+    return tiny_settings(tmp_path, discord_token="fake-bot-token", daily_credits=100, preview_interval_s=0.0)
 
 
 @asynccontextmanager
@@ -92,12 +68,6 @@ async def bot(
 ) -> AsyncIterator[tuple[LatentcordBot, Core]]:
     async with running_bot(fake_discord, settings, tiny_engine) as running:
         yield running
-
-
-def has_grid(message: StoredMessage) -> bool:
-    return bool(message.attachments) and any(
-        b.get("label") == "🔄" or "Vary" in str(b.get("label")) for b in message.buttons
-    )
 
 
 async def imagine(fake: FakeDiscord, world: GuildSetup, user=None, channel=None, **options):
@@ -570,11 +540,12 @@ async def test_the_bot_composes_from_settings_store_and_worker_as_designed(
 ) -> None:
     """``Bot(settings=..., store=..., worker=...)``: the Bot builds its service and starts the worker."""
     from bot.app import Bot
-    from bot.workers.local import GenerationWorker
+    from bot.jobs.recipe import Recipe
+    from bot.workers.local import LocalWorker
     from db.store import Store
 
-    store = await Store.open(settings.database_path)
-    worker = GenerationWorker(tiny_engine, preview_interval_s=0.0)
+    store = await Store.open(settings.database_path, recipe=Recipe)
+    worker = LocalWorker(tiny_engine, preview_interval_s=0.0)
     bot = Bot(settings=settings, store=store, worker=worker, classifier=NoNsfw())
     async with running_client(bot, fake_discord, token=settings.discord_token):
         assert worker.running

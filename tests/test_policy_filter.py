@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.jobs.recipe import Recipe
 from bot.policy.content_filter import (
     builtin_nsfw_terms,
     check_prompt,
@@ -199,7 +200,7 @@ def test_builtin_list_has_the_required_terms_and_their_forms() -> None:
 
 async def test_a_term_stored_through_the_store_blocks_prompts(tmp_path: Path) -> None:
     """The way moderators use it: normalise, store, read back, check."""
-    store = await Store.open(tmp_path / "bot.sqlite3")
+    store = await Store.open(tmp_path / "bot.sqlite3", recipe=Recipe)
     try:
         await store.add_filter_term(10, normalise_term(" Sp1der "), actor_id=7)
         terms = await store.filter_terms(10)

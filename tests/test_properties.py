@@ -14,8 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.errors import InvalidRequest
+from bot.jobs.flags import PROMPT_FLAGS
 from bot.jobs.messages import CONTENT_LIMIT, EXCERPT_LIMIT, excerpt, fit_content, quote_excerpt
-from bot.jobs.requests import PROMPT_FLAGS, GenerationRequest, ImagineOptions, check_prompt_text, resolve_imagine
+from bot.jobs.recipe import Recipe
+from bot.jobs.requests import ImagineOptions, check_prompt_text, resolve_imagine
 from bot.policy.content_filter import (
     ALWAYS_BLOCKED_TERMS_FILE,
     MAX_NORMALISED_GROWTH,
@@ -81,7 +83,7 @@ def assert_one_short_sentence(error: InvalidRequest) -> None:
     assert ". " not in outside, message
 
 
-def outcome(options: ImagineOptions) -> GenerationRequest | InvalidRequest:
+def outcome(options: ImagineOptions) -> Recipe | InvalidRequest:
     try:
         return resolve_imagine(options.checked(models=MODELS, max_prompt_chars=MAX_PROMPT_CHARS), TINY)
     except InvalidRequest as error:
@@ -96,7 +98,7 @@ def outcome(options: ImagineOptions) -> GenerationRequest | InvalidRequest:
 @given(prompt=user_strings)
 def test_any_prompt_gives_a_request_or_one_short_sentence(prompt: str) -> None:
     result = outcome(ImagineOptions(prompt=prompt))
-    if isinstance(result, GenerationRequest):
+    if isinstance(result, Recipe):
         assert result.model == TINY_MODEL_ID
         assert 1 <= result.count <= 4 and len(result.prompt) <= MAX_PROMPT_CHARS
 
@@ -105,7 +107,7 @@ def test_any_prompt_gives_a_request_or_one_short_sentence(prompt: str) -> None:
 @given(value=user_strings, option=st.sampled_from(["model", "aspect", "negative"]))
 def test_any_model_aspect_or_negative_gives_a_request_or_one_short_sentence(value: str, option: str) -> None:
     result = outcome(ImagineOptions(prompt="a lighthouse in a storm", **{option: value}))
-    if isinstance(result, GenerationRequest) and option == "model":
+    if isinstance(result, Recipe) and option == "model":
         assert value in ("", TINY_MODEL_ID)
 
 

@@ -10,7 +10,10 @@ import pytest
 from PIL import Image
 
 from bot.errors import InvalidRequest
-from bot.images.rendering import GenerationParameters, compose_grid, encode_image, load_source_image
+from bot.images.archive import read_source_image
+from bot.images.grid import compose_grid
+from bot.images.metadata import encode_image
+from bot.jobs.flags import PROMPT_FLAGS, parse_prompt_flags
 from bot.jobs.messages import (
     CONTENT_LIMIT,
     EMBED_TOTAL_LIMIT,
@@ -22,12 +25,9 @@ from bot.jobs.messages import (
     fit_text,
     quote_excerpt,
 )
+from bot.jobs.recipe import JobKind, Recipe
 from bot.jobs.requests import (
-    PROMPT_FLAGS,
-    GenerationRequest,
     ImagineOptions,
-    JobKind,
-    parse_prompt_flags,
     resolve_imagine,
     size_for_aspect,
 )
@@ -56,7 +56,7 @@ SD15 = ModelPreset(
 )
 
 
-def resolve(prompt: str = "a fox", models: tuple[str, ...] = ("builtin:tiny",), **options) -> GenerationRequest:
+def resolve(prompt: str = "a fox", models: tuple[str, ...] = ("builtin:tiny",), **options) -> Recipe:
     checked = ImagineOptions(prompt=prompt, **options).checked(models=models, max_prompt_chars=200)
     return resolve_imagine(checked, TINY)
 
@@ -289,7 +289,8 @@ def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> Imag
     return Image.new("RGB", size, color)
 
 
-PARAMETERS = GenerationParameters(
+PARAMETERS = Recipe(
+    kind=JobKind.IMAGINE,
     prompt="a red fox in snow",
     negative_prompt="blurry",
     seeds=(7, 8, 9, 10),
@@ -342,11 +343,12 @@ def test_source_images_must_be_images(tmp_path: Path) -> None:
     text_file = tmp_path / "notes.txt"
     text_file.write_text("not an image")
     with pytest.raises(InvalidRequest, match="notes.txt is not an image: give a PNG, JPEG or WebP file."):
-        load_source_image(text_file)
+        read_source_image(text_file)
     with pytest.raises(InvalidRequest, match="does not exist"):
-        load_source_image(tmp_path / "missing.png")
+        read_source_image(tmp_path / "missing.png")
     solid((5, 6, 7)).save(tmp_path / "ok.png")
-    assert load_source_image(tmp_path / "ok.png").getpixel((0, 0)) == (5, 6, 7)
+    with Image.open(io.BytesIO(read_source_image(tmp_path / "ok.png"))) as image:
+        assert image.getpixel((0, 0)) == (5, 6, 7)
 
 
 def test_env_example_lists_every_setting_and_its_values_are_valid() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +14,17 @@ from PIL import Image
 
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded
 from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
-from bot.jobs.requests import GenerationRequest, ImagineOptions, JobKind
+from bot.jobs.recipe import JobKind, Recipe
+from bot.jobs.requests import ImagineOptions
 from bot.jobs.service import Completed, Origin, ServiceEvent
 from bot.runtime.core import Core, open_core
 from bot.settings import Settings
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
+from tests.helpers import NoNsfw, tiny_settings
 
 GUILD, CHANNEL, NSFW_CHANNEL = 100, 200, 201
 ALICE, BOB = 1, 2
-
-
-class NoNsfw:
-    """The real classifier's interface; scores nothing as NSFW, so tests do not depend on noise images."""
-
-    def __init__(self, flagged: Sequence[int] = ()) -> None:
-        self.flagged = set(flagged)
-        self.calls = 0
-
-    def nsfw_scores(self, images: Sequence[Image.Image]) -> list[float]:
-        self.calls += 1
-        return [0.99 if index in self.flagged else 0.01 for index in range(len(images))]
 
 
 class Events:
@@ -62,16 +51,8 @@ class Events:
 
 
 def settings_for(tmp_path: Path, **overrides: object) -> Settings:
-    base = Settings(
-        sd_model=TINY_MODEL_ID,
-        database_path=tmp_path / "bot.sqlite3",
-        images_dir=tmp_path / "images",
-        model_cache_dir=tmp_path / "models",
-        device="cpu",
-        daily_credits=20,
-        preview_interval_s=0.0,
-    )
-    return replace(base, **overrides)
+    """The tiny model's settings with these tests' budget: 20 credits a day, and no previews to wait for."""
+    return tiny_settings(tmp_path, **{"daily_credits": 20, "preview_interval_s": 0.0, **overrides})
 
 
 @pytest.fixture
@@ -109,7 +90,7 @@ async def test_a_job_is_charged_recorded_generated_and_written(core: Core) -> No
     assert kinds[:2] == [Queued, Started] and Progress in kinds
     result = finished.result
     assert result.job.status == "done"
-    assert result.job.seeds == (7, 8, 9, 10)
+    assert result.job.recipe.seeds == (7, 8, 9, 10)
     assert [path.exists() for path in result.image_paths] == [True] * 4
     with Image.open(io.BytesIO(result.grid.data)) as grid:
         assert grid.size == (128, 128)
@@ -204,7 +185,7 @@ async def test_a_failed_job_is_refunded(core: Core) -> None:
     # One step at strength 0.3 leaves no step to run: the engine refuses the batch.
     parent, events = await imagine(core)
     parent_job = (await events.end()).result.job
-    request = GenerationRequest(
+    request = Recipe(
         kind=JobKind.VARIATION,
         prompt="a red fox",
         negative_prompt="",
@@ -218,7 +199,6 @@ async def test_a_failed_job_is_refunded(core: Core) -> None:
         strength=0.3,
         parent_job_id=parent_job.id,
         parent_image=0,
-        source_image=Path(parent_job.image_paths[0]),
     )
     failing = Events()
     submitted = await core.service.submit(request, alice(), failing)
@@ -249,22 +229,22 @@ async def test_upscale_variation_and_reroll_are_charged_to_whoever_pressed(core:
     upscale_events = Events()
     upscale = await core.service.upscale(parent_job.id, 2, bob, upscale_events)
     up = (await upscale_events.end()).result
-    assert up.job.kind == "upscale" and up.job.parent_image == 2 and up.job.seeds == (5,)
+    assert up.job.recipe.kind == "upscale" and up.job.recipe.parent_image == 2 and up.job.recipe.seeds == (5,)
     assert Image.open(up.image_paths[0]).size == (128, 128)
     # One image of 4x the native pixels, at its share of the default 20 steps, rounded up.
-    assert upscale.request.steps == 4  # enough for one step at strength 0.3
+    assert upscale.recipe.steps == 4  # enough for one step at strength 0.3
     assert upscale.cost == math.ceil(4 * 4 / 20)
 
     variation_events = Events()
     await core.service.variation(parent_job.id, 0, bob, variation_events)
     variation = (await variation_events.end()).result
-    assert len(variation.image_paths) == 4 and variation.job.kind == "variation"
+    assert len(variation.image_paths) == 4 and variation.job.recipe.kind == "variation"
     assert Image.open(variation.image_paths[0]).size == (64, 64)
 
     reroll_events = Events()
     await core.service.reroll(parent_job.id, bob, reroll_events)
     reroll = (await reroll_events.end()).result
-    assert reroll.job.prompt == parent_job.prompt and reroll.job.seeds != parent_job.seeds
+    assert reroll.job.recipe.prompt == parent_job.recipe.prompt and reroll.job.recipe.seeds != parent_job.recipe.seeds
 
     assert (await core.store.usage(GUILD, ALICE)).used == parent.cost
     assert (await core.store.usage(GUILD, BOB)).used == up.job.charged + variation.job.charged + reroll.job.charged
@@ -293,9 +273,13 @@ async def test_rerolling_variations_makes_new_variations_of_the_same_image(core:
     reroll_events = Events()
     reroll = await core.service.reroll(variation.id, alice(), reroll_events)
     again = (await reroll_events.end()).result.job
-    assert reroll.request.kind == "variation"
-    assert (again.parent_job_id, again.parent_image, again.strength) == (parent.id, 1, variation.strength)
-    assert again.seeds != variation.seeds
+    assert reroll.recipe.kind == "variation"
+    assert (again.recipe.parent_job_id, again.recipe.parent_image, again.recipe.strength) == (
+        parent.id,
+        1,
+        variation.recipe.strength,
+    )
+    assert again.recipe.seeds != variation.recipe.seeds
 
 
 async def test_a_variation_whose_source_is_gone_is_refused_without_naming_server_paths(core: Core) -> None:

@@ -14,31 +14,36 @@ from PIL import Image
 
 from bot.errors import QueueFull
 from bot.jobs.events import Cancelled, Finished, JobEvent, Progress, Queued, Started
-from bot.workers.local import FairQueue, GenerationWorker, WorkItem, _Entry
+from bot.jobs.recipe import JobKind, Recipe
+from bot.workers.fair_queue import FairQueue
+from bot.workers.local import LocalWorker, _Entry, batch_spec
+from bot.workers.protocol import WorkOrder
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from models.types import BatchSpec, ImageTask, Operation
+from tests.helpers import pixels
 
-SPEC = BatchSpec(
+RECIPE = Recipe(
+    kind=JobKind.IMAGINE,
+    prompt="a fox",
+    negative_prompt="",
     model=TINY_MODEL_ID,
-    operation=Operation.TXT2IMG,
     width=64,
     height=64,
     steps=3,
     guidance=7.0,
+    seeds=(1,),
     scheduler="EulerAncestralDiscreteScheduler",
 )
 
 
 def item(
-    job_id: int, owner: int, seeds: tuple[int, ...] = (1,), spec: BatchSpec = SPEC, prompt: str = "a fox"
-) -> WorkItem:
-    tasks = tuple(ImageTask(prompt=prompt, negative_prompt="", seed=seed) for seed in seeds)
-    return WorkItem(job_id=job_id, owner=owner, spec=spec, tasks=tasks)
+    job_id: int, owner: int, seeds: tuple[int, ...] = (1,), recipe: Recipe = RECIPE, prompt: str = "a fox"
+) -> WorkOrder:
+    return WorkOrder(job_id=job_id, owner=owner, recipe=replace(recipe, seeds=seeds, prompt=prompt))
 
 
-def entry(work: WorkItem) -> _Entry:
-    return _Entry(item=work, listener=lambda event: None, queued_at=0.0)
+def entry(order: WorkOrder) -> _Entry:
+    return _Entry(order=order, spec=batch_spec(order.recipe), listener=lambda event: None, queued_at=0.0)
 
 
 class Recorder:
@@ -68,7 +73,7 @@ def test_round_robin_keeps_each_users_order() -> None:
     assert [queue.position(job_id) for job_id in range(1, 7)] == [1, 4, 6, 2, 5, 3]
     started = []
     while len(queue):
-        started += [e.item.job_id for e in queue.take_batch(max_images=4)]
+        started += [e.job_id for e in queue.take_batch(max_images=4)]
     assert started == [1, 4, 6, 2, 5, 3]
 
 
@@ -85,15 +90,15 @@ def test_compatible_heads_of_other_users_share_a_batch_up_to_the_image_bound() -
     queue.push(entry(item(1, 1, seeds=(1, 2))))
     queue.push(entry(item(2, 1, seeds=(3, 4))))  # same user: must wait for its turn
     queue.push(entry(item(3, 2, seeds=(5, 6))))
-    bigger = replace(SPEC, width=128)
-    queue.push(entry(item(4, 3, seeds=(7,), spec=bigger)))  # incompatible size
+    bigger = replace(RECIPE, width=128)
+    queue.push(entry(item(4, 3, seeds=(7,), recipe=bigger)))  # incompatible size
     queue.push(entry(item(5, 4, seeds=(8, 9))))
-    batch = [e.item.job_id for e in queue.take_batch(max_images=5)]
+    batch = [e.job_id for e in queue.take_batch(max_images=5)]
     # Job 1 first; job 3 fits (4 images); job 5 would make 6 > 5; job 2 is behind job 1.
     assert batch == [1, 3]
     # Next round starts with the users not yet served, in order.
-    assert [e.item.job_id for e in queue.take_batch(max_images=8)] == [4]
-    assert [e.item.job_id for e in queue.take_batch(max_images=8)] == [5, 2]
+    assert [e.job_id for e in queue.take_batch(max_images=8)] == [4]
+    assert [e.job_id for e in queue.take_batch(max_images=8)] == [5, 2]
 
 
 def test_queue_bounds_raise_queue_full_with_a_sentence() -> None:
@@ -113,17 +118,13 @@ def test_queue_bounds_raise_queue_full_with_a_sentence() -> None:
 
 @pytest.fixture
 async def worker(tiny_engine: DiffusionEngine):
-    worker = GenerationWorker(tiny_engine, max_per_user=5, max_total=20, max_batch_images=8, preview_interval_s=0.0)
+    worker = LocalWorker(tiny_engine, max_per_user=5, max_total=20, max_batch_images=8, preview_interval_s=0.0)
     await worker.start()
     yield worker
     await worker.stop(timeout_s=60)
 
 
-def pixels(image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
-
-
-async def test_two_users_batched_get_the_images_they_get_apart(worker: GenerationWorker) -> None:
+async def test_two_users_batched_get_the_images_they_get_apart(worker: LocalWorker) -> None:
     alone_a, alone_b = Recorder(), Recorder()
     worker.submit(item(1, owner=1, seeds=(11, 12), prompt="a red fox"), alone_a)
     await asyncio.wait_for(alone_a.done.wait(), 60)
@@ -132,7 +133,7 @@ async def test_two_users_batched_get_the_images_they_get_apart(worker: Generatio
 
     # Both queued while a blocker runs, so they are taken as one batch afterwards.
     blocker, together_a, together_b = Recorder(), Recorder(), Recorder()
-    worker.submit(item(3, owner=3, seeds=(5,), spec=replace(SPEC, steps=4)), blocker)
+    worker.submit(item(3, owner=3, seeds=(5,), recipe=replace(RECIPE, steps=4)), blocker)
     worker.submit(item(4, owner=1, seeds=(11, 12), prompt="a red fox"), together_a)
     worker.submit(item(5, owner=2, seeds=(21,), prompt="a lighthouse"), together_b)
     await asyncio.wait_for(asyncio.gather(together_a.done.wait(), together_b.done.wait()), 60)
@@ -142,13 +143,13 @@ async def test_two_users_batched_get_the_images_they_get_apart(worker: Generatio
     (a2,) = together_a.of(Finished)
     (b2,) = together_b.of(Finished)
     assert a2.timings["generation_s"] == b2.timings["generation_s"]  # one pipeline call
-    assert [img.size for img in a2.images] == [(64, 64), (64, 64)]
+    assert [(img.width, img.height) for img in a2.images] == [(64, 64), (64, 64)]
     for before, after in zip(a1.images + b1.images, a2.images + b2.images, strict=True):
-        assert np.abs(pixels(before) - pixels(after)).max() <= 2
-    assert np.abs(pixels(a2.images[0]) - pixels(b2.images[0])).max() > 10  # different jobs differ
+        assert np.abs(pixels(before.to_pil()) - pixels(after.to_pil())).max() <= 2
+    assert np.abs(pixels(a2.images[0].to_pil()) - pixels(b2.images[0].to_pil())).max() > 10  # different jobs differ
 
 
-async def test_events_arrive_in_order_with_progress_previews(worker: GenerationWorker) -> None:
+async def test_events_arrive_in_order_with_progress_previews(worker: LocalWorker) -> None:
     recorder = Recorder()
     position = worker.submit(item(1, owner=1, seeds=(1, 2, 3, 4)), recorder)
     await asyncio.wait_for(recorder.done.wait(), 60)
@@ -156,8 +157,8 @@ async def test_events_arrive_in_order_with_progress_previews(worker: GenerationW
     kinds = [type(event) for event in recorder.events]
     assert kinds[0] is Queued and kinds[1] is Started and kinds[-1] is Finished
     progress = recorder.of(Progress)
-    assert [p.step for p in progress] == list(range(1, SPEC.steps + 1))
-    assert all(p.total == SPEC.steps for p in progress)
+    assert [p.step for p in progress] == list(range(1, RECIPE.steps + 1))
+    assert all(p.total == RECIPE.steps for p in progress)
     assert progress[-1].preview is not None
     with Image.open(io.BytesIO(progress[-1].preview)) as preview:
         assert preview.format == "PNG" and preview.size == (128, 128)
@@ -165,19 +166,19 @@ async def test_events_arrive_in_order_with_progress_previews(worker: GenerationW
     assert finished.seeds == (1, 2, 3, 4)
 
 
-async def test_waiting_jobs_hear_their_place_move_up(worker: GenerationWorker) -> None:
+async def test_waiting_jobs_hear_their_place_move_up(worker: LocalWorker) -> None:
     recorders = [Recorder() for _ in range(3)]
     for job_id, recorder in enumerate(recorders, start=1):
-        worker.submit(item(job_id, owner=job_id, spec=replace(SPEC, width=64 + 8 * job_id)), recorder)
+        worker.submit(item(job_id, owner=job_id, recipe=replace(RECIPE, width=64 + 8 * job_id)), recorder)
     await asyncio.wait_for(recorders[-1].done.wait(), 60)
     # Job 3 was third, then second when job 1 started, then first when job 2 started.
     assert [event.position for event in recorders[2].of(Queued)] == [3, 2, 1]
     assert [event.position for event in recorders[0].of(Queued)] == [1]
 
 
-async def test_cancel_a_queued_job_removes_it(worker: GenerationWorker) -> None:
+async def test_cancel_a_queued_job_removes_it(worker: LocalWorker) -> None:
     first, second = Recorder(), Recorder()
-    worker.submit(item(1, owner=1, spec=replace(SPEC, steps=6)), first)
+    worker.submit(item(1, owner=1, recipe=replace(RECIPE, steps=6)), first)
     worker.submit(item(2, owner=1), second)
     assert worker.cancel(2) is True
     await asyncio.wait_for(first.done.wait(), 60)
@@ -186,13 +187,13 @@ async def test_cancel_a_queued_job_removes_it(worker: GenerationWorker) -> None:
     assert worker.cancel(2) is False
 
 
-async def test_cancel_a_running_job_interrupts_it_and_spares_its_batch_mates(worker: GenerationWorker) -> None:
-    long = replace(SPEC, steps=40)
+async def test_cancel_a_running_job_interrupts_it_and_spares_its_batch_mates(worker: LocalWorker) -> None:
+    long = replace(RECIPE, steps=40)
     mine, theirs = Recorder(), Recorder()
     blocker = Recorder()
     worker.submit(item(1, owner=1, seeds=(1,)), blocker)  # keeps the GPU busy while 2 and 3 queue
-    worker.submit(item(2, owner=2, seeds=(2,), spec=long), mine)
-    worker.submit(item(3, owner=3, seeds=(3,), spec=long), theirs)
+    worker.submit(item(2, owner=2, seeds=(2,), recipe=long), mine)
+    worker.submit(item(3, owner=3, seeds=(3,), recipe=long), theirs)
     while not mine.of(Progress):
         await asyncio.sleep(0.01)
     assert worker.cancel(2)
@@ -201,7 +202,7 @@ async def test_cancel_a_running_job_interrupts_it_and_spares_its_batch_mates(wor
     assert theirs.of(Finished)
 
     alone = Recorder()
-    worker.submit(item(4, owner=4, seeds=(4,), spec=long), alone)
+    worker.submit(item(4, owner=4, seeds=(4,), recipe=long), alone)
     while not alone.of(Progress):
         await asyncio.sleep(0.01)
     started = time.monotonic()
@@ -213,9 +214,9 @@ async def test_cancel_a_running_job_interrupts_it_and_spares_its_batch_mates(wor
     assert alone.of(Cancelled) and not alone.of(Finished)
 
 
-async def test_event_loop_stays_responsive_while_generating(worker: GenerationWorker) -> None:
+async def test_event_loop_stays_responsive_while_generating(worker: LocalWorker) -> None:
     recorder = Recorder()
-    worker.submit(item(1, owner=1, seeds=(1, 2, 3, 4), spec=replace(SPEC, steps=8)), recorder)
+    worker.submit(item(1, owner=1, seeds=(1, 2, 3, 4), recipe=replace(RECIPE, steps=8)), recorder)
     lags: list[float] = []
     while not recorder.done.is_set():
         before = time.perf_counter()
@@ -226,7 +227,7 @@ async def test_event_loop_stays_responsive_while_generating(worker: GenerationWo
     assert max(lags) < 0.050, f"max loop lag {max(lags) * 1000:.1f} ms, median {statistics.median(lags) * 1000:.1f} ms"
 
 
-async def _idle(worker: GenerationWorker) -> None:
+async def _idle(worker: LocalWorker) -> None:
     while worker.pending_jobs(4):
         await asyncio.sleep(0.01)
 
@@ -234,7 +235,7 @@ async def _idle(worker: GenerationWorker) -> None:
 # -- a loop that crashes --------------------------------------------------------------
 
 
-async def test_a_worker_loop_that_crashes_is_restarted_and_the_queue_still_runs(worker: GenerationWorker) -> None:
+async def test_a_worker_loop_that_crashes_is_restarted_and_the_queue_still_runs(worker: LocalWorker) -> None:
     failures = iter([RuntimeError("a bug in the loop")])
     announce = worker._announce_positions
 
@@ -256,7 +257,7 @@ async def test_a_worker_loop_that_crashes_is_restarted_and_the_queue_still_runs(
     assert worker.running
 
 
-async def test_a_loop_that_keeps_crashing_stops_taking_jobs_with_a_sentence(worker: GenerationWorker) -> None:
+async def test_a_loop_that_keeps_crashing_stops_taking_jobs_with_a_sentence(worker: LocalWorker) -> None:
     def broken() -> None:
         raise RuntimeError("a bug in the loop")
 

@@ -12,18 +12,13 @@ and a sentence repeats at most a short, escaped excerpt of what the user typed.
 from __future__ import annotations
 
 import math
-import re
-import secrets
-import shlex
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Final
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bot.errors import InvalidRequest
+from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
-from db.records import JobKind  # one list of job kinds, stored as they are named here
+from bot.jobs.recipe import MAX_SEED, JobKind, Recipe, consecutive_seeds, random_seeds
 from models.types import ModelPreset
 
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
@@ -36,7 +31,6 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 MIN_STEPS, MAX_STEPS = 1, 100
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
 MIN_COUNT, MAX_COUNT = 1, 4
-MAX_SEED = 2**32 - 1
 SIZE_MULTIPLE = 8  # latent space is 1/8 of the image in every Stable Diffusion VAE
 MAX_SIDE = 2048
 # An "unknown model" sentence names at most this many of the allowed models.
@@ -111,124 +105,6 @@ class CheckedOptions:
     guidance: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class GenerationRequest:
-    """A complete, valid request: what will run and what it will be charged for."""
-
-    kind: JobKind
-    prompt: str
-    negative_prompt: str
-    model: str
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    seeds: tuple[int, ...]
-    scheduler: str
-    strength: float = 0.0  # img2img strength, 0.0 for txt2img
-    parent_job_id: int | None = None
-    parent_image: int | None = None  # index of the image a variation/upscale starts from
-    source_image: Path | None = None
-
-    @property
-    def count(self) -> int:
-        return len(self.seeds)
-
-
-# ---------------------------------------------------------------------- flags typed in the prompt
-
-
-@dataclass(frozen=True, slots=True)
-class PromptFlag:
-    """A Midjourney-style flag typed in the prompt: the option it sets and how its text is read."""
-
-    option: str  # a field of ImagineOptions
-    read: Callable[[str, str], str | int | float]  # (flag name, its text) -> the option's value
-
-
-def _read_text(flag: str, raw: str) -> str:
-    return raw
-
-
-def _read_int(flag: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:  # also a number of more than 4,300 digits
-        raise InvalidRequest(f"--{flag} takes a whole number, not {quote_excerpt(raw)}.") from None
-
-
-def _read_float(flag: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise InvalidRequest(f"--{flag} takes a number, not {quote_excerpt(raw)}.") from None
-
-
-#: Every flag the prompt accepts. The parser reads this table and the unknown-flag
-#: sentence lists its names, so a flag cannot be accepted without being read and checked.
-PROMPT_FLAGS: Final[Mapping[str, PromptFlag]] = MappingProxyType(
-    {
-        "ar": PromptFlag("aspect", _read_text),
-        "aspect": PromptFlag("aspect", _read_text),
-        "seed": PromptFlag("seed", _read_int),
-        "no": PromptFlag("negative", _read_text),
-        "steps": PromptFlag("steps", _read_int),
-        "guidance": PromptFlag("guidance", _read_float),
-        "cfg": PromptFlag("guidance", _read_float),
-        "count": PromptFlag("count", _read_int),
-        "model": PromptFlag("model", _read_text),
-    }
-)
-
-_FLAG = re.compile(r"(?:^|\s)--([a-zA-Z]+)")
-
-
-def parse_prompt_flags(options: ImagineOptions) -> ImagineOptions:
-    """Move Midjourney-style flags typed in the prompt (``--ar 16:9 --seed 42 --no text``) into options.
-
-    Options given explicitly win over flags in the prompt; ``--no`` adds to the
-    negative prompt. Values are read (a number must be a number) but not checked
-    against their ranges: ``ImagineOptions.checked`` does that once, for both sources.
-    """
-    match = _FLAG.search(options.prompt)
-    if match is None:
-        return options
-    prompt = options.prompt[: match.start()].strip()
-    try:
-        words = shlex.split(options.prompt[match.start() :])
-    except ValueError:
-        words = options.prompt[match.start() :].split()
-    texts: dict[str, list[str]] = {}  # option -> the words after its flag(s)
-    typed: dict[str, str] = {}  # option -> the flag that first set it, for sentences
-    current: list[str] | None = None
-    for word in words:
-        if word.startswith("--") and len(word) > 2:
-            name = word[2:].lower()
-            flag = PROMPT_FLAGS.get(name)
-            if flag is None:
-                accepted = ", ".join(f"--{known}" for known in PROMPT_FLAGS)
-                raise InvalidRequest(f"Unknown flag {quote_excerpt(word)}: the prompt accepts {accepted}.")
-            current = texts.setdefault(flag.option, [])
-            typed.setdefault(flag.option, name)
-        elif current is not None:
-            current.append(word)
-        else:
-            prompt = f"{prompt} {word}".strip()
-
-    values: dict[str, Any] = {}  # option name -> value, each read by its flag's own parser
-    for option, text in texts.items():
-        name = typed[option]
-        if not text:
-            raise InvalidRequest(f"The flag --{name} needs a value, for example --ar 16:9 or --seed 42.")
-        values[option] = PROMPT_FLAGS[name].read(name, " ".join(text))
-
-    negative = options.negative
-    if (no := values.pop("negative", None)) is not None:
-        negative = ", ".join(part for part in (negative, str(no)) if part)
-    from_flags = {option: value for option, value in values.items() if getattr(options, option) in (None, "")}
-    return replace(options, prompt=prompt, negative=negative, **from_flags)
-
-
 # ---------------------------------------------------------------------- checks
 
 
@@ -263,14 +139,6 @@ def size_for_aspect(preset: ModelPreset, aspect: str) -> tuple[int, int]:
     return snap(width), snap(height)
 
 
-def random_seeds(count: int) -> tuple[int, ...]:
-    return tuple(secrets.randbelow(MAX_SEED + 1) for _ in range(count))
-
-
-def consecutive_seeds(first: int, count: int) -> tuple[int, ...]:
-    return tuple((first + offset) % (MAX_SEED + 1) for offset in range(count))
-
-
 def check_prompt_text(prompt: str, *, max_chars: int, what: str = "prompt") -> str:
     """The prompt with its whitespace collapsed, at most ``max_chars`` long.
 
@@ -295,13 +163,13 @@ def _number(value: float) -> str:
     return excerpt(str(value) if isinstance(value, int) else f"{value:g}")
 
 
-def resolve_imagine(options: CheckedOptions, preset: ModelPreset) -> GenerationRequest:
+def resolve_imagine(options: CheckedOptions, preset: ModelPreset) -> Recipe:
     """Fill in the defaults of the model ``options`` chose; ``preset`` must be that model's."""
     if preset.model != options.model:
         raise ValueError(f"the options chose {options.model!r} but the preset is {preset.model!r}'s")
     width, height = size_for_aspect(preset, options.aspect)
     seeds = consecutive_seeds(options.seed, options.count) if options.seed is not None else random_seeds(options.count)
-    return GenerationRequest(
+    return Recipe(
         kind=JobKind.IMAGINE,
         prompt=options.prompt,
         negative_prompt=options.negative,

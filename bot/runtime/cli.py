@@ -121,10 +121,10 @@ def _write_result(result: JobResult, out: Path) -> int:
     except OSError as error:  # checked before generating; the disk can still fill up or change meanwhile
         print(f"error: cannot write {out} ({error.strerror or error}); the grid is in {grid_path}.", file=sys.stderr)
         return 1
-    parameters = result.parameters
+    recipe = result.recipe
     count = len(result.image_paths)
-    print(f"wrote {out} ({parameters.width}x{parameters.height} per image, {count} image{'' if count == 1 else 's'})")
-    print("seeds: " + " ".join(str(seed) for seed in parameters.seeds))
+    print(f"wrote {out} ({recipe.width}x{recipe.height} per image, {count} image{'' if count == 1 else 's'})")
+    print("seeds: " + " ".join(str(seed) for seed in recipe.seeds))
     return 0
 
 

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from bot.jobs.recipe import Recipe
 from bot.jobs.service import GenerationService
 from bot.settings import Settings
-from bot.workers.local import GenerationWorker
+from bot.workers.local import LocalWorker
 from db.store import Store
 from models.engine import DiffusionEngine, EngineConfig
 from models.safety import ImageClassifier, OpenNsfwClassifier
@@ -24,9 +25,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Core:
     settings: Settings
-    store: Store
+    store: Store[Recipe]
     engine: DiffusionEngine
-    worker: GenerationWorker
+    worker: LocalWorker
     service: GenerationService
 
 
@@ -42,12 +43,12 @@ async def open_core(
     ``engine`` and ``classifier`` may be given to share one loaded model between
     several cores (tests) or to use another classifier.
     """
-    store = await Store.open(settings.database_path)
+    store = await Store.open(settings.database_path, recipe=Recipe)
     try:
         engine = engine or DiffusionEngine(
             EngineConfig(device=settings.device, cache_dir=settings.model_cache_dir, compile=settings.compile_unet)
         )
-        worker = GenerationWorker(
+        worker = LocalWorker(
             engine,
             max_per_user=settings.queue_max_per_user,
             max_total=settings.queue_max_total,

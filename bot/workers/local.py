@@ -1,35 +1,48 @@
-"""The one owner of the GPU: a fair queue feeding a single GPU thread.
+"""The ``local`` worker client: a fair queue feeding one GPU thread in this process.
 
-Jobs wait in a round-robin queue across users (each user's jobs in order, a bound
-per user and in total). The worker takes the next job in that order and fills the
-batch with compatible jobs (same ``BatchSpec``) from the heads of the other users'
-queues, up to ``max_batch_images``. The blocking diffusers call runs in one
-dedicated thread; progress comes back with ``call_soon_threadsafe``; finished
-images are handed to the listener at once, so PNG encoding and classification (the
-listener's work) overlap with the next batch on the GPU.
+Jobs wait in a round-robin queue across users (``bot.workers.fair_queue``: each user's
+jobs in order, a bound per user and in total). The worker takes the next job in that
+order and fills the batch with compatible jobs (same ``BatchSpec``) from the heads of
+the other users' queues, up to ``max_batch_images``. The blocking diffusers call runs in
+one dedicated thread; progress comes back with ``call_soon_threadsafe``; finished
+images are handed to the listener at once, as raw RGB bytes, so PNG encoding and
+classification (the listener's work) overlap with the next batch on the GPU.
 
-This module is the seam for a later multi-GPU move: callers only use ``submit``,
-``cancel``, ``position``, ``pending_jobs``, ``preset`` and ``stop``.
+It implements ``bot.workers.protocol.WorkerClient``: the service uses nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bot.errors import QueueFull
-from bot.images.rendering import compose_grid, encode_preview
-from bot.jobs.events import Cancelled, EventListener, Failed, Finished, JobEvent, Progress, Queued, Started
+from bot.images.grid import compose_grid
+from bot.images.metadata import encode_preview
+from bot.jobs.events import (
+    Cancelled,
+    EventListener,
+    Failed,
+    Finished,
+    JobEvent,
+    Progress,
+    Queued,
+    RawImage,
+    Started,
+)
+from bot.jobs.recipe import JobKind, Recipe
 from bot.runtime.tasks import log_failure
 from bot.runtime.threads import background_executor
+from bot.workers.fair_queue import FairQueue
+from bot.workers.protocol import WorkerHealth, WorkOrder
 from models.errors import GenerationInterrupted, ModelError
-from models.types import BatchSpec, GenerationBatch, ImageTask, ModelPreset, StepProgress
+from models.types import BatchSpec, GenerationBatch, ImageTask, ModelPreset, Operation, StepProgress
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,132 +55,74 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
 
+OPERATIONS = {
+    JobKind.IMAGINE: Operation.TXT2IMG,
+    JobKind.REROLL: Operation.TXT2IMG,
+    JobKind.VARIATION: Operation.VARIATION,
+    JobKind.UPSCALE: Operation.UPSCALE,
+}
 
-@dataclass(frozen=True, slots=True, eq=False)
-class WorkItem:
-    """One job as the worker sees it: whose it is, how to run it, what to make."""
 
-    job_id: int
-    owner: int  # the fairness key: the user who is charged
-    spec: BatchSpec
-    tasks: tuple[ImageTask, ...]
+def batch_spec(recipe: Recipe) -> BatchSpec:
+    """What must be equal for jobs to share one pipeline call."""
+    return BatchSpec(
+        model=recipe.model,
+        operation=OPERATIONS[recipe.kind],
+        width=recipe.width,
+        height=recipe.height,
+        steps=recipe.steps,
+        guidance=recipe.guidance,
+        scheduler=recipe.scheduler,
+        strength=recipe.strength,
+    )
 
-    @property
-    def seeds(self) -> tuple[int, ...]:
-        return tuple(task.seed for task in self.tasks)
+
+def image_tasks(recipe: Recipe, source: Image.Image | None) -> tuple[ImageTask, ...]:
+    return tuple(
+        ImageTask(prompt=recipe.prompt, negative_prompt=recipe.negative_prompt, seed=seed, init_image=source)
+        for seed in recipe.seeds
+    )
+
+
+def decode_source(data: bytes | None) -> Image.Image | None:
+    if data is None:
+        return None
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as opened:
+        return opened.convert("RGB")
 
 
 @dataclass(slots=True, eq=False)
 class _Entry:
-    """A queued or running item with its listener and mutable bookkeeping."""
+    """A queued or running order with its listener and mutable bookkeeping."""
 
-    item: WorkItem
+    order: WorkOrder
+    spec: BatchSpec
     listener: EventListener
     queued_at: float
     cancelled: bool = False
     last_progress_at: float = field(default=float("-inf"))
     position: int = 0  # last place in the queue its listener was told
 
+    @property
+    def job_id(self) -> int:
+        return self.order.job_id
 
-class FairQueue:
-    """Round-robin across owners; each owner's jobs in submission order.
+    @property
+    def owner(self) -> int:
+        return self.order.owner
 
-    Not thread-safe: used only from the event loop.
-    """
+    @property
+    def images(self) -> int:
+        return self.order.recipe.count
 
-    def __init__(self, *, max_per_owner: int, max_total: int) -> None:
-        self._max_per_owner = max_per_owner
-        self._max_total = max_total
-        # Owners in the order they are next served; the first is served next.
-        self._owners: OrderedDict[int, deque[_Entry]] = OrderedDict()
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def check_room(self, owner: int) -> None:
-        if self._size >= self._max_total:
-            raise QueueFull(f"The queue is full ({self._max_total} jobs); try again in a few minutes.")
-        if len(self._owners.get(owner, ())) >= self._max_per_owner:
-            raise QueueFull(
-                f"You already have {self._max_per_owner} jobs waiting; wait for one to finish before adding more."
-            )
-
-    def push(self, entry: _Entry) -> None:
-        self.check_room(entry.item.owner)
-        self._owners.setdefault(entry.item.owner, deque()).append(entry)
-        self._size += 1
-
-    def order(self) -> Iterator[_Entry]:
-        """Entries in the order they would start if none were batched together."""
-        queues = [list(q) for q in self._owners.values()]
-        depth = 0
-        while True:
-            row = [q[depth] for q in queues if depth < len(q)]
-            if not row:
-                return
-            yield from row
-            depth += 1
-
-    def position(self, job_id: int) -> int | None:
-        for index, entry in enumerate(self.order(), start=1):
-            if entry.item.job_id == job_id:
-                return index
-        return None
-
-    def remove(self, job_id: int) -> _Entry | None:
-        for owner, entries in self._owners.items():
-            for entry in entries:
-                if entry.item.job_id == job_id:
-                    entries.remove(entry)
-                    self._size -= 1
-                    if not entries:
-                        del self._owners[owner]
-                    return entry
-        return None
-
-    def pending(self, owner: int) -> list[WorkItem]:
-        return [entry.item for entry in self._owners.get(owner, ())]
-
-    def drain(self) -> list[_Entry]:
-        entries = list(self.order())
-        self._owners.clear()
-        self._size = 0
-        return entries
-
-    def take_batch(self, max_images: int) -> list[_Entry]:
-        """Take the next entry in fair order plus compatible heads of other owners' queues.
-
-        Only heads are taken, so every owner's jobs still start in their order, and
-        the owners served move to the back of the round-robin.
-        """
-        if not self._owners:
-            return []
-        first_owner = next(iter(self._owners))
-        first = self._pop_head(first_owner)
-        batch = [first]
-        images = len(first.item.tasks)
-        progressed = True
-        while progressed and images < max_images:
-            progressed = False
-            for owner in list(self._owners):
-                head = self._owners[owner][0]
-                if head.item.spec == first.item.spec and images + len(head.item.tasks) <= max_images:
-                    batch.append(self._pop_head(owner))
-                    images += len(head.item.tasks)
-                    progressed = True
-        return batch
-
-    def _pop_head(self, owner: int) -> _Entry:
-        entries = self._owners.pop(owner)
-        entry = entries.popleft()
-        self._size -= 1
-        if entries:
-            self._owners[owner] = entries  # re-inserted at the back: served again after the others
-        return entry
+    @property
+    def batch_key(self) -> BatchSpec:
+        return self.spec
 
 
-class GenerationWorker:
+class LocalWorker:
     """Runs jobs on the engine, one batch at a time, in one GPU thread."""
 
     def __init__(
@@ -181,7 +136,7 @@ class GenerationWorker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
-        self._queue = FairQueue(max_per_owner=max_per_user, max_total=max_total)
+        self._queue: FairQueue[_Entry] = FairQueue(max_per_owner=max_per_user, max_total=max_total)
         self._max_batch_images = max_batch_images
         self._preview_interval_s = preview_interval_s
         self._clock = clock
@@ -226,14 +181,14 @@ class GenerationWorker:
         log.warning("restarting the generation worker after a failure")
         self._launch()
 
-    async def stop(self, *, timeout_s: float = 120.0) -> list[WorkItem]:
+    async def stop(self, *, timeout_s: float = 120.0) -> list[WorkOrder]:
         """Stop taking jobs, let the running batch finish, and hand back what never started.
 
         The items returned were not run; their owners' jobs stay ``queued`` in the
         store and are requeued on the next start.
         """
         self._accepting = False
-        left = [entry.item for entry in self._queue.drain()]
+        left = [entry.order for entry in self._queue.drain()]
         if self._runner is not None:
             self._wakeup.set()
             try:
@@ -250,31 +205,30 @@ class GenerationWorker:
 
     # -- the small interface the service uses ---------------------------------------
 
-    def submit(self, item: WorkItem, listener: EventListener) -> int:
-        """Queue ``item``; return its place (1 = next). Raises ``QueueFull``."""
+    def submit(self, order: WorkOrder, listener: EventListener) -> int:
+        """Queue ``order``; return its place (1 = next). Raises ``QueueFull``."""
         if not self._accepting:
             raise QueueFull("The bot is shutting down; try again in a minute.")
-        entry = _Entry(item=item, listener=listener, queued_at=self._clock())
+        entry = _Entry(order=order, spec=batch_spec(order.recipe), listener=listener, queued_at=self._clock())
         self._queue.push(entry)
-        position = self._queue.position(item.job_id) or len(self._queue)
+        position = self._queue.position(order.job_id) or len(self._queue)
         entry.position = position
-        self._emit(entry, Queued(item.job_id, position))
+        self._emit(entry, Queued(order.job_id, position))
         self._wakeup.set()
         return position
 
     def check_room(self, owner: int) -> None:
         """Raise ``QueueFull`` now if ``owner`` could not submit, before anything is charged."""
-        if not self._accepting:
-            raise QueueFull("The bot is shutting down; try again in a minute.")
-        if self._runner is not None and self._runner.done():
-            raise QueueFull("Image generation has stopped after repeated errors; the bot's owner has to restart it.")
+        problem = self.health().problem
+        if problem is not None:
+            raise QueueFull(problem)
         self._queue.check_room(owner)
 
     def cancel(self, job_id: int) -> bool:
         """Cancel a queued job at once, or a running one at the next step. False if unknown."""
         entry = self._queue.remove(job_id)
         if entry is None:
-            entry = next((e for e in self._running if e.item.job_id == job_id and not e.cancelled), None)
+            entry = next((e for e in self._running if e.job_id == job_id and not e.cancelled), None)
             if entry is None:
                 return False
         entry.cancelled = True
@@ -282,17 +236,25 @@ class GenerationWorker:
         return True
 
     def position(self, job_id: int) -> int | None:
-        if any(entry.item.job_id == job_id for entry in self._running):
+        if any(entry.job_id == job_id for entry in self._running):
             return 0
         return self._queue.position(job_id)
 
-    def pending_jobs(self, owner: int) -> list[WorkItem]:
-        running = [entry.item for entry in self._running if entry.item.owner == owner and not entry.cancelled]
-        return running + self._queue.pending(owner)
+    def pending_jobs(self, owner: int) -> list[WorkOrder]:
+        running = [entry.order for entry in self._running if entry.owner == owner and not entry.cancelled]
+        return running + [entry.order for entry in self._queue.pending(owner)]
 
     @property
     def queued_count(self) -> int:
         return len(self._queue)
+
+    def health(self) -> WorkerHealth:
+        problem = None
+        if not self._accepting:
+            problem = "The bot is shutting down; try again in a minute."
+        elif self._runner is not None and self._runner.done():
+            problem = "Image generation has stopped after repeated errors; the bot's owner has to restart it."
+        return WorkerHealth(running=self.running, queued=len(self._queue), problem=problem)
 
     async def preset(self, model: str) -> ModelPreset:
         """The model's preset, loading it in the GPU thread the first time it is asked for."""
@@ -326,7 +288,7 @@ class GenerationWorker:
                 # rather than vanish, and the loop is started again by its done-callback.
                 error_id = uuid.uuid4().hex[:8]
                 log.exception(
-                    "the worker failed with jobs %s in hand (error id %s)", [e.item.job_id for e in batch], error_id
+                    "the worker failed with jobs %s in hand (error id %s)", [e.job_id for e in batch], error_id
                 )
                 self._fail(batch, f"Generation failed unexpectedly (error id {error_id}); nothing was charged for it.")
                 raise
@@ -336,41 +298,34 @@ class GenerationWorker:
         for position, entry in enumerate(self._queue.order(), start=1):
             if position != entry.position:
                 entry.position = position
-                self._emit(entry, Queued(entry.item.job_id, position))
+                self._emit(entry, Queued(entry.job_id, position))
 
     async def _run_batch(self, batch: list[_Entry]) -> None:
         loop = asyncio.get_running_loop()
         self._running = batch
         started_at = self._clock()
         for entry in batch:
-            self._emit(entry, Started(entry.item.job_id))
-        spec = batch[0].item.spec
-        tasks = tuple(task for entry in batch for task in entry.item.tasks)
+            self._emit(entry, Started(entry.job_id))
+        spec = batch[0].spec
         try:
-            images = await loop.run_in_executor(
-                self._gpu,
-                self._run_blocking,
-                GenerationBatch(spec=spec, tasks=tasks),
-                batch,
-                loop,
-            )
+            images = await loop.run_in_executor(self._gpu, self._run_blocking, spec, batch, loop)
         except GenerationInterrupted:
             pass  # every job in it was cancelled, and told so when it was
         except ModelError as error:
             self._fail(batch, str(error))
         except Exception:
             error_id = uuid.uuid4().hex[:8]
-            log.exception("batch of jobs %s failed (error id %s)", [e.item.job_id for e in batch], error_id)
+            log.exception("batch of jobs %s failed (error id %s)", [e.job_id for e in batch], error_id)
             self._fail(batch, f"Generation failed unexpectedly (error id {error_id}); nothing was charged for it.")
         else:
             generation_s = self._clock() - started_at
             offset = 0
             for entry in batch:
-                count = len(entry.item.tasks)
+                count = entry.images
                 if not entry.cancelled:
                     timings = {"queued_s": started_at - entry.queued_at, "generation_s": generation_s}
                     own = tuple(images[offset : offset + count])
-                    self._emit(entry, Finished(entry.item.job_id, own, entry.item.seeds, timings))
+                    self._emit(entry, Finished(entry.job_id, own, entry.order.recipe.seeds, timings))
                 offset += count
         finally:
             self._running = []
@@ -378,19 +333,24 @@ class GenerationWorker:
     def _fail(self, batch: list[_Entry], message: str) -> None:
         for entry in batch:
             if not entry.cancelled:
-                self._emit(entry, Failed(entry.item.job_id, message))
+                self._emit(entry, Failed(entry.job_id, message))
 
-    def _run_blocking(
-        self, batch: GenerationBatch, entries: list[_Entry], loop: asyncio.AbstractEventLoop
-    ) -> list[Image.Image]:
-        """In the GPU thread: run the batch, sending throttled progress back to the loop."""
-        preset = self._presets.get(batch.spec.model) or self._engine.load(batch.spec.model)
-        self._presets.setdefault(batch.spec.model, preset)
+    def _run_blocking(self, spec: BatchSpec, entries: list[_Entry], loop: asyncio.AbstractEventLoop) -> list[RawImage]:
+        """In the GPU thread: run the batch, sending throttled progress back to the loop.
+
+        Source images are decoded here and the results turned into raw RGB bytes here, so
+        the event loop never spends time on pixels.
+        """
+        preset = self._presets.get(spec.model) or self._engine.load(spec.model)
+        self._presets.setdefault(spec.model, preset)
+        tasks = tuple(
+            task for entry in entries for task in image_tasks(entry.order.recipe, decode_source(entry.order.source))
+        )
         spans = []
         offset = 0
         for entry in entries:
-            spans.append((entry, offset, offset + len(entry.item.tasks)))
-            offset += len(entry.item.tasks)
+            spans.append((entry, offset, offset + entry.images))
+            offset += entry.images
 
         def on_step(progress: StepProgress) -> None:
             now = self._clock()
@@ -408,19 +368,22 @@ class GenerationWorker:
                 preview = _tile(previews)
                 # Encoded here, in the worker's thread: the event loop only forwards the bytes.
                 encoded = encode_preview(preview) if preview is not None else None
-                event = Progress(entry.item.job_id, progress.step, progress.total, encoded)
+                event = Progress(entry.job_id, progress.step, progress.total, encoded)
                 loop.call_soon_threadsafe(self._emit, entry, event)
 
         def should_interrupt() -> bool:
             return all(entry.cancelled for entry in entries)
 
-        return self._engine.run(batch, on_step=on_step, should_interrupt=should_interrupt)
+        output = self._engine.run(
+            GenerationBatch(spec=spec, tasks=tasks), on_step=on_step, should_interrupt=should_interrupt
+        )
+        return [RawImage.from_pil(image) for image in output.images]
 
     def _emit(self, entry: _Entry, event: JobEvent) -> None:
         try:
             entry.listener(event)
         except Exception:
-            log.exception("listener of job %s failed on %s", entry.item.job_id, type(event).__name__)
+            log.exception("listener of job %s failed on %s", entry.job_id, type(event).__name__)
 
 
 def _rows(latents: object) -> int:

@@ -1,0 +1,99 @@
+"""What made an image, written into the file users download.
+
+The recipe goes into a PNG text chunk named ``parameters`` in AUTOMATIC1111's format,
+which image viewers, Civitai and most UIs already read; a file too large for Discord
+becomes a JPEG with the same text in its EXIF description. Encoding is CPU work: callers
+run it off the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from PIL import Image, PngImagePlugin
+
+if TYPE_CHECKING:
+    from bot.jobs.recipe import Recipe
+
+DISCORD_UPLOAD_LIMIT = 10 * 1024 * 1024
+
+# Diffusers scheduler class names, as AUTOMATIC1111 names the samplers.
+SAMPLER_NAMES = {
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "EulerDiscreteScheduler": "Euler",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS",
+    "LMSDiscreteScheduler": "LMS",
+    "HeunDiscreteScheduler": "Heun",
+    "UniPCMultistepScheduler": "UniPC",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    data: bytes
+    filename: str
+    content_type: str
+
+
+def infotext(recipe: Recipe) -> str:
+    """What made an image, in AUTOMATIC1111's ``parameters`` format; a grid lists every seed."""
+    lines = [recipe.prompt]
+    if recipe.negative_prompt:
+        lines.append(f"Negative prompt: {recipe.negative_prompt}")
+    fields = [
+        ("Steps", str(recipe.steps)),
+        ("Sampler", SAMPLER_NAMES.get(recipe.scheduler, recipe.scheduler)),
+        ("CFG scale", f"{recipe.guidance:g}"),
+        ("Seed", str(recipe.seeds[0])),
+        ("Size", f"{recipe.width}x{recipe.height}"),
+        ("Model", recipe.model),
+    ]
+    if recipe.strength:
+        fields.append(("Denoising strength", f"{recipe.strength:g}"))
+    if len(recipe.seeds) > 1:
+        fields.append(("Seeds", ", ".join(str(seed) for seed in recipe.seeds)))
+    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
+    return "\n".join(lines)
+
+
+def _quote(value: str) -> str:
+    # AUTOMATIC1111 quotes a value holding a comma, colon or newline, JSON style, so it parses back.
+    if any(mark in value for mark in ",:\n"):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def encode_image(
+    image: Image.Image, recipe: Recipe, *, stem: str, limit_bytes: int = DISCORD_UPLOAD_LIMIT
+) -> EncodedImage:
+    """PNG with the parameters; if the PNG would not fit ``limit_bytes``, JPEG at falling quality."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", infotext(recipe))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, optimize=False, compress_level=6)
+    if buffer.tell() <= limit_bytes:
+        return EncodedImage(buffer.getvalue(), f"{stem}.png", "image/png")
+    exif = Image.Exif()
+    exif[0x010E] = infotext(recipe)  # ImageDescription: the one text tag every reader shows
+    rgb = image.convert("RGB")
+    for quality in (92, 85, 75, 60, 45, 30):
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="JPEG", quality=quality, exif=exif.tobytes())
+        if buffer.tell() <= limit_bytes:
+            return EncodedImage(buffer.getvalue(), f"{stem}.jpg", "image/jpeg")
+    scale = math.sqrt(limit_bytes / buffer.tell()) * 0.9
+    smaller = rgb.resize((max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale))), Image.Resampling.LANCZOS)
+    return encode_image(smaller, recipe, stem=stem, limit_bytes=limit_bytes)
+
+
+def encode_preview(image: Image.Image) -> bytes:
+    """A progress preview as PNG: small and short-lived, so the fastest compression."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

@@ -1,0 +1,137 @@
+"""The recipe: one frozen value with everything that determines a job's images.
+
+A recipe is made once, at admission (``bot.jobs.requests.resolve_imagine``, or from a
+finished job with ``as_reroll``, ``as_variation`` and ``as_upscale``), and then only read:
+SQLite keeps it as one column per field and the worker gets it as plain data, both
+through ``db.rows``, which maps the fields below without a hand-written copy. A new field
+therefore needs the field here, a migration that adds its column, and the code that uses it.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Self
+
+from db.rows import SqlValue, from_columns, to_columns
+
+#: An upscale doubles each side.
+UPSCALE_FACTOR = 2
+MAX_SEED = 2**32 - 1
+#: A variation makes this many images.
+VARIATION_COUNT = 4
+
+
+class JobKind(StrEnum):
+    """What a job makes; the values are what SQLite stores in ``jobs.kind``."""
+
+    IMAGINE = "imagine"
+    VARIATION = "variation"
+    UPSCALE = "upscale"
+    REROLL = "reroll"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recipe:
+    """A complete, valid job: what will run, and what it is charged for.
+
+    ``seeds`` holds one seed per image. ``strength`` is the img2img denoising strength (0.0
+    for text-to-image). ``parent_job_id`` and ``parent_image`` (an index into the parent's
+    images) name the image a variation or an upscale starts from, and the job a re-roll
+    repeats.
+    """
+
+    kind: JobKind
+    prompt: str
+    negative_prompt: str
+    model: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seeds: tuple[int, ...]
+    scheduler: str
+    strength: float = 0.0
+    parent_job_id: int | None = None
+    parent_image: int | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def from_image(self) -> bool:
+        """Whether it starts from one of its parent's images (variations and upscales)."""
+        return self.kind in (JobKind.VARIATION, JobKind.UPSCALE) and self.parent_image is not None
+
+    # -- recipes made from a finished job's recipe -------------------------------------------
+
+    def as_reroll(self, job_id: int) -> Recipe:
+        """The same request with new seeds, as a re-roll of job ``job_id``."""
+        return replace(
+            self,
+            kind=JobKind.REROLL,
+            seeds=random_seeds(self.count),
+            strength=0.0,
+            parent_job_id=job_id,
+            parent_image=None,
+        )
+
+    def as_variation(self, job_id: int, index: int, *, strength: float) -> Recipe:
+        """Four new images from image ``index`` of job ``job_id``; from an upscale, at the original size."""
+        width, height = self.width, self.height
+        if self.kind == JobKind.UPSCALE:
+            width, height = width // UPSCALE_FACTOR, height // UPSCALE_FACTOR
+        return replace(
+            self,
+            kind=JobKind.VARIATION,
+            width=width,
+            height=height,
+            seeds=random_seeds(VARIATION_COUNT),
+            steps=img2img_steps(self.steps, strength),
+            strength=strength,
+            parent_job_id=job_id,
+            parent_image=index,
+        )
+
+    def as_upscale(self, job_id: int, index: int, *, strength: float) -> Recipe:
+        """Image ``index`` of job ``job_id`` at twice its size, from its own seed."""
+        return replace(
+            self,
+            kind=JobKind.UPSCALE,
+            width=self.width * UPSCALE_FACTOR,
+            height=self.height * UPSCALE_FACTOR,
+            seeds=(self.seeds[index],),
+            steps=img2img_steps(self.steps, strength),
+            strength=strength,
+            parent_job_id=job_id,
+            parent_image=index,
+        )
+
+    def with_seeds(self, seeds: tuple[int, ...]) -> Recipe:
+        """The same recipe for some of its images (one image's metadata names its own seed)."""
+        return replace(self, seeds=seeds)
+
+    # -- as plain data: SQLite columns, or a message to a worker -----------------------------
+
+    def to_fields(self) -> dict[str, SqlValue]:
+        return to_columns(self)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Self:
+        return from_columns(cls, fields)
+
+
+def img2img_steps(steps: int, strength: float) -> int:
+    """img2img runs ``steps * strength`` of its steps: make sure at least one runs."""
+    return max(steps, math.ceil(1 / strength))
+
+
+def random_seeds(count: int) -> tuple[int, ...]:
+    return tuple(secrets.randbelow(MAX_SEED + 1) for _ in range(count))
+
+
+def consecutive_seeds(first: int, count: int) -> tuple[int, ...]:
+    return tuple((first + offset) % (MAX_SEED + 1) for offset in range(count))

@@ -1,0 +1,37 @@
+"""Jobs for tests that talk to the store directly: a real ``Recipe`` with the admission's fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from bot.jobs.recipe import JobKind, Recipe
+from db.records import NewJob
+
+RECIPE_FIELDS = frozenset(field.name for field in dataclasses.fields(Recipe))
+
+
+def a_recipe(**changes: Any) -> Recipe:
+    fields: dict[str, Any] = {
+        "kind": JobKind.IMAGINE,
+        "prompt": "a lighthouse in a storm",
+        "negative_prompt": "blurry",
+        "model": "stabilityai/sdxl",
+        "width": 1024,
+        "height": 768,
+        "steps": 30,
+        "guidance": 6.5,
+        "seeds": (11, 22, 33, 2**63 + 5),  # a seed bigger than SQLite's INTEGER survives as JSON
+        "scheduler": "EulerAncestralDiscreteScheduler",
+    }
+    fields.update(changes)
+    fields["kind"] = JobKind(fields["kind"])
+    return Recipe(**fields)
+
+
+def a_new_job(*, user_id: int = 1, guild_id: int | None = 10, cost: int = 4, **changes: Any) -> NewJob[Recipe]:
+    """A job to admit; ``changes`` may name fields of the recipe or of the admission (``nsfw_allowed`` ...)."""
+    recipe = a_recipe(**{name: value for name, value in changes.items() if name in RECIPE_FIELDS})
+    admission = {name: value for name, value in changes.items() if name not in RECIPE_FIELDS}
+    admission.setdefault("channel_id", 20)
+    return NewJob(recipe=recipe, guild_id=guild_id, user_id=user_id, cost=cost, **admission)
