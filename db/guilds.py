@@ -15,7 +15,7 @@ from typing import Any
 
 from db.access import StoreAccess, _check_credits, _fetchall, _text
 from db.errors import StoreInputError
-from db.records import MAX_FILTER_TERM_LENGTH, NSFW_MODES, AuditAction, AuditEntry, GuildSettings
+from db.records import MAX_FILTER_TERM_LENGTH, AuditAction, AuditEntry, GuildSettings
 
 
 class GuildQueries(StoreAccess):
@@ -35,14 +35,16 @@ class GuildQueries(StoreAccess):
         return settings
 
     async def set_nsfw_mode(self, guild_id: int, mode: str, *, actor_id: int) -> AuditEntry:
-        """Choose ``block`` or ``age-restricted`` for a guild (a ``NsfwMode`` works too)."""
+        """Set a guild's NSFW mode. The application owns the modes (``bot.policy.nsfw.NsfwMode``);
+        the schema's CHECK keeps anything else out, and the change is then refused whole."""
         mode = str(mode)
-        if mode not in NSFW_MODES:
-            raise StoreInputError(f"`{mode}` is not an NSFW mode; choose `block` or `age-restricted`.")
 
         def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
             before = _current_settings(conn, guild_id)
-            _upsert_setting(conn, guild_id, "nsfw_mode", mode, now)
+            try:
+                _upsert_setting(conn, guild_id, "nsfw_mode", mode, now)
+            except sqlite3.IntegrityError:
+                raise StoreInputError(f"`{mode}` is not an NSFW mode the database knows.") from None
             return _audit(conn, guild_id, actor_id, AuditAction.NSFW_MODE, None, before.nsfw_mode, mode, now)
 
         return await self._write(body, guild_id=guild_id)

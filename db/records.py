@@ -30,16 +30,6 @@ MAX_CREDITS = 1_000_000
 MAX_FILTER_TERM_LENGTH = 64
 
 
-class NsfwMode(StrEnum):
-    """A guild's NSFW setting; the values are what moderators choose and what the store keeps."""
-
-    BLOCK = "block"
-    AGE_RESTRICTED = "age-restricted"
-
-
-NSFW_MODES = frozenset(NsfwMode)
-
-
 class Delivery(StrEnum):
     """Where a finished job's result stands with Discord (``''`` while there is none)."""
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest
 from bot.policy import content_filter
-from db.records import AuditEntry, NsfwMode, Usage
+from bot.policy.nsfw import NsfwMode
+from db.records import AuditEntry, Usage
 
 if TYPE_CHECKING:
     from bot.settings import Settings

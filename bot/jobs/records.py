@@ -6,6 +6,7 @@ named here.
 
 from __future__ import annotations
 
-from db.records import MAX_FILTER_TERM_LENGTH, AuditEntry, GuildSettings, NsfwMode, Usage
+from bot.policy.nsfw import NsfwMode
+from db.records import MAX_FILTER_TERM_LENGTH, AuditEntry, GuildSettings, Usage
 
 __all__ = ["MAX_FILTER_TERM_LENGTH", "AuditEntry", "GuildSettings", "NsfwMode", "Usage"]

@@ -15,10 +15,16 @@ that is not age-restricted" holds whatever the setting.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from db.records import NsfwMode  # the store keeps the setting, so it owns the word
+from enum import StrEnum
 
 __all__ = ["NsfwDecision", "NsfwMode", "decide", "parse_nsfw_mode"]
+
+
+class NsfwMode(StrEnum):
+    """A guild's NSFW setting; the values are what moderators choose and what the store keeps."""
+
+    BLOCK = "block"
+    AGE_RESTRICTED = "age-restricted"
 
 
 @dataclass(frozen=True, slots=True)
