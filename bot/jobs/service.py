@@ -43,7 +43,7 @@ from bot.jobs.recipe import UPSCALE_FACTOR, JobKind, Recipe
 from bot.jobs.requests import MAX_SIDE, ImagineOptions, resolve_imagine
 from bot.policy.nsfw import NsfwDecision
 from bot.policy.pricing import refund_for_withheld
-from bot.runtime.tasks import log_failure
+from bot.runtime.tasks import TaskSet
 from bot.runtime.threads import background_executor
 from bot.workers.protocol import WorkerClient, WorkOrder
 from db.errors import QuotaExhausted
@@ -91,7 +91,7 @@ class GenerationService:
         self._cpu = background_executor(2, "latentcord-cpu")
         self._listeners: list[ServiceListener] = []
         self._following: dict[int, _Following] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("a job follower")
         self._closed = False
 
     # -- listeners -------------------------------------------------------------------
@@ -287,10 +287,8 @@ class GenerationService:
             following = self._following.pop(order.job_id, None)
             if following is not None and following.task is not None:
                 following.task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=30)
-        for task in self._tasks:
-            task.cancel()
+        await self._tasks.wait(within_s=30)
+        self._tasks.cancel()
         self._cpu.shutdown(wait=True)
 
     # -- inside ---------------------------------------------------------------------------
@@ -331,10 +329,7 @@ class GenerationService:
         position = self.worker.submit(WorkOrder(job.id, job.user_id, job.recipe, source), inbox.put_nowait)
         # Only once the worker took it: a refused job must leave nothing waiting forever.
         self._following[job.id] = following
-        following.task = asyncio.create_task(self._follow(following, inbox), name=f"job-{job.id}")
-        self._tasks.add(following.task)
-        following.task.add_done_callback(self._tasks.discard)
-        following.task.add_done_callback(log_failure("a job follower"))
+        following.task = self._tasks.spawn(self._follow(following, inbox), name=f"job-{job.id}")
         return position
 
     async def _follow(self, following: _Following, inbox: asyncio.Queue[JobEvent]) -> None:
