@@ -1,10 +1,14 @@
-"""The diffusion engine: one resident pipeline, batches of seeded images in, PIL images out.
+"""The diffusion engine: one resident pipeline, batches of seeded images in, a ``BatchOutput`` out.
 
 Everything here is blocking and runs in the worker's single GPU thread. Each
 call gets its own scheduler and its own pipeline object (``from_pipe`` shares
 the weights, not the state), and each image its own seeded generator, so an
 image depends only on its task and the batch's spec, never on what else was in
 the batch, how the batch was split, or what ran before it.
+
+What differs between operations (pipeline class, arguments, checks) lives in
+``models.operations``; the latent preview in ``models.preview``; turning a model
+reference into a pipeline in ``models.loading``.
 """
 
 from __future__ import annotations
@@ -13,19 +17,22 @@ import copy
 import gc
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from PIL import Image
 
-from models.errors import GenerationInterrupted, GenerationOutOfMemory, InvalidBatch, ModelUnavailable
+from models import preview
+from models.errors import GenerationInterrupted, GenerationOutOfMemory, ModelUnavailable
 from models.loading import default_dtype, load_pipeline, resolve_model_source
+from models.operations import call_arguments, check_batch, operation_for, pipeline_for_call
 from models.presets import ModelFamily, preset_for
 from models.types import (
+    BatchOutput,
     BatchSpec,
     GenerationBatch,
     ImageTask,
@@ -39,20 +46,6 @@ if TYPE_CHECKING:
     from models.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-
-# Pipeline classes per family and operation; img2img shares the txt2img weights via from_pipe.
-_TXT2IMG_CLASS = {
-    ModelFamily.SD1: "StableDiffusionPipeline",
-    ModelFamily.SD2: "StableDiffusionPipeline",
-    ModelFamily.TINY: "StableDiffusionPipeline",
-    ModelFamily.SDXL: "StableDiffusionXLPipeline",
-}
-_IMG2IMG_CLASS = {
-    ModelFamily.SD1: "StableDiffusionImg2ImgPipeline",
-    ModelFamily.SD2: "StableDiffusionImg2ImgPipeline",
-    ModelFamily.TINY: "StableDiffusionImg2ImgPipeline",
-    ModelFamily.SDXL: "StableDiffusionXLImg2ImgPipeline",
-}
 
 
 class _SameDtypeCastWarningFilter(logging.Filter):
@@ -114,18 +107,6 @@ class _InterruptRequested(Exception):
     """
 
 
-def planned_steps(spec: BatchSpec) -> int:
-    """How many denoising steps a batch with ``spec`` runs (``StepProgress.total``).
-
-    img2img starts part-way down the noise schedule, so it runs
-    ``int(steps * strength)`` of the ``steps`` (for the usual first-order
-    schedulers; second-order ones such as Heun report their own count).
-    """
-    if spec.operation is Operation.TXT2IMG:
-        return spec.steps
-    return min(int(spec.steps * spec.strength), spec.steps)
-
-
 def _resolve_device(name: str) -> torch.device:
     match name:
         case "auto":
@@ -169,10 +150,6 @@ class DiffusionEngine:
         do not fit on most GPUs at once. References that can never load (a
         pickle file, a missing path) are rejected first, so they cost nothing.
         """
-        return self._ensure_loaded(model).preset
-
-    def preset(self, model: str) -> ModelPreset:
-        """Defaults for ``model``; loads it if it is not resident."""
         return self._ensure_loaded(model).preset
 
     def count_prompt_tokens(self, model: str, prompt: str) -> int:
@@ -242,7 +219,7 @@ class DiffusionEngine:
         batch: GenerationBatch,
         on_step: StepCallback | None = None,
         should_interrupt: Callable[[], bool] | None = None,
-    ) -> list[Image.Image]:
+    ) -> BatchOutput:
         """Generate one RGB image per task, in task order. Blocking; call from the GPU thread.
 
         Raises ``ModelUnavailable`` if the model cannot load, ``GenerationInterrupted``
@@ -251,11 +228,18 @@ class DiffusionEngine:
         """
         # 1. Check the batch, load its model.
         resident = self._ensure_loaded(batch.spec.model)
-        _check_batch(batch, resident.pipeline)
+        check_batch(batch, resident.pipeline)
         if should_interrupt is not None and should_interrupt():
             raise GenerationInterrupted("The job was cancelled before it started.")
         # 2. Generate, halving the batch whenever the GPU runs out of memory.
-        return self._generate_splitting(resident, batch.spec, batch.tasks, 0, on_step, should_interrupt)
+        started = time.perf_counter()
+        images, calls = self._generate_splitting(resident, batch.spec, batch.tasks, 0, on_step, should_interrupt)
+        return BatchOutput(
+            images=tuple(images),
+            seeds=tuple(task.seed for task in batch.tasks),
+            pipeline_calls=calls,
+            seconds=time.perf_counter() - started,
+        )
 
     def _generate_splitting(
         self,
@@ -265,9 +249,10 @@ class DiffusionEngine:
         first_task: int,
         on_step: StepCallback | None,
         should_interrupt: Callable[[], bool] | None,
-    ) -> list[Image.Image]:
+    ) -> tuple[list[Image.Image], int]:
+        """The images for ``tasks`` and how many pipeline calls made them."""
         try:
-            return self._generate(resident, spec, tasks, first_task, on_step, should_interrupt)
+            return self._generate(resident, spec, tasks, first_task, on_step, should_interrupt), 1
         except torch.cuda.OutOfMemoryError as exc:
             detail = str(exc)  # a string keeps nothing of the failed call alive
         # Recover outside the except block: the exception's traceback keeps the failed
@@ -280,9 +265,13 @@ class DiffusionEngine:
             )
         log.info("out of GPU memory with %d images; retrying in halves", len(tasks))
         half = (len(tasks) + 1) // 2
-        first = self._generate_splitting(resident, spec, tasks[:half], first_task, on_step, should_interrupt)
-        second = self._generate_splitting(resident, spec, tasks[half:], first_task + half, on_step, should_interrupt)
-        return first + second
+        first, first_calls = self._generate_splitting(
+            resident, spec, tasks[:half], first_task, on_step, should_interrupt
+        )
+        second, second_calls = self._generate_splitting(
+            resident, spec, tasks[half:], first_task + half, on_step, should_interrupt
+        )
+        return first + second, first_calls + second_calls
 
     def _generate(
         self,
@@ -295,7 +284,8 @@ class DiffusionEngine:
     ) -> list[Image.Image]:
         """One pipeline call for ``tasks`` (rows ``first_task``… of the batch)."""
         # 1. A fresh scheduler and pipeline object for this call; the weights are shared.
-        pipeline = self._pipeline_for_call(resident, spec)
+        operation = operation_for(spec.operation)
+        pipeline = pipeline_for_call(operation, resident.pipeline, ModelFamily(resident.preset.family), spec)
 
         # 2. One generator per image, so an image depends only on its own seed.
         generators = [torch.Generator(device=self._device).manual_seed(task.seed) for task in tasks]
@@ -316,25 +306,8 @@ class DiffusionEngine:
                 raise _InterruptRequested
             return tensors
 
-        # 4. Arguments: lists, one entry per task. Negative prompts are always passed
-        # (an empty one as ""), so SDXL never swaps in its zero embedding for some
-        # rows and not others depending on the batch-mates.
-        arguments: dict[str, Any] = {
-            "prompt": [task.prompt for task in tasks],
-            "negative_prompt": [task.negative_prompt for task in tasks],
-            "num_inference_steps": spec.steps,
-            "guidance_scale": spec.guidance,
-            "generator": generators,
-            "output_type": "pil",
-            "callback_on_step_end": step_end,
-            "callback_on_step_end_tensor_inputs": ["latents"],
-        }
-        if spec.operation is Operation.TXT2IMG:
-            arguments["width"] = spec.width
-            arguments["height"] = spec.height
-        else:
-            arguments["image"] = [_init_image_for(task, spec) for task in tasks]
-            arguments["strength"] = spec.strength
+        # 4. Arguments: lists, one entry per task, as the operation wants them.
+        arguments = call_arguments(spec, tasks, generators, step_end)
 
         # 5. Run.
         try:
@@ -349,21 +322,6 @@ class DiffusionEngine:
         """The single place a pipeline runs: tests point this at a stand-in to simulate a GPU OOM."""
         return list(pipeline(**arguments).images)
 
-    def _pipeline_for_call(self, resident: _Resident, spec: BatchSpec) -> Pipeline:
-        import diffusers
-
-        base = resident.pipeline
-        scheduler_class = _scheduler_class(spec.scheduler, base)
-        family = ModelFamily(resident.preset.family)
-        table = _TXT2IMG_CLASS if spec.operation is Operation.TXT2IMG else _IMG2IMG_CLASS
-        pipeline_class = getattr(diffusers, table[family])
-        # dtype must be passed: from_pipe otherwise casts the shared modules to fp32.
-        pipeline = pipeline_class.from_pipe(
-            base, scheduler=scheduler_class.from_config(base.scheduler.config), dtype=base.dtype
-        )
-        pipeline.set_progress_bar_config(disable=True)
-        return pipeline
-
     def _free_cached_memory(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -371,72 +329,5 @@ class DiffusionEngine:
     # -- previews ----------------------------------------------------------------
 
     def latent_preview(self, latents: torch.Tensor, row: int, preset: ModelPreset, max_side: int = 128) -> Image.Image:
-        """A cheap RGB impression of one row of in-flight latents, longest side ``max_side``.
-
-        A linear map from latent channels to RGB runs on the device; only the
-        small uint8 result crosses to the CPU. No VAE, so it costs microseconds.
-        """
-        with torch.no_grad():
-            latent = latents[row].float()  # (C, h, w)
-            factors = preset.latent_rgb_factors
-            if factors is not None and len(factors) == latent.shape[0]:
-                weight = torch.tensor(factors, device=latent.device, dtype=torch.float32)
-                rgb = torch.einsum("chw,cr->hwr", latent, weight)
-                if preset.latent_rgb_bias is not None:
-                    rgb = rgb + torch.tensor(preset.latent_rgb_bias, device=latent.device)
-                rgb = (rgb + 1.0) / 2.0
-            else:
-                # No known map: stretch the first three channels to 0..1 each.
-                rgb = latent[:3].permute(1, 2, 0)
-                low = rgb.amin(dim=(0, 1), keepdim=True)
-                high = rgb.amax(dim=(0, 1), keepdim=True)
-                rgb = (rgb - low) / (high - low).clamp_min(1e-6)
-                if rgb.shape[-1] < 3:
-                    rgb = rgb[..., :1].expand(-1, -1, 3)
-            pixels = (rgb.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
-        image = Image.fromarray(np.ascontiguousarray(pixels), mode="RGB")
-        scale = max_side / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        return image.resize(size, Image.Resampling.BILINEAR)
-
-
-def _scheduler_class(name: str, base: Pipeline) -> Any:
-    """The scheduler class named ``name``, if it is one this pipeline can use."""
-    compatible = {cls.__name__: cls for cls in base.scheduler.compatibles}
-    compatible[type(base.scheduler).__name__] = type(base.scheduler)
-    if name not in compatible:
-        raise InvalidBatch(
-            f"{name} is not a scheduler this model can use: try EulerAncestralDiscreteScheduler "
-            "or DPMSolverMultistepScheduler."
-        )
-    return compatible[name]
-
-
-def _init_image_for(task: ImageTask, spec: BatchSpec) -> Image.Image:
-    """The source image at the output size (for an upscale, that resize is the upscale)."""
-    assert task.init_image is not None  # _check_batch made sure
-    image = task.init_image.convert("RGB")
-    if image.size != (spec.width, spec.height):
-        image = image.resize((spec.width, spec.height), Image.Resampling.LANCZOS)
-    return image
-
-
-def _check_batch(batch: GenerationBatch, pipeline: Pipeline) -> None:
-    """Reject what diffusers would reject, with a sentence instead of a traceback."""
-    spec = batch.spec
-    multiple = int(pipeline.vae_scale_factor)
-    if not batch.tasks:
-        raise InvalidBatch("A batch needs at least one image.")
-    if spec.width <= 0 or spec.height <= 0 or spec.width % multiple or spec.height % multiple:
-        raise InvalidBatch(
-            f"Width and height must be positive multiples of {multiple}, not {spec.width}x{spec.height}."
-        )
-    if spec.steps < 1:
-        raise InvalidBatch(f"Steps must be at least 1, not {spec.steps}.")
-    if spec.operation is not Operation.TXT2IMG:
-        if not 0.0 < spec.strength <= 1.0:
-            raise InvalidBatch(f"Strength must be above 0 and at most 1, not {spec.strength}.")
-        if planned_steps(spec) < 1:
-            raise InvalidBatch(f"{spec.steps} steps at strength {spec.strength} leaves no step to run: raise either.")
-        if any(task.init_image is None for task in batch.tasks):
-            raise InvalidBatch(f"A {spec.operation} needs a source image for every task.")
+        """A cheap RGB impression of one row of in-flight latents (see ``models.preview``)."""
+        return preview.latent_preview(latents, row, preset, max_side)

@@ -1,7 +1,7 @@
 """Value objects shared by the diffusion engine and its callers.
 
 Nothing here knows about Discord or SQL: the worker in ``bot/`` turns jobs into
-``GenerationBatch`` objects and gets images back.
+``GenerationBatch`` objects and gets a ``BatchOutput`` back.
 """
 
 from __future__ import annotations
@@ -56,6 +56,22 @@ class ImageTask:
 class GenerationBatch:
     spec: BatchSpec
     tasks: tuple[ImageTask, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BatchOutput:
+    """What ``DiffusionEngine.run`` made of a batch: one RGB image per task, in task order.
+
+    ``seeds[i]`` is the seed ``images[i]`` was drawn from (the batch's own task
+    seeds, echoed so a caller need not zip them back). ``pipeline_calls`` is 1
+    unless the GPU ran out of memory and the batch was split; ``seconds`` is the
+    wall time of the whole run, model loading excluded.
+    """
+
+    images: tuple[Image.Image, ...]
+    seeds: tuple[int, ...]
+    pipeline_calls: int
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)

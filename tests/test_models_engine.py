@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from models.engine import DiffusionEngine, EngineConfig, planned_steps
+from models.engine import DiffusionEngine, EngineConfig
 from models.errors import GenerationInterrupted, GenerationOutOfMemory, InvalidBatch
+from models.operations import planned_steps
 from models.tiny import TINY_MODEL_ID
-from models.types import BatchSpec, GenerationBatch, ImageTask, ModelPreset, Operation, StepProgress
+from models.types import BatchOutput, BatchSpec, GenerationBatch, ImageTask, ModelPreset, Operation, StepProgress
 
 STEPS = 4
 
@@ -54,11 +55,11 @@ def max_difference(first: Image.Image, second: Image.Image) -> int:
 
 
 def txt2img(engine: DiffusionEngine, *tasks: ImageTask, **kwargs: object) -> list[Image.Image]:
-    return engine.run(GenerationBatch(spec(**kwargs), tuple(tasks)))  # type: ignore[arg-type]
+    return list(engine.run(GenerationBatch(spec(**kwargs), tuple(tasks))).images)  # type: ignore[arg-type]
 
 
 def test_device_and_preset(engine: DiffusionEngine) -> None:
-    preset = engine.preset(TINY_MODEL_ID)
+    preset = engine.load(TINY_MODEL_ID)
     assert engine.device == torch.device("cpu")
     assert (preset.family, preset.width, preset.height) == ("tiny", 64, 64)
     assert preset.max_prompt_tokens == 77
@@ -91,6 +92,20 @@ def test_same_image_alone_or_in_a_batch(engine: DiffusionEngine) -> None:
     assert max_difference(alone, batch[0]) > 10
 
 
+def test_a_run_returns_its_images_with_their_seeds(engine: DiffusionEngine) -> None:
+    tasks = (ImageTask("a kite", "", seed=31), ImageTask("a kite", "", seed=7))
+    output = engine.run(GenerationBatch(spec(), tasks))
+
+    assert isinstance(output, BatchOutput)
+    assert isinstance(output.images, tuple)
+    assert [(image.mode, image.size) for image in output.images] == [("RGB", (64, 64))] * 2
+    assert output.seeds == (31, 7)
+    assert output.pipeline_calls == 1
+    assert output.seconds > 0
+    with pytest.raises(AttributeError):
+        output.seeds = ()  # type: ignore[misc]  # frozen: the assignment is the point
+
+
 def test_a_call_leaves_the_shared_pipeline_as_it_was(engine: DiffusionEngine) -> None:
     task = ImageTask("a quiet harbour", "", seed=5)
     euler = txt2img(engine, task)[0]
@@ -103,7 +118,7 @@ def test_a_call_leaves_the_shared_pipeline_as_it_was(engine: DiffusionEngine) ->
 def test_variation_keeps_size_and_varies(engine: DiffusionEngine) -> None:
     source = txt2img(engine, ImageTask("a blue vase", "", seed=1))[0]
     tasks = tuple(ImageTask("a blue vase", "", seed=200 + n, init_image=source) for n in range(3))
-    images = engine.run(GenerationBatch(spec(Operation.VARIATION, steps=STEPS, strength=0.75), tasks))
+    images = engine.run(GenerationBatch(spec(Operation.VARIATION, steps=STEPS, strength=0.75), tasks)).images
 
     assert [(image.mode, image.size) for image in images] == [("RGB", (64, 64))] * 3
     assert all(max_difference(image, source) > 10 for image in images)
@@ -114,7 +129,7 @@ def test_variation_keeps_size_and_varies(engine: DiffusionEngine) -> None:
 def test_upscale_doubles_the_size(engine: DiffusionEngine) -> None:
     source = txt2img(engine, ImageTask("a green hill", "", seed=3))[0]
     task = ImageTask("a green hill", "", seed=3, init_image=source)
-    upscaled = engine.run(GenerationBatch(spec(Operation.UPSCALE, size=128, steps=8, strength=0.3), (task,)))
+    upscaled = engine.run(GenerationBatch(spec(Operation.UPSCALE, size=128, steps=8, strength=0.3), (task,))).images
     assert [(image.mode, image.size) for image in upscaled] == [("RGB", (128, 128))]
 
 
@@ -144,7 +159,7 @@ def test_out_of_memory_splits_the_batch_and_keeps_order(
     engine: DiffusionEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tasks = tuple(ImageTask(f"portrait number {n}", "", seed=n) for n in range(5))
-    expected = engine.run(GenerationBatch(spec(), tasks))
+    expected = engine.run(GenerationBatch(spec(), tasks)).images
 
     real_call = engine._call_pipeline
     call_sizes: list[int] = []
@@ -157,16 +172,18 @@ def test_out_of_memory_splits_the_batch_and_keeps_order(
 
     monkeypatch.setattr(engine, "_call_pipeline", fits_one_image)
     first_tasks: list[int] = []
-    images = engine.run(
+    output = engine.run(
         GenerationBatch(spec(), tasks),
         on_step=lambda progress: first_tasks.append(progress.first_task),
     )
 
-    assert len(images) == 5
-    for image, reference in zip(images, expected, strict=True):
+    assert len(output.images) == 5
+    for image, reference in zip(output.images, expected, strict=True):
         assert max_difference(image, reference) <= 2
+    assert output.seeds == (0, 1, 2, 3, 4)
     assert sorted(set(first_tasks)) == [0, 1, 2, 3, 4]
     assert call_sizes.count(1) == 5
+    assert output.pipeline_calls == 5
 
 
 def test_one_image_that_does_not_fit_raises(engine: DiffusionEngine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,14 +198,14 @@ def test_one_image_that_does_not_fit_raises(engine: DiffusionEngine, monkeypatch
 
 
 def test_prompt_token_count(engine: DiffusionEngine) -> None:
-    limit = engine.preset(TINY_MODEL_ID).max_prompt_tokens
+    limit = engine.load(TINY_MODEL_ID).max_prompt_tokens
     long_prompt = " ".join(["a very detailed painting of a lighthouse"] * 29)  # 203 words
     assert engine.count_prompt_tokens(TINY_MODEL_ID, long_prompt) > limit
     assert 2 < engine.count_prompt_tokens(TINY_MODEL_ID, "a cat") < limit
 
 
 def test_latent_preview_of_real_latents(engine: DiffusionEngine) -> None:
-    preset = engine.preset(TINY_MODEL_ID)
+    preset = engine.load(TINY_MODEL_ID)
     latents: list[torch.Tensor] = []
     engine.run(
         GenerationBatch(spec(steps=2), (ImageTask("a", "", 1), ImageTask("b", "", 2))),

@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import huggingface_hub.constants
 import pytest
@@ -169,13 +170,59 @@ def test_engine_keeps_one_pipeline_and_survives_bad_references(
 
     with monkeypatch.context() as patch:
         patch.setattr(engine_module, "load_pipeline", must_not_reload)
-        assert engine.preset(TINY_MODEL_ID).family == "tiny"
+        assert engine.load(TINY_MODEL_ID).family == "tiny"
 
     # …while loading another model frees the first.
     other = engine.load(str(ensure_tiny_model(cache_dir)))
     assert other.family == "sd1"  # the same weights, not named builtin:tiny: judged by shape
     gc.collect()
     assert first() is None
+
+
+def test_concurrent_first_loads_build_the_pipeline_once(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads released at once on a fresh engine share one load of the real tiny model.
+
+    Every path that loads lazily (``load``, and ``count_prompt_tokens`` before a
+    load) is raced; the real loader is wrapped only to count its calls, so a
+    second build by a racing thread, which would cost a second copy of the
+    weights on a GPU, fails the test.
+    """
+    ensure_tiny_model(cache_dir)  # the files on disk are not what races here: building the pipeline is
+    real_load = engine_module.load_pipeline
+    builds: list[str] = []
+
+    def counting_load(model: str, **options: Any) -> Any:
+        builds.append(model)
+        return real_load(model, **options)
+
+    monkeypatch.setattr(engine_module, "load_pipeline", counting_load)
+    engine = DiffusionEngine(EngineConfig(device="cpu", cache_dir=cache_dir))
+    racers = 4
+    barrier = threading.Barrier(racers)
+    families: list[str] = []
+    token_counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def race(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            if index % 2:
+                token_counts.append(engine.count_prompt_tokens(TINY_MODEL_ID, "a cat"))
+            else:
+                families.append(engine.load(TINY_MODEL_ID).family)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(index,)) for index in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert builds == [TINY_MODEL_ID]
+    assert errors == []
+    assert families == ["tiny"] * (racers // 2)
+    assert len(token_counts) == racers // 2 and len(set(token_counts)) == 1
 
 
 def test_engine_rejects_unknown_devices() -> None:
@@ -250,13 +297,13 @@ def test_sdxl_family_runs_txt2img_and_variation(tiny_sdxl_folder: Path, cache_di
         return GenerationBatch(spec, tasks)
 
     target = ImageTask("a lighthouse", "", seed=11)
-    alone = engine.run(batch(Operation.TXT2IMG, target))[0]
-    mixed = engine.run(batch(Operation.TXT2IMG, ImageTask("a ship", "fog", seed=3), target))
+    alone = engine.run(batch(Operation.TXT2IMG, target)).images[0]
+    mixed = engine.run(batch(Operation.TXT2IMG, ImageTask("a ship", "fog", seed=3), target)).images
     assert [image.size for image in mixed] == [(64, 64), (64, 64)]
     assert int((torch.tensor(list(alone.getdata())) - torch.tensor(list(mixed[1].getdata()))).abs().max()) <= 2
 
     variations = engine.run(
         batch(Operation.VARIATION, *(ImageTask("a lighthouse", "", seed=n, init_image=alone) for n in (1, 2)))
-    )
+    ).images
     assert [(image.mode, image.size) for image in variations] == [("RGB", (64, 64))] * 2
     assert variations[0].tobytes() != variations[1].tobytes()
