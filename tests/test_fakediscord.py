@@ -195,11 +195,6 @@ class EchoBot(commands.Bot):
 
 
 @pytest.fixture
-def world(fake_discord: FakeDiscord) -> GuildSetup:
-    return fake_discord.add_standard_guild()
-
-
-@pytest.fixture
 async def bot(fake_discord: FakeDiscord, world: GuildSetup) -> AsyncIterator[EchoBot]:
     async with running_client(EchoBot(sync_commands=True), fake_discord) as client:
         yield client

@@ -4,6 +4,12 @@ Start with :class:`FakeDiscord` (or the ``fake_discord`` fixture in :mod:`.fixtu
 world (:meth:`FakeDiscord.add_standard_guild`), run a client with :func:`.fixtures.running_client`,
 then act as users (:meth:`FakeDiscord.run_slash`, :meth:`FakeDiscord.press_button`) and assert on
 the records (:class:`InteractionRecord`, :class:`StoredMessage`, :attr:`FakeDiscord.calls`).
+
+Inside: :mod:`.server` (the facade and its HTTP server) composes :mod:`.world` (guilds, channels,
+members, roles, users, permissions, registered commands), :mod:`.messages` (stored messages and
+attachments) and :mod:`.driver` (acting as a user); :mod:`.rest` and :mod:`.gateway` speak
+Discord's protocols, :mod:`.interactions` builds interaction payloads, :mod:`.models` holds the
+records, :mod:`.validation` Discord's limits, and :mod:`.fixtures` the pytest fixtures.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ built, also by the webhook adapter) and ``DiscordWebSocket.DEFAULT_GATEWAY`` (re
 ``DiscordWebSocket.from_client``) are class attributes, so they are monkeypatched for the duration
 of one test and restored afterwards.
 
-To use the fixture from any test module, add ``pytest_plugins = ["tests.fakediscord.fixtures"]``
-to the root ``tests/conftest.py``, or re-export it: ``fake_discord = fixtures.fake_discord``.
+The fixtures are ``fake_discord`` and ``world`` (the standard guild in it). To use them from any
+test module, add ``pytest_plugins = ["tests.fakediscord.fixtures"]`` to the root
+``tests/conftest.py`` (as this project does), or re-export one: ``fake_discord = fixtures.fake_discord``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import discord.http
 import pytest
 import yarl
 
-from tests.fakediscord.server import FakeDiscord
+from tests.fakediscord.server import FakeDiscord, GuildSetup
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDis
     """A fresh fake Discord per test, with discord.py pointed at it."""
     async with serving_fake_discord(monkeypatch) as fake:
         yield fake
+
+
+@pytest.fixture
+def world(fake_discord: FakeDiscord) -> GuildSetup:
+    """The standard guild (:meth:`FakeDiscord.add_standard_guild`) in the test's fake Discord."""
+    return fake_discord.add_standard_guild()
 
 
 def _describe_calls(fake: FakeDiscord) -> str:
