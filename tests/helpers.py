@@ -1,6 +1,21 @@
-"""Small test doubles shared by several test modules."""
+"""Small test doubles and builders shared by several test modules (and, for the settings, the benchmarks)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bot.settings import Settings
+from models.tiny import TINY_MODEL_ID
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from tests.fakediscord.models import StoredMessage
 
 T0 = 1_700_000_000.0
 
@@ -13,3 +28,43 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class NoNsfw:
+    """The NSFW classifier's interface; flags the given image positions (none by default) and counts its calls.
+
+    The real classifier's scores on the tiny model's noise images are arbitrary, so tests that
+    are not about the classifier use this one.
+    """
+
+    def __init__(self, flagged: Sequence[int] = ()) -> None:
+        self.flagged = set(flagged)
+        self.calls = 0
+
+    def nsfw_scores(self, images: Sequence[Image.Image]) -> list[float]:
+        self.calls += 1
+        return [0.99 if index in self.flagged else 0.01 for index in range(len(images))]
+
+
+def tiny_settings(folder: Path, **overrides: Any) -> Settings:
+    """Settings for the real bot on ``builtin:tiny`` on the CPU, its database, images and model cache in ``folder``."""
+    base = Settings(
+        sd_model=TINY_MODEL_ID,
+        database_path=folder / "bot.sqlite3",
+        images_dir=folder / "images",
+        model_cache_dir=folder / "models",
+        device="cpu",
+    )
+    return replace(base, **overrides)
+
+
+def has_grid(message: StoredMessage) -> bool:
+    """A finished result in the fake Discord: images attached, and the grid's 🔄 (or an upscale's Vary) button."""
+    return bool(message.attachments) and any(
+        b.get("label") == "🔄" or "Vary" in str(b.get("label")) for b in message.buttons
+    )
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    """An image's pixels as signed integers, so two images can be subtracted."""
+    return np.asarray(image, dtype=np.int16)

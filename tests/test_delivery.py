@@ -15,10 +15,10 @@ from models.engine import DiffusionEngine
 from tests import test_discord_bot
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.server import GuildSetup
-from tests.test_discord_bot import Clock, has_grid, imagine, running_bot
+from tests.helpers import has_grid
+from tests.test_discord_bot import Clock, imagine, running_bot
 
-world = test_discord_bot.world  # the same fixtures as the other Discord tests
-settings = test_discord_bot.settings
+settings = test_discord_bot.settings  # the same settings as the other Discord tests
 
 TOKEN_LIFE_S = 15 * 60
 

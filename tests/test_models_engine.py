@@ -15,6 +15,7 @@ from models.errors import GenerationInterrupted, GenerationOutOfMemory, InvalidB
 from models.operations import planned_steps
 from models.tiny import TINY_MODEL_ID
 from models.types import BatchOutput, BatchSpec, GenerationBatch, ImageTask, ModelPreset, Operation, StepProgress
+from tests.helpers import pixels
 
 STEPS = 4
 
@@ -44,10 +45,6 @@ def spec(
         scheduler=scheduler,
         strength=strength,
     )
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 def max_difference(first: Image.Image, second: Image.Image) -> int:

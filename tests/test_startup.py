@@ -23,9 +23,10 @@ import pytest
 
 from bot.__main__ import SecretRedactionFilter
 from models.tiny import TINY_MODEL_ID
-from tests.fakediscord import FakeDiscord, StoredMessage
+from tests.fakediscord import FakeDiscord
 from tests.fakediscord.fixtures import serving_fake_discord
 from tests.fakediscord.server import GuildSetup
+from tests.helpers import has_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 # Generous: CI is a busy 2-core machine, and each process imports torch and builds the model.
@@ -316,15 +317,6 @@ def test_redaction_covers_the_bot_token_and_tracebacks() -> None:
 
 
 @pytest.fixture
-def world(fake_discord: FakeDiscord) -> GuildSetup:
-    return fake_discord.add_standard_guild()
-
-
-def _has_grid(message: StoredMessage) -> bool:
-    return bool(message.attachments) and any(button.get("label") == "🔄" for button in message.buttons)
-
-
-@pytest.fixture
 async def debug_bot(
     fake_discord: FakeDiscord, world: GuildSetup, tmp_path: Path, model_cache_dir: Path
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
@@ -361,7 +353,7 @@ async def test_a_debug_log_holds_no_interaction_token_and_a_dropped_connection_i
         "imagine", {"prompt": "a red fox", "steps": 2, "count": 1}, user=world.member, channel=world.text_channel
     )
     await first.wait_for_response(timeout=10)
-    await first.wait_for_message(_has_grid, timeout=120)
+    await first.wait_for_message(has_grid, timeout=120)
     # 2. Discord drops the connection (as when it restarts): the bot resumes and keeps serving.
     session = fake_discord.gateway.active()
     assert session is not None
@@ -371,7 +363,7 @@ async def test_a_debug_log_holds_no_interaction_token_and_a_dropped_connection_i
         "imagine", {"prompt": "a blue fox", "steps": 2, "count": 1}, user=world.member, channel=world.text_channel
     )
     await second.wait_for_response(timeout=10)
-    await second.wait_for_message(_has_grid, timeout=120)
+    await second.wait_for_message(has_grid, timeout=120)
     # 3. A clean stop, and a log with every secret redacted.
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 120) == 0
