@@ -8,8 +8,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs.messages import fit_content
 from cogs._shared.origin import origin_of
+from cogs._shared.replies import reply_ephemeral
 from cogs._shared.usage_text import describe_usage
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class Usage(commands.Cog):
                 lines.append(f"• job {job.job_id} ({where}): {job.prompt[:80]}")
         else:
             lines.append("You have no jobs in the queue.")
-        await interaction.response.send_message(fit_content("\n".join(lines)), ephemeral=True)
+        await reply_ephemeral(interaction, "\n".join(lines))
 
 
 async def setup(bot: LatentcordBot) -> None:

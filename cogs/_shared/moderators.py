@@ -11,6 +11,7 @@ from discord import app_commands
 
 from bot.jobs.messages import fit_content
 from bot.jobs.records import AuditEntry
+from cogs._shared.channels import messageable_channel
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
@@ -49,8 +50,8 @@ async def post_to_modlog(bot: LatentcordBot, guild_id: int, text: str) -> None:
     if channel_id is None:
         return
     try:
-        channel = bot.get_channel(channel_id) or await bot.fetch_channel(channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
+        channel = await messageable_channel(bot, channel_id)
+        if channel is None:
             log.warning("the log channel %s of guild %s takes no messages", channel_id, guild_id)
             return
         await channel.send(fit_content(text), allowed_mentions=discord.AllowedMentions.none())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from bot.jobs.admission import describe_wait
 from bot.jobs.records import Usage
-from bot.jobs.service import describe_wait
 
 
 def describe_usage(usage: Usage, limit: int, now: float) -> str:

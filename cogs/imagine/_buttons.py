@@ -1,0 +1,111 @@
+"""The buttons under a job's messages: U1–U4, V1–V4, 🔄, the Vary pair, Cancel and Delete.
+
+Each is a ``DynamicItem`` whose custom id names its job and image (``lc:u:<job>:<n>``), so a
+press on a message posted before a restart still works: everything else is in SQLite.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import discord
+
+from bot.app import send_ephemeral
+
+
+class ButtonAction(StrEnum):
+    """What a button under a job does; the value is what its custom id stores, so never change one."""
+
+    UPSCALE = "u"
+    VARIATION = "v"
+    REROLL = "r"
+    VARY_STRONG = "vs"
+    VARY_SUBTLE = "vt"
+    CANCEL = "x"
+    DELETE = "del"
+
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lc:(?P<action>[a-z]+):(?P<job>[0-9]+):(?P<n>[0-9]+)"
+):
+    """A button that names its job and image (``lc:u:<job>:<n>``, n from 1), so it needs no memory."""
+
+    def __init__(
+        self,
+        action: ButtonAction | str,
+        job_id: int,
+        n: int = 0,
+        *,
+        label: str | None = None,
+        emoji: str | None = None,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+        disabled: bool = False,
+        row: int | None = None,
+    ) -> None:
+        button: discord.ui.Button[Any] = discord.ui.Button(
+            label=label, emoji=emoji, style=style, disabled=disabled, custom_id=self.custom_id_for(action, job_id, n)
+        )
+        super().__init__(button, row=row)
+        self.action, self.job_id, self.n = action, job_id, n
+
+    @staticmethod
+    def custom_id_for(action: ButtonAction | str, job_id: int, n: int = 0) -> str:
+        return f"lc:{action}:{job_id}:{n}"
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any, /
+    ) -> JobButton:
+        return cls(match["action"], int(match["job"]), int(match["n"]))  # checked when pressed
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        cog = interaction.client.get_cog("Imagine")
+        if cog is None:
+            await send_ephemeral(interaction, "The bot is starting up; press the button again in a moment.")
+            return
+        try:
+            await cog.handle_button(interaction, self.action, self.job_id, self.n)
+        except Exception as error:
+            # Buttons bypass the command tree's handler, so they share it explicitly.
+            await interaction.client.report_error(interaction, error)
+
+
+def grid_buttons(job_id: int, images: int, withheld: frozenset[int]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for n in range(1, images + 1):
+        view.add_item(JobButton(ButtonAction.UPSCALE, job_id, n, label=f"U{n}", disabled=n - 1 in withheld, row=0))
+    view.add_item(JobButton(ButtonAction.REROLL, job_id, 0, label="🔄", style=discord.ButtonStyle.primary, row=0))
+    for n in range(1, images + 1):
+        view.add_item(JobButton(ButtonAction.VARIATION, job_id, n, label=f"V{n}", disabled=n - 1 in withheld, row=1))
+    view.add_item(
+        JobButton(ButtonAction.DELETE, job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=2)
+    )
+    return view
+
+
+def upscale_buttons(job_id: int, withheld: bool) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(ButtonAction.VARY_STRONG, job_id, 1, label="Vary (Strong)", disabled=withheld, row=0))
+    view.add_item(JobButton(ButtonAction.VARY_SUBTLE, job_id, 1, label="Vary (Subtle)", disabled=withheld, row=0))
+    view.add_item(
+        JobButton(ButtonAction.DELETE, job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+    )
+    return view
+
+
+def cancel_button(job_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(ButtonAction.CANCEL, job_id, 0, label="Cancel", style=discord.ButtonStyle.secondary))
+    return view
+
+
+def holds_result(message: discord.Message, me: int, job_id: int) -> bool:
+    """Whether the bot's ``message`` holds the result of ``job_id``: only a result carries its Delete button."""
+    marker = JobButton.custom_id_for(ButtonAction.DELETE, job_id)
+    return message.author.id == me and any(
+        getattr(child, "custom_id", None) == marker
+        for row in message.components
+        if isinstance(row, discord.ActionRow)
+        for child in row.children
+    )

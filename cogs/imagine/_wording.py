@@ -1,0 +1,33 @@
+"""How a job's messages read: its headline, the progress bar, the summary under a result."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.jobs.outcomes import JobResult
+from bot.jobs.recipe import JobKind, Recipe
+
+
+def headline(recipe: Recipe, user_id: int) -> str:
+    parent_image = recipe.parent_image
+    what = {
+        JobKind.UPSCALE: f" (image {(parent_image or 0) + 1} upscaled)",
+        JobKind.VARIATION: f" (variations of image {(parent_image or 0) + 1})",
+        JobKind.REROLL: " (re-roll)",
+    }.get(JobKind(recipe.kind), "")
+    prompt = recipe.prompt
+    shown = prompt if len(prompt) <= 300 else prompt[:297] + "…"
+    # A prompt is shown, never obeyed: no formatting, and no pings of whoever it names.
+    shown = discord.utils.escape_mentions(discord.utils.escape_markdown(shown))
+    return f"**{shown}**{what} — <@{user_id}>"
+
+
+def progress_bar(step: int, total: int, width: int = 10) -> str:
+    filled = round(width * step / max(total, 1))
+    return "▰" * filled + "▱" * (width - filled)
+
+
+def summary(result: JobResult) -> str:
+    r = result.recipe
+    seeds = ", ".join(str(seed) for seed in r.seeds)
+    return f"Seeds: {seeds} · {r.width}x{r.height} · {r.steps} steps · guidance {r.guidance:g} · {r.model}"
