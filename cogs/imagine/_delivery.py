@@ -24,7 +24,7 @@ from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
 from bot.jobs.messages import fit_content
 from bot.jobs.outcomes import Completed, JobResult, ServiceEvent
 from bot.jobs.recipe import JobKind
-from bot.runtime.tasks import log_failure
+from bot.runtime.tasks import TaskSet
 from cogs._shared.channels import messageable_channel
 from cogs.imagine._buttons import grid_buttons, holds_result, upscale_buttons
 from cogs.imagine._wording import headline, progress_bar, summary
@@ -65,23 +65,19 @@ class Deliveries:
     def __init__(self, bot: LatentcordBot) -> None:
         self.bot = bot
         self.service = bot.service
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("a delivery")
         self._posting: set[asyncio.Task[Any]] = set()  # deliveries in the middle of a try, not backing off
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str | None = None) -> None:
         """Run ``work`` as a task the cog keeps until it ends, and cancels on unload; a failure is logged."""
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(log_failure("a delivery"))
+        self._tasks.spawn(work, name=name)
 
     async def close(self) -> None:
         """On shutdown, a result being posted gets a moment to land; anything left is posted on the next start."""
         posting = {task for task in self._posting if not task.done()}
         if posting:
             await asyncio.wait(posting, timeout=SHUTDOWN_POST_WAIT_S)
-        for task in self._tasks:
-            task.cancel()
+        self._tasks.cancel()
 
     # -- an admitted job's events -----------------------------------------------------------
 
