@@ -27,11 +27,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent
 from bot.jobs.recipe import JobKind, Recipe
-from bot.workers.local import LocalWorker, batch_spec, image_tasks
+from bot.workers.dispatch import Dispatcher
+from bot.workers.inprocess import InProcessTransport
 from bot.workers.protocol import WorkOrder
+from bot.workers.runner import batch_spec, image_tasks
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
 from models.types import GenerationBatch
+from tests.helpers import MemoryAttempts
 
 RUNS = 3  # each figure is the best of this many runs
 
@@ -63,7 +66,7 @@ def as_batch(order: WorkOrder) -> GenerationBatch:
     return GenerationBatch(spec=batch_spec(order.recipe), tasks=image_tasks(order.recipe, None))
 
 
-async def through(worker: LocalWorker, items: list[WorkOrder], lags: list[float] | None = None) -> float:
+async def through(worker: Dispatcher, items: list[WorkOrder], lags: list[float] | None = None) -> float:
     """Seconds to run ``items`` through ``worker``, all queued at once; samples loop lag if asked."""
     remaining = len(items)
     done = asyncio.Event()
@@ -121,7 +124,10 @@ async def measure(phase: str, jobs_count: int, steps: int, device: str) -> dict[
             with ThreadPoolExecutor(max_workers=1) as thread:
                 return {"seconds": thread.submit(baseline).result()}
         max_batch_images = 1 if phase == "batching-off" else 4 if phase in ("worker", "lag") else 8
-        worker = LocalWorker(engine, max_per_user=100, max_total=100, max_batch_images=max_batch_images)
+        transport = InProcessTransport(engine, classifier=None, max_batch_images=max_batch_images)
+        worker = Dispatcher(
+            transport, MemoryAttempts(), max_per_user=100, max_total=100, max_batch_images=max_batch_images
+        )
         await worker.start()
         await worker.preset(TINY_MODEL_ID)  # loads in the worker's GPU thread
         await through(worker, [warm_up_order])

@@ -33,7 +33,6 @@ from bot.runtime.tasks import log_failure
 from bot.settings import Settings
 from bot.workers.protocol import WorkerClient
 from db.store import Store
-from models.safety import ImageClassifier, OpenNsfwClassifier
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,6 @@ class LatentcordBot(commands.Bot):
         store: Store[Recipe],
         worker: WorkerClient,
         service: GenerationService | None = None,
-        classifier: ImageClassifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         intents = discord.Intents.none()
@@ -69,12 +67,7 @@ class LatentcordBot(commands.Bot):
         self.settings = settings
         self.store = store
         self.worker = worker
-        self.service = service or GenerationService(
-            settings=settings,
-            store=store,
-            worker=worker,
-            classifier=classifier if classifier is not None else OpenNsfwClassifier(),
-        )
+        self.service = service or GenerationService(settings=settings, store=store, worker=worker)
         self.moderation = ModerationService(store=store, settings=settings)
         self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
         self._token_sweeper: asyncio.Task[None] | None = None

@@ -8,6 +8,7 @@ who asked and where, its status, its charge and refunds, and where its result we
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Generic
@@ -113,9 +114,14 @@ class JobQueries(StoreAccess, Generic[R]):
         image_paths: Sequence[str],
         withheld: Sequence[int],
         timings: Mapping[str, float],
+        attempt_token: str | None = None,
     ) -> bool:
         """``running`` -> ``done``, with where the images are, which were withheld (indexes into
-        the job's images, i.e. its seeds) and how long each phase took."""
+        the job's images, i.e. its seeds) and how long each phase took.
+
+        With ``attempt_token``, only if that is still the job's current attempt: a result from an
+        attempt given up on (its worker was declared lost) changes nothing and returns False.
+        """
         paths = [str(path) for path in image_paths]
         hidden = sorted({int(index) for index in withheld})
         if any(index < 0 for index in hidden):
@@ -126,6 +132,7 @@ class JobQueries(StoreAccess, Generic[R]):
             "delivery = 'pending', delivery_started_at = :now",
             (JobStatus.RUNNING,),
             {
+                "token": attempt_token,
                 "paths": json.dumps(paths),
                 "withheld": json.dumps(hidden),
                 "timings": json.dumps({str(key): float(value) for key, value in timings.items()}),
@@ -157,8 +164,9 @@ class JobQueries(StoreAccess, Generic[R]):
         def body(conn: sqlite3.Connection, now: float) -> bool:
             values = {**params, "now": now, "id": job_id}
             values.update({f"from{i}": str(status) for i, status in enumerate(allowed_from)})
+            current = " AND attempt_token = :token" if values.get("token") is not None else ""
             cursor = conn.execute(
-                f"UPDATE jobs SET {assignments} WHERE id = :id AND status IN ({placeholders})", values
+                f"UPDATE jobs SET {assignments} WHERE id = :id AND status IN ({placeholders}){current}", values
             )
             if cursor.rowcount:
                 return True
@@ -193,12 +201,47 @@ class JobQueries(StoreAccess, Generic[R]):
         rows = await self._read(_JOB_SELECT + " WHERE j.status IN ('queued', 'running') ORDER BY j.id")
         return [self._job_from_row(row) for row in rows]
 
+    async def start_attempts(self, job_ids: Sequence[int], worker_id: str) -> dict[int, tuple[int, str]]:
+        """Hand jobs to ``worker_id``: each one still waiting (or running, after its worker was lost) is
+        marked ``running`` with its attempt number one higher and a fresh attempt token, all in one
+        transaction. Returns ``{job id: (attempt, token)}``; cancelled and finished jobs are left out."""
+
+        def body(conn: sqlite3.Connection, now: float) -> dict[int, tuple[int, str]]:
+            started: dict[int, tuple[int, str]] = {}
+            for job_id in job_ids:
+                row = conn.execute(
+                    "UPDATE jobs SET status = 'running', started_at = ?, attempt = attempt + 1, "
+                    "attempt_token = ?, worker_id = ? WHERE id = ? AND status IN ('queued', 'running') "
+                    "RETURNING attempt, attempt_token",
+                    (now, secrets.token_hex(16), worker_id, job_id),
+                ).fetchone()
+                if row is not None:
+                    started[job_id] = (int(row[0]), str(row[1]))
+            return started
+
+        return await self._write(body)
+
+    async def requeue_attempt(self, job_id: int) -> bool:
+        """A running job whose worker was lost waits again; its attempt's result will be refused."""
+
+        def body(conn: sqlite3.Connection, now: float) -> bool:
+            cursor = conn.execute(
+                "UPDATE jobs SET status = 'queued', started_at = NULL, attempt_token = NULL "
+                "WHERE id = ? AND status = 'running'",
+                (job_id,),
+            )
+            return cursor.rowcount > 0
+
+        return await self._write(body)
+
     async def requeue_unfinished(self) -> list[JobRecord[R]]:
         """After a crash: put ``running`` jobs back to ``queued`` and return every unfinished job
         in admission order. Nothing is charged: a job's charge was written once, at admission."""
 
         def body(conn: sqlite3.Connection, now: float) -> list[JobRecord[R]]:
-            conn.execute("UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'")
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', started_at = NULL, attempt_token = NULL WHERE status = 'running'"
+            )
             rows = _fetchall(conn, _JOB_SELECT + " WHERE j.status = 'queued' ORDER BY j.id")
             return [self._job_from_row(row) for row in rows]
 

@@ -181,3 +181,6 @@ class JobRecord(NewJob[R]):
     delivery_attempts: int = 0
     delivery_started_at: float | None = None
     result_message_id: int | None = None
+    attempt: int = 0
+    attempt_token: str | None = None
+    worker_id: str | None = None

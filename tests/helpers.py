@@ -68,3 +68,28 @@ def has_grid(message: StoredMessage) -> bool:
 def pixels(image: Image.Image) -> np.ndarray:
     """An image's pixels as signed integers, so two images can be subtracted."""
     return np.asarray(image, dtype=np.int16)
+
+
+class MemoryAttempts:
+    """The dispatcher's ledger kept in memory, for tests and benchmarks of the workers without a database.
+
+    It behaves as the store's does: each dispatch gives a job its next attempt and a fresh token;
+    a cancelled job (``forget``) is left out.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: dict[int, int] = {}
+        self.requeued: list[int] = []
+        self.gone: set[int] = set()
+
+    async def start_attempts(self, job_ids: Sequence[int], worker_id: str) -> dict[int, tuple[int, str]]:
+        started = {}
+        for job_id in job_ids:
+            if job_id in self.gone:
+                continue
+            self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
+            started[job_id] = (self.attempts[job_id], f"{job_id}-{self.attempts[job_id]}-{worker_id}")
+        return started
+
+    async def requeue(self, job_id: int) -> None:
+        self.requeued.append(job_id)

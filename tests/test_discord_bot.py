@@ -540,13 +540,17 @@ async def test_the_bot_composes_from_settings_store_and_worker_as_designed(
 ) -> None:
     """``Bot(settings=..., store=..., worker=...)``: the Bot builds its service and starts the worker."""
     from bot.app import Bot
+    from bot.jobs.attempts import JobAttempts
     from bot.jobs.recipe import Recipe
-    from bot.workers.local import LocalWorker
+    from bot.workers.dispatch import Dispatcher
+    from bot.workers.inprocess import InProcessTransport
     from db.store import Store
 
     store = await Store.open(settings.database_path, recipe=Recipe)
-    worker = LocalWorker(tiny_engine, preview_interval_s=0.0)
-    bot = Bot(settings=settings, store=store, worker=worker, classifier=NoNsfw())
+    worker = Dispatcher(
+        InProcessTransport(tiny_engine, classifier=NoNsfw()), JobAttempts(store), preview_interval_s=0.0
+    )
+    bot = Bot(settings=settings, store=store, worker=worker)
     async with running_client(bot, fake_discord, token=settings.discord_token):
         assert worker.running
         grid = await finished_grid(await imagine(fake_discord, world))

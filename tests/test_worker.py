@@ -13,14 +13,17 @@ import pytest
 from PIL import Image
 
 from bot.errors import QueueFull
+from bot.images.metadata import EncodedImage
 from bot.jobs.events import Cancelled, Finished, JobEvent, Progress, Queued, Started
 from bot.jobs.recipe import JobKind, Recipe
+from bot.workers.dispatch import Dispatcher, _Entry
 from bot.workers.fair_queue import FairQueue
-from bot.workers.local import LocalWorker, _Entry, batch_spec
+from bot.workers.inprocess import InProcessTransport
 from bot.workers.protocol import WorkOrder
+from bot.workers.runner import batch_spec
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import pixels
+from tests.helpers import MemoryAttempts, NoNsfw, pixels
 
 RECIPE = Recipe(
     kind=JobKind.IMAGINE,
@@ -118,13 +121,20 @@ def test_queue_bounds_raise_queue_full_with_a_sentence() -> None:
 
 @pytest.fixture
 async def worker(tiny_engine: DiffusionEngine):
-    worker = LocalWorker(tiny_engine, max_per_user=5, max_total=20, max_batch_images=8, preview_interval_s=0.0)
+    transport = InProcessTransport(tiny_engine, classifier=NoNsfw(), max_batch_images=8)
+    worker = Dispatcher(
+        transport, MemoryAttempts(), max_per_user=5, max_total=20, max_batch_images=8, preview_interval_s=0.0
+    )
     await worker.start()
     yield worker
     await worker.stop(timeout_s=60)
 
 
-async def test_two_users_batched_get_the_images_they_get_apart(worker: LocalWorker) -> None:
+def decoded(image: EncodedImage) -> Image.Image:
+    return Image.open(io.BytesIO(image.data))
+
+
+async def test_two_users_batched_get_the_images_they_get_apart(worker: Dispatcher) -> None:
     alone_a, alone_b = Recorder(), Recorder()
     worker.submit(item(1, owner=1, seeds=(11, 12), prompt="a red fox"), alone_a)
     await asyncio.wait_for(alone_a.done.wait(), 60)
@@ -142,14 +152,16 @@ async def test_two_users_batched_get_the_images_they_get_apart(worker: LocalWork
     (b1,) = alone_b.of(Finished)
     (a2,) = together_a.of(Finished)
     (b2,) = together_b.of(Finished)
-    assert a2.timings["generation_s"] == b2.timings["generation_s"]  # one pipeline call
-    assert [(img.width, img.height) for img in a2.images] == [(64, 64), (64, 64)]
-    for before, after in zip(a1.images + b1.images, a2.images + b2.images, strict=True):
-        assert np.abs(pixels(before.to_pil()) - pixels(after.to_pil())).max() <= 2
-    assert np.abs(pixels(a2.images[0].to_pil()) - pixels(b2.images[0].to_pil())).max() > 10  # different jobs differ
+    assert a2.output.timings["generation_s"] == b2.output.timings["generation_s"]  # one pipeline call
+    assert [decoded(img).size for img in a2.output.images] == [(64, 64), (64, 64)]
+    before_images = a1.output.images + b1.output.images
+    for before, after in zip(before_images, a2.output.images + b2.output.images, strict=True):
+        assert np.abs(pixels(decoded(before)) - pixels(decoded(after))).max() <= 2
+    different = np.abs(pixels(decoded(a2.output.images[0])) - pixels(decoded(b2.output.images[0]))).max()
+    assert different > 10  # different jobs differ
 
 
-async def test_events_arrive_in_order_with_progress_previews(worker: LocalWorker) -> None:
+async def test_events_arrive_in_order_with_progress_previews(worker: Dispatcher) -> None:
     recorder = Recorder()
     position = worker.submit(item(1, owner=1, seeds=(1, 2, 3, 4)), recorder)
     await asyncio.wait_for(recorder.done.wait(), 60)
@@ -163,10 +175,11 @@ async def test_events_arrive_in_order_with_progress_previews(worker: LocalWorker
     with Image.open(io.BytesIO(progress[-1].preview)) as preview:
         assert preview.format == "PNG" and preview.size == (128, 128)
     (finished,) = recorder.of(Finished)
-    assert finished.seeds == (1, 2, 3, 4)
+    assert finished.output.seeds == (1, 2, 3, 4)
+    assert decoded(finished.output.grid).size == (128, 128)
 
 
-async def test_waiting_jobs_hear_their_place_move_up(worker: LocalWorker) -> None:
+async def test_waiting_jobs_hear_their_place_move_up(worker: Dispatcher) -> None:
     recorders = [Recorder() for _ in range(3)]
     for job_id, recorder in enumerate(recorders, start=1):
         worker.submit(item(job_id, owner=job_id, recipe=replace(RECIPE, width=64 + 8 * job_id)), recorder)
@@ -176,7 +189,7 @@ async def test_waiting_jobs_hear_their_place_move_up(worker: LocalWorker) -> Non
     assert [event.position for event in recorders[0].of(Queued)] == [1]
 
 
-async def test_cancel_a_queued_job_removes_it(worker: LocalWorker) -> None:
+async def test_cancel_a_queued_job_removes_it(worker: Dispatcher) -> None:
     first, second = Recorder(), Recorder()
     worker.submit(item(1, owner=1, recipe=replace(RECIPE, steps=6)), first)
     worker.submit(item(2, owner=1), second)
@@ -187,7 +200,7 @@ async def test_cancel_a_queued_job_removes_it(worker: LocalWorker) -> None:
     assert worker.cancel(2) is False
 
 
-async def test_cancel_a_running_job_interrupts_it_and_spares_its_batch_mates(worker: LocalWorker) -> None:
+async def test_cancel_a_running_job_interrupts_it_and_spares_its_batch_mates(worker: Dispatcher) -> None:
     long = replace(RECIPE, steps=40)
     mine, theirs = Recorder(), Recorder()
     blocker = Recorder()
@@ -214,7 +227,7 @@ async def test_cancel_a_running_job_interrupts_it_and_spares_its_batch_mates(wor
     assert alone.of(Cancelled) and not alone.of(Finished)
 
 
-async def test_event_loop_stays_responsive_while_generating(worker: LocalWorker) -> None:
+async def test_event_loop_stays_responsive_while_generating(worker: Dispatcher) -> None:
     recorder = Recorder()
     worker.submit(item(1, owner=1, seeds=(1, 2, 3, 4), recipe=replace(RECIPE, steps=8)), recorder)
     lags: list[float] = []
@@ -227,7 +240,7 @@ async def test_event_loop_stays_responsive_while_generating(worker: LocalWorker)
     assert max(lags) < 0.050, f"max loop lag {max(lags) * 1000:.1f} ms, median {statistics.median(lags) * 1000:.1f} ms"
 
 
-async def _idle(worker: LocalWorker) -> None:
+async def _idle(worker: Dispatcher) -> None:
     while worker.pending_jobs(4):
         await asyncio.sleep(0.01)
 
@@ -235,7 +248,7 @@ async def _idle(worker: LocalWorker) -> None:
 # -- a loop that crashes --------------------------------------------------------------
 
 
-async def test_a_worker_loop_that_crashes_is_restarted_and_the_queue_still_runs(worker: LocalWorker) -> None:
+async def test_a_worker_loop_that_crashes_is_restarted_and_the_queue_still_runs(worker: Dispatcher) -> None:
     failures = iter([RuntimeError("a bug in the loop")])
     announce = worker._announce_positions
 
@@ -257,7 +270,7 @@ async def test_a_worker_loop_that_crashes_is_restarted_and_the_queue_still_runs(
     assert worker.running
 
 
-async def test_a_loop_that_keeps_crashing_stops_taking_jobs_with_a_sentence(worker: LocalWorker) -> None:
+async def test_a_loop_that_keeps_crashing_stops_taking_jobs_with_a_sentence(worker: Dispatcher) -> None:
     def broken() -> None:
         raise RuntimeError("a bug in the loop")
 

@@ -1,30 +1,24 @@
 """What the service hands back: admitted jobs, finished results, and the events front ends listen to.
 
-It also does the CPU work between a worker's raw images and a result on disk
-(``ResultWriter``): classify, blur what is withheld, write each image and the grid with
-their recipe in the metadata, and rebuild a stored result after a restart.
+It also keeps a result's files (``ResultWriter``): it writes what a worker encoded, and
+rebuilds a stored result after a restart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.images.archive import grid_stem, job_folder, read_grid, write_atomically
-from bot.images.grid import compose_grid
-from bot.images.metadata import EncodedImage, encode_image
-from bot.jobs.events import Cancelled, Failed, Progress, Queued, RawImage, Started
+from bot.images.archive import job_folder, read_grid, write_atomically
+from bot.images.metadata import EncodedImage
+from bot.jobs.events import Cancelled, Failed, JobOutput, Progress, Queued, Started
 from bot.jobs.recipe import Recipe
 from db.records import JobRecord
-from models.safety import blurred_placeholder, withheld_indices
 
 if TYPE_CHECKING:
-    from PIL import Image
-
-    from bot.policy.nsfw import NsfwDecision
-    from models.safety import ImageClassifier
+    pass
 
 #: A job as the store keeps it, with its recipe read back as a ``Recipe``.
 Job = JobRecord[Recipe]
@@ -79,41 +73,23 @@ ServiceEvent = Queued | Started | Progress | Completed | Failed | Cancelled
 ServiceListener = Callable[[ServiceEvent], None]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class WrittenImages:
-    grid: EncodedImage
-    paths: list[Path]
-    withheld: set[int]
-
-
 class ResultWriter:
-    """The files of finished jobs under ``images_dir``; every method is CPU or disk work, run off the loop."""
+    """The files of finished jobs under ``images_dir``; every method is disk work, run off the loop."""
 
-    def __init__(self, images_dir: Path, classifier: ImageClassifier | None, nsfw_threshold: float) -> None:
+    def __init__(self, images_dir: Path) -> None:
         self._images_dir = images_dir
-        self._classifier = classifier
-        self._threshold = nsfw_threshold
 
-    def write(self, job_id: int, recipe: Recipe, raw: Sequence[RawImage], decision: NsfwDecision) -> WrittenImages:
-        """Classify, blur what is withheld, write each image and the grid."""
-        images = [image.to_pil() for image in raw]
-        withheld: set[int] = set()
-        if decision.classify_images and self._classifier is not None:
-            scores = self._classifier.nsfw_scores(images)
-            withheld = set(withheld_indices(scores, self._threshold))
+    def write(self, job_id: int, output: JobOutput) -> list[Path]:
+        """Each image and the grid the worker encoded, written atomically; returns the images' paths."""
         folder = job_folder(self._images_dir, job_id)
         folder.mkdir(parents=True, exist_ok=True)
         paths: list[Path] = []
-        shown: list[Image.Image] = []
-        for index, image in enumerate(images):
-            encoded = encode_image(image, recipe.with_seeds((recipe.seeds[index],)), stem=str(index + 1))
-            path = folder / encoded.filename
-            write_atomically(path, encoded.data)
+        for image in output.images:
+            path = folder / image.filename
+            write_atomically(path, image.data)
             paths.append(path)
-            shown.append(blurred_placeholder(image) if index in withheld else image)
-        grid = encode_image(compose_grid(shown), recipe, stem=grid_stem(job_id))
-        write_atomically(folder / grid.filename, grid.data)
-        return WrittenImages(grid, paths, withheld)
+        write_atomically(folder / output.grid.filename, output.grid.data)
+        return paths
 
     def stored(self, job: Job) -> JobResult:
         """A finished job's result rebuilt from its row and the files; ``OSError`` when they are gone."""

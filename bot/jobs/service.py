@@ -52,7 +52,6 @@ from db.records import Delivery, NewJob, QuotaRule
 if TYPE_CHECKING:
     from bot.settings import Settings
     from db.store import Store
-    from models.safety import ImageClassifier
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,6 @@ class GenerationService:
         settings: Settings,
         store: Store[Recipe],
         worker: WorkerClient,
-        classifier: ImageClassifier | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -86,9 +84,9 @@ class GenerationService:
         self.worker = worker
         self._clock = clock
         self._admission = Admission(store=store, worker=worker, clock=clock)
-        self._results = ResultWriter(settings.images_dir, classifier, settings.nsfw_threshold)
-        # Classification and PNG encoding: below the event loop's priority, never in its way.
-        self._cpu = background_executor(2, "latentcord-cpu")
+        self._results = ResultWriter(settings.images_dir)
+        # Writing the files a worker made: below the event loop's priority, never in its way.
+        self._disk = background_executor(1, "latentcord-disk")
         self._listeners: list[ServiceListener] = []
         self._following: dict[int, _Following] = {}
         self._tasks = TaskSet("a job follower")
@@ -289,7 +287,7 @@ class GenerationService:
                 following.task.cancel()
         await self._tasks.wait(within_s=30)
         self._tasks.cancel()
-        self._cpu.shutdown(wait=True)
+        self._disk.shutdown(wait=True)
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -341,12 +339,12 @@ class GenerationService:
                 match event:
                     case Queued() | Progress():
                         self._publish(event)
-                    case Started():
-                        await self.store.mark_running(job.id)
+                    case Started():  # the dispatcher recorded it, with the attempt's token
                         self._publish(event)
                     case Finished():
                         result = await self._finish(following, event)
-                        self._publish(Completed(job.id, result))
+                        if result is not None:
+                            self._publish(Completed(job.id, result))
                         return
                     case Failed(message=message):
                         await self.store.mark_failed(job.id, message)
@@ -361,24 +359,27 @@ class GenerationService:
         finally:
             self._following.pop(job.id, None)
 
-    async def _finish(self, following: _Following, finished: Finished) -> JobResult:
-        job = following.job
+    async def _finish(self, following: _Following, finished: Finished) -> JobResult | None:
+        """Write the files the worker made, then record the job done, if its attempt is still the current one."""
+        job, output = following.job, finished.output
         loop = asyncio.get_running_loop()
-        written = await loop.run_in_executor(
-            self._cpu, self._results.write, job.id, job.recipe, finished.images, following.decision
-        )
-        await self.store.mark_done(
+        paths = await loop.run_in_executor(self._disk, self._results.write, job.id, output)
+        recorded = await self.store.mark_done(
             job.id,
-            image_paths=[str(path) for path in written.paths],
-            withheld=sorted(written.withheld),
-            timings=dict(finished.timings),
+            image_paths=[str(path) for path in paths],
+            withheld=output.withheld,
+            timings=dict(output.timings),
+            attempt_token=output.token,
         )
+        if not recorded:
+            log.info("job %s: a result of attempt %d came after the job moved on; dropped", job.id, output.attempt)
+            return None
         refunded = 0
-        if written.withheld:
-            refunded = refund_for_withheld(job.cost, len(finished.images), len(written.withheld))
+        if output.withheld:
+            refunded = refund_for_withheld(job.cost, len(output.images), len(output.withheld))
             await self.store.refund(job.id, refunded, "withheld by the image classifier")
         stored = await self._job(job.id)
-        return JobResult(stored, written.grid, tuple(written.paths), frozenset(written.withheld), refunded)
+        return JobResult(stored, output.grid, tuple(paths), frozenset(output.withheld), refunded)
 
     def _publish(self, event: ServiceEvent) -> None:
         following = self._following.get(event.job_id)

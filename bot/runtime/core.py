@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from bot.jobs.attempts import JobAttempts
 from bot.jobs.recipe import Recipe
 from bot.jobs.service import GenerationService
 from bot.settings import Settings
-from bot.workers.local import LocalWorker
+from bot.workers.dispatch import Dispatcher, Transport
+from bot.workers.inprocess import InProcessTransport
 from db.store import Store
 from models.engine import DiffusionEngine, EngineConfig
 from models.safety import ImageClassifier, OpenNsfwClassifier
@@ -27,7 +29,7 @@ class Core:
     settings: Settings
     store: Store[Recipe]
     engine: DiffusionEngine
-    worker: LocalWorker
+    worker: Dispatcher
     service: GenerationService
 
 
@@ -48,23 +50,30 @@ async def open_core(
         engine = engine or DiffusionEngine(
             EngineConfig(device=settings.device, cache_dir=settings.model_cache_dir, compile=settings.compile_unet)
         )
-        worker = LocalWorker(
+        transport = InProcessTransport(
             engine,
-            max_per_user=settings.queue_max_per_user,
-            max_total=settings.queue_max_total,
-            max_batch_images=settings.batch_max_images,
-            preview_interval_s=settings.preview_interval_s,
-        )
-        await worker.start()
-        service = GenerationService(
-            settings=settings,
-            store=store,
-            worker=worker,
             classifier=classifier if classifier is not None else OpenNsfwClassifier(),
+            max_batch_images=settings.batch_max_images,
         )
+        worker = dispatcher(settings, store, transport)
+        await worker.start()
+        service = GenerationService(settings=settings, store=store, worker=worker)
         try:
             yield Core(settings=settings, store=store, engine=engine, worker=worker, service=service)
         finally:
             await service.close()
     finally:
         await store.close()
+
+
+def dispatcher(settings: Settings, store: Store[Recipe], transport: Transport) -> Dispatcher:
+    """The fair queue in front of ``transport``'s workers, with the queue's bounds from ``settings``."""
+    return Dispatcher(
+        transport,
+        JobAttempts(store),
+        max_per_user=settings.queue_max_per_user,
+        max_total=settings.queue_max_total,
+        max_batch_images=settings.batch_max_images,
+        preview_interval_s=settings.preview_interval_s,
+        nsfw_threshold=settings.nsfw_threshold,
+    )

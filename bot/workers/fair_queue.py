@@ -61,6 +61,19 @@ class FairQueue(Generic[E]):
         self._owners.setdefault(entry.owner, deque()).append(entry)
         self._size += 1
 
+    def push_front(self, entry: E) -> None:
+        """Put back a job that was already served (its worker was lost) at the head of its owner's queue.
+
+        It goes past the bounds: it was admitted once and must not be refused now.
+        """
+        entries = self._owners.get(entry.owner)
+        if entries is None:
+            self._owners[entry.owner] = deque([entry])
+            self._owners.move_to_end(entry.owner, last=False)  # its owner was served already: next again
+        else:
+            entries.appendleft(entry)
+        self._size += 1
+
     def order(self) -> Iterator[E]:
         """Entries in the order they would start if none were batched together."""
         queues = [list(q) for q in self._owners.values()]

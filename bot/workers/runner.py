@@ -1,0 +1,272 @@
+"""A GPU worker's own loop body: run one ``Run`` on the engine and report, whatever carries the messages.
+
+``WorkerRunner.run`` is called in the thread that owns the GPU (a thread of the bot, or the
+main thread of a worker process). It decodes the source images, runs the batch, sends a
+``ProgressReport`` from the step callback (a preview at most every ``preview_interval_s``
+per job, and a heartbeat at every step), then hands each job's images to the finishing
+executor (classification and encoding, beside the GPU) and returns at once, so the next
+batch can start while the last one is encoded. Each job's ``Result`` is sent when its
+finishing is done. ``cancel`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from bot.images.grid import compose_grid
+from bot.images.metadata import encode_preview
+from bot.jobs.events import JobOutput
+from bot.jobs.recipe import JobKind, Recipe
+from bot.workers.finishing import RawImage, finish_job
+from bot.workers.protocol import Message, ProgressReport, Ready, Result, Run, RunJob
+from models.errors import GenerationInterrupted, ModelError
+from models.types import BatchSpec, GenerationBatch, ImageTask, Operation, StepProgress
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from models.engine import DiffusionEngine
+    from models.safety import ImageClassifier
+
+log = logging.getLogger(__name__)
+
+OPERATIONS = {
+    JobKind.IMAGINE: Operation.TXT2IMG,
+    JobKind.REROLL: Operation.TXT2IMG,
+    JobKind.VARIATION: Operation.VARIATION,
+    JobKind.UPSCALE: Operation.UPSCALE,
+}
+
+#: The edge of a progress preview's cells, in pixels.
+PREVIEW_CELL_PX = 64
+
+
+def batch_spec(recipe: Recipe) -> BatchSpec:
+    """What must be equal for jobs to share one pipeline call."""
+    return BatchSpec(
+        model=recipe.model,
+        operation=OPERATIONS[recipe.kind],
+        width=recipe.width,
+        height=recipe.height,
+        steps=recipe.steps,
+        guidance=recipe.guidance,
+        scheduler=recipe.scheduler,
+        strength=recipe.strength,
+    )
+
+
+def image_tasks(recipe: Recipe, source: Image.Image | None) -> tuple[ImageTask, ...]:
+    return tuple(
+        ImageTask(prompt=recipe.prompt, negative_prompt=recipe.negative_prompt, seed=seed, init_image=source)
+        for seed in recipe.seeds
+    )
+
+
+def decode_source(data: bytes | None) -> Image.Image | None:
+    if data is None:
+        return None
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as opened:
+        return opened.convert("RGB")
+
+
+@dataclass(slots=True, eq=False)
+class _Running:
+    job: RunJob
+    first_row: int
+    rows: int
+    cancelled: bool = False
+    last_preview_at: float = field(default=float("-inf"))
+
+
+class WorkerRunner:
+    """Runs batches on one engine and reports through ``send`` (thread-safe, may drop progress)."""
+
+    def __init__(
+        self,
+        engine: DiffusionEngine,
+        *,
+        send: Callable[[Message], None],
+        finishing: Executor,
+        classifier: ImageClassifier | None = None,
+        worker_id: str | None = None,
+        max_batch_images: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._send = send
+        self._finishing = finishing
+        # Given for a worker that finishes in threads; a side process makes its own (finishing.py).
+        self._classifier = classifier
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        self.boot_id = uuid.uuid4().hex
+        self._max_batch_images = max_batch_images
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running: dict[int, _Running] = {}
+        self._models: list[str] = []
+
+    # -- what the transport calls --------------------------------------------------------
+
+    def ready(self, free_slots: int = 1) -> Ready:
+        return Ready(
+            worker_id=self.worker_id,
+            boot_id=self.boot_id,
+            free_slots=free_slots,
+            models=tuple(self._models),
+            max_batch_images=self._max_batch_images,
+        )
+
+    def cancel(self, job_ids: Sequence[int]) -> None:
+        with self._lock:
+            for job_id in job_ids:
+                running = self._running.get(job_id)
+                if running is not None:
+                    running.cancelled = True
+
+    def run(self, run: Run) -> None:
+        """In the GPU's thread: the batch on the engine, then its jobs off to finishing. Never raises."""
+        started = self._clock()
+        spec = batch_spec(run.jobs[0].order.recipe)
+        rows = 0
+        with self._lock:
+            for job in run.jobs:
+                self._running[job.order.job_id] = _Running(job, rows, job.order.recipe.count)
+                rows += job.order.recipe.count
+        try:
+            raw = self._generate(run, spec)
+        except GenerationInterrupted:
+            self._report(run, (), cancelled=self._cancelled(run))
+            return
+        except ModelError as error:
+            self._report(run, (), error=str(error))
+            return
+        except Exception:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("batch %s failed (error id %s)", run.batch_id, error_id)
+            self._report(
+                run, (), error=f"Generation failed unexpectedly (error id {error_id}); nothing was charged for it."
+            )
+            return
+        finally:
+            with self._lock:
+                states = {job.order.job_id: self._running.pop(job.order.job_id, None) for job in run.jobs}
+        generation_s = self._clock() - started
+        cancelled = tuple(job_id for job_id, state in states.items() if state is None or state.cancelled)
+        futures: list[Future[JobOutput]] = []
+        for job in run.jobs:
+            state = states[job.order.job_id]
+            if state is None or state.cancelled:
+                continue
+            timings = {"queued_s": run.queued_at.get(job.order.job_id, 0.0), "generation_s": generation_s}
+            own = raw[state.first_row : state.first_row + state.rows]
+            futures.append(self._finishing.submit(finish_job, job, own, run.nsfw_threshold, timings, self._classifier))
+        self._report_when_finished(run, futures, cancelled)
+
+    # -- inside ---------------------------------------------------------------------------
+
+    def _generate(self, run: Run, spec: BatchSpec) -> list[RawImage]:
+        preset = self._engine.load(spec.model)
+        if spec.model not in self._models:
+            self._models.append(spec.model)
+        tasks = tuple(
+            task for job in run.jobs for task in image_tasks(job.order.recipe, decode_source(job.order.source))
+        )
+
+        def on_step(progress: StepProgress) -> None:
+            now = self._clock()
+            batch_rows = range(progress.first_task, progress.first_task + _rows(progress.latents))
+            sent = False
+            with self._lock:
+                due = [
+                    state
+                    for state in (self._running.get(job.order.job_id) for job in run.jobs)
+                    if state is not None
+                    and not state.cancelled
+                    and state.first_row in batch_rows
+                    and now - state.last_preview_at >= run.preview_interval_s
+                ]
+                for state in due:
+                    state.last_preview_at = now
+            for state in due:
+                cells = [
+                    self._engine.latent_preview(progress.latents, row - progress.first_task, preset, PREVIEW_CELL_PX)
+                    for row in range(state.first_row, state.first_row + state.rows)
+                    if row in batch_rows
+                ]
+                preview = encode_preview(compose_grid(cells)) if cells else None
+                self._send(
+                    ProgressReport(
+                        self.worker_id,
+                        self.boot_id,
+                        run.batch_id,
+                        state.job.order.job_id,
+                        progress.step,
+                        progress.total,
+                        preview,
+                    )
+                )
+                sent = True
+            if not sent:  # a heartbeat: the GPU is moving
+                self._send(ProgressReport(self.worker_id, self.boot_id, run.batch_id, None))
+
+        def should_interrupt() -> bool:
+            with self._lock:
+                return all(
+                    state.cancelled for state in (self._running.get(job.order.job_id) for job in run.jobs) if state
+                )
+
+        output = self._engine.run(
+            GenerationBatch(spec=spec, tasks=tasks), on_step=on_step, should_interrupt=should_interrupt
+        )
+        return [RawImage.from_pil(image) for image in output.images]
+
+    def _cancelled(self, run: Run) -> tuple[int, ...]:
+        return tuple(job.order.job_id for job in run.jobs)
+
+    def _report_when_finished(self, run: Run, futures: list[Future[JobOutput]], cancelled: tuple[int, ...]) -> None:
+        if not futures:
+            self._report(run, (), cancelled=cancelled)
+            return
+        remaining = len(futures)
+        lock = threading.Lock()
+
+        def done(_: Future[JobOutput]) -> None:
+            nonlocal remaining
+            with lock:
+                remaining -= 1
+                last = remaining == 0
+            if not last:
+                return
+            outputs: list[JobOutput] = []
+            error: str | None = None
+            for future in futures:
+                try:
+                    outputs.append(future.result())
+                except Exception:
+                    error_id = uuid.uuid4().hex[:8]
+                    log.exception("finishing batch %s failed (error id %s)", run.batch_id, error_id)
+                    error = f"The images could not be saved (error id {error_id}); nothing was charged for them."
+            self._report(run, tuple(outputs), error=error, cancelled=cancelled)
+
+        for future in futures:
+            future.add_done_callback(done)
+
+    def _report(
+        self, run: Run, outputs: tuple[JobOutput, ...], *, error: str | None = None, cancelled: tuple[int, ...] = ()
+    ) -> None:
+        self._send(Result(self.worker_id, self.boot_id, run.batch_id, outputs, error=error, cancelled=cancelled))
+
+
+def _rows(latents: object) -> int:
+    shape = getattr(latents, "shape", None)
+    return int(shape[0]) if shape else 0
