@@ -31,6 +31,7 @@ from models.errors import GenerationInterrupted, GenerationOutOfMemory, ModelUna
 from models.loading import default_dtype, load_pipeline, resolve_model_source
 from models.operations import call_arguments, check_batch, operation_for, pipeline_for_call
 from models.presets import ModelFamily, preset_for
+from models.tokens import tokenizer_files
 from models.types import (
     BatchOutput,
     BatchSpec,
@@ -164,6 +165,15 @@ class DiffusionEngine:
         with counter.lock:
             encoded = counter.tokenizer(prompt, add_special_tokens=True, truncation=False, verbose=False)
         return len(encoded["input_ids"])
+
+    def tokenizer_files(self, model: str) -> dict[str, bytes]:
+        """The tokenizer of a loaded ``model`` as files, for a process that counts tokens without the model."""
+        counter = self._token_counters.get(model)
+        if counter is None:
+            self._ensure_loaded(model)
+            counter = self._token_counters[model]
+        with counter.lock:
+            return tokenizer_files(counter.tokenizer)
 
     def _ensure_loaded(self, model: str) -> _Resident:
         with self._load_lock:

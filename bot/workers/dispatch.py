@@ -39,6 +39,8 @@ from bot.workers.protocol import (
     WorkOrder,
 )
 from bot.workers.runner import batch_spec
+from models.errors import ModelUnavailable
+from models.tokens import TokenCounter
 
 if TYPE_CHECKING:
     from models.types import BatchSpec, ModelPreset
@@ -74,9 +76,14 @@ class Transport(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def preset(self, model: str) -> ModelPreset: ...
+    async def preset(self, model: str) -> ModelPreset | None:
+        """The model's preset where the transport can tell it itself (a worker in this process); else None,
+        and the dispatcher waits for a worker to announce it."""
+        ...
 
-    async def count_prompt_tokens(self, model: str, prompt: str) -> int: ...
+    async def count_prompt_tokens(self, model: str, prompt: str) -> int | None:
+        """Like ``preset``: None when the tokenizer a worker sent is to be used."""
+        ...
 
 
 class AttemptLedger(Protocol):
@@ -130,6 +137,7 @@ class _Worker:
     models: tuple[str, ...]
     last_seen: float
     batches: set[str] = field(default_factory=set)
+    sent: int = 0  # Run messages sent to it since it booted
 
 
 @dataclass(slots=True, eq=False)
@@ -177,6 +185,9 @@ class Dispatcher:
         self._accepting = True
         self._restarts: list[float] = []
         self._presets: dict[str, ModelPreset] = {}
+        self._announced: dict[str, asyncio.Event] = {}  # set once a worker has told a model's preset
+        self._tokenizers: dict[str, dict[str, bytes]] = {}
+        self._counters: dict[str, TokenCounter] = {}
         self._tasks = TaskSet("a message to a worker")
 
     # -- lifecycle -----------------------------------------------------------------
@@ -291,13 +302,35 @@ class Dispatcher:
         return WorkerHealth(running=self.running, queued=len(self._queue), workers=len(self._workers), problem=problem)
 
     async def preset(self, model: str) -> ModelPreset:
+        """The model's preset: from the transport, or as a worker announced it (waiting for one a while)."""
         preset = self._presets.get(model)
+        if preset is not None:
+            return preset
+        preset = await self._transport.preset(model)
         if preset is None:
-            preset = self._presets[model] = await self._transport.preset(model)
+            announced = self._announced.setdefault(model, asyncio.Event())
+            try:
+                await asyncio.wait_for(announced.wait(), self._loading_timeout_s)
+            except TimeoutError:
+                raise ModelUnavailable(
+                    f"No worker has loaded {model} yet; check that the workers are running and serve it."
+                ) from None
+            return self._presets[model]
+        self._presets[model] = preset
         return preset
 
     async def count_prompt_tokens(self, model: str, prompt: str) -> int:
-        return await self._transport.count_prompt_tokens(model, prompt)
+        counted = await self._transport.count_prompt_tokens(model, prompt)
+        if counted is not None:
+            return counted
+        await self.preset(model)
+        counter = self._counters.get(model)
+        if counter is None:
+            files = self._tokenizers.get(model)
+            if files is None:  # a worker that knows the model but sent no tokenizer: the bound must do
+                return 0
+            counter = self._counters[model] = await asyncio.to_thread(TokenCounter, files)
+        return await asyncio.to_thread(counter.count, prompt)
 
     # -- the dispatch loop -------------------------------------------------------------
 
@@ -344,12 +377,14 @@ class Dispatcher:
 
     async def _dispatch(self, worker: _Worker, batch: list[_Entry]) -> None:
         worker.free_slots -= 1
+        worker.sent += 1  # counted from now, so a Ready that arrives meanwhile does not free the slot again
         batch_id = uuid.uuid4().hex
         live = [entry for entry in batch if not entry.cancelled]
         attempts = await self._ledger.start_attempts([entry.job_id for entry in live], worker.worker_id)
         live = [entry for entry in live if entry.job_id in attempts and not entry.cancelled]
         if not live:
             worker.free_slots += 1
+            worker.sent -= 1
             return
         now = self._clock()
         for entry in live:
@@ -394,8 +429,15 @@ class Dispatcher:
             known = self._workers[ready.worker_id] = _Worker(
                 ready.worker_id, ready.boot_id, 0, ready.max_batch_images, ready.models, self._clock()
             )
-        known.free_slots = ready.free_slots
+        # Runs sent that it had not received when it wrote this are taken from its free slots,
+        # so a heartbeat crossing a Run on the way never makes a busy worker look free.
+        known.free_slots = max(0, ready.free_slots - max(0, known.sent - ready.received))
         known.models = ready.models
+        for preset in ready.presets:
+            self._presets.setdefault(preset.model, preset)
+            self._announced.setdefault(preset.model, asyncio.Event()).set()
+        for model, files in ready.tokenizers.items():
+            self._tokenizers.setdefault(model, files)
         known.max_batch_images = ready.max_batch_images
         known.last_seen = self._clock()
         self._wakeup.set()

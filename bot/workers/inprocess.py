@@ -68,6 +68,7 @@ class InProcessTransport:
         if isinstance(message, Cancel):
             runner.cancel(message.job_ids)
             return
+        runner.received()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._gpu, self._run_then_ready, message)
         self._running.add(future)

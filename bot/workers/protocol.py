@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, cast
 
 from bot.images.metadata import EncodedImage
 from bot.jobs.events import EventListener, JobOutput
 from bot.jobs.recipe import Recipe
-
-if TYPE_CHECKING:
-    from models.types import ModelPreset
+from models.types import ModelPreset
 
 
 class _Msgpack(Protocol):
@@ -128,6 +126,10 @@ class Ready:
     models: tuple[str, ...]  # loaded now
     max_batch_images: int
     free_vram_bytes: int | None = None
+    received: int = 0  # ``Run`` messages received since boot: the bot counts its own in flight against it
+    presets: tuple[ModelPreset, ...] = ()  # of the models it serves: what admission needs to know
+    # Each model's tokenizer files, sent once per boot, so the bot counts tokens without the model.
+    tokenizers: dict[str, dict[str, bytes]] = field(default_factory=dict)
     protocol: int = PROTOCOL_VERSION
 
 
@@ -188,6 +190,32 @@ def _image_from(value: dict[str, Any]) -> EncodedImage:
     return EncodedImage(bytes(value["data"]), str(value["filename"]), str(value["content_type"]))
 
 
+def _preset(preset: ModelPreset) -> dict[str, Any]:
+    return {field.name: getattr(preset, field.name) for field in fields(preset)}
+
+
+def _preset_from(value: dict[str, Any]) -> ModelPreset:
+    factors = value["latent_rgb_factors"]
+    bias = value["latent_rgb_bias"]
+    return ModelPreset(
+        model=str(value["model"]),
+        family=str(value["family"]),
+        width=int(value["width"]),
+        height=int(value["height"]),
+        steps=int(value["steps"]),
+        guidance=float(value["guidance"]),
+        scheduler=str(value["scheduler"]),
+        max_prompt_tokens=int(value["max_prompt_tokens"]),
+        latent_rgb_factors=None if factors is None else tuple(_triple(row) for row in factors),
+        latent_rgb_bias=None if bias is None else _triple(bias),
+    )
+
+
+def _triple(values: list[float]) -> tuple[float, float, float]:
+    red, green, blue = values
+    return float(red), float(green), float(blue)
+
+
 def _order(order: WorkOrder) -> dict[str, Any]:
     return {
         "job_id": order.job_id,
@@ -246,6 +274,9 @@ def to_wire(message: Message) -> dict[str, Any]:
                 "models": list(message.models),
                 "max_batch_images": message.max_batch_images,
                 "free_vram_bytes": message.free_vram_bytes,
+                "received": message.received,
+                "presets": [_preset(preset) for preset in message.presets],
+                "tokenizers": message.tokenizers,
             }
         case Run():
             body = {
@@ -294,6 +325,12 @@ def from_wire(value: dict[str, Any]) -> Message:
             models=tuple(str(model) for model in value["models"]),
             max_batch_images=int(value["max_batch_images"]),
             free_vram_bytes=value["free_vram_bytes"],
+            received=int(value["received"]),
+            presets=tuple(_preset_from(preset) for preset in value["presets"]),
+            tokenizers={
+                str(model): {str(name): bytes(data) for name, data in files.items()}
+                for model, files in value["tokenizers"].items()
+            },
         )
     if kind == "Run":
         return Run(

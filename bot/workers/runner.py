@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from models.engine import DiffusionEngine
     from models.safety import ImageClassifier
+    from models.types import ModelPreset
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +114,45 @@ class WorkerRunner:
         self._clock = clock
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
-        self._models: list[str] = []
+        self._presets: dict[str, ModelPreset] = {}  # the models it has loaded, in the order it loaded them
+        self._announced: set[str] = set()  # models whose tokenizer the bot has had
+        self._received = 0
 
     # -- what the transport calls --------------------------------------------------------
 
+    def received(self) -> None:
+        """Count a ``Run`` as it arrives (before it starts), for the next ``Ready``."""
+        with self._lock:
+            self._received += 1
+
     def ready(self, free_slots: int = 1) -> Ready:
+        """What the bot needs to know to send it work; each tokenizer goes out once per boot."""
+        with self._lock:
+            new = [model for model in self._presets if model not in self._announced]
+            self._announced.update(new)
+            presets = tuple(self._presets.values())
+            received = self._received
         return Ready(
             worker_id=self.worker_id,
             boot_id=self.boot_id,
             free_slots=free_slots,
-            models=tuple(self._models),
+            models=tuple(preset.model for preset in presets),
             max_batch_images=self._max_batch_images,
+            received=received,
+            presets=presets,
+            tokenizers={model: self._engine.tokenizer_files(model) for model in new},
         )
+
+    def load(self, models: Sequence[str]) -> None:
+        """Load ``models`` in turn (the last stays resident), so the bot learns their presets and tokenizers."""
+        for model in models:
+            self._loaded(model)
+
+    def _loaded(self, model: str) -> ModelPreset:
+        preset = self._engine.load(model)
+        with self._lock:
+            self._presets.setdefault(model, preset)
+        return preset
 
     def cancel(self, job_ids: Sequence[int]) -> None:
         with self._lock:
@@ -175,9 +203,7 @@ class WorkerRunner:
     # -- inside ---------------------------------------------------------------------------
 
     def _generate(self, run: Run, spec: BatchSpec) -> list[RawImage]:
-        preset = self._engine.load(spec.model)
-        if spec.model not in self._models:
-            self._models.append(spec.model)
+        preset = self._loaded(spec.model)
         tasks = tuple(
             task for job in run.jobs for task in image_tasks(job.order.recipe, decode_source(job.order.source))
         )

@@ -1,0 +1,144 @@
+"""A GPU worker process: it loads the models, runs what the bot sends, and does nothing else.
+
+``serve_pipe`` is the body of a worker child of ``python -m bot`` (the ``processes``
+transport); the messages go over a multiprocessing pipe as msgpack bytes. Three threads
+share the process: the main one owns the GPU and runs one ``Run`` at a time; a reader
+takes messages off the pipe (a ``Cancel`` acts at once, a ``Run`` waits its turn); a
+heartbeat sends ``Ready`` while the worker is idle. Classification and PNG encoding run in
+a side process, so this one only launches kernels. When the bot goes away (the pipe
+closes, even on kill -9) the worker finishes what it holds and exits.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.workers.finishing import start_side_process
+from bot.workers.protocol import Cancel, Message, ProtocolMismatch, Run, decode, encode
+from bot.workers.runner import WorkerRunner
+from models.engine import DiffusionEngine, EngineConfig
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from models.safety import ImageClassifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What a worker process needs; picklable, since it crosses to a spawned process."""
+
+    worker_id: str
+    device: str
+    cache_dir: Path
+    models: tuple[str, ...]  # loaded at start, the default last (it stays resident)
+    max_batch_images: int
+    compile: bool = False
+    heartbeat_s: float = 5.0
+    # A picklable classifier to use instead of open_nsfw (tests); None: open_nsfw, made in the side process.
+    classifier: ImageClassifier | None = None
+    cuda_device: int | None = None  # the GPU this worker owns
+    log_level: int = logging.INFO
+
+
+def _given(classifier: ImageClassifier) -> ImageClassifier:
+    return classifier
+
+
+def _open_nsfw() -> ImageClassifier:
+    from models.safety import OpenNsfwClassifier
+
+    return OpenNsfwClassifier()
+
+
+def classifier_factory(config: WorkerConfig) -> Callable[[], ImageClassifier]:
+    if config.classifier is not None:
+        return functools.partial(_given, config.classifier)
+    return _open_nsfw
+
+
+def serve_pipe(conn: Connection, config: WorkerConfig) -> None:
+    """A worker child's whole life: load, announce, run until the pipe closes."""
+    if config.cuda_device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(config.cuda_device)
+    logging.basicConfig(
+        level=config.log_level, format=f"%(asctime)s %(levelname)s {config.worker_id} %(name)s: %(message)s"
+    )
+    send_lock = threading.Lock()
+    gone = threading.Event()
+
+    def send(message: Message) -> None:
+        data = encode(message)
+        with send_lock:
+            if gone.is_set():
+                return
+            try:
+                conn.send_bytes(data)
+            except OSError:  # the bot is gone
+                gone.set()
+
+    finishing = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=start_side_process,
+        initargs=(classifier_factory(config),),
+    )
+    engine = DiffusionEngine(EngineConfig(device=config.device, cache_dir=config.cache_dir, compile=config.compile))
+    runner = WorkerRunner(
+        engine, send=send, finishing=finishing, worker_id=config.worker_id, max_batch_images=config.max_batch_images
+    )
+    runner.load(config.models)
+    runs: queue.Queue[Run | None] = queue.Queue()
+    busy = threading.Event()
+
+    def read() -> None:
+        while True:
+            try:
+                message = decode(conn.recv_bytes())
+            except (EOFError, OSError):
+                gone.set()
+                runs.put(None)
+                return
+            except ProtocolMismatch as mismatch:
+                log.error("%s; stopping", mismatch)
+                gone.set()
+                runs.put(None)
+                return
+            if isinstance(message, Cancel):
+                runner.cancel(message.job_ids)
+            elif isinstance(message, Run):
+                runner.received()
+                runs.put(message)
+
+    def heartbeat() -> None:
+        while not gone.wait(config.heartbeat_s):
+            if not busy.is_set():
+                send(runner.ready(free_slots=max(0, 1 - runs.qsize())))
+
+    threading.Thread(target=read, name="latentcord-worker-reader", daemon=True).start()
+    threading.Thread(target=heartbeat, name="latentcord-worker-heartbeat", daemon=True).start()
+    send(runner.ready(free_slots=1))
+    log.info("ready with %s", ", ".join(config.models))
+    try:
+        while (run := runs.get()) is not None:
+            busy.set()
+            runner.run(run)
+            busy.clear()
+            send(runner.ready(free_slots=max(0, 1 - runs.qsize())))
+    finally:
+        # The bot is gone, or closed the pipe to stop this worker: results already being
+        # encoded are finished and sent if the pipe still takes them; nothing new starts.
+        finishing.shutdown(wait=not gone.is_set(), cancel_futures=True)
+        gone.set()

@@ -1,0 +1,143 @@
+"""The ``processes`` transport, the default: one worker child process per local GPU (one on a CPU).
+
+The bot spawns each child (``process_main.serve_pipe``) with a pipe of its own; messages
+cross it as msgpack bytes. A thread per child reads its pipe and hands each message to
+the event loop; when a child exits (a crash, an out-of-memory kill, kill -9) the read
+ends, and the dispatcher hears ``WorkerLost`` at once, without waiting for the heartbeat.
+No server is needed. Closing a pipe stops its child; so does the bot's own death, since
+the child reads end of file then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from bot.workers.dispatch import WorkerLost
+from bot.workers.process_main import WorkerConfig, serve_pipe
+from bot.workers.protocol import Cancel, Message, ProtocolMismatch, Result, Run, decode, encode
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    from models.types import ModelPreset
+
+log = logging.getLogger(__name__)
+
+#: How long a stopping worker may take to finish its batch before it is terminated.
+STOP_GRACE_S = 60.0
+
+
+@dataclass(slots=True, eq=False)
+class _Child:
+    config: WorkerConfig
+    process: BaseProcess
+    conn: Connection
+    send_lock: asyncio.Lock
+
+
+class ProcessTransport:
+    """A ``Transport`` over worker child processes of this one."""
+
+    def __init__(self, configs: list[WorkerConfig]) -> None:
+        self._configs = configs
+        self._children: dict[str, _Child] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deliver: Callable[[Message | WorkerLost], None] | None = None
+        self._stopping = False
+
+    async def start(self, deliver: Callable[[Message | WorkerLost], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deliver = deliver
+        context = multiprocessing.get_context("spawn")  # never fork a process that holds threads and CUDA
+        for config in self._configs:
+            ours, theirs = context.Pipe(duplex=True)
+            process = context.Process(
+                target=serve_pipe, args=(theirs, config), name=f"latentcord-{config.worker_id}", daemon=False
+            )
+            await asyncio.to_thread(process.start)
+            theirs.close()  # the child holds its end; ours must not keep it open, or its death goes unseen
+            child = _Child(config, process, ours, asyncio.Lock())
+            self._children[config.worker_id] = child
+            threading.Thread(
+                target=self._read, args=(child,), name=f"latentcord-read-{config.worker_id}", daemon=True
+            ).start()
+            log.info("started worker %s (pid %s)", config.worker_id, process.pid)
+
+    async def send(self, worker_id: str, message: Run | Cancel) -> None:
+        child = self._children.get(worker_id)
+        if child is None:
+            return  # lost meanwhile: the dispatcher has already put its jobs back
+        data = encode(message)
+        async with child.send_lock:
+            try:
+                await asyncio.to_thread(child.conn.send_bytes, data)
+            except OSError as error:
+                self._lost(child, f"its pipe broke ({error})")
+
+    async def settled(self, result: Result) -> None:
+        return None  # a pipe keeps nothing
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for child in self._children.values():
+            child.conn.close()  # the child finishes what it holds, then exits
+        for child in list(self._children.values()):
+            await asyncio.to_thread(child.process.join, STOP_GRACE_S)
+            if child.process.is_alive():
+                log.warning("worker %s did not stop in %.0f s; terminating it", child.config.worker_id, STOP_GRACE_S)
+                child.process.terminate()
+                await asyncio.to_thread(child.process.join, 10)
+        self._children.clear()
+
+    async def preset(self, model: str) -> ModelPreset | None:
+        return None  # the workers announce their models' presets in Ready
+
+    async def count_prompt_tokens(self, model: str, prompt: str) -> int | None:
+        return None  # counted with the tokenizer a worker sent
+
+    # -- inside -----------------------------------------------------------------------
+
+    def _read(self, child: _Child) -> None:
+        """A thread per child: its messages to the loop, then ``WorkerLost`` when it is gone."""
+        reason = "its process exited"
+        while True:
+            try:
+                message = decode(child.conn.recv_bytes())
+            except (EOFError, OSError):
+                break
+            except ProtocolMismatch as mismatch:
+                reason = str(mismatch)
+                break
+            self._to_loop(message)
+        child.process.join(1)
+        if child.process.exitcode is not None:
+            reason = f"its process exited with code {child.process.exitcode}"
+        if not self._stopping:
+            self._to_loop(WorkerLost(child.config.worker_id, reason))
+
+    def _lost(self, child: _Child, reason: str) -> None:
+        if self._deliver is not None and not self._stopping:
+            self._deliver(WorkerLost(child.config.worker_id, reason))
+
+    def _to_loop(self, message: Message | WorkerLost) -> None:
+        loop, deliver = self._loop, self._deliver
+        if loop is None or deliver is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(deliver, message)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+
+def local_worker_configs(template: WorkerConfig, gpus: int) -> list[WorkerConfig]:
+    """One worker per GPU (``local-0`` on the first ...), or one on the CPU when there is none."""
+    if gpus <= 0:
+        return [replace(template, worker_id="local-0", cuda_device=None)]
+    return [replace(template, worker_id=f"local-{index}", cuda_device=index) for index in range(gpus)]
