@@ -9,12 +9,13 @@ ephemeral replies in one handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -45,6 +46,7 @@ class LatentcordBot(commands.Bot):
 
     ``service`` (admission, recording and delivery of jobs) is built from the
     other three unless one is given, for example to share it with other front ends.
+    It is one gateway connection; :class:`ShardedLatentcordBot` takes ``shard_count``.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class LatentcordBot(commands.Bot):
         worker: WorkerClient,
         service: GenerationService | None = None,
         clock: Callable[[], float] = time.time,
+        shard_count: int | None = None,
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # channels (their age-restricted flag) and roles come from guild events
@@ -63,6 +66,7 @@ class LatentcordBot(commands.Bot):
             intents=intents,
             help_command=None,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            shard_count=shard_count,
         )
         self.settings = settings
         self.store = store
@@ -147,6 +151,17 @@ class LatentcordBot(commands.Bot):
         await send_ephemeral(interaction, message)
 
 
+class ShardedLatentcordBot(LatentcordBot, commands.AutoShardedBot):
+    """The same bot over ``shard_count`` gateway connections (shards), one per share of its guilds.
+
+    discord.py's ``AutoShardedBot`` opens the shards with the one token and routes each
+    guild's events through the shard Discord assigns it (``(guild_id >> 22) % shard_count``);
+    commands, the service and the worker are shared, so ``/imagine`` works the same on every
+    shard. ``shard_count`` is always given (SHARD_COUNT or Discord's recommendation), so
+    discord.py connects to ``DEFAULT_GATEWAY`` (DISCORD_GATEWAY_URL) rather than asking again.
+    """
+
+
 async def send_ephemeral(interaction: discord.Interaction[Any], message: str) -> None:
     """Answer ephemerally, whether or not the interaction was answered already.
 
@@ -183,23 +198,68 @@ async def log_in(bot: LatentcordBot, token: str, settings: Settings) -> None:
     Only errors raised before Discord has said who the bot is are login failures;
     a later one (a command sync Discord refuses, say) is a bug and keeps its traceback.
     """
+    with _login_failures_as_sentences(settings, logged_in=lambda: bot.user is not None):
+        await bot.login(token)
+
+
+async def choose_shard_count(token: str, settings: Settings) -> int | None:
+    """How many shards to connect with: SHARD_COUNT, else Discord's recommendation when above one.
+
+    None means one plain connection (``LatentcordBot``), as for every bot in fewer
+    than some thousand guilds; a number means ``ShardedLatentcordBot`` with that many.
+    """
+    if settings.shard_count is not None:
+        return settings.shard_count
+    recommended = await recommended_shard_count(token, settings)
+    return recommended if recommended > 1 else None
+
+
+async def recommended_shard_count(token: str, settings: Settings) -> int:
+    """The number of shards Discord recommends for this bot (``GET /gateway/bot``).
+
+    The bot's class depends on the answer, so it is asked before the bot exists, by a
+    short-lived HTTP client of discord.py's that logs in with the same token; a token
+    Discord refuses or a Discord out of reach is the same sentence :func:`log_in` gives.
+    When Discord logs the bot in but does not answer this, it is one shard, as before.
+    """
+    http = discord.http.HTTPClient(asyncio.get_running_loop())
+    try:
+        with _login_failures_as_sentences(settings, logged_in=lambda: False):  # only the login is inside
+            await http.static_login(token)
+        try:
+            recommended, _url, _limits = await http.get_bot_gateway()
+        except (discord.GatewayNotFound, aiohttp.ClientError, TimeoutError):
+            log.warning("Discord did not say how many shards to use (GET /gateway/bot failed); using one")
+            return 1
+    finally:
+        await http.close()
+    return max(1, int(recommended))
+
+
+@contextlib.contextmanager
+def _login_failures_as_sentences(settings: Settings, *, logged_in: Callable[[], bool]) -> Iterator[None]:
+    """Turn a failed login (a refused token, Discord out of reach) into ``DiscordLoginFailed``.
+
+    ``logged_in`` tells whether Discord had accepted the token when the error came;
+    an error after that is not a login failure and is raised as it is.
+    """
     api_url = discord.http.Route.BASE
     try:
-        await bot.login(token)
+        yield
     except discord.LoginFailure:
         raise DiscordLoginFailed(
             "Discord refused the token in DISCORD_TOKEN; copy the bot token again from the Developer Portal "
             "(https://discord.com/developers/applications, your application > Bot > Reset Token)."
         ) from None
     except (aiohttp.ClientError, TimeoutError) as error:
-        if bot.user is not None:
+        if logged_in():
             raise
         check = "the network or DISCORD_API_URL" if settings.discord_api_url else "this machine's network connection"
         raise DiscordLoginFailed(
             f"cannot reach Discord at {api_url} ({_connection_failure_reason(error)}); check {check}."
         ) from None
     except discord.HTTPException as error:
-        if bot.user is not None:
+        if logged_in():
             raise
         detail = f"HTTP {error.status}" + (f": {error.text}" if error.text else "")
         raise DiscordLoginFailed(

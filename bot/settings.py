@@ -56,6 +56,8 @@ class Settings:
     # Only for testing against a Discord-compatible server: the REST base (".../api/v10") and gateway URL.
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
+    # Gateway connections (shards); None asks Discord, and shards only when it recommends more than one.
+    shard_count: int | None = None
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -97,6 +99,7 @@ class Settings:
             log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             discord_api_url=reader.url("DISCORD_API_URL"),
             discord_gateway_url=reader.url("DISCORD_GATEWAY_URL"),
+            shard_count=reader.count("SHARD_COUNT"),
         )
 
     def require_token(self) -> str:
@@ -211,6 +214,17 @@ class _Reader:
             return value
 
         return self._parse(name, default, parse, f"a whole number from {low} to {high}")
+
+    def count(self, name: str) -> int | None:
+        """A positive whole number with no upper bound, or None when unset."""
+
+        def parse(raw: str) -> int | None:
+            value = int(raw)
+            if value < 1:
+                raise ValueError(raw)
+            return value
+
+        return self._parse(name, None, parse, "a whole number of 1 or more")
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
         def parse(raw: str) -> float:

@@ -17,6 +17,9 @@ from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
 from tests.helpers import FakeClock
 
+# The Discord test modules' shared helpers assert too: rewrite them as pytest rewrites a test module.
+pytest.register_assert_rewrite("tests.discord_bot_helpers")
+
 
 @pytest.fixture(scope="session")
 def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -13,14 +13,14 @@ import pytest
 from bot.settings import Settings
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests import test_discord_bot as discord_tests
+from tests import discord_bot_helpers
+from tests.discord_bot_helpers import finished_grid, imagine, running_bot
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.server import GuildSetup
-from tests.test_discord_bot import finished_grid, imagine, running_bot
 
-# The Discord tests' fixtures, shared rather than copied: pytest finds fixtures among a module's names.
-settings = discord_tests.settings
-bot = discord_tests.bot
+# The shared fixtures, re-exported so pytest finds them here (``bot`` needs ``settings`` too).
+settings = discord_bot_helpers.settings
+bot = discord_bot_helpers.bot
 
 DISCORD_CONTENT_LIMIT = 2000  # written out here, not imported, so the test checks the bot's own constant
 

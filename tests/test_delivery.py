@@ -12,13 +12,14 @@ from dataclasses import replace
 
 from bot.settings import Settings
 from models.engine import DiffusionEngine
-from tests import test_discord_bot
+from tests import discord_bot_helpers
+from tests.discord_bot_helpers import Clock, imagine, running_bot
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.server import GuildSetup
 from tests.helpers import has_grid
-from tests.test_discord_bot import Clock, imagine, running_bot
 
-settings = test_discord_bot.settings  # the same settings as the other Discord tests
+# The shared fixtures, re-exported so pytest finds them here.
+settings = discord_bot_helpers.settings
 
 TOKEN_LIFE_S = 15 * 60
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded
 from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
-from bot.jobs.recipe import JobKind, Recipe
+from bot.jobs.recipe import JobKind
 from bot.jobs.requests import ImagineOptions
 from bot.jobs.service import Completed, Origin, ServiceEvent
 from bot.runtime.core import Core, open_core
@@ -22,6 +22,7 @@ from bot.settings import Settings
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
 from tests.helpers import NoNsfw, tiny_settings
+from tests.recipes import a_recipe
 
 GUILD, CHANNEL, NSFW_CHANNEL = 100, 200, 201
 ALICE, BOB = 1, 2
@@ -185,7 +186,7 @@ async def test_a_failed_job_is_refunded(core: Core) -> None:
     # One step at strength 0.3 leaves no step to run: the engine refuses the batch.
     parent, events = await imagine(core)
     parent_job = (await events.end()).result.job
-    request = Recipe(
+    request = a_recipe(
         kind=JobKind.VARIATION,
         prompt="a red fox",
         negative_prompt="",
@@ -195,7 +196,6 @@ async def test_a_failed_job_is_refunded(core: Core) -> None:
         steps=1,
         guidance=7.0,
         seeds=(1,),
-        scheduler="EulerAncestralDiscreteScheduler",
         strength=0.3,
         parent_job_id=parent_job.id,
         parent_image=0,

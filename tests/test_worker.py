@@ -15,7 +15,7 @@ from PIL import Image
 from bot.errors import QueueFull
 from bot.images.metadata import EncodedImage
 from bot.jobs.events import Cancelled, Finished, JobEvent, Progress, Queued, Started
-from bot.jobs.recipe import JobKind, Recipe
+from bot.jobs.recipe import Recipe
 from bot.workers.dispatch import Dispatcher, _Entry
 from bot.workers.fair_queue import FairQueue
 from bot.workers.inprocess import InProcessTransport
@@ -24,18 +24,10 @@ from bot.workers.runner import batch_spec
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
 from tests.helpers import MemoryAttempts, NoNsfw, pixels
+from tests.recipes import a_recipe
 
-RECIPE = Recipe(
-    kind=JobKind.IMAGINE,
-    prompt="a fox",
-    negative_prompt="",
-    model=TINY_MODEL_ID,
-    width=64,
-    height=64,
-    steps=3,
-    guidance=7.0,
-    seeds=(1,),
-    scheduler="EulerAncestralDiscreteScheduler",
+RECIPE = a_recipe(
+    prompt="a fox", negative_prompt="", model=TINY_MODEL_ID, width=64, height=64, steps=3, guidance=7.0, seeds=(1,)
 )
 
 

@@ -5,6 +5,10 @@ and the worker started before connecting, so the first ``/imagine`` does not wai
 for a checkpoint to load. SIGTERM and Ctrl-C close the bot cleanly: no new jobs,
 the running batch finishes, the queue stays in SQLite for the next start.
 
+The bot is one gateway connection unless SHARD_COUNT is set or Discord's
+``GET /gateway/bot`` recommends more than one shard; then it is discord.py's
+``AutoShardedBot`` with that many (``bot.app.ShardedLatentcordBot``).
+
 A login that fails (a token Discord refuses, Discord out of reach) ends start-up
 with one sentence and exit code 2. Once logged in, a dropped connection is
 discord.py's to retry, with backoff, as ever.
@@ -16,24 +20,42 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
-from bot.runtime.core import open_core
+from bot.runtime.core import Core, open_core
 from bot.settings import Settings, SettingsError
 from db.errors import StoreError
+
+if TYPE_CHECKING:
+    from bot.app import LatentcordBot
 
 log = logging.getLogger(__name__)
 
 
+async def build_bot(settings: Settings, token: str, core: Core) -> LatentcordBot:
+    """The bot over the core: sharded when SHARD_COUNT is set or Discord recommends more than one shard."""
+    from bot.app import LatentcordBot, ShardedLatentcordBot, choose_shard_count
+
+    shard_count = await choose_shard_count(token, settings)
+    bot_class = LatentcordBot if shard_count is None else ShardedLatentcordBot
+    if shard_count is not None:
+        source = "SHARD_COUNT" if settings.shard_count is not None else "Discord's recommendation"
+        log.info("connecting with %d shard(s) (%s)", shard_count, source)
+    return bot_class(
+        settings=settings, store=core.store, worker=core.worker, service=core.service, shard_count=shard_count
+    )
+
+
 async def serve(settings: Settings, token: str) -> None:
-    from bot.app import LatentcordBot, log_in, point_discord_at  # imports discord; the command line does not need it
+    from bot.app import log_in, point_discord_at  # imports discord; the command line does not need it
 
     point_discord_at(settings.discord_api_url, settings.discord_gateway_url)
 
     async with open_core(settings) as core:
         log.info("loading %s", settings.sd_model)
         await core.worker.preset(settings.sd_model)
-        bot = LatentcordBot(settings=settings, store=core.store, worker=core.worker, service=core.service)
+        bot = await build_bot(settings, token, core)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:

@@ -91,8 +91,13 @@ class Driver:
             app_permissions = guild.channel_permissions(guild.members[self._world.bot_user.id], channel)
         else:
             permissions = app_permissions = DM_PERMISSIONS
-        # 3. The payload, with every key discord.py's Interaction._from_data reads.
-        session = await self.wait_for_gateway(connect_timeout)
+        # 3. The payload, with every key discord.py's Interaction._from_data reads, for the session
+        #    of the shard that owns the guild (shard 0 for a DM), as Discord routes interactions.
+        session = await self._feed.wait_until(
+            lambda: self._gateway.active_for(guild.id if guild is not None else None),
+            timeout=connect_timeout,
+            what="a READY gateway session for the interaction's guild",
+        )
         interaction_id = self._ids.next()
         token = f"fake-ix-{interaction_id}-{secrets.token_urlsafe(24)}"
         payload: dict[str, Any] = {

@@ -8,6 +8,11 @@ client accepts, and no compression is needed.
 Each connection has an outgoing queue drained by one writer task, so events are delivered in the
 order the fake produced them even when REST handlers and test code dispatch concurrently, and
 producers never block.
+
+Sharding works as Discord's: an IDENTIFY may carry ``shard: [shard_id, num_shards]`` (an invalid
+pair is closed with 4010), and a guild's events (GUILD_CREATE, channel, role, member and message
+events, interactions) go only to the session of the shard that owns it, ``(guild_id >> 22) %
+num_shards``; events without a guild (DMs) go to shard 0. A session without ``shard`` gets all.
 """
 
 from __future__ import annotations
@@ -49,6 +54,22 @@ CLOSE_UNKNOWN_OPCODE = 4001
 CLOSE_DECODE_ERROR = 4002
 CLOSE_NOT_AUTHENTICATED = 4003
 CLOSE_AUTHENTICATION_FAILED = 4004
+CLOSE_INVALID_SHARD = 4010
+
+
+def shard_of(guild_id: int | None, num_shards: int) -> int:
+    """The shard Discord sends a guild's events to; events without a guild (DMs) go to shard 0."""
+    return 0 if guild_id is None else (guild_id >> 22) % num_shards
+
+
+def _valid_shard(shard: Any) -> bool:
+    """``[shard_id, num_shards]`` with ``0 <= shard_id < num_shards``, as Discord requires."""
+    if not isinstance(shard, list) or len(shard) != 2:
+        return False
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in shard):
+        return False
+    shard_id, num_shards = shard
+    return 0 <= shard_id < num_shards
 
 
 class Connection:
@@ -116,6 +137,13 @@ class GatewaySession:
     def wants(self, intent: int) -> bool:
         return bool(self.intents & intent)
 
+    def owns(self, guild_id: int | None) -> bool:
+        """Whether this session gets the events of ``guild_id`` (None: a DM); all of them when unsharded."""
+        if self.shard is None:
+            return True
+        shard_id, num_shards = self.shard
+        return shard_of(guild_id, num_shards) == shard_id
+
     def dispatch(self, event: str, data: Any) -> None:
         """Send a DISPATCH now, or keep it for replay if the client is between connections."""
         self.sequence += 1
@@ -142,10 +170,29 @@ class Gateway:
                 return session
         return None
 
+    def active_for(self, guild_id: int | None) -> GatewaySession | None:
+        """Like :meth:`active`, among the sessions that own ``guild_id`` (None: DMs, shard 0).
+
+        Discord sends a guild's interactions through the shard that owns the guild.
+        """
+        for session in reversed(self._order):
+            if session.ready and session.connected and session.owns(guild_id):
+                return session
+        return None
+
+    def sharded(self) -> list[GatewaySession]:
+        """The connected, READY sessions that identified with a ``shard``, by shard id."""
+        live = [s for s in self.sessions.values() if s.shard is not None and s.ready and s.connected]
+        return sorted(live, key=lambda s: s.shard or [])
+
     def broadcast(self, event: str, data: Any, *, intent: int | None = None) -> None:
-        """Dispatch to every ready session subscribed to ``intent`` (or to all when None)."""
+        """Dispatch to every ready session subscribed to ``intent`` (or to all when None).
+
+        An event about a guild (its ``guild_id``) goes only to the sessions of that guild's shard.
+        """
+        guild_id = _guild_of(data)
         for session in self.sessions.values():
-            if session.ready and (intent is None or session.wants(intent)):
+            if session.ready and (intent is None or session.wants(intent)) and session.owns(guild_id):
                 session.dispatch(event, data)
 
     async def close_all(self, code: int = 1001) -> None:
@@ -215,6 +262,9 @@ class Gateway:
         if not self._fake.accepts_token(str(data.get("token") or "")):
             await connection.close(CLOSE_AUTHENTICATION_FAILED, b"Authentication failed.")
             return None
+        if data.get("shard") is not None and not _valid_shard(data["shard"]):
+            await connection.close(CLOSE_INVALID_SHARD, b"Invalid shard.")
+            return None
         session = GatewaySession(
             session_id=secrets.token_hex(16),
             intents=int(data.get("intents") or 0),
@@ -228,6 +278,8 @@ class Gateway:
         session.dispatch("READY", self._ready_payload(session))
         include_members = session.wants(INTENT_GUILD_MEMBERS)
         for guild in self._fake.guilds.values():
+            if not session.owns(guild.id):
+                continue
             payload = guild.to_payload(bot_user_id=self._fake.bot_user.id, include_all_members=include_members)
             session.dispatch("GUILD_CREATE", payload)
         session.ready = True
@@ -239,7 +291,7 @@ class Gateway:
         payload: dict[str, Any] = {
             "v": 10,
             "user": {**fake.bot_user.to_payload(), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g), "unavailable": True} for g in fake.guilds],
+            "guilds": [{"id": str(g), "unavailable": True} for g in fake.guilds if session.owns(g)],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": fake.gateway_url,
@@ -306,3 +358,9 @@ class Gateway:
         if session is None or session.connection is None:
             raise RuntimeError("no connected gateway session to reconnect")
         session.connection.send({"op": OP_RECONNECT, "s": None, "t": None, "d": None})
+
+
+def _guild_of(data: Any) -> int | None:
+    """The guild an event is about (its ``guild_id``), or None (a DM, or not about a guild)."""
+    guild_id = data.get("guild_id") if isinstance(data, dict) else None
+    return int(guild_id) if guild_id else None

@@ -57,17 +57,20 @@ class FakeDiscord:
         ack_deadline: float | None = 3.0,
         token_lifetime: float = 15 * 60.0,
         application_flags: int = 0,
+        recommended_shards: int = 1,
     ) -> None:
         """
         ``bot_token``: the only token accepted (401 / close 4004 otherwise); None accepts any
         non-empty token. ``ack_deadline``: seconds within which the first callback must arrive,
         as Discord enforces (None disables it). ``token_lifetime``: how long follow-ups and edits
-        through an interaction token work, measured on :attr:`clock`.
+        through an interaction token work, measured on :attr:`clock`. ``recommended_shards``: the
+        ``shards`` of ``GET /gateway/bot`` (:attr:`recommended_shards` may be changed later too).
         """
         self.bot_token = bot_token
         self.ack_deadline = ack_deadline
         self.token_lifetime = token_lifetime
         self.application_flags = application_flags
+        self.recommended_shards = recommended_shards
         self.clock = FakeClock()
         self.ids = SnowflakeFactory(self.clock)
         self.feed = ChangeFeed()

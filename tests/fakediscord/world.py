@@ -103,7 +103,7 @@ class World:
         guild.members[owner.id] = FakeMember(user=owner, guild_id=guild.id)
         self.guilds[guild.id] = guild
         for session in self._gateway.sessions.values():
-            if session.ready:
+            if session.ready and session.owns(guild.id):
                 include = session.wants(INTENT_GUILD_MEMBERS)
                 session.dispatch(
                     "GUILD_CREATE", guild.to_payload(bot_user_id=self.bot_user.id, include_all_members=include)

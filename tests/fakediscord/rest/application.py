@@ -26,7 +26,8 @@ class ApplicationRoutes:
 
     async def get_gateway_bot(self, _: ApiRequest) -> ApiReply:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return ApiReply(200, {"url": self._fake.gateway_url, "shards": 1, "session_start_limit": limit})
+        shards = self._fake.recommended_shards  # what Discord recommends; a test sets it to make a bot shard
+        return ApiReply(200, {"url": self._fake.gateway_url, "shards": shards, "session_start_limit": limit})
 
     async def get_current_user(self, _: ApiRequest) -> ApiReply:
         user = self._fake.bot_user.to_payload()
