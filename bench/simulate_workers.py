@@ -1,7 +1,7 @@
 """Queueing simulation of the bot with 1-8 GPU workers sharing the bot's real fair queue.
 
 A discrete-event simulation: a synthetic community sends jobs, the bot's own ``FairQueue`` (the
-code ``LocalWorker`` runs) holds them and forms every batch with ``take_batch``, and whichever
+code the dispatcher runs) holds them and forms every batch with ``take_batch``, and whichever
 simulated worker is free runs it. As in the bot, workers never prefetch: a batch is formed only
 at the moment a worker is free, from what is queued then.
 

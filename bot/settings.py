@@ -58,6 +58,9 @@ class Settings:
     discord_gateway_url: str | None = None
     # Gateway connections (shards); None asks Discord, and shards only when it recommends more than one.
     shard_count: int | None = None
+    # Where generation runs: "processes" (worker child processes, one per GPU) or "thread" (a thread of
+    # the bot's own process, as a small CPU-only install may prefer).
+    workers: str = "processes"
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -100,6 +103,7 @@ class Settings:
             discord_api_url=reader.url("DISCORD_API_URL"),
             discord_gateway_url=reader.url("DISCORD_GATEWAY_URL"),
             shard_count=reader.count("SHARD_COUNT"),
+            workers=reader.choice("WORKERS", "processes", ("processes", "thread")),
         )
 
     def require_token(self) -> str:

@@ -80,7 +80,8 @@ async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _generate(settings: Settings, options: ImagineOptions, out: Path) -> int:
-    async with open_core(settings) as core:
+    # One image for one person at the terminal: the model loads in this process, no worker to start.
+    async with open_core(replace(settings, workers="thread")) as core:
         outcome: asyncio.Future[ServiceEvent] = asyncio.get_running_loop().create_future()
         bar = tqdm(total=1, desc="queued", unit="step", file=sys.stderr, leave=False)
 

@@ -17,6 +17,8 @@ from bot.jobs.service import GenerationService
 from bot.settings import Settings
 from bot.workers.dispatch import Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
+from bot.workers.process_main import WorkerConfig
+from bot.workers.processes import ProcessTransport, local_worker_configs
 from db.store import Store
 from models.engine import DiffusionEngine, EngineConfig
 from models.safety import ImageClassifier, OpenNsfwClassifier
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 class Core:
     settings: Settings
     store: Store[Recipe]
-    engine: DiffusionEngine
     worker: Dispatcher
     service: GenerationService
 
@@ -40,30 +41,61 @@ async def open_core(
     engine: DiffusionEngine | None = None,
     classifier: ImageClassifier | None = None,
 ) -> AsyncIterator[Core]:
-    """Open the database (migrating it), start the worker; on exit, stop it and close the database.
+    """Open the database (migrating it), start the workers; on exit, stop them and close the database.
 
-    ``engine`` and ``classifier`` may be given to share one loaded model between
-    several cores (tests) or to use another classifier.
+    Generation runs in worker child processes, one per GPU (``WORKERS=processes``, the default),
+    or in a thread of this process (``WORKERS=thread``, or whenever ``engine`` is given, to share
+    one loaded model between several cores in tests). ``classifier`` replaces open_nsfw; for
+    worker processes it must be picklable.
     """
     store = await Store.open(settings.database_path, recipe=Recipe)
     try:
-        engine = engine or DiffusionEngine(
-            EngineConfig(device=settings.device, cache_dir=settings.model_cache_dir, compile=settings.compile_unet)
-        )
-        transport = InProcessTransport(
-            engine,
-            classifier=classifier if classifier is not None else OpenNsfwClassifier(),
-            max_batch_images=settings.batch_max_images,
-        )
+        transport: Transport
+        if engine is not None or settings.workers == "thread":
+            engine = engine or DiffusionEngine(
+                EngineConfig(device=settings.device, cache_dir=settings.model_cache_dir, compile=settings.compile_unet)
+            )
+            transport = InProcessTransport(
+                engine,
+                classifier=classifier if classifier is not None else OpenNsfwClassifier(),
+                max_batch_images=settings.batch_max_images,
+            )
+        else:
+            transport = ProcessTransport(
+                local_worker_configs(worker_config(settings, classifier), local_gpus(settings))
+            )
         worker = dispatcher(settings, store, transport)
         await worker.start()
         service = GenerationService(settings=settings, store=store, worker=worker)
         try:
-            yield Core(settings=settings, store=store, engine=engine, worker=worker, service=service)
+            yield Core(settings=settings, store=store, worker=worker, service=service)
         finally:
             await service.close()
     finally:
         await store.close()
+
+
+def worker_config(settings: Settings, classifier: ImageClassifier | None) -> WorkerConfig:
+    """What each local worker process is told: the models to load (the default last), the device, the batch bound."""
+    return WorkerConfig(
+        worker_id="local",
+        device=settings.device,
+        cache_dir=settings.model_cache_dir,
+        models=(*reversed(settings.models),),
+        max_batch_images=settings.batch_max_images,
+        compile=settings.compile_unet,
+        classifier=classifier,
+        log_level=settings.log_level,
+    )
+
+
+def local_gpus(settings: Settings) -> int:
+    """How many CUDA GPUs the worker processes share out (0: one worker on the CPU)."""
+    if settings.device == "cpu":
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def dispatcher(settings: Settings, store: Store[Recipe], transport: Transport) -> Dispatcher:

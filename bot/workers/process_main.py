@@ -50,7 +50,7 @@ class WorkerConfig:
     # A picklable classifier to use instead of open_nsfw (tests); None: open_nsfw, made in the side process.
     classifier: ImageClassifier | None = None
     cuda_device: int | None = None  # the GPU this worker owns
-    log_level: int = logging.INFO
+    log_level: str = "INFO"
 
 
 def _given(classifier: ImageClassifier) -> ImageClassifier:
