@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from bot.jobs.messages import STRING_OPTION_LIMIT
 T = TypeVar("T")
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# A worker's name (WORKER_ID): it is part of a key on the Valkey or Redis server.
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class SettingsError(Exception):
@@ -61,6 +64,13 @@ class Settings:
     # Where generation runs: "processes" (worker child processes, one per GPU) or "thread" (a thread of
     # the bot's own process, as a small CPU-only install may prefer).
     workers: str = "processes"
+    # -- streams transport (bot/workers/streams.py) --
+    # Set: workers on any host reach the bot through this Valkey or Redis server (`python -m bot worker`),
+    # and the bot starts none of its own. It may hold a password, so it stays out of repr.
+    redis_url: str | None = field(default=None, repr=False)
+    # The name `python -m bot worker` goes by; None: the host's name and the process id.
+    worker_id: str | None = None
+    # -- end streams transport --
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -104,6 +114,8 @@ class Settings:
             discord_gateway_url=reader.url("DISCORD_GATEWAY_URL"),
             shard_count=reader.count("SHARD_COUNT"),
             workers=reader.choice("WORKERS", "processes", ("processes", "thread")),
+            redis_url=reader.redis_url("REDIS_URL"),
+            worker_id=reader.name("WORKER_ID"),
         )
 
     def require_token(self) -> str:
@@ -182,6 +194,24 @@ class _Reader:
             return raw.rstrip("/")
 
         return self._parse(name, None, parse, "an http(s):// or ws(s):// URL")
+
+    def redis_url(self, name: str) -> str | None:
+        """A Valkey or Redis server's URL; the sentence for a bad one does not quote it (it may hold a password)."""
+        raw = self._raw(name)
+        if raw is None or (raw.startswith(("redis://", "rediss://", "unix://")) and not raw.endswith("://")):
+            return raw
+        raise SettingsError(
+            f"{name} is invalid: it accepts the redis://, rediss:// or unix:// URL of a Valkey or Redis server "
+            "(redis://host:6379/0, say)."
+        )
+
+    def name(self, name: str) -> str | None:
+        def parse(raw: str) -> str:
+            if not _NAME.fullmatch(raw):
+                raise ValueError(raw)
+            return raw
+
+        return self._parse(name, None, parse, "up to 64 letters, digits, '.', '-' and '_'")
 
     def path(self, name: str, default: Path) -> Path:
         return self._parse(name, default, lambda raw: Path(raw).expanduser(), "a file system path")

@@ -324,7 +324,8 @@ class GenerationService:
     def _enqueue(self, following: _Following, source: bytes | None) -> int:
         job = following.job
         inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
-        position = self.worker.submit(WorkOrder(job.id, job.user_id, job.recipe, source), inbox.put_nowait)
+        order = WorkOrder(job.id, job.user_id, job.recipe, source, classify=following.decision.classify_images)
+        position = self.worker.submit(order, inbox.put_nowait)
         # Only once the worker took it: a refused job must leave nothing waiting forever.
         self._following[job.id] = following
         following.task = self._tasks.spawn(self._follow(following, inbox), name=f"job-{job.id}")

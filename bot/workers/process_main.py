@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 from bot.workers.finishing import start_side_process
 from bot.workers.protocol import Cancel, Message, ProtocolMismatch, Run, decode, encode
 from bot.workers.runner import WorkerRunner
-from models.engine import DiffusionEngine, EngineConfig
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -69,13 +68,16 @@ def classifier_factory(config: WorkerConfig) -> Callable[[], ImageClassifier]:
     return _open_nsfw
 
 
-def serve_pipe(conn: Connection, config: WorkerConfig) -> None:
-    """A worker child's whole life: load, announce, run until the pipe closes."""
+def serve_pipe(inbox: Connection, outbox: Connection, config: WorkerConfig) -> None:
+    """A worker child's whole life: load, announce, run until ``inbox`` closes; messages go out on ``outbox``."""
     if config.cuda_device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(config.cuda_device)
-    logging.basicConfig(
-        level=config.log_level, format=f"%(asctime)s %(levelname)s {config.worker_id} %(name)s: %(message)s"
-    )
+    from bot.__main__ import configure_logging  # the bot's own log format and noise filters
+    from bot.settings import Settings
+
+    configure_logging(Settings(log_level=config.log_level))
+    from models.engine import DiffusionEngine, EngineConfig  # after logging, so its import-time notices are filtered
+
     send_lock = threading.Lock()
     gone = threading.Event()
 
@@ -85,7 +87,7 @@ def serve_pipe(conn: Connection, config: WorkerConfig) -> None:
             if gone.is_set():
                 return
             try:
-                conn.send_bytes(data)
+                outbox.send_bytes(data)
             except OSError:  # the bot is gone
                 gone.set()
 
@@ -106,7 +108,7 @@ def serve_pipe(conn: Connection, config: WorkerConfig) -> None:
     def read() -> None:
         while True:
             try:
-                message = decode(conn.recv_bytes())
+                message = decode(inbox.recv_bytes())
             except (EOFError, OSError):
                 gone.set()
                 runs.put(None)
@@ -138,7 +140,8 @@ def serve_pipe(conn: Connection, config: WorkerConfig) -> None:
             busy.clear()
             send(runner.ready(free_slots=max(0, 1 - runs.qsize())))
     finally:
-        # The bot is gone, or closed the pipe to stop this worker: results already being
-        # encoded are finished and sent if the pipe still takes them; nothing new starts.
-        finishing.shutdown(wait=not gone.is_set(), cancel_futures=True)
+        # The bot closed the inbox to stop this worker, or is gone: results already being
+        # encoded are finished and sent if the outbox still takes them; nothing new starts.
+        finishing.shutdown(wait=True, cancel_futures=True)
         gone.set()
+        outbox.close()

@@ -1,11 +1,11 @@
 """The ``processes`` transport, the default: one worker child process per local GPU (one on a CPU).
 
-The bot spawns each child (``process_main.serve_pipe``) with a pipe of its own; messages
-cross it as msgpack bytes. A thread per child reads its pipe and hands each message to
-the event loop; when a child exits (a crash, an out-of-memory kill, kill -9) the read
-ends, and the dispatcher hears ``WorkerLost`` at once, without waiting for the heartbeat.
-No server is needed. Closing a pipe stops its child; so does the bot's own death, since
-the child reads end of file then.
+The bot spawns each child (``process_main.serve_pipe``) with two one-way pipes, its inbox
+and its outbox; messages cross them as msgpack bytes. A thread per child reads its outbox
+and hands each message to the event loop; when a child exits (a crash, an out-of-memory
+kill, kill -9) the read ends, and the dispatcher hears ``WorkerLost`` at once, without
+waiting for the heartbeat. No server is needed. Closing its inbox stops a child; so does
+the bot's own death, since the child reads end of file then.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ STOP_GRACE_S = 60.0
 class _Child:
     config: WorkerConfig
     process: BaseProcess
-    conn: Connection
+    inbox: Connection  # our sending end of the child's inbox
+    outbox: Connection  # our reading end of the child's outbox
     send_lock: asyncio.Lock
 
 
@@ -57,13 +58,19 @@ class ProcessTransport:
         self._deliver = deliver
         context = multiprocessing.get_context("spawn")  # never fork a process that holds threads and CUDA
         for config in self._configs:
-            ours, theirs = context.Pipe(duplex=True)
+            their_inbox, our_inbox = context.Pipe(duplex=False)
+            our_outbox, their_outbox = context.Pipe(duplex=False)
             process = context.Process(
-                target=serve_pipe, args=(theirs, config), name=f"latentcord-{config.worker_id}", daemon=False
+                target=serve_pipe,
+                args=(their_inbox, their_outbox, config),
+                name=f"latentcord-{config.worker_id}",
+                daemon=False,
             )
             await asyncio.to_thread(process.start)
-            theirs.close()  # the child holds its end; ours must not keep it open, or its death goes unseen
-            child = _Child(config, process, ours, asyncio.Lock())
+            # The child holds its ends; ours must not keep them open, or its death would go unseen.
+            their_inbox.close()
+            their_outbox.close()
+            child = _Child(config, process, our_inbox, our_outbox, asyncio.Lock())
             self._children[config.worker_id] = child
             threading.Thread(
                 target=self._read, args=(child,), name=f"latentcord-read-{config.worker_id}", daemon=True
@@ -77,7 +84,7 @@ class ProcessTransport:
         data = encode(message)
         async with child.send_lock:
             try:
-                await asyncio.to_thread(child.conn.send_bytes, data)
+                await asyncio.to_thread(child.inbox.send_bytes, data)
             except OSError as error:
                 self._lost(child, f"its pipe broke ({error})")
 
@@ -87,7 +94,7 @@ class ProcessTransport:
     async def stop(self) -> None:
         self._stopping = True
         for child in self._children.values():
-            child.conn.close()  # the child finishes what it holds, then exits
+            child.inbox.close()  # the child finishes what it holds, then exits
         for child in list(self._children.values()):
             await asyncio.to_thread(child.process.join, STOP_GRACE_S)
             if child.process.is_alive():
@@ -109,13 +116,14 @@ class ProcessTransport:
         reason = "its process exited"
         while True:
             try:
-                message = decode(child.conn.recv_bytes())
+                message = decode(child.outbox.recv_bytes())
             except (EOFError, OSError):
                 break
             except ProtocolMismatch as mismatch:
                 reason = str(mismatch)
                 break
             self._to_loop(message)
+        child.outbox.close()
         child.process.join(1)
         if child.process.exitcode is not None:
             reason = f"its process exited with code {child.process.exitcode}"
