@@ -14,10 +14,12 @@ import asyncio
 import logging
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from bot.runtime.tasks import TaskSet
 from bot.workers.dispatch import WorkerLost
 from bot.workers.process_main import WorkerConfig, serve_pipe
 from bot.workers.protocol import Cancel, Message, ProtocolMismatch, Result, Run, decode, encode
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: How long a stopping worker may take to finish its batch before it is terminated.
 STOP_GRACE_S = 60.0
+#: A worker process that dies is started again, at most this many times within this many seconds.
+MAX_RESPAWNS = 5
+RESPAWN_WINDOW_S = 60.0
 
 
 @dataclass(slots=True, eq=False)
@@ -52,30 +57,47 @@ class ProcessTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deliver: Callable[[Message | WorkerLost], None] | None = None
         self._stopping = False
+        self._respawns: dict[str, list[float]] = {}
+        self._tasks = TaskSet("starting a worker process")
 
     async def start(self, deliver: Callable[[Message | WorkerLost], None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._deliver = deliver
-        context = multiprocessing.get_context("spawn")  # never fork a process that holds threads and CUDA
         for config in self._configs:
-            their_inbox, our_inbox = context.Pipe(duplex=False)
-            our_outbox, their_outbox = context.Pipe(duplex=False)
-            process = context.Process(
-                target=serve_pipe,
-                args=(their_inbox, their_outbox, config),
-                name=f"latentcord-{config.worker_id}",
-                daemon=False,
-            )
-            await asyncio.to_thread(process.start)
-            # The child holds its ends; ours must not keep them open, or its death would go unseen.
-            their_inbox.close()
-            their_outbox.close()
-            child = _Child(config, process, our_inbox, our_outbox, asyncio.Lock())
-            self._children[config.worker_id] = child
-            threading.Thread(
-                target=self._read, args=(child,), name=f"latentcord-read-{config.worker_id}", daemon=True
-            ).start()
-            log.info("started worker %s (pid %s)", config.worker_id, process.pid)
+            await self._spawn(config)
+
+    async def _spawn(self, config: WorkerConfig) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process that holds threads and CUDA
+        their_inbox, our_inbox = context.Pipe(duplex=False)
+        our_outbox, their_outbox = context.Pipe(duplex=False)
+        process = context.Process(
+            target=serve_pipe,
+            args=(their_inbox, their_outbox, config),
+            name=f"latentcord-{config.worker_id}",
+            daemon=False,
+        )
+        await asyncio.to_thread(process.start)
+        # The child holds its ends; ours must not keep them open, or its death would go unseen.
+        their_inbox.close()
+        their_outbox.close()
+        child = _Child(config, process, our_inbox, our_outbox, asyncio.Lock())
+        self._children[config.worker_id] = child
+        threading.Thread(
+            target=self._read, args=(child,), name=f"latentcord-read-{config.worker_id}", daemon=True
+        ).start()
+        log.info("started worker %s (pid %s)", config.worker_id, process.pid)
+
+    def _respawn(self, config: WorkerConfig) -> None:
+        """On the loop: start a worker again after its process died, a few times a minute at most."""
+        if self._stopping:
+            return
+        now = time.monotonic()
+        recent = [at for at in self._respawns.get(config.worker_id, []) if now - at < RESPAWN_WINDOW_S]
+        if len(recent) >= MAX_RESPAWNS:
+            log.error("worker %s keeps dying; not starting it again until the bot restarts", config.worker_id)
+            return
+        self._respawns[config.worker_id] = [*recent, now]
+        self._tasks.spawn(self._spawn(config), name=f"respawn-{config.worker_id}")
 
     async def send(self, worker_id: str, message: Run | Cancel) -> None:
         child = self._children.get(worker_id)
@@ -88,6 +110,10 @@ class ProcessTransport:
             except OSError as error:
                 self._lost(child, f"its pipe broke ({error})")
 
+    def pids(self) -> dict[str, int | None]:
+        """The process id of each worker now, by worker id (for operators' tools and tests)."""
+        return {worker_id: child.process.pid for worker_id, child in self._children.items()}
+
     async def settled(self, result: Result) -> None:
         return None  # a pipe keeps nothing
 
@@ -95,6 +121,7 @@ class ProcessTransport:
         self._stopping = True
         for child in self._children.values():
             child.inbox.close()  # the child finishes what it holds, then exits
+        self._tasks.cancel()
         for child in list(self._children.values()):
             await asyncio.to_thread(child.process.join, STOP_GRACE_S)
             if child.process.is_alive():
@@ -129,6 +156,12 @@ class ProcessTransport:
             reason = f"its process exited with code {child.process.exitcode}"
         if not self._stopping:
             self._to_loop(WorkerLost(child.config.worker_id, reason))
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(self._respawn, child.config)
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
 
     def _lost(self, child: _Child, reason: str) -> None:
         if self._deliver is not None and not self._stopping:
