@@ -27,8 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent
 from bot.jobs.recipe import JobKind, Recipe
-from bot.workers.dispatch import Dispatcher
+from bot.workers.dispatch import Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
+from bot.workers.process_main import WorkerConfig
+from bot.workers.processes import ProcessTransport
 from bot.workers.protocol import WorkOrder
 from bot.workers.runner import batch_spec, image_tasks
 from models.engine import DiffusionEngine, EngineConfig
@@ -56,6 +58,7 @@ def jobs(count: int, images: int, steps: int, owners: int) -> list[WorkOrder]:
                 seeds=tuple(index * 10 + n for n in range(images)),
                 scheduler="EulerAncestralDiscreteScheduler",
             ),
+            classify=False,  # the direct calls classify nothing either
         )
         for index in range(count)
     ]
@@ -112,7 +115,7 @@ async def measure(phase: str, jobs_count: int, steps: int, device: str) -> dict[
     with tempfile.TemporaryDirectory() as cache:
         engine = DiffusionEngine(EngineConfig(device=device, cache_dir=Path(cache)))
         items = jobs(jobs_count, 4, steps, owners=3)  # ids 0..n-1; the warm-up job is -1
-        warm_up_order = WorkOrder(-1, 0, jobs(1, 4, 2, 1)[0].recipe)
+        warm_up_order = WorkOrder(-1, 0, jobs(1, 4, 2, 1)[0].recipe, classify=False)
         warm_up = as_batch(warm_up_order)
         if phase == "direct":
             # Off the main thread, like the worker: the same calls measured ~20% slower on the main thread here.
@@ -123,8 +126,15 @@ async def measure(phase: str, jobs_count: int, steps: int, device: str) -> dict[
 
             with ThreadPoolExecutor(max_workers=1) as thread:
                 return {"seconds": thread.submit(baseline).result()}
-        max_batch_images = 1 if phase == "batching-off" else 4 if phase in ("worker", "lag") else 8
-        transport = InProcessTransport(engine, classifier=None, max_batch_images=max_batch_images)
+        max_batch_images = 1 if phase == "batching-off" else 4 if phase in ("worker", "processes", "lag") else 8
+        transport: Transport
+        if phase == "processes":
+            config = WorkerConfig(
+                worker_id="local-0", device=device, cache_dir=Path(cache), models=(TINY_MODEL_ID,), max_batch_images=4
+            )
+            transport = ProcessTransport([config])
+        else:
+            transport = InProcessTransport(engine, classifier=None, max_batch_images=max_batch_images)
         worker = Dispatcher(
             transport, MemoryAttempts(), max_per_user=100, max_total=100, max_batch_images=max_batch_images
         )
@@ -132,7 +142,7 @@ async def measure(phase: str, jobs_count: int, steps: int, device: str) -> dict[
         await worker.preset(TINY_MODEL_ID)  # loads in the worker's GPU thread
         await through(worker, [warm_up_order])
         try:
-            if phase == "worker":
+            if phase in ("worker", "processes"):
                 return {"seconds": min([await through(worker, items) for _ in range(RUNS)])}
             if phase in ("batching-off", "batching-on"):
                 singles = jobs(8, 1, steps, owners=8)
@@ -174,6 +184,8 @@ def main() -> None:
     print(f"(a) {args.jobs} jobs x 4 images, {args.steps} steps, 64 px, builtin:tiny on {args.device}")
     print(f"    direct pipeline calls: {direct_s:.2f} s; through the worker: {worker_s:.2f} s")
     print(f"    throughput ratio worker/direct: {direct_s / worker_s:.3f} (goal >= 0.97)")
+    processes_s = run_phase("processes", args)["seconds"]
+    print(f"    through a worker process (WORKERS=processes): {processes_s:.2f} s; ratio {direct_s / processes_s:.3f}")
 
     # (b) 8 users, one image each: 8 batches of 1 vs one batch of 8.
     off_s = run_phase("batching-off", args)["seconds"]
