@@ -105,3 +105,17 @@ async def test_a_wrong_token_fails_start_up_with_the_reason(monkeypatch: pytest.
                 pass
     assert isinstance(failure.value.__cause__, discord.LoginFailure)
     assert [(c.path, c.status) for c in fake.calls] == [("/users/@me", 401)]
+
+
+async def test_a_repeated_nonce_returns_the_first_message_like_discord(
+    fake_discord: FakeDiscord, world: GuildSetup, bot: EchoBot
+) -> None:
+    channel = bot.get_channel(world.text_channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    first = await channel.send("the result", nonce="latentcord-7")
+    again = await channel.send("the result", nonce="latentcord-7")  # after a crash, before it was recorded
+    other = await channel.send("another result", nonce="latentcord-8")
+    assert again.id == first.id and other.id != first.id
+    fake_discord.clock.advance(10 * 60)  # Discord remembers nonces for a few minutes only
+    later = await channel.send("the result", nonce="latentcord-7")
+    assert later.id != first.id

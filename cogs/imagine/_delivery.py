@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Discord keeps at most this many characters of a message nonce.
+NONCE_MAX_CHARS = 25
+
 # Interaction tokens live 15 minutes; past this age, deliver with the bot token instead.
 TOKEN_SAFE_AGE_S = 14 * 60
 # How far back in a channel to look, after a restart, for a result posted just before a crash.
@@ -228,7 +231,10 @@ class Deliveries:
         if job.channel_id is None:
             raise ResultUndeliverable(f"job {job.id} has no channel to post to")
         grid = await self._grid_for(result, delivery)  # a File is consumed by each send
-        message = await self._channel_send(job.channel_id, content=content, file=grid, view=view)
+        # One nonce per job: if a crash comes between posting and recording it, Discord answers the
+        # second post with the first message rather than showing the result twice.
+        nonce = f"latentcord-{job.id}"[:NONCE_MAX_CHARS]
+        message = await self._channel_send(job.channel_id, content=content, file=grid, view=view, nonce=nonce)
         return message.id
 
     async def _tell_undelivered(self, result: JobResult, delivery: Delivery | None, refunded: int) -> None:

@@ -9,6 +9,7 @@ it expects. Attachments are served back from their URLs, as Discord's CDN serves
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,6 +42,8 @@ from tests.fakediscord.world import World
 _MENTION = re.compile(r"<@!?(\d+)>")
 _CREATE_FLAGS = MessageFlag.SUPPRESS_EMBEDS | MessageFlag.SUPPRESS_NOTIFICATIONS | MessageFlag.IS_COMPONENTS_V2
 _EDIT_FLAGS = MessageFlag.SUPPRESS_EMBEDS | MessageFlag.IS_COMPONENTS_V2
+#: How long Discord remembers a nonce for ``enforce_nonce`` ("the past few minutes").
+NONCE_WINDOW = dt.timedelta(minutes=5)
 
 
 class MessageStore:
@@ -57,6 +60,8 @@ class MessageStore:
         base_url: Callable[[], str],
     ) -> None:
         """``base_url``: the server's address once it listens, for the attachments' URLs."""
+        # (author id, nonce) -> the message created with it, for ``enforce_nonce``.
+        self._nonces: dict[tuple[int, str], int] = {}
         self._world = world
         self._ids = ids
         self._clock = clock
@@ -151,7 +156,17 @@ class MessageStore:
         allow_empty: bool = False,
         followup: bool = False,
     ) -> StoredMessage:
-        """Validate and store a new message, then announce it on the gateway like Discord does."""
+        """Validate and store a new message, then announce it on the gateway like Discord does.
+
+        With ``enforce_nonce``, a message the same author created with the same nonce in the last
+        few minutes is returned instead, and nothing new is created (Discord's duplicate guard).
+        """
+        nonce = body.get("nonce")
+        key = (author.id, str(nonce)) if nonce is not None and body.get("enforce_nonce") else None
+        if key is not None:
+            earlier = self.messages.get(self._nonces.get(key, 0))
+            if earlier is not None and self._clock.now() - earlier.created_at < NONCE_WINDOW:
+                return earlier
         content = body.get("content")
         content = "" if content is None else str(content)
         embeds = list(body.get("embeds") or [])
@@ -206,6 +221,8 @@ class MessageStore:
             message.interaction_id = interaction.id
             message.interaction_metadata = self._interaction_metadata(interaction, followup=followup)
         self.messages[message.id] = message
+        if key is not None:
+            self._nonces[key] = message.id
         if not message.ephemeral:
             channel.last_message_id = message.id
             self._announce("MESSAGE_CREATE", channel, self._gateway_message(message))
