@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", title="commands (none: start the Discord bot)", metavar="[COMMAND]"
     )
     add_imagine_parser(subparsers)
+    subparsers.add_parser(  # streams transport: bot/workers/stream_main.py
+        "worker",
+        help="run a GPU worker that takes the bot's jobs through the Valkey or Redis server at REDIS_URL",
+        description="Load the models (SD_MODEL, SD_EXTRA_MODELS) and run the jobs of the bot that reads the "
+        "same REDIS_URL, until Ctrl-C or SIGTERM. WORKER_ID names it (default: the host's name and the process id).",
+    )
     return parser
 
 
@@ -161,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.runtime.cli import imagine_main
 
         return imagine_main(settings, args)
+    if args.command == "worker":
+        from bot.workers.stream_main import worker_main
+
+        return worker_main(settings)
     from bot.runtime.launcher import run_bot
 
     return run_bot(settings)

@@ -32,10 +32,17 @@ the field ``m`` of a stream entry, or a pub/sub payload. The keys, under the pre
   from the first ``Ready`` that carries them, so a restarted bot counts prompt tokens even
   though the workers, which outlive it, announced their tokenizers to its predecessor.
 
-A server restarted without its data (persistence off) forgets the group, the inboxes and
-what was in them. The bot notices that its group is gone, creates it again and declares
-every worker it knew lost, so the dispatcher puts back the jobs whose ``Run`` may have
-vanished; each worker's next ``Ready`` brings it back. One bot reads a prefix's streams.
+A ``Run`` may still vanish on the way (a server restarted with the last second of its
+writes lost, say) while its worker goes on sending heartbeats, and the dispatcher would
+wait for it for ever. Each ``Ready`` counts the Runs its worker has read (``received``),
+and the server stamps every entry with its own clock, so the bot notices a Run that a
+worker's ``Ready`` written ``stale_after_s`` later has still not counted: it declares that
+worker lost (the dispatcher puts the batch back) and takes it again at once. A server
+restarted without its data (persistence off) forgets the group, the inboxes and what was in
+them: the bot notices at once that its group is gone, creates it again and declares every
+worker it knew lost in the same way. One bot reads a prefix's streams.
+
+``stale_after_s`` (60 s) matches the dispatcher's default heartbeat timeout, on both sides.
 """
 
 from __future__ import annotations
@@ -43,14 +50,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 
 from bot.workers.dispatch import WorkerLost
 from bot.workers.protocol import Cancel, Message, ProgressReport, ProtocolMismatch, Ready, Result, Run, decode, encode
@@ -60,6 +68,8 @@ if TYPE_CHECKING:
     from models.types import ModelPreset
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The consumer group the bot reads the results stream in.
 GROUP = "bot"
@@ -71,8 +81,33 @@ BOOT_FIELD = b"boot"
 INBOX_TTL_S = 3600
 #: The errors that mean the server cannot be reached now; everything retries them.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Those, or a refusal (a full server with maxmemory-policy noeviction answers OOM to new writes).
+FAILED = (*UNREACHABLE, ResponseError)
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+@dataclass(slots=True, eq=False)
+class _Sent:
+    """A Run sent to a worker: the server time it was written at, None while the XADD is on its way."""
+
+    written_ms: int | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Peer:
+    """A worker as this bot knows it: its boot, and the Runs sent to that boot that it has not counted yet."""
+
+    boot: str
+    received: int  # its last Ready's ``received``: Runs it had read since it booted
+    sent: list[_Sent] = field(default_factory=list)  # in the order they were sent; the first ones it counted
+
+    def counted(self, received: int) -> list[_Sent]:
+        """Forget the Runs a Ready counting ``received`` has read; those it has not, oldest first."""
+        if received > self.received:
+            self.sent = self.sent[received - self.received :]
+            self.received = received
+        return self.sent
 
 
 class BrokerUnreachable(Exception):
@@ -133,6 +168,14 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{user + ':' if user else ':'}***@{place}"
 
 
+def unreachable(url: str, error: BaseException) -> str:
+    """The sentence for a server that does not answer, or refuses (a wrong password, say)."""
+    return (
+        f"Cannot use the Valkey or Redis server at {redacted(url)} ({error}): check that it runs, that this "
+        "host can reach it, and that REDIS_URL names it (with its password, if it has one)."
+    )
+
+
 def streams_transport(settings: Settings) -> StreamsTransport:
     """The transport ``open_core`` uses when ``REDIS_URL`` is set."""
     if settings.redis_url is None:
@@ -162,7 +205,7 @@ class StreamsTransport:
         self._connect_timeout_s = connect_timeout_s
         self._redis: redis.asyncio.Redis | None = None
         self._deliver: Callable[[Message | WorkerLost], None] | None = None
-        self._boots: dict[str, str] = {}  # worker id -> the boot id of its last Ready
+        self._peers: dict[str, _Peer] = {}  # worker id -> its boot and the Runs sent to it
         self._unsettled: dict[str, list[bytes]] = {}  # batch id -> results entries waiting for ``settled``
         self._tokenized: set[str] = set()  # models whose tokenizer this bot has delivered
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,26 +216,27 @@ class StreamsTransport:
     async def start(self, deliver: Callable[[Message | WorkerLost], None]) -> None:
         """Reach the server (waiting ``connect_timeout_s`` at most), make the group, start reading."""
         self._deliver = deliver
-        client = self._redis = redis.asyncio.Redis.from_url(
-            self._url,
-            protocol=2,  # the replies stream_entries reads
-            socket_connect_timeout=5.0,
-            socket_timeout=self._block_s + 10.0,
-            health_check_interval=30,
-        )
+        try:
+            client = self._redis = redis.asyncio.Redis.from_url(
+                self._url,
+                protocol=2,  # the replies stream_entries reads
+                socket_connect_timeout=5.0,
+                socket_timeout=self._block_s + 10.0,
+                health_check_interval=30,
+            )
+        except ValueError as error:
+            raise BrokerUnreachable(f"REDIS_URL is not a URL of a Valkey or Redis server ({error}).") from None
         deadline = time.monotonic() + self._connect_timeout_s
         while True:
             try:
                 await client.ping()
                 await self._create_group()
                 break
-            except UNREACHABLE as error:
-                if time.monotonic() >= deadline:
+            except FAILED as error:
+                if time.monotonic() >= deadline or not isinstance(error, UNREACHABLE):
                     await client.aclose()
-                    raise BrokerUnreachable(
-                        f"Cannot reach the Valkey or Redis server at {redacted(self._url)} ({error}): "
-                        "check that it runs and that REDIS_URL names it."
-                    ) from None
+                    self._redis = None
+                    raise BrokerUnreachable(unreachable(self._url, error)) from None
                 await asyncio.sleep(1.0)
         log.info("reading workers through %s", redacted(self._url))
         self._spawn(self._read_results(), "latentcord-results")
@@ -201,14 +245,23 @@ class StreamsTransport:
     async def send(self, worker_id: str, message: Run | Cancel) -> None:
         client = self._client()
         key = self._keys.inbox(worker_id)
-        fields = {MESSAGE_FIELD: encode(message), BOOT_FIELD: self._boots.get(worker_id, "").encode()}
+        peer = self._peers.get(worker_id)
+        fields: dict[FieldT, EncodableT] = {
+            MESSAGE_FIELD: encode(message),
+            BOOT_FIELD: (peer.boot if peer else "").encode(),
+        }
+        sent = _Sent()
+        if peer is not None and isinstance(message, Run):
+            peer.sent.append(sent)  # before the XADD: a Ready that counts it may be read before it returns
         try:
             async with client.pipeline(transaction=True) as pipe:
-                pipe.xadd(key, fields)  # type: ignore[arg-type]  # bytes keys are fine; the stub wants one type
+                pipe.xadd(key, fields)
                 pipe.expire(key, INBOX_TTL_S)
-                await pipe.execute()
-        except UNREACHABLE as error:
+                entry_id, _ = await pipe.execute()
+            sent.written_ms = entry_ms(entry_id)
+        except FAILED as error:
             if isinstance(message, Run):
+                self._peers.pop(worker_id, None)
                 # The worker will never see this batch: say so now, or the dispatcher waits for it for ever
                 # while the worker's heartbeats keep it alive.
                 self._to_dispatcher(WorkerLost(worker_id, f"its inbox could not be written ({error})"))
@@ -218,7 +271,7 @@ class StreamsTransport:
     async def settled(self, result: Result) -> None:
         """Acknowledge and delete the result's entry: the dispatcher has it now."""
         entry_ids = self._unsettled.pop(result.batch_id, [])
-        if entry_ids:
+        if entry_ids and self._redis is not None:
             await self._forget(entry_ids)
 
     async def stop(self) -> None:
@@ -313,7 +366,7 @@ class StreamsTransport:
                 if now_ms is None:
                     seconds, micros = await self._client().time()
                     now_ms = seconds * 1000 + micros // 1000
-                ready = await self._fresh(message, stale=now_ms - entry_ms(entry_id) > self._stale_after_ms)
+                ready = await self._fresh(message, written_ms=entry_ms(entry_id), now_ms=now_ms)
                 if ready is not None:
                     self._to_dispatcher(ready)
             elif isinstance(message, ProgressReport):
@@ -323,23 +376,41 @@ class StreamsTransport:
         if done:
             await self._forget(done)
 
-    async def _fresh(self, ready: Ready, *, stale: bool) -> Ready | None:
-        """The Ready to deliver, with the tokenizers this bot lacks; None for an old heartbeat and nothing more."""
+    async def _fresh(self, ready: Ready, *, written_ms: int, now_ms: int) -> Ready | None:
+        """The Ready to deliver, with the tokenizers this bot lacks; None for an old heartbeat and nothing more.
+
+        Also where a Run that never reached its worker is noticed: a Ready that has not counted a Run
+        written ``stale_after_s`` before it. Its worker is declared lost (the dispatcher puts the batch
+        back) and, being alive, is taken again at once.
+        """
         client = self._client()
-        known = self._boots.get(ready.worker_id)
-        if known is not None and known != ready.boot_id:
-            # A new life of the worker: what its inbox holds was meant for the last one.
-            await self._best_effort(client.delete(self._keys.inbox(ready.worker_id)), "clearing an inbox")
-        self._boots[ready.worker_id] = ready.boot_id
+        stale = now_ms - written_ms > self._stale_after_ms
+        peer = self._peers.get(ready.worker_id)
+        if peer is None or peer.boot != ready.boot_id:
+            if peer is not None:  # a new life of the worker: its inbox holds what was meant for the last one
+                await self._best_effort(client.delete(self._keys.inbox(ready.worker_id)), "clearing an inbox")
+            self._peers[ready.worker_id] = _Peer(ready.boot_id, ready.received)
+        elif not stale:
+            missing = peer.counted(ready.received)
+            oldest = missing[0].written_ms if missing else None
+            if oldest is not None and written_ms - oldest > self._stale_after_ms:
+                waited_s = (written_ms - oldest) / 1000
+                self._to_dispatcher(
+                    WorkerLost(ready.worker_id, f"a batch sent to it {waited_s:.0f} s ago never reached it")
+                )
+                self._peers[ready.worker_id] = _Peer(ready.boot_id, ready.received)
         tokenizers = dict(ready.tokenizers)
         for model, files in ready.tokenizers.items():
             if files:
-                await self._best_effort(client.hset(self._keys.tokenizer(model), mapping=files), "keeping a tokenizer")
+                mapping: dict[FieldT, EncodableT] = dict(files.items())
+                await self._best_effort(
+                    client.hset(self._keys.tokenizer(model), mapping=mapping), "keeping a tokenizer"
+                )
         for model in ready.models:
             if model not in self._tokenized and model not in tokenizers:
                 stored = await self._best_effort(client.hgetall(self._keys.tokenizer(model)), "reading a tokenizer")
                 if stored:
-                    tokenizers[model] = {_as_text(name): bytes(data) for name, data in stored.items()}
+                    tokenizers[model] = {_as_text(name): _as_bytes(data) for name, data in stored.items()}
         self._tokenized.update(tokenizers)
         if stale:
             # Written while no bot read: no heartbeat, the worker may be gone; its tokenizers still count.
@@ -363,7 +434,7 @@ class StreamsTransport:
             redacted(self._url),
         )
         await self._create_group()
-        lost, self._boots = list(self._boots), {}
+        lost, self._peers = list(self._peers), {}
         self._unsettled.clear()
         for worker_id in lost:
             self._to_dispatcher(WorkerLost(worker_id, "the Valkey or Redis server lost its data"))
@@ -408,10 +479,10 @@ class StreamsTransport:
         except Exception:
             log.exception("the dispatcher failed on a %s", type(message).__name__)
 
-    async def _best_effort(self, work: Coroutine[Any, Any, Any], what: str) -> Any:
+    async def _best_effort(self, work: Awaitable[T], what: str) -> T | None:
         try:
             return await work
-        except UNREACHABLE as error:
+        except FAILED as error:
             log.warning("%s failed: %s", what, error)
             return None
 
@@ -441,7 +512,7 @@ class _Outage:
     async def wait(self, error: BaseException, stopping: asyncio.Event) -> None:
         if self._since is None:
             self._since = time.monotonic()
-            log.warning("%s: the server cannot be reached (%s); retrying", self._what, error)
+            log.warning("%s failed (%s); retrying", self._what, error)
         try:
             await asyncio.wait_for(stopping.wait(), self._delay)
         except TimeoutError:

@@ -1,0 +1,503 @@
+"""The streams transport through a real Valkey server: the bot's side, and workers in threads of this process.
+
+The workers are the real ``StreamWorker`` around the real ``WorkerRunner`` on the tiny model;
+only the process around them is the test's. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bot.jobs.events import Finished, JobEvent, Progress, Started
+from bot.settings import Settings, SettingsError
+from bot.workers.dispatch import Dispatcher, WorkerLost
+from bot.workers.protocol import Message, Ready, Result, Run, RunJob, WorkOrder, decode, encode
+from bot.workers.runner import WorkerRunner
+from bot.workers.stream_main import STALE_RUN, StreamWorker, worker_main
+from bot.workers.streams import (
+    BOOT_FIELD,
+    GROUP,
+    MESSAGE_FIELD,
+    BrokerUnreachable,
+    StreamKeys,
+    StreamsTransport,
+    redacted,
+)
+from models.engine import DiffusionEngine
+from models.tiny import TINY_MODEL_ID
+from tests.helpers import MemoryAttempts, NoNsfw
+from tests.recipes import a_recipe
+from tests.valkey_server import ValkeyServer
+from tests.valkey_server import valkey as valkey_fixture
+
+valkey = valkey_fixture  # a fresh server for each test
+
+KEYS = StreamKeys()
+RECIPE = a_recipe(
+    prompt="a fox", negative_prompt="", model=TINY_MODEL_ID, width=64, height=64, steps=3, guidance=7.0, seeds=(1,)
+)
+WAIT_S = 60.0  # generous: CI is a busy 2-core machine
+
+
+def item(job_id: int, owner: int, seeds: tuple[int, ...] = (1,)) -> WorkOrder:
+    return WorkOrder(job_id=job_id, owner=owner, recipe=replace(RECIPE, seeds=seeds))
+
+
+def a_run(batch_id: str, job_id: int = 1) -> Run:
+    return Run(
+        batch_id=batch_id,
+        jobs=(RunJob(item(job_id, owner=1), attempt=1, token=f"token-{batch_id}"),),
+        nsfw_threshold=0.7,
+        preview_interval_s=0.0,
+    )
+
+
+class GatedEngine:
+    """The tiny engine whose runs wait for ``gate``: a hung GPU, which calls back no step and so sends no heartbeat."""
+
+    def __init__(self, engine: DiffusionEngine) -> None:
+        self._engine = engine
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        self.gate.wait(WAIT_S)
+        return self._engine.run(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+class ThreadWorker:
+    """``python -m bot worker``'s parts in threads of the test: a StreamWorker serving a WorkerRunner."""
+
+    def __init__(self, url: str, engine: Any, worker_id: str) -> None:
+        self.stream = StreamWorker(url, heartbeat_s=0.25, block_s=0.2, flush_timeout_s=10.0)
+        self.finishing = ThreadPoolExecutor(2, thread_name_prefix=f"finish-{worker_id}")
+        self.runner = WorkerRunner(
+            engine, send=self.stream.send, finishing=self.finishing, classifier=NoNsfw(), worker_id=worker_id
+        )
+        self.runner.load([TINY_MODEL_ID])
+        self.thread = threading.Thread(
+            target=self.stream.serve, args=(self.runner, self.finishing), name=f"gpu-{worker_id}", daemon=True
+        )
+
+    def start(self) -> ThreadWorker:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stream.stop()
+        self.thread.join(WAIT_S)
+        self.stream.close()
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+@pytest.fixture
+def workers(valkey: ValkeyServer, tiny_engine: DiffusionEngine) -> Iterator[Callable[..., ThreadWorker]]:
+    """Starts workers on the test's server; stops them all after the test."""
+    started: list[tuple[ThreadWorker, GatedEngine | None]] = []
+
+    def start(worker_id: str, engine: Any = None) -> ThreadWorker:
+        worker = ThreadWorker(valkey.url, engine or tiny_engine, worker_id).start()
+        started.append((worker, engine if isinstance(engine, GatedEngine) else None))
+        return worker
+
+    yield start
+    for worker, gated in started:
+        if gated is not None:
+            gated.gate.set()
+        worker.stop()
+
+
+class Collected:
+    """What a transport delivered, for a test to wait on."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message | WorkerLost] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, message: Message | WorkerLost) -> None:
+        self.messages.append(message)
+        self._changed.set()
+
+    async def first(self, wanted: Callable[[Message | WorkerLost], bool], timeout_s: float = WAIT_S) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = next((message for message in self.messages if wanted(message)), None)
+            if found is not None:
+                return found
+            left = deadline - time.monotonic()
+            assert left > 0, f"nothing wanted arrived in {timeout_s:.0f} s; got {self.messages!r}"
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                pass
+
+
+class Recorder:
+    """One job's events; ``done`` once it finished, failed or was cancelled."""
+
+    def __init__(self) -> None:
+        self.events: list[JobEvent] = []
+        self.done = asyncio.Event()
+
+    def __call__(self, event: JobEvent) -> None:
+        self.events.append(event)
+        if type(event).__name__ in {"Finished", "Failed", "Cancelled"}:
+            self.done.set()
+
+    def of(self, kind: type) -> list[Any]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+
+def results_in_stream(valkey: ValkeyServer) -> list[Message]:
+    client = valkey.client()
+    try:
+        return [decode(fields[MESSAGE_FIELD]) for _, fields in client.xrange(KEYS.results)]
+    finally:
+        client.close()
+
+
+def pending_count(valkey: ValkeyServer) -> int:
+    client = valkey.client()
+    try:
+        return int(client.xpending(KEYS.results, GROUP)["pending"])
+    finally:
+        client.close()
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        await asyncio.sleep(0.05)
+
+
+def has_progress_subscriber(valkey: ValkeyServer) -> bool:
+    client = valkey.client()
+    try:
+        return any(count >= 1 for _, count in client.pubsub_numsub(KEYS.progress))
+    finally:
+        client.close()
+
+
+def ready_from(worker_id: str) -> Callable[[Message | WorkerLost], bool]:
+    return lambda message: isinstance(message, Ready) and message.worker_id == worker_id
+
+
+def result_of(batch_id: str) -> Callable[[Message | WorkerLost], bool]:
+    return lambda message: isinstance(message, Result) and message.batch_id == batch_id
+
+
+# -- through the dispatcher ---------------------------------------------------------------------
+
+
+async def test_a_job_dispatched_through_a_real_server_finishes_with_its_images(
+    valkey: ValkeyServer, workers: Callable[..., ThreadWorker]
+) -> None:
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    dispatcher = Dispatcher(transport, MemoryAttempts(), preview_interval_s=0.0)
+    await dispatcher.start()
+    try:
+        workers("w1")
+        # The model's preset and tokenizer came with the worker's Ready, through the stream.
+        preset = await asyncio.wait_for(dispatcher.preset(TINY_MODEL_ID), WAIT_S)
+        assert preset.model == TINY_MODEL_ID
+        assert await dispatcher.count_prompt_tokens(TINY_MODEL_ID, "a red fox in the snow") > 0
+        await eventually(lambda: has_progress_subscriber(valkey), "the bot subscribed to progress")
+
+        recorder = Recorder()
+        dispatcher.submit(item(1, owner=1, seeds=(11, 12)), recorder)
+        await asyncio.wait_for(recorder.done.wait(), WAIT_S)
+
+        (finished,) = recorder.of(Finished)
+        assert finished.output.token.endswith("-w1")
+        assert [Image.open(io.BytesIO(image.data)).size for image in finished.output.images] == [(64, 64)] * 2
+        assert finished.output.seeds == (11, 12)
+        assert recorder.of(Started)
+        assert recorder.of(Progress), "progress travelled by pub/sub"
+    finally:
+        await dispatcher.stop(timeout_s=WAIT_S)
+
+
+async def test_a_worker_that_stops_heartbeating_is_lost_and_its_job_runs_on_another(
+    valkey: ValkeyServer, workers: Callable[..., ThreadWorker], tiny_engine: DiffusionEngine
+) -> None:
+    ledger = MemoryAttempts()
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    dispatcher = Dispatcher(transport, ledger, preview_interval_s=0.0, heartbeat_timeout_s=10.0)
+    await dispatcher.start()
+    hung = GatedEngine(tiny_engine)
+    try:
+        workers("w1", hung)
+        await asyncio.wait_for(dispatcher.preset(TINY_MODEL_ID), WAIT_S)
+        recorder = Recorder()
+        dispatcher.submit(item(1, owner=1), recorder)
+        assert await asyncio.to_thread(hung.entered.wait, WAIT_S), "w1 never started the job"
+        workers("w2")  # ready while w1 hangs in its batch, sending nothing
+
+        await asyncio.wait_for(recorder.done.wait(), WAIT_S)
+
+        (finished,) = recorder.of(Finished)
+        assert finished.output.token.endswith("-w2")
+        assert finished.output.attempt == 2
+        assert ledger.requeued == [1]
+    finally:
+        hung.gate.set()
+        await dispatcher.stop(timeout_s=WAIT_S)
+
+
+async def test_a_batch_that_never_reaches_its_worker_is_put_back_though_the_worker_heartbeats(
+    valkey: ValkeyServer, workers: Callable[..., ThreadWorker]
+) -> None:
+    ledger = MemoryAttempts()
+    transport = StreamsTransport(valkey.url, block_s=0.2, stale_after_s=2.0)
+    dispatcher = Dispatcher(transport, ledger, preview_interval_s=0.0)
+    await dispatcher.start()
+    # A worker that says it is ready, again and again, and never reads its inbox.
+    ghost = Ready(worker_id="ghost", boot_id="ghost-boot", free_slots=1, models=(TINY_MODEL_ID,), max_batch_images=8)
+    client = valkey.client()
+    stop = asyncio.Event()
+
+    async def heartbeat() -> None:
+        while not stop.is_set():
+            client.xadd(KEYS.results, {MESSAGE_FIELD: encode(ghost)})
+            await asyncio.sleep(0.2)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        recorder = Recorder()
+        dispatcher.submit(item(1, owner=1), recorder)
+        await eventually(lambda: bool(recorder.of(Started)), "the job was sent to the ghost")
+        workers("w2")
+        await asyncio.wait_for(recorder.done.wait(), WAIT_S)
+
+        (finished,) = recorder.of(Finished)
+        assert finished.output.token.endswith("-w2")
+        assert ledger.requeued == [1]
+    finally:
+        stop.set()
+        await beating
+        client.close()
+        await dispatcher.stop(timeout_s=WAIT_S)
+
+
+async def test_a_server_restarted_without_its_data_loses_no_job(
+    valkey: ValkeyServer, workers: Callable[..., ThreadWorker]
+) -> None:
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    dispatcher = Dispatcher(transport, MemoryAttempts(), preview_interval_s=0.0)
+    await dispatcher.start()
+    try:
+        workers("w1")
+        first = Recorder()
+        dispatcher.submit(item(1, owner=1), first)
+        await asyncio.wait_for(first.done.wait(), WAIT_S)
+
+        await asyncio.to_thread(valkey.restart)  # persistence off: the group, the inbox and the rest are gone
+
+        second = Recorder()
+        dispatcher.submit(item(2, owner=2), second)
+        await asyncio.wait_for(second.done.wait(), WAIT_S)
+        assert first.of(Finished) and second.of(Finished)
+    finally:
+        await dispatcher.stop(timeout_s=WAIT_S)
+
+
+async def test_python_m_bot_worker_serves_the_bot_and_stops_on_sigterm(valkey: ValkeyServer, tmp_path: Path) -> None:
+    environment = {
+        **os.environ,
+        "REDIS_URL": valkey.url,
+        "SD_MODEL": TINY_MODEL_ID,
+        "DEVICE": "cpu",
+        "WORKER_ID": "process-1",
+        "MODEL_CACHE_DIR": str(tmp_path / "models"),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "worker", env=environment, cwd=tmp_path)
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    dispatcher = Dispatcher(transport, MemoryAttempts(), preview_interval_s=0.0)
+    await dispatcher.start()
+    try:
+        await asyncio.wait_for(dispatcher.preset(TINY_MODEL_ID), WAIT_S)
+        recorder = Recorder()
+        dispatcher.submit(item(1, owner=1, seeds=(1, 2)), recorder)
+        await asyncio.wait_for(recorder.done.wait(), WAIT_S)
+        (finished,) = recorder.of(Finished)
+        assert finished.output.token.endswith("-process-1") and len(finished.output.images) == 2
+
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), WAIT_S) == 0
+        client = valkey.client()
+        try:
+            assert not client.exists(KEYS.inbox("process-1"))  # a worker that stops leaves no inbox behind
+        finally:
+            client.close()
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await asyncio.wait_for(worker.wait(), 10)
+        await dispatcher.stop(timeout_s=WAIT_S)
+
+
+# -- the transport itself ----------------------------------------------------------------------
+
+
+async def test_a_result_is_kept_until_settled_then_deleted_from_the_stream(
+    valkey: ValkeyServer, workers: Callable[..., ThreadWorker]
+) -> None:
+    collected = Collected()
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    await transport.start(collected)
+    try:
+        workers("w1")
+        await collected.first(ready_from("w1"))
+        await transport.send("w1", a_run("b1"))
+        result = await collected.first(result_of("b1"))
+        assert result.error is None and len(result.outputs[0].images) == 1
+
+        held = [message for message in results_in_stream(valkey) if isinstance(message, Result)]
+        assert [message.batch_id for message in held] == ["b1"]
+        assert pending_count(valkey) >= 1
+
+        await transport.settled(result)
+        assert not [message for message in results_in_stream(valkey) if isinstance(message, Result)]
+        await eventually(lambda: pending_count(valkey) == 0, "nothing pending")
+    finally:
+        await transport.stop()
+
+
+async def test_a_restarted_bot_gets_the_result_written_while_none_read_and_the_one_it_never_settled(
+    valkey: ValkeyServer, workers: Callable[..., ThreadWorker], tiny_engine: DiffusionEngine
+) -> None:
+    held = GatedEngine(tiny_engine)
+    workers("w1", held)
+    first_bot = Collected()
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    await transport.start(first_bot)
+    await first_bot.first(ready_from("w1"))
+    await transport.send("w1", a_run("b1"))
+    assert await asyncio.to_thread(held.entered.wait, WAIT_S)
+    await transport.stop()  # the bot goes away while the worker runs
+
+    held.gate.set()
+    await eventually(
+        lambda: any(isinstance(m, Result) for m in results_in_stream(valkey)), "the result written with no bot"
+    )
+
+    second_bot = Collected()
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    await transport.start(second_bot)
+    result = await second_bot.first(result_of("b1"))
+    assert result.outputs[0].token == "token-b1" and len(result.outputs[0].images) == 1
+    await transport.stop()  # read, never settled: as if this bot crashed before it took the result
+
+    third_bot = Collected()
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    await transport.start(third_bot)
+    try:
+        again = await third_bot.first(result_of("b1"))  # claimed from the group's pending entries
+        assert again.outputs[0].token == "token-b1"
+        await transport.settled(again)
+        assert not [m for m in results_in_stream(valkey) if isinstance(m, Result)]
+        await eventually(lambda: pending_count(valkey) == 0, "nothing pending")
+    finally:
+        await transport.stop()
+
+
+async def test_a_worker_drops_runs_meant_for_its_last_life_and_answers_one_that_waited_too_long(
+    valkey: ValkeyServer, workers: Callable[..., ThreadWorker]
+) -> None:
+    collected = Collected()
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    await transport.start(collected)
+    try:
+        worker = workers("w1")
+        await collected.first(ready_from("w1"))
+        client = valkey.client()
+        try:
+            inbox = KEYS.inbox("w1")
+            boot = worker.runner.boot_id.encode()
+            # Written (by its id) long ago: a worker that reads it now was away while the bot moved on.
+            client.xadd(inbox, {MESSAGE_FIELD: encode(a_run("stale")), BOOT_FIELD: boot}, id="1000-0")
+            client.xadd(inbox, {MESSAGE_FIELD: encode(a_run("earlier-life")), BOOT_FIELD: b"another-boot"})
+        finally:
+            client.close()
+        await transport.send("w1", a_run("now"))
+
+        stale = await collected.first(result_of("stale"))
+        assert stale.error == STALE_RUN and not stale.outputs
+        done = await collected.first(result_of("now"))
+        assert done.error is None and len(done.outputs) == 1
+        assert not [m for m in collected.messages if isinstance(m, Result) and m.batch_id == "earlier-life"]
+    finally:
+        await transport.stop()
+
+
+async def test_a_restarted_bot_learns_the_tokenizer_a_worker_announced_to_its_predecessor(
+    valkey: ValkeyServer, workers: Callable[..., ThreadWorker]
+) -> None:
+    first_bot = Collected()
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    await transport.start(first_bot)
+    workers("w1")
+    announced = await first_bot.first(lambda m: isinstance(m, Ready) and bool(m.tokenizers))
+    await transport.stop()
+
+    second_bot = Collected()
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    await transport.start(second_bot)
+    try:
+        ready = await second_bot.first(ready_from("w1"))
+        assert ready.tokenizers == announced.tokenizers  # the worker sends its tokenizer once per boot
+    finally:
+        await transport.stop()
+
+
+# -- settings and the command ---------------------------------------------------------------------
+
+
+def test_redis_url_accepts_valkey_and_redis_urls_and_refuses_others_without_quoting_them() -> None:
+    for url in ("redis://valkey:6379/0", "rediss://:secret@host:6380/1", "unix:///run/valkey.sock"):
+        assert Settings.from_env({"REDIS_URL": url}, env_file=None).redis_url == url
+    assert Settings.from_env({}, env_file=None).redis_url is None
+    with pytest.raises(SettingsError, match="REDIS_URL is invalid") as refused:
+        Settings.from_env({"REDIS_URL": "http://user:hunter22@host/"}, env_file=None)
+    assert "hunter22" not in str(refused.value)
+    assert "hunter22" not in repr(Settings.from_env({"REDIS_URL": "redis://:hunter22@h/0"}, env_file=None))
+    assert redacted("redis://user:hunter22@host:6379/0") == "redis://user:***@host:6379/0"
+
+
+async def test_a_bot_that_cannot_reach_the_server_says_so_in_a_sentence_without_the_password() -> None:
+    transport = StreamsTransport("redis://:hunter22@127.0.0.1:1/0", connect_timeout_s=0.5)
+    with pytest.raises(BrokerUnreachable, match="Cannot use the Valkey or Redis server at") as refused:
+        await transport.start(Collected())
+    assert "hunter22" not in str(refused.value)
+
+
+def test_worker_id_is_checked() -> None:
+    assert Settings.from_env({"WORKER_ID": "gpu-box.2"}, env_file=None).worker_id == "gpu-box.2"
+    with pytest.raises(SettingsError, match="WORKER_ID"):
+        Settings.from_env({"WORKER_ID": "a b"}, env_file=None)
+
+
+def test_the_worker_command_without_redis_url_says_what_to_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert worker_main(Settings()) == 2
+    assert "REDIS_URL is not set" in capsys.readouterr().err
