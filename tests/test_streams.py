@@ -25,7 +25,7 @@ from PIL import Image
 from bot.jobs.events import Finished, JobEvent, Progress, Started
 from bot.settings import Settings, SettingsError
 from bot.workers.dispatch import Dispatcher, WorkerLost
-from bot.workers.protocol import Message, Ready, Result, Run, RunJob, WorkOrder, decode, encode
+from bot.workers.protocol import Cancel, Message, Ready, Result, Run, RunJob, WorkOrder, decode, encode
 from bot.workers.runner import WorkerRunner
 from bot.workers.stream_main import STALE_RUN, StreamWorker, worker_main
 from bot.workers.streams import (
@@ -73,8 +73,10 @@ class GatedEngine:
         self._engine = engine
         self.entered = threading.Event()
         self.gate = threading.Event()
+        self.should_interrupt: Callable[[], bool] = lambda: False  # the running batch's, once entered
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
+        self.should_interrupt = kwargs["should_interrupt"]
         self.entered.set()
         self.gate.wait(WAIT_S)
         return self._engine.run(*args, **kwargs)
@@ -380,6 +382,28 @@ async def test_a_result_is_kept_until_settled_then_deleted_from_the_stream(
         await transport.settled(result)
         assert not [message for message in results_in_stream(valkey) if isinstance(message, Result)]
         await eventually(lambda: pending_count(valkey) == 0, "nothing pending")
+    finally:
+        await transport.stop()
+
+
+async def test_a_cancel_reaches_the_worker_while_its_batch_runs(
+    valkey: ValkeyServer, workers: Callable[..., ThreadWorker], tiny_engine: DiffusionEngine
+) -> None:
+    held = GatedEngine(tiny_engine)
+    workers("w1", held)
+    collected = Collected()
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    await transport.start(collected)
+    try:
+        await collected.first(ready_from("w1"))
+        await transport.send("w1", a_run("b1", job_id=7))
+        assert await asyncio.to_thread(held.entered.wait, WAIT_S)
+        await transport.send("w1", Cancel((7,)))
+        await eventually(lambda: held.should_interrupt(), "the worker took the cancel")
+        held.gate.set()
+
+        result = await collected.first(result_of("b1"))
+        assert result.cancelled == (7,) and not result.outputs
     finally:
         await transport.stop()
 
