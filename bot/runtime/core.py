@@ -19,6 +19,7 @@ from bot.workers.dispatch import Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
 from bot.workers.process_main import WorkerConfig
 from bot.workers.processes import ProcessTransport, local_worker_configs
+from bot.workers.streams import streams_transport
 from db.store import Store
 from models.engine import DiffusionEngine, EngineConfig
 from models.safety import ImageClassifier, OpenNsfwClassifier
@@ -43,15 +44,18 @@ async def open_core(
 ) -> AsyncIterator[Core]:
     """Open the database (migrating it), start the workers; on exit, stop them and close the database.
 
-    Generation runs in worker child processes, one per GPU (``WORKERS=processes``, the default),
-    or in a thread of this process (``WORKERS=thread``, or whenever ``engine`` is given, to share
+    Generation runs on ``python -m bot worker`` processes on any host when ``REDIS_URL`` is set,
+    else in worker child processes, one per GPU (``WORKERS=processes``, the default), or in a thread
+    of this process (``WORKERS=thread``, or whenever ``engine`` is given, to share
     one loaded model between several cores in tests). ``classifier`` replaces open_nsfw; for
     worker processes it must be picklable.
     """
     store = await Store.open(settings.database_path, recipe=Recipe)
     try:
         transport: Transport
-        if engine is not None or settings.workers == "thread":
+        if engine is None and settings.redis_url is not None:
+            transport = streams_transport(settings)  # workers on any host, through Valkey or Redis
+        elif engine is not None or settings.workers == "thread":
             engine = engine or DiffusionEngine(
                 EngineConfig(device=settings.device, cache_dir=settings.model_cache_dir, compile=settings.compile_unet)
             )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
 from bot.runtime.core import Core, open_core
 from bot.settings import Settings, SettingsError
+from bot.workers.streams import BrokerUnreachable
 from db.errors import StoreError
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ async def serve(settings: Settings, token: str) -> None:
 
 
 # Failures the owner can act on: one sentence and exit 2, no traceback.
-_REPORTED: tuple[type[Exception], ...] = (StoreError, DiscordLoginFailed, *USER_FACING_ERRORS)
+_REPORTED: tuple[type[Exception], ...] = (StoreError, DiscordLoginFailed, BrokerUnreachable, *USER_FACING_ERRORS)
 
 
 def run_bot(settings: Settings) -> int:
