@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,7 @@ from bot.jobs.events import Finished, JobEvent, Progress, Started
 from bot.settings import Settings, SettingsError
 from bot.workers.dispatch import Dispatcher, WorkerLost
 from bot.workers.protocol import Cancel, Message, Ready, Result, Run, RunJob, WorkOrder, decode, encode
-from bot.workers.runner import WorkerRunner
-from bot.workers.stream_main import STALE_RUN, StreamWorker, worker_main
+from bot.workers.stream_main import STALE_RUN, worker_main
 from bot.workers.streams import (
     BOOT_FIELD,
     GROUP,
@@ -39,9 +37,9 @@ from bot.workers.streams import (
 )
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import MemoryAttempts, NoNsfw
+from tests.helpers import MemoryAttempts
 from tests.recipes import a_recipe
-from tests.valkey_server import ValkeyServer
+from tests.valkey_server import ThreadWorker, ValkeyServer
 from tests.valkey_server import valkey as valkey_fixture
 
 valkey = valkey_fixture  # a fresh server for each test
@@ -83,31 +81,6 @@ class GatedEngine:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
-
-
-class ThreadWorker:
-    """``python -m bot worker``'s parts in threads of the test: a StreamWorker serving a WorkerRunner."""
-
-    def __init__(self, url: str, engine: Any, worker_id: str) -> None:
-        self.stream = StreamWorker(url, heartbeat_s=0.25, block_s=0.2, flush_timeout_s=10.0)
-        self.finishing = ThreadPoolExecutor(2, thread_name_prefix=f"finish-{worker_id}")
-        self.runner = WorkerRunner(
-            engine, send=self.stream.send, finishing=self.finishing, classifier=NoNsfw(), worker_id=worker_id
-        )
-        self.runner.load([TINY_MODEL_ID])
-        self.thread = threading.Thread(
-            target=self.stream.serve, args=(self.runner, self.finishing), name=f"gpu-{worker_id}", daemon=True
-        )
-
-    def start(self) -> ThreadWorker:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stream.stop()
-        self.thread.join(WAIT_S)
-        self.stream.close()
-        assert not self.thread.is_alive(), "the worker did not stop"
 
 
 @pytest.fixture

