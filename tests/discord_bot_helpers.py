@@ -72,11 +72,11 @@ async def imagine(fake: FakeDiscord, world: GuildSetup, user=None, channel=None,
     return await fake.run_slash("imagine", options, user=user or world.member, channel=channel or world.text_channel)
 
 
-async def finished_grid(ix, timeout: float = 60) -> StoredMessage:
+async def finished_grid(ix, timeout: float = 180) -> StoredMessage:  # generous: CI is a busy 2-core machine
     return await ix.wait_for_message(has_grid, timeout=timeout)
 
 
 async def press_and_wait(fake: FakeDiscord, message: StoredMessage, label: str, world: GuildSetup) -> StoredMessage:
     press = await fake.press_button(message, user=world.member, label=label)
     assert not (await press.wait_for_response(timeout=3)).ephemeral
-    return await press.wait_for_message(has_grid, timeout=60)
+    return await press.wait_for_message(has_grid, timeout=180)

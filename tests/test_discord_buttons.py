@@ -27,7 +27,7 @@ async def test_upscale_variation_and_reroll_buttons(fake_discord: FakeDiscord, w
     # U2, pressed by someone else: an upscale of image 2, charged to the presser.
     press = await fake_discord.press_button(grid, user=world.moderator, label="U2")
     assert not (await press.wait_for_response(timeout=3)).ephemeral
-    upscaled = await press.wait_for_message(has_grid, timeout=60)
+    upscaled = await press.wait_for_message(has_grid, timeout=180)
     assert upscaled.id != grid.id
     assert upscaled.attachments[0].open_image().size == (128, 128)
     assert [b.get("label") for b in upscaled.buttons][:2] == ["Vary (Strong)", "Vary (Subtle)"]
@@ -106,7 +106,7 @@ async def test_buttons_work_after_a_restart(
     overwrites = fake_discord.command_overwrites
     async with running_bot(fake_discord, settings, tiny_engine):
         press = await fake_discord.press_button(grid, user=world.member, label="U1")
-        upscaled = await press.wait_for_message(has_grid, timeout=60)
+        upscaled = await press.wait_for_message(has_grid, timeout=180)
     assert upscaled.attachments[0].open_image().size == (128, 128)
     # Unchanged commands are not synced again on the second start.
     assert fake_discord.command_overwrites == overwrites == 1
@@ -121,7 +121,7 @@ async def test_a_result_after_the_token_expired_is_posted_with_the_bot_token(
         await ix.wait_for_response(timeout=3)
         clock.offset = 15 * 60  # the job finishes "15 minutes later"
         fake_discord.expire_interaction(ix)
-        posted = await fake_discord.wait_for_message(world.text_channel, has_grid, timeout=60)
+        posted = await fake_discord.wait_for_message(world.text_channel, has_grid, timeout=180)
     assert posted.id != ix.original_message_id and posted.interaction_id is None
     assert f"<@{world.member.user.id}>" in posted.content
     assert posted.attachments[0].open_image().size == (128, 128)
@@ -136,11 +136,11 @@ async def test_queued_jobs_survive_a_restart_and_are_delivered_to_their_channel(
         await waiting.wait_for_response(timeout=3)
         await fake_discord.wait_until(lambda: core.worker.position(1) == 0, what="job 1 running")
     # Closing let the running job finish; the waiting one stayed queued in SQLite.
-    await finished_grid(running, timeout=60)
+    await finished_grid(running, timeout=180)
     status = await waiting.wait_for_original(timeout=3)
     async with running_bot(fake_discord, settings, tiny_engine):
         delivered = await fake_discord.wait_for_message(
-            world.text_channel, lambda m: has_grid(m) and "lighthouse" in m.content, timeout=60
+            world.text_channel, lambda m: has_grid(m) and "lighthouse" in m.content, timeout=180
         )
         await fake_discord.wait_until(lambda: "Finished after a restart" in status.content, what="status updated")
     assert f"<@{world.moderator.user.id}>" in delivered.content

@@ -151,7 +151,7 @@ async def test_a_slow_decision_defers_ephemerally_and_then_answers(
     accepted = await imagine(fake_discord, world)
     first = await accepted.wait_for_response(timeout=3)
     assert first.ephemeral and first.elapsed < 3  # "thinking…", only for the requester
-    grid = await accepted.wait_for_message(has_grid, timeout=60)
+    grid = await accepted.wait_for_message(has_grid, timeout=180)
     assert not grid.ephemeral and f"<@{world.member.user.id}>" in grid.content
 
     rejected = await imagine(fake_discord, world, prompt="a nude statue")
@@ -226,7 +226,7 @@ async def test_a_failing_discord_edit_does_not_lose_the_result(
     fault = fake_discord.inject_fault(
         r"/webhooks/.*/messages/@original", method="PATCH", status=404, code=10008, times=100
     )
-    posted = await fake_discord.wait_for_message(world.text_channel, has_grid, timeout=60)
+    posted = await fake_discord.wait_for_message(world.text_channel, has_grid, timeout=180)
     assert posted.id != ix.original_message_id and f"<@{world.member.user.id}>" in posted.content
     # The worker lives on: the next job is served as usual.
     fault.remaining = 0
