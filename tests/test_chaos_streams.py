@@ -5,9 +5,10 @@ The streams transport end to end, every part a real process: a Valkey server on 
 ``worker-2``, ``builtin:tiny``, sharing the model cache ``tiny_engine`` built), and
 ``python -m bot`` with ``REDIS_URL`` against the loopback Discord. Twenty members send
 ``/imagine`` jobs (one image, two steps each) in five waves, each wave from four members of
-its own taking turns, so that every member has several jobs waiting at once. After each of
-the first four waves, as soon as SQLite shows a batch running, one of these happens, in an
-order the seed picks, and the next wave waits until every worker is up again:
+its own taking turns, so that every member has several jobs waiting at once
+(``QUEUE_MAX_PER_USER`` admits them all). After each of the first four waves, as soon as
+SQLite shows a batch running, one of these happens, in an order the seed picks, and the
+next wave waits until every worker is up again:
 
 * a worker running a batch (the seed picks which, if several are) is killed with SIGKILL and
   started again under the same ``WORKER_ID`` (so with a new boot id); this happens twice;
@@ -20,11 +21,11 @@ refunded), that nothing was delivered twice (one message holds each job's result
 by its Delete button), that every member's ledger equals what their delivered jobs cost,
 and that fairness held (below).
 
-The issue asks for 200 jobs from 20 members; on a 2-core CI machine 60 jobs (three from each
-member) keep a run near a minute and a half, so 60 is the default, and ``CHAOS_STREAMS_JOBS=200``
-runs the full count (about the same time: the chaos, not the jobs, takes it). ``CHAOS_SEED=<n>``
-replays a run (the order of the four events and which running worker is killed, as far as
-timing allows). Not part of the quick suite: ``-m chaos`` runs it; CI does.
+Two hundred jobs, ten from each member, as the issue asks: on the 2-core development machine
+a run takes about a minute (the chaos, mostly workers loading the model again, takes most of
+it), far inside what CI allows a chaos run. ``CHAOS_STREAMS_JOBS=<n>`` sends fewer (or more),
+``CHAOS_SEED=<n>`` replays a run (the order of the four events and which running worker is
+killed, as far as timing allows). Not part of the quick suite: ``-m chaos`` runs it; CI does.
 
 Fairness, exactly. The dispatcher promises that no member's job starts before an earlier job
 of theirs (round-robin across members, each member's jobs in order) and that a job put back
@@ -221,7 +222,7 @@ def waves_of_jobs(members: Sequence[FakeMember]) -> list[list[tuple[int, FakeMem
     per_wave = max(1, len(members) // WAVES)
     waves: list[list[tuple[int, FakeMember]]] = []
     for wave in range(WAVES):
-        senders = members[wave * per_wave : (wave + 1) * per_wave] or members[-per_wave:]
+        senders = members[wave * per_wave : (wave + 1) * per_wave]
         jobs = range(JOBS * wave // WAVES, JOBS * (wave + 1) // WAVES)
         waves.append([(job, senders[n % len(senders)]) for n, job in enumerate(jobs)])
     return waves
@@ -242,8 +243,8 @@ def fairness_violations(log: Sequence[sqlite3.Row], jobs: Sequence[sqlite3.Row])
     problems: list[str] = []
     inversions: list[str] = []
     by_member: defaultdict[int, list[int]] = defaultdict(list)
-    for job in jobs:
-        by_member[job["user_id"]].append(job["id"])
+    for row in jobs:
+        by_member[row["user_id"]].append(row["id"])
     for member, own in by_member.items():
         own.sort()
         started = [job for job in own if starts[job]]
@@ -318,16 +319,16 @@ async def test_streams_chaos_loses_no_job_delivers_none_twice_and_keeps_members_
         await fleet.ready()
         note(f"the bot and {WORKERS} workers are up; events: {', '.join(events)}")
 
-        for wave, jobs in enumerate(waves):
+        for wave, sent in enumerate(waves):
             interactions = []
-            for job, member in jobs:
+            for job, member in sent:
                 options = {"prompt": f"a lighthouse, take {job}", "count": 1, "steps": 2, "seed": job}
                 interactions.append(
                     await fake_discord.run_slash("imagine", options, user=member, channel=world.text_channel)
                 )
             answers = await asyncio.gather(*(ix.wait_for_response(timeout=ANSWER_S) for ix in interactions))
             assert not any(answer.ephemeral for answer in answers), "every job must have been admitted"
-            note(f"wave {wave}: {len(jobs)} jobs admitted")
+            note(f"wave {wave}: {len(sent)} jobs admitted")
             if wave >= len(events):
                 break
             await asyncio.sleep(rng.uniform(0.0, 0.3))
@@ -358,7 +359,7 @@ async def test_streams_chaos_loses_no_job_delivers_none_twice_and_keeps_members_
         await asyncio.wait_for(bot.wait(), STOP_S)
         await fleet.stop()
     except BaseException:
-        print("\n".join(timeline))
+        print("\n".join([*timeline, f"the logs of the bot, the workers and Valkey are in {tmp_path}"]))
         raise
     finally:
         if bot is not None and bot.returncode is None:
@@ -403,6 +404,9 @@ async def test_streams_chaos_loses_no_job_delivers_none_twice_and_keeps_members_
         assert len(starts[row["id"]]) == row["attempt"], f"the log missed a start of job {row['id']}"
         if row["started_at"] is not None:
             assert starts[row["id"]][-1]["started_at"] == row["started_at"], f"job {row['id']}'s last start"
+    assert any(row["old_status"] == "running" and row["new_status"] == "queued" for row in log), (
+        "the chaos never caught a batch running"
+    )
     problems, inversions = fairness_violations(log, jobs)
     print("\n".join(inversions))
     assert problems == [], f"fairness (seed {SEED})"
