@@ -108,6 +108,28 @@ def test_queue_bounds_raise_queue_full_with_a_sentence() -> None:
     assert len(queue) == 3
 
 
+def test_jobs_put_back_after_a_lost_worker_run_again_in_their_owner_s_order() -> None:
+    queue = FairQueue(max_per_owner=4, max_total=10)
+    entries = {job_id: entry(item(job_id, owner=1)) for job_id in (1, 2, 3, 4)}
+    for job_id in (1, 2, 3, 4):
+        queue.push(entries[job_id])
+    assert [e.job_id for e in queue.take_batch(max_images=2)] == [1, 2]  # on a worker that will be lost
+    assert len(queue) == 2
+    # Two workers are lost one after the other: job 2's first, then job 1's.
+    queue.put_back(entries[2])
+    queue.put_back(entries[1])
+    assert [e.job_id for e in queue.order()] == [1, 2, 3, 4]
+
+
+def test_a_job_admitted_before_a_restart_is_queued_again_past_the_bounds() -> None:
+    queue = FairQueue(max_per_owner=1, max_total=1)
+    queue.push(entry(item(1, owner=1)))
+    with pytest.raises(QueueFull):
+        queue.push(entry(item(2, owner=1)))
+    queue.push(entry(item(2, owner=1)), bounded=False)
+    assert [e.job_id for e in queue.order()] == [1, 2]
+
+
 # -- the worker on the tiny model ------------------------------------------------------
 
 

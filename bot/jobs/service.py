@@ -206,7 +206,7 @@ class GenerationService:
                 continue
             decision = NsfwDecision(allow_nsfw_prompts=job.nsfw_allowed, classify_images=not job.nsfw_allowed)
             try:
-                self._enqueue(_Following(job, decision, None), source)
+                self._enqueue(_Following(job, decision, None), source, resumed=True)
             except QueueFull:
                 log.warning("job %s stays queued: no room after the restart", job.id)
                 continue
@@ -321,11 +321,11 @@ class GenerationService:
             # Say which job, not where the server keeps its files.
             raise JobNotFound(f"The images of job {parent.id} are no longer stored, so they cannot be used.") from None
 
-    def _enqueue(self, following: _Following, source: bytes | None) -> int:
+    def _enqueue(self, following: _Following, source: bytes | None, *, resumed: bool = False) -> int:
         job = following.job
         inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
         order = WorkOrder(job.id, job.user_id, job.recipe, source, classify=following.decision.classify_images)
-        position = self.worker.submit(order, inbox.put_nowait)
+        position = self.worker.submit(order, inbox.put_nowait, resumed=resumed)
         # Only once the worker took it: a refused job must leave nothing waiting forever.
         self._following[job.id] = following
         following.task = self._tasks.spawn(self._follow(following, inbox), name=f"job-{job.id}")

@@ -251,11 +251,11 @@ class Dispatcher:
 
     # -- what the service calls -------------------------------------------------------
 
-    def submit(self, order: WorkOrder, listener: EventListener) -> int:
+    def submit(self, order: WorkOrder, listener: EventListener, *, resumed: bool = False) -> int:
         if not self._accepting:
             raise QueueFull("The bot is shutting down; try again in a minute.")
         entry = _Entry(order=order, spec=batch_spec(order.recipe), listener=listener, queued_at=self._clock())
-        self._queue.push(entry)
+        self._queue.push(entry, bounded=not resumed)
         position = self._queue.position(order.job_id) or len(self._queue)
         entry.position = position
         self._emit(entry, Queued(order.job_id, position))
@@ -505,7 +505,7 @@ class Dispatcher:
                     continue
                 entry.avoid = worker_id
                 entry.queued_at = self._clock()
-                self._queue.push_front(entry)
+                self._queue.put_back(entry)
                 self._spawn(self._ledger.requeue(entry.job_id), "requeueing a job")
                 entry.position = self._queue.position(entry.job_id) or 1
                 self._emit(entry, Queued(entry.job_id, entry.position))

@@ -56,22 +56,28 @@ class FairQueue(Generic[E]):
                 f"You already have {self._max_per_owner} jobs waiting; wait for one to finish before adding more."
             )
 
-    def push(self, entry: E) -> None:
-        self.check_room(entry.owner)
+    def push(self, entry: E, *, bounded: bool = True) -> None:
+        """Queue ``entry`` behind its owner's other jobs; ``bounded=False`` for a job admitted before
+        (requeued after a restart), which must not be refused now."""
+        if bounded:
+            self.check_room(entry.owner)
         self._owners.setdefault(entry.owner, deque()).append(entry)
         self._size += 1
 
-    def push_front(self, entry: E) -> None:
-        """Put back a job that was already served (its worker was lost) at the head of its owner's queue.
+    def put_back(self, entry: E) -> None:
+        """Return a job that was already served (its worker was lost) to its owner's queue, in job order.
 
-        It goes past the bounds: it was admitted once and must not be refused now.
+        A member's jobs wait in the order they were admitted, which is their ids' order, so the job
+        goes before every later job of its owner, whatever else was put back before it. It goes past
+        the bounds: it was admitted once and must not be refused now.
         """
         entries = self._owners.get(entry.owner)
         if entries is None:
             self._owners[entry.owner] = deque([entry])
             self._owners.move_to_end(entry.owner, last=False)  # its owner was served already: next again
         else:
-            entries.appendleft(entry)
+            index = next((i for i, waiting in enumerate(entries) if waiting.job_id > entry.job_id), len(entries))
+            entries.insert(index, entry)
         self._size += 1
 
     def order(self) -> Iterator[E]:

@@ -82,8 +82,9 @@ class WorkerClient(Protocol):
         """Stop taking jobs, let running ones finish, and hand back the orders that never started."""
         ...
 
-    def submit(self, order: WorkOrder, listener: EventListener) -> int:
-        """Queue ``order``; return its place (1 = next). Raises ``QueueFull``."""
+    def submit(self, order: WorkOrder, listener: EventListener, *, resumed: bool = False) -> int:
+        """Queue ``order``; return its place (1 = next). Raises ``QueueFull``, except for a job
+        admitted before a restart (``resumed``): the queue's bounds never strand one of those."""
         ...
 
     def check_room(self, owner: int) -> None:
