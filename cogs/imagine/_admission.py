@@ -63,7 +63,7 @@ async def admit(
     then have to say no.
     """
     delivery = Delivery(interaction=interaction, headline="")
-    attempt = asyncio.ensure_future(start(delivery.inbox.put_nowait))
+    attempt = asyncio.ensure_future(start(delivery.receive))
     done, _ = await asyncio.wait({attempt}, timeout=DECISION_BUDGET_S)
     deferred = not done
     if deferred:

@@ -60,6 +60,13 @@ class Delivery:
     inbox: asyncio.Queue[ServiceEvent] = field(default_factory=asyncio.Queue)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     last_edit_at: float = float("-inf")
+    result_due: bool = False  # a result came and is not posted yet: a shutdown waits for it
+
+    def receive(self, event: ServiceEvent) -> None:
+        """The service's listener for this job: its events, in order, to the job's follower."""
+        if isinstance(event, Completed):
+            self.result_due = True
+        self.inbox.put_nowait(event)
 
 
 class Deliveries:
@@ -70,6 +77,7 @@ class Deliveries:
         self.service = bot.service
         self._tasks = TaskSet("a delivery")
         self._posting: set[asyncio.Task[Any]] = set()  # deliveries in the middle of a try, not backing off
+        self._following: dict[asyncio.Task[Any], Delivery] = {}  # a job's follower and its delivery
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str | None = None) -> None:
         """Run ``work`` as a task the cog keeps until it ends, and cancels on unload; a failure is logged."""
@@ -77,7 +85,9 @@ class Deliveries:
 
     async def close(self) -> None:
         """On shutdown, a result being posted gets a moment to land; anything left is posted on the next start."""
-        posting = {task for task in self._posting if not task.done()}
+        # A follower whose result has come but is still behind a progress edit counts as posting too.
+        due = {task for task, delivery in self._following.items() if delivery.result_due}
+        posting = {task for task in self._posting | due if not task.done()}
         if posting:
             await asyncio.wait(posting, timeout=SHUTDOWN_POST_WAIT_S)
         self._tasks.cancel()
@@ -85,6 +95,10 @@ class Deliveries:
     # -- an admitted job's events -----------------------------------------------------------
 
     async def follow(self, job_id: int, delivery: Delivery) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._following[task] = delivery
+            task.add_done_callback(self._following.pop)
         while True:
             event = await delivery.inbox.get()
             match event:
