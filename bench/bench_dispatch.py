@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.jobs.attempts import JobAttempts
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent
-from bot.jobs.recipe import JobKind, Recipe
+from bot.jobs.recipe import Recipe
 from bot.workers.dispatch import Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
 from bot.workers.process_main import WorkerConfig
@@ -35,11 +35,11 @@ from db.records import NewJob
 from db.store import Store
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
+from tests.recipes import a_recipe
 
 
 def recipe(index: int) -> Recipe:
-    return Recipe(
-        kind=JobKind.IMAGINE,
+    return a_recipe(
         prompt=f"a lighthouse, study {index}",
         negative_prompt="",
         model=TINY_MODEL_ID,
@@ -48,7 +48,6 @@ def recipe(index: int) -> Recipe:
         steps=1,
         guidance=7.0,
         seeds=(index,),
-        scheduler="EulerAncestralDiscreteScheduler",
     )
 
 

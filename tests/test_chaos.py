@@ -17,12 +17,13 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from models.tiny import TINY_MODEL_ID
-from tests.fakediscord import FakeDiscord
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeMember
 from tests.fakediscord.gateway import GatewaySession
 
 pytestmark = pytest.mark.chaos
@@ -60,6 +61,33 @@ def ledger_and_jobs(database: Path) -> tuple[list[sqlite3.Row], dict[int, int]]:
     finally:
         conn.close()
     return jobs, balances
+
+
+def assert_each_delivered_once_or_refunded(
+    fake: FakeDiscord,
+    channel: FakeChannel,
+    jobs: Sequence[sqlite3.Row],
+    balances: Mapping[int, int],
+    members: Sequence[FakeMember],
+    seed: int,
+) -> None:
+    """Each job done and delivered is posted once and charged; any other is refunded and posted nowhere."""
+    holders: Counter[int] = Counter()
+    for message in fake.channel_messages(channel):
+        for button in message.buttons:
+            parts = str(button.get("custom_id", "")).split(":")
+            if parts[:2] == ["lc", "del"]:
+                holders[int(parts[2])] += 1
+    owed: defaultdict[int, int] = defaultdict(int)
+    for job in jobs:
+        if job["status"] == "done" and job["delivery"] == "delivered":
+            assert holders[job["id"]] == 1, f"job {job['id']} was posted {holders[job['id']]} times (seed {seed})"
+            owed[job["user_id"]] += job["net"]
+        else:
+            assert job["net"] == 0, f"job {job['id']} ended {job['status']}/{job['delivery']} unrefunded (seed {seed})"
+            assert holders[job["id"]] == 0
+    for member in members:
+        assert balances.get(member.user.id, 0) == owed[member.user.id], f"ledger of {member.user.id} (seed {seed})"
 
 
 def settled(database: Path) -> bool:
@@ -127,19 +155,4 @@ async def test_twenty_kills_lose_no_job_and_deliver_none_twice(
 
     jobs, balances = ledger_and_jobs(database)
     assert len(jobs) == JOBS, "a job was lost or made twice"
-    holders: Counter[int] = Counter()
-    for message in fake_discord.channel_messages(world.text_channel):
-        for button in message.buttons:
-            parts = str(button.get("custom_id", "")).split(":")
-            if parts[:2] == ["lc", "del"]:
-                holders[int(parts[2])] += 1
-    owed: defaultdict[int, int] = defaultdict(int)
-    for job in jobs:
-        if job["status"] == "done" and job["delivery"] == "delivered":
-            assert holders[job["id"]] == 1, f"job {job['id']} was posted {holders[job['id']]} times (seed {SEED})"
-            owed[job["user_id"]] += job["net"]
-        else:
-            assert job["net"] == 0, f"job {job['id']} ended {job['status']}/{job['delivery']} unrefunded (seed {SEED})"
-            assert holders[job["id"]] == 0
-    for member in members:
-        assert balances.get(member.user.id, 0) == owed[member.user.id], f"ledger of {member.user.id} (seed {SEED})"
+    assert_each_delivered_once_or_refunded(fake_discord, world.text_channel, jobs, balances, members, SEED)

@@ -68,7 +68,7 @@ import pytest
 
 from models.tiny import TINY_MODEL_ID
 from tests.fakediscord import FakeDiscord, FakeMember
-from tests.test_chaos import ledger_and_jobs, settled, start_bot
+from tests.test_chaos import assert_each_delivered_once_or_refunded, ledger_and_jobs, settled, start_bot
 from tests.valkey_server import ValkeyServer
 
 pytestmark = pytest.mark.chaos
@@ -379,22 +379,7 @@ async def test_streams_chaos_loses_no_job_delivers_none_twice_and_keeps_members_
     assert sorted(row["prompt"] for row in jobs) == sorted(f"a lighthouse, take {n}" for n in range(JOBS)), (
         "a job was lost or made twice"
     )
-    holders: Counter[int] = Counter()
-    for message in fake_discord.channel_messages(world.text_channel):
-        for button in message.buttons:
-            parts = str(button.get("custom_id", "")).split(":")
-            if parts[:2] == ["lc", "del"]:
-                holders[int(parts[2])] += 1
-    owed: defaultdict[int, int] = defaultdict(int)
-    for row in jobs:
-        if row["status"] == "done" and row["delivery"] == "delivered":
-            assert holders[row["id"]] == 1, f"job {row['id']} was posted {holders[row['id']]} times (seed {SEED})"
-            owed[row["user_id"]] += row["net"]
-        else:
-            assert row["net"] == 0, f"job {row['id']} ended {row['status']}/{row['delivery']} unrefunded (seed {SEED})"
-            assert holders[row["id"]] == 0
-    for member in members:
-        assert balances.get(member.user.id, 0) == owed[member.user.id], f"ledger of {member.user.id} (seed {SEED})"
+    assert_each_delivered_once_or_refunded(fake_discord, world.text_channel, jobs, balances, members, SEED)
 
     starts: defaultdict[int, list[sqlite3.Row]] = defaultdict(list)
     for row in log:

@@ -7,13 +7,14 @@ only the process around them is the test's. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,17 @@ def has_progress_subscriber(valkey: ValkeyServer) -> bool:
         return any(count >= 1 for _, count in client.pubsub_numsub(KEYS.progress))
     finally:
         client.close()
+
+
+@contextlib.asynccontextmanager
+async def bot_side(valkey: ValkeyServer, deliver: Collected) -> AsyncIterator[StreamsTransport]:
+    """A bot's end of the streams, started with ``deliver`` as its dispatcher and stopped on the way out."""
+    transport = StreamsTransport(valkey.url, block_s=0.2)
+    await transport.start(deliver)
+    try:
+        yield transport
+    finally:
+        await transport.stop()
 
 
 def ready_from(worker_id: str) -> Callable[[Message | WorkerLost], bool]:
@@ -339,9 +351,7 @@ async def test_a_result_is_kept_until_settled_then_deleted_from_the_stream(
     valkey: ValkeyServer, workers: Callable[..., ThreadWorker]
 ) -> None:
     collected = Collected()
-    transport = StreamsTransport(valkey.url, block_s=0.2)
-    await transport.start(collected)
-    try:
+    async with bot_side(valkey, collected) as transport:
         workers("w1")
         await collected.first(ready_from("w1"))
         await transport.send("w1", a_run("b1"))
@@ -355,8 +365,6 @@ async def test_a_result_is_kept_until_settled_then_deleted_from_the_stream(
         await transport.settled(result)
         assert not [message for message in results_in_stream(valkey) if isinstance(message, Result)]
         await eventually(lambda: pending_count(valkey) == 0, "nothing pending")
-    finally:
-        await transport.stop()
 
 
 async def test_a_cancel_reaches_the_worker_while_its_batch_runs(
@@ -365,9 +373,7 @@ async def test_a_cancel_reaches_the_worker_while_its_batch_runs(
     held = GatedEngine(tiny_engine)
     workers("w1", held)
     collected = Collected()
-    transport = StreamsTransport(valkey.url, block_s=0.2)
-    await transport.start(collected)
-    try:
+    async with bot_side(valkey, collected) as transport:
         await collected.first(ready_from("w1"))
         await transport.send("w1", a_run("b1", job_id=7))
         assert await asyncio.to_thread(held.entered.wait, WAIT_S)
@@ -377,8 +383,6 @@ async def test_a_cancel_reaches_the_worker_while_its_batch_runs(
 
         result = await collected.first(result_of("b1"))
         assert result.cancelled == (7,) and not result.outputs
-    finally:
-        await transport.stop()
 
 
 async def test_a_restarted_bot_gets_the_result_written_while_none_read_and_the_one_it_never_settled(
@@ -407,25 +411,19 @@ async def test_a_restarted_bot_gets_the_result_written_while_none_read_and_the_o
     await transport.stop()  # read, never settled: as if this bot crashed before it took the result
 
     third_bot = Collected()
-    transport = StreamsTransport(valkey.url, block_s=0.2)
-    await transport.start(third_bot)
-    try:
+    async with bot_side(valkey, third_bot) as transport:
         again = await third_bot.first(result_of("b1"))  # claimed from the group's pending entries
         assert again.outputs[0].token == "token-b1"
         await transport.settled(again)
         assert not [m for m in results_in_stream(valkey) if isinstance(m, Result)]
         await eventually(lambda: pending_count(valkey) == 0, "nothing pending")
-    finally:
-        await transport.stop()
 
 
 async def test_a_worker_drops_runs_meant_for_its_last_life_and_answers_one_that_waited_too_long(
     valkey: ValkeyServer, workers: Callable[..., ThreadWorker]
 ) -> None:
     collected = Collected()
-    transport = StreamsTransport(valkey.url, block_s=0.2)
-    await transport.start(collected)
-    try:
+    async with bot_side(valkey, collected) as transport:
         worker = workers("w1")
         await collected.first(ready_from("w1"))
         client = valkey.client()
@@ -444,8 +442,6 @@ async def test_a_worker_drops_runs_meant_for_its_last_life_and_answers_one_that_
         done = await collected.first(result_of("now"))
         assert done.error is None and len(done.outputs) == 1
         assert not [m for m in collected.messages if isinstance(m, Result) and m.batch_id == "earlier-life"]
-    finally:
-        await transport.stop()
 
 
 async def test_a_restarted_bot_learns_the_tokenizer_a_worker_announced_to_its_predecessor(
@@ -459,13 +455,9 @@ async def test_a_restarted_bot_learns_the_tokenizer_a_worker_announced_to_its_pr
     await transport.stop()
 
     second_bot = Collected()
-    transport = StreamsTransport(valkey.url, block_s=0.2)
-    await transport.start(second_bot)
-    try:
+    async with bot_side(valkey, second_bot) as transport:
         ready = await second_bot.first(ready_from("w1"))
         assert ready.tokenizers == announced.tokenizers  # the worker sends its tokenizer once per boot
-    finally:
-        await transport.stop()
 
 
 # -- settings and the command ---------------------------------------------------------------------

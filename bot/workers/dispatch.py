@@ -82,7 +82,7 @@ class Transport(Protocol):
         ...
 
     async def count_prompt_tokens(self, model: str, prompt: str) -> int | None:
-        """Like ``preset``: None when the tokenizer a worker sent is to be used."""
+        """Like ``preset`` (and asked only after it): None when the tokenizer a worker sent is to be used."""
         ...
 
 
@@ -320,10 +320,10 @@ class Dispatcher:
         return preset
 
     async def count_prompt_tokens(self, model: str, prompt: str) -> int:
+        await self.preset(model)  # the model is loaded (or announced) before its tokenizer is asked for
         counted = await self._transport.count_prompt_tokens(model, prompt)
         if counted is not None:
             return counted
-        await self.preset(model)
         counter = self._counters.get(model)
         if counter is None:
             files = self._tokenizers.get(model)

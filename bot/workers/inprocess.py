@@ -47,7 +47,6 @@ class InProcessTransport:
         self._runner: WorkerRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deliver: Callable[[Message | WorkerLost], None] | None = None
-        self._presets: dict[str, ModelPreset] = {}
         self._running: set[asyncio.Future[None]] = set()
 
     async def start(self, deliver: Callable[[Message | WorkerLost], None]) -> None:
@@ -84,16 +83,13 @@ class InProcessTransport:
         self._finishing.shutdown(wait=True)
 
     async def preset(self, model: str) -> ModelPreset:
-        """The model's preset, loading it in the worker's GPU thread the first time it is asked for."""
-        preset = self._presets.get(model)
-        if preset is None:
-            preset = await asyncio.get_running_loop().run_in_executor(self._gpu, self._engine.load, model)
-            self._presets[model] = preset
-        return preset
+        """The model's preset, loading it in the worker's GPU thread (the dispatcher keeps it)."""
+        return await asyncio.get_running_loop().run_in_executor(self._gpu, self._engine.load, model)
 
     async def count_prompt_tokens(self, model: str, prompt: str) -> int:
-        """Measured outside the GPU thread, so admission never waits for a running batch."""
-        await self.preset(model)
+        """Measured outside the GPU thread, so admission never waits for a running batch.
+
+        The dispatcher has had the model's preset first, so the model is loaded."""
         return await asyncio.to_thread(self._engine.count_prompt_tokens, model, prompt)
 
     # -- inside -----------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 ``WorkerRunner.run`` is called in the thread that owns the GPU (a thread of the bot, or the
 main thread of a worker process). It decodes the source images, runs the batch, sends a
-``ProgressReport`` from the step callback (a preview at most every ``preview_interval_s``
-per job, and a heartbeat at every step), then hands each job's images to the finishing
+``ProgressReport`` from the step callback (a preview every ``preview_interval_s`` per job,
+the first one interval in, and a heartbeat at every other step), then hands each job's images to the finishing
 executor (classification and encoding, beside the GPU) and returns at once, so the next
 batch can start while the last one is encoded. Each job's ``Result`` is sent when its
 finishing is done. ``cancel`` may be called from any thread.
@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.images.grid import compose_grid
@@ -85,8 +85,8 @@ class _Running:
     job: RunJob
     first_row: int
     rows: int
+    last_preview_at: float  # the batch's start at first: a job done within one interval needs no preview
     cancelled: bool = False
-    last_preview_at: float = field(default=float("-inf"))
 
 
 class WorkerRunner:
@@ -168,7 +168,7 @@ class WorkerRunner:
         rows = 0
         with self._lock:
             for job in run.jobs:
-                self._running[job.order.job_id] = _Running(job, rows, job.order.recipe.count)
+                self._running[job.order.job_id] = _Running(job, rows, job.order.recipe.count, started)
                 rows += job.order.recipe.count
         try:
             raw = self._generate(run, spec)

@@ -43,6 +43,7 @@ from bot.workers.streams import (
     UNREACHABLE,
     BrokerUnreachable,
     Entry,
+    Outage,
     StreamKeys,
     entry_ms,
     redacted,
@@ -267,7 +268,7 @@ class StreamWorker:
 
     def _read(self, runner: WorkerRunner, inbox: str) -> None:
         """The inbox, in order: Cancel at once, Run to the GPU's queue; ends (and ends ``serve``) on ``stop``."""
-        outage = _Outage("reading the inbox")
+        outage = Outage("reading the inbox")
         streams: dict[KeyT, StreamIdT] = {inbox: "0-0"}
         try:
             while not self._stopping.is_set():
@@ -275,7 +276,7 @@ class StreamWorker:
                     entries = stream_entries(self._client.xread(streams, count=16, block=self._block_ms))
                     outage.over()
                 except FAILED as error:
-                    outage.wait(error, self._stopping)
+                    self._stopping.wait(outage.failed(error))
                     continue
                 if not entries:
                     continue
@@ -329,7 +330,7 @@ class StreamWorker:
         self.send(runner.ready(free_slots=0))  # stopping: no more work, please
 
     def _send_forever(self) -> None:
-        outage = _Outage("sending to the server")
+        outage = Outage("sending to the server")
         while (message := self._outbound.get()) is not None:
             data = encode(message)
             if isinstance(message, ProgressReport):
@@ -348,26 +349,4 @@ class StreamWorker:
                     if self._abandon.is_set():
                         log.error("dropping a %s: the server does not take it (%s)", type(message).__name__, error)
                         break
-                    outage.wait(error, self._abandon)
-
-
-class _Outage:
-    """Backs off while the server cannot be reached; logs when an outage starts and when it ends."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._since: float | None = None
-        self._delay = 0.1
-
-    def wait(self, error: BaseException, stop: threading.Event) -> None:
-        if self._since is None:
-            self._since = time.monotonic()
-            log.warning("%s failed (%s); retrying", self._what, error)
-        stop.wait(self._delay)
-        self._delay = min(self._delay * 2, 5.0)
-
-    def over(self) -> None:
-        if self._since is not None:
-            log.info("%s: the server answers again after %.0f s", self._what, time.monotonic() - self._since)
-            self._since = None
-            self._delay = 0.1
+                    self._abandon.wait(outage.failed(error))

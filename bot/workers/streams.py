@@ -304,7 +304,7 @@ class StreamsTransport:
     async def _read_results(self) -> None:
         client = self._client()
         claimed = False
-        outage = _Outage("reading the results stream")
+        outage = Outage("reading the results stream")
         while not self._stopping.is_set():
             try:
                 if not claimed:
@@ -318,12 +318,12 @@ class StreamsTransport:
             except ResponseError as error:
                 if "NOGROUP" not in str(error):
                     log.exception("reading the results stream failed")
-                    await outage.wait(error, self._stopping)
+                    await _back_off(outage, error, self._stopping)
                     continue
                 await self._data_lost()
                 claimed = True  # a new group holds nothing pending
             except UNREACHABLE as error:
-                await outage.wait(error, self._stopping)
+                await _back_off(outage, error, self._stopping)
 
     async def _claim_pending(self) -> None:
         """Take over what an earlier bot read and never settled (its Results), oldest first."""
@@ -442,7 +442,7 @@ class StreamsTransport:
     # -- the progress channel ------------------------------------------------------------------
 
     async def _read_progress(self) -> None:
-        outage = _Outage("reading progress")
+        outage = Outage("reading progress")
         while not self._stopping.is_set():
             pubsub = self._client().pubsub()
             try:
@@ -460,7 +460,7 @@ class StreamsTransport:
                     if isinstance(message, ProgressReport):
                         self._to_dispatcher(message)
             except UNREACHABLE as error:
-                await outage.wait(error, self._stopping)
+                await _back_off(outage, error, self._stopping)
             finally:
                 await self._best_effort(pubsub.aclose(), "closing the progress subscription")
 
@@ -501,26 +501,34 @@ def _log_death(task: asyncio.Task[None]) -> None:
         log.error("%s stopped", task.get_name(), exc_info=task.exception())
 
 
-class _Outage:
-    """Backs off while the server cannot be reached, and logs the outage once when it starts and once when it ends."""
+class Outage:
+    """Backs off while the server cannot be reached, and logs the outage once when it starts and once when it ends.
+
+    ``failed`` returns how long to wait before the next try; each side (the bot's event loop,
+    a worker's threads) waits in its own way, until then or until it stops.
+    """
 
     def __init__(self, what: str) -> None:
         self._what = what
         self._since: float | None = None
         self._delay = 0.1
 
-    async def wait(self, error: BaseException, stopping: asyncio.Event) -> None:
+    def failed(self, error: BaseException) -> float:
         if self._since is None:
             self._since = time.monotonic()
             log.warning("%s failed (%s); retrying", self._what, error)
-        try:
-            await asyncio.wait_for(stopping.wait(), self._delay)
-        except TimeoutError:
-            pass
-        self._delay = min(self._delay * 2, 5.0)
+        delay, self._delay = self._delay, min(self._delay * 2, 5.0)
+        return delay
 
     def over(self) -> None:
         if self._since is not None:
             log.info("%s: the server answers again after %.0f s", self._what, time.monotonic() - self._since)
             self._since = None
             self._delay = 0.1
+
+
+async def _back_off(outage: Outage, error: BaseException, stopping: asyncio.Event) -> None:
+    try:
+        await asyncio.wait_for(stopping.wait(), outage.failed(error))
+    except TimeoutError:
+        pass
