@@ -41,7 +41,7 @@ class Settings:
     images_dir: Path = Path("data/images")
     model_cache_dir: Path = Path("data/models")
     device: str = "auto"
-    compile_unet: bool = False
+    sd_compile: str = "auto"  # "auto": the compiled fast path where CUDA is; "off"
     queue_max_per_user: int = 5
     queue_max_total: int = 100
     batch_max_images: int = 8
@@ -96,7 +96,7 @@ class Settings:
             images_dir=reader.path("IMAGES_DIR", Path("data/images")),
             model_cache_dir=reader.path("MODEL_CACHE_DIR", Path("data/models")),
             device=reader.choice("DEVICE", "auto", ("auto", "cuda", "cpu")),
-            compile_unet=reader.boolean("SD_COMPILE", False),
+            sd_compile=reader.choice("SD_COMPILE", "auto", ("auto", "off")),
             queue_max_per_user=reader.integer("QUEUE_MAX_PER_USER", 5, 1, 100),
             queue_max_total=reader.integer("QUEUE_MAX_TOTAL", 100, 1, 10_000),
             batch_max_images=reader.integer("BATCH_MAX_IMAGES", 8, 1, 64),

@@ -107,7 +107,6 @@ def load_pipeline(
     device: torch.device,
     dtype: torch.dtype,
     cache_dir: Path,
-    compile_unet: bool = False,
 ) -> Pipeline:
     """Load ``model`` onto ``device`` in ``dtype``; raise ``ModelUnavailable`` if it cannot be.
 
@@ -116,9 +115,6 @@ def load_pipeline(
     from Hugging Face the first time and reads it from the local cache after
     that. Offline without that cache, such a file cannot be loaded, and the
     error says so.
-
-    ``compile_unet`` wraps the UNet with ``torch.compile`` (CUDA only); the
-    first call then compiles, so the caller should run a one-step warm-up.
     """
     source = resolve_model_source(model)
     # 1. Read the weights (CPU), refusing unsupported pipeline families early.
@@ -148,8 +144,6 @@ def load_pipeline(
         raise ModelUnavailable(f"{model} does not fit in this GPU's memory.") from exc
     if device.type == "cuda":
         _configure_vae_memory(pipeline)
-        if compile_unet:
-            pipeline.unet.compile()
     return pipeline
 
 

@@ -230,7 +230,7 @@ def test_invalid_batches_are_rejected(engine: DiffusionEngine) -> None:
 
 def test_engine_config_defaults() -> None:
     config = EngineConfig()
-    assert (config.device, config.cache_dir, config.compile) == ("auto", Path("data/models"), False)
+    assert (config.device, config.cache_dir, config.compile) == ("auto", Path("data/models"), "off")
 
 
 def _fields(preset: ModelPreset) -> dict[str, object]:

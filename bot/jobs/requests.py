@@ -139,6 +139,11 @@ def size_for_aspect(preset: ModelPreset, aspect: str) -> tuple[int, int]:
     return snap(width), snap(height)
 
 
+def aspect_sizes(preset: ModelPreset) -> tuple[tuple[int, int], ...]:
+    """Every size ``--ar`` can ask of this model, 1:1 first: the shapes worth compiling."""
+    return tuple(size_for_aspect(preset, aspect) for aspect in ASPECT_RATIOS)
+
+
 def check_prompt_text(prompt: str, *, max_chars: int, what: str = "prompt") -> str:
     """The prompt with its whitespace collapsed, at most ``max_chars`` long.
 

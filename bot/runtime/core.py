@@ -17,11 +17,11 @@ from bot.jobs.service import GenerationService
 from bot.settings import Settings
 from bot.workers.dispatch import Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
-from bot.workers.process_main import WorkerConfig
+from bot.workers.process_main import WorkerConfig, engine_config
 from bot.workers.processes import ProcessTransport, local_worker_configs
 from bot.workers.streams import streams_transport
 from db.store import Store
-from models.engine import DiffusionEngine, EngineConfig
+from models.engine import DiffusionEngine
 from models.safety import ImageClassifier, OpenNsfwClassifier
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,7 @@ async def open_core(
         if engine is None and settings.redis_url is not None:
             transport = streams_transport(settings)  # workers on any host, through Valkey or Redis
         elif engine is not None or settings.workers == "thread":
-            engine = engine or DiffusionEngine(
-                EngineConfig(device=settings.device, cache_dir=settings.model_cache_dir, compile=settings.compile_unet)
-            )
+            engine = engine or DiffusionEngine(engine_config(worker_config(settings, classifier)))
             transport = InProcessTransport(
                 engine,
                 classifier=classifier if classifier is not None else OpenNsfwClassifier(),
@@ -87,7 +85,7 @@ def worker_config(settings: Settings, classifier: ImageClassifier | None) -> Wor
         cache_dir=settings.model_cache_dir,
         models=(*reversed(settings.models),),
         max_batch_images=settings.batch_max_images,
-        compile=settings.compile_unet,
+        compile=settings.sd_compile,
         classifier=classifier,
         log_level=settings.log_level,
     )

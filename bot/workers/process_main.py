@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.jobs.requests import aspect_sizes
 from bot.workers.finishing import start_side_process
 from bot.workers.protocol import Cancel, Message, ProtocolMismatch, Run, decode, encode
 from bot.workers.runner import WorkerRunner
@@ -30,6 +31,7 @@ from bot.workers.runner import WorkerRunner
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
+    from models.engine import EngineConfig
     from models.safety import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,25 @@ class WorkerConfig:
     cache_dir: Path
     models: tuple[str, ...]  # loaded at start, the default last (it stays resident)
     max_batch_images: int
-    compile: bool = False
+    compile: str = "off"  # SD_COMPILE: "auto" or "off" (models.fastpath)
     heartbeat_s: float = 5.0
     # A picklable classifier to use instead of open_nsfw (tests); None: open_nsfw, made in the side process.
     classifier: ImageClassifier | None = None
     cuda_device: int | None = None  # the GPU this worker owns
     log_level: str = "INFO"
+
+
+def engine_config(config: WorkerConfig) -> EngineConfig:
+    """The engine a worker runs: its device and cache, and the fast path's buckets at every aspect preset."""
+    from models.engine import EngineConfig
+
+    return EngineConfig(
+        device=config.device,
+        cache_dir=config.cache_dir,
+        compile=config.compile,
+        max_batch_images=config.max_batch_images,
+        bucket_sizes=aspect_sizes,
+    )
 
 
 def _given(classifier: ImageClassifier) -> ImageClassifier:
@@ -76,7 +91,7 @@ def serve_pipe(inbox: Connection, outbox: Connection, config: WorkerConfig) -> N
     from bot.settings import Settings
 
     configure_logging(Settings(log_level=config.log_level))
-    from models.engine import DiffusionEngine, EngineConfig  # after logging, so its import-time notices are filtered
+    from models.engine import DiffusionEngine  # after logging, so its import-time notices are filtered
 
     send_lock = threading.Lock()
     gone = threading.Event()
@@ -97,7 +112,7 @@ def serve_pipe(inbox: Connection, outbox: Connection, config: WorkerConfig) -> N
         initializer=start_side_process,
         initargs=(classifier_factory(config),),
     )
-    engine = DiffusionEngine(EngineConfig(device=config.device, cache_dir=config.cache_dir, compile=config.compile))
+    engine = DiffusionEngine(engine_config(config))
     runner = WorkerRunner(
         engine, send=send, finishing=finishing, worker_id=config.worker_id, max_batch_images=config.max_batch_images
     )

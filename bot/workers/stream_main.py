@@ -33,7 +33,7 @@ import redis
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from bot.workers.finishing import start_side_process
-from bot.workers.process_main import WorkerConfig, classifier_factory
+from bot.workers.process_main import WorkerConfig, classifier_factory, engine_config
 from bot.workers.protocol import Cancel, Message, ProgressReport, ProtocolMismatch, Result, Run, decode, encode
 from bot.workers.runner import WorkerRunner
 from bot.workers.streams import (
@@ -76,7 +76,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         cache_dir=settings.model_cache_dir,
         models=(*reversed(settings.models),),
         max_batch_images=settings.batch_max_images,
-        compile=settings.compile_unet,
+        compile=settings.sd_compile,
         log_level=settings.log_level,
     )
 
@@ -104,7 +104,7 @@ def serve_streams(redis_url: str, config: WorkerConfig) -> None:
     """A worker's whole life: reach the server, load the models, serve until stopped."""
     if config.cuda_device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(config.cuda_device)
-    from models.engine import DiffusionEngine, EngineConfig
+    from models.engine import DiffusionEngine
 
     worker = StreamWorker(redis_url, heartbeat_s=config.heartbeat_s)
     try:
@@ -116,9 +116,7 @@ def serve_streams(redis_url: str, config: WorkerConfig) -> None:
             initargs=(classifier_factory(config),),
         )
         try:
-            engine = DiffusionEngine(
-                EngineConfig(device=config.device, cache_dir=config.cache_dir, compile=config.compile)
-            )
+            engine = DiffusionEngine(engine_config(config))
             runner = WorkerRunner(
                 engine,
                 send=worker.send,
