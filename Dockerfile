@@ -19,6 +19,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/cache/huggingface \
     MODEL_CACHE_DIR=/cache/latentcord
 
+# SD_COMPILE=auto compiles the UNet with Triton, which builds a small C launcher per kernel at run time:
+# it needs a C compiler. What it compiles is cached under MODEL_CACHE_DIR (the /cache volume).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN python -m venv /opt/venv
 
 WORKDIR /app
