@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
+
     from models.pipeline import Pipeline
 
 TINY_MODEL_ID = "builtin:tiny"
@@ -92,6 +94,22 @@ def _tokenizer_files() -> tuple[dict[str, int], list[str]]:
     return {token: index for index, token in enumerate(tokens)}, merges
 
 
+def build_tokenizer(folder: Path) -> CLIPTokenizer:
+    """A CLIP tokenizer over ``_tokenizer_files``' vocabulary, written to ``folder`` and read back.
+
+    Also what ``bench/`` gives its random-weight SD1.5 and SDXL architectures, which have no hub to fetch one from.
+    """
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _tokenizer_files()
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return CLIPTokenizer.from_pretrained(
+        folder, model_max_length=_MAX_TOKENS, bos_token=_BOS, eos_token=_EOS, pad_token=_EOS
+    )
+
+
 def _build_into(folder: Path) -> None:
     """Build the pipeline and ``save_pretrained`` it (safetensors) into ``folder``."""
     import torch
@@ -104,17 +122,11 @@ def _build_into(folder: Path) -> None:
 def _build_seeded_into(folder: Path) -> None:
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     # 1. Tokenizer, written as vocab.json / merges.txt and read back like CLIP's.
-    vocab, merges = _tokenizer_files()
-    tokenizer_dir = folder.parent / "tokenizer-source"
-    tokenizer_dir.mkdir(parents=True)
-    (tokenizer_dir / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (tokenizer_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    tokenizer = CLIPTokenizer.from_pretrained(
-        tokenizer_dir, model_max_length=_MAX_TOKENS, bos_token=_BOS, eos_token=_EOS, pad_token=_EOS
-    )
+    tokenizer = build_tokenizer(folder.parent / "tokenizer-source")
+    vocab = tokenizer.get_vocab()
 
     # 2. Text encoder: CLIP shaped, 32 wide.
     torch.manual_seed(0)
