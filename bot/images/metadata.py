@@ -69,6 +69,9 @@ def _quote(value: str) -> str:
     return value
 
 
+PNG_COMPRESS_LEVEL = 1
+
+
 def encode_image(
     image: Image.Image, recipe: Recipe, *, stem: str, limit_bytes: int = DISCORD_UPLOAD_LIMIT
 ) -> EncodedImage:
@@ -76,7 +79,9 @@ def encode_image(
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", infotext(recipe))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, optimize=False, compress_level=6)
+    # Level 1, by measurement (bench/bench_png.py): 45% less encoding time than 6 for 12% more bytes,
+    # and an SDXL grid still fits Discord's limit; level 0 would not.
+    image.save(buffer, format="PNG", pnginfo=info, optimize=False, compress_level=PNG_COMPRESS_LEVEL)
     if buffer.tell() <= limit_bytes:
         return EncodedImage(buffer.getvalue(), f"{stem}.png", "image/png")
     exif = Image.Exif()
