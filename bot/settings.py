@@ -96,7 +96,7 @@ class Settings:
             images_dir=reader.path("IMAGES_DIR", Path("data/images")),
             model_cache_dir=reader.path("MODEL_CACHE_DIR", Path("data/models")),
             device=reader.choice("DEVICE", "auto", ("auto", "cuda", "cpu")),
-            sd_compile=reader.choice("SD_COMPILE", "auto", ("auto", "off")),
+            sd_compile=reader.compile_mode("SD_COMPILE"),
             queue_max_per_user=reader.integer("QUEUE_MAX_PER_USER", 5, 1, 100),
             queue_max_total=reader.integer("QUEUE_MAX_TOTAL", 100, 1, 10_000),
             batch_max_images=reader.integer("BATCH_MAX_IMAGES", 8, 1, 64),
@@ -228,6 +228,20 @@ class _Reader:
             raise ValueError(raw)
 
         return self._parse(name, default, parse, " or ".join(options))
+
+    def compile_mode(self, name: str) -> str:
+        """auto or off; the true/false of releases before ``auto`` still mean auto/off, so old .env files start."""
+        legacy = {"true": "auto", "1": "auto", "yes": "auto", "on": "auto", "false": "off", "0": "off", "no": "off"}
+
+        def parse(raw: str) -> str:
+            lowered = raw.strip().lower()
+            if lowered in ("auto", "off"):
+                return lowered
+            if lowered in legacy:
+                return legacy[lowered]
+            raise ValueError(raw)
+
+        return self._parse(name, "auto", parse, "auto or off")
 
     def boolean(self, name: str, default: bool) -> bool:
         def parse(raw: str) -> bool:
