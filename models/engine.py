@@ -370,7 +370,7 @@ class DiffusionEngine:
             raise GenerationInterrupted("The job was cancelled.") from None
         if getattr(pipeline, "_interrupt", False):  # set elsewhere: the loop skipped the remaining steps
             raise GenerationInterrupted("The job was cancelled.")
-        return [image.convert("RGB") for image in images]
+        return operation.finish([image.convert("RGB") for image in images], tasks)
 
     def _call_pipeline(self, pipeline: Pipeline, arguments: dict[str, Any]) -> list[Image.Image]:
         """The single place a pipeline runs: tests point this at a stand-in to simulate a GPU OOM."""

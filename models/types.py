@@ -22,6 +22,7 @@ class Operation(StrEnum):
     TXT2IMG = "txt2img"
     VARIATION = "variation"  # img2img from a chosen image with new seeds
     UPSCALE = "upscale"  # resize to the target size, then low-strength img2img
+    INPAINT = "inpaint"  # redraw where the mask is white; the source comes back where it is black
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +45,17 @@ class BatchSpec:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ImageTask:
-    """One output image: its prompt, its own seed and (for img2img) its source."""
+    """One output image: its prompt, its own seed, and (for img2img and inpainting) its source.
+
+    ``mask_image`` (inpainting) is an "L" image of the source's size: 255 where the image is
+    redrawn, 0 where the source's own pixels come back exactly, a ramp between the two.
+    """
 
     prompt: str
     negative_prompt: str
     seed: int
     init_image: Image.Image | None = None
+    mask_image: Image.Image | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

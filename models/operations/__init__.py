@@ -1,4 +1,4 @@
-"""The pipeline calls the engine can make, one module per operation (txt2img, img2img; inpaint to come).
+"""The pipeline calls the engine can make, one module per operation (txt2img, img2img, inpaint).
 
 The engine asks this package for an operation's pipeline object and arguments;
 everything that differs between operations lives in their modules.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from models.operations import img2img, txt2img
+from models.operations import img2img, inpaint, txt2img
 from models.operations.base import (
     PipelineOperation,
     StepEnd,
@@ -38,6 +38,7 @@ _OPERATIONS: dict[Operation, PipelineOperation] = {
     Operation.TXT2IMG: txt2img.OPERATION,
     Operation.VARIATION: img2img.OPERATION,  # img2img from a chosen image with new seeds
     Operation.UPSCALE: img2img.OPERATION,  # the resize to the target size is the upscale
+    Operation.INPAINT: inpaint.OPERATION,  # Vary (Region), Zoom Out and Pan
 }
 
 

@@ -18,6 +18,7 @@ from models.types import BatchSpec, GenerationBatch, ImageTask
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
     from models.pipeline import Pipeline
 
@@ -34,6 +35,8 @@ class PipelineOperation:
     planned_steps: Callable[[BatchSpec], int]
     check: Callable[[GenerationBatch], None]
     arguments: Callable[[BatchSpec, Sequence[ImageTask]], dict[str, Any]]
+    # What is done to the pipeline's images before they leave the engine (inpainting pastes the source back).
+    finish: Callable[[Sequence[Image.Image], Sequence[ImageTask]], list[Image.Image]] = lambda images, _: [*images]
 
 
 def no_extra_check(_batch: GenerationBatch) -> None:
