@@ -37,7 +37,7 @@ from db.store import Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.moderation", "cogs.usage")
+EXTENSIONS = ("cogs.imagine", "cogs.moderation", "cogs.usage", "cogs.preferences")
 TOKEN_SWEEP_INTERVAL_S = 300
 
 

@@ -74,6 +74,14 @@ class GuildSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberPreferences:
+    """A member's own switches; a member who never changed one has these defaults."""
+
+    user_id: int
+    remix: bool = False  # buttons that make a job first open a window to edit its prompt
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One moderator change: who did what to which setting, and the values either side.
 

@@ -84,7 +84,9 @@ def apply_migrations(conn: sqlite3.Connection, migrations: tuple[Migration, ...]
 
     The version is read again inside the write transaction, so two processes
     starting together cannot both apply the same migration. The caller has
-    already refused databases newer than ``migrations`` know.
+    already refused databases newer than ``migrations`` know, and turned foreign
+    keys off (a migration may rebuild a table); every reference is checked here
+    before the transaction commits.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -96,6 +98,9 @@ def apply_migrations(conn: sqlite3.Connection, migrations: tuple[Migration, ...]
                 conn.execute(statement)
             # PRAGMA takes no parameters; the version is an int we produced.
             conn.execute(f"PRAGMA user_version = {migration.version:d}")
+        broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise sqlite3.IntegrityError(f"the migrations would leave {len(broken)} broken references: {broken[:3]}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -7,7 +7,7 @@ Callers get frozen value objects (``db.records``), never rows or SQL.
 ``Store`` is assembled from parts: ``db.access`` (the connection thread, the
 clock, the guild cache and the transaction rules), ``db.guilds`` (settings,
 filter terms and the audit log) and ``db.quotas`` (overrides, limits, usage and
-the ledger) and ``db.jobs`` (admission as one check-then-charge transaction, status,
+the ledger), ``db.members`` (members' own preferences) and ``db.jobs`` (admission as one check-then-charge transaction, status,
 refunds and delivery). This module opens, migrates and closes the file.
 """
 
@@ -25,6 +25,7 @@ from db.connection import ConnectionThread
 from db.errors import StoreError
 from db.guilds import GuildQueries
 from db.jobs import UNSET, JobQueries
+from db.members import MemberQueries
 from db.quotas import QuotaQueries
 from db.records import R
 from db.schema import apply_migrations, latest_version, load_migrations, read_user_version
@@ -37,7 +38,7 @@ __all__ = ["DAY_S", "UNSET", "Store"]
 BUSY_TIMEOUT_MS: Final = 15_000
 
 
-class Store(GuildQueries, QuotaQueries, JobQueries[R]):
+class Store(GuildQueries, QuotaQueries, MemberQueries, JobQueries[R]):
     """Typed access to the database; create it with ``await Store.open(path, recipe=...)``.
 
     ``R`` is the application's recipe dataclass: jobs are written from it and read back into it.
@@ -89,11 +90,14 @@ class Store(GuildQueries, QuotaQueries, JobQueries[R]):
             # loses nothing, and a burst of admissions is not bound by one fsync each. (A power cut
             # may roll back the last commits: a job admitted then is gone with its charge.)
             raw.execute("PRAGMA synchronous = NORMAL")
-            raw.execute("PRAGMA foreign_keys = ON")
             # 5. Migrate; the version is read again under the write lock in case another process won.
+            #    Foreign keys are off meanwhile, so a migration may rebuild a table as SQLite's
+            #    documentation describes; the runner checks every reference before it commits.
+            raw.execute("PRAGMA foreign_keys = OFF")
             found = apply_migrations(raw, migrations)
             if found > known:
                 raise _too_new(path, found, known)
+            raw.execute("PRAGMA foreign_keys = ON")
             return found
 
         try:

@@ -288,7 +288,7 @@ async def test_a_variation_whose_source_is_gone_is_refused_without_naming_server
     Path(parent.image_paths[0]).unlink()
     with pytest.raises(JobNotFound) as raised:
         await core.service.variation(parent.id, 0, alice())
-    assert str(raised.value) == f"The images of job {parent.id} are no longer stored, so they cannot be used."
+    assert str(raised.value) == f"The images of job {parent.id} are no longer available, so they cannot be used."
     assert (await core.store.usage(GUILD, ALICE)).used == parent.cost
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, PngImagePlugin
 
+from bot.images.edits import describe
+
 if TYPE_CHECKING:
     from bot.jobs.recipe import Recipe
 
@@ -56,10 +58,25 @@ def infotext(recipe: Recipe) -> str:
     ]
     if recipe.strength:
         fields.append(("Denoising strength", f"{recipe.strength:g}"))
+    edit = edit_of(recipe)
+    if edit:
+        fields.append(("Edit", edit))
     if len(recipe.seeds) > 1:
         fields.append(("Seeds", ", ".join(str(seed) for seed in recipe.seeds)))
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
     return "\n".join(lines)
+
+
+def edit_of(recipe: Recipe) -> str:
+    """What was done to which image, in words: "Zoom Out 2x of job 12, image 1", "img2img from a picture" ..."""
+    if recipe.kind == "image":
+        return "img2img from a member's picture"
+    where = f"job {recipe.parent_job_id}, image {(recipe.parent_image or 0) + 1}"
+    if recipe.mask:
+        return f"{describe(recipe.mask)} of {where}"
+    if recipe.kind in ("variation", "upscale") and recipe.parent_job_id is not None:
+        return f"{recipe.kind} of {where}"
+    return ""
 
 
 def _quote(value: str) -> str:

@@ -31,6 +31,16 @@ class JobKind(StrEnum):
     VARIATION = "variation"
     UPSCALE = "upscale"
     REROLL = "reroll"
+    IMAGE = "image"  # /imagine from a member's own picture (img2img)
+    REGION = "region"  # Vary (Region): one region of an image redrawn
+    ZOOM = "zoom"  # Zoom Out: an image shrunk inside its own frame, the border drawn
+    PAN = "pan"  # Pan: the frame grown on one side, the new strip drawn
+
+
+#: Jobs that redraw part of an image (inpainting); ``Recipe.mask`` says which part.
+EDIT_KINDS = frozenset({JobKind.REGION, JobKind.ZOOM, JobKind.PAN})
+#: Edits draw their new part from noise: nothing of what was there shows through.
+EDIT_STRENGTH = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,8 +49,9 @@ class Recipe:
 
     ``seeds`` holds one seed per image. ``strength`` is the img2img denoising strength (0.0
     for text-to-image). ``parent_job_id`` and ``parent_image`` (an index into the parent's
-    images) name the image a variation or an upscale starts from, and the job a re-roll
-    repeats.
+    images) name the image a variation, an upscale or an edit starts from, and the job a
+    re-roll repeats. ``source`` is the stored picture an ``image`` job starts from, and
+    ``mask`` the edit a ``region``, ``zoom`` or ``pan`` job makes (``bot.images.edits``).
     """
 
     kind: JobKind
@@ -56,6 +67,8 @@ class Recipe:
     strength: float = 0.0
     parent_job_id: int | None = None
     parent_image: int | None = None
+    source: str | None = None
+    mask: str | None = None
 
     @property
     def count(self) -> int:
@@ -63,13 +76,25 @@ class Recipe:
 
     @property
     def from_image(self) -> bool:
-        """Whether it starts from one of its parent's images (variations and upscales)."""
-        return self.kind in (JobKind.VARIATION, JobKind.UPSCALE) and self.parent_image is not None
+        """Whether it starts from one of its parent's images (variations, upscales and edits)."""
+        return (
+            self.kind in (JobKind.VARIATION, JobKind.UPSCALE) or self.kind in EDIT_KINDS
+        ) and self.parent_image is not None
+
+    @property
+    def from_upload(self) -> bool:
+        """Whether it starts from a picture a member gave (``/imagine`` with an image)."""
+        return self.kind == JobKind.IMAGE and self.source is not None
 
     # -- recipes made from a finished job's recipe -------------------------------------------
 
     def as_reroll(self, job_id: int) -> Recipe:
-        """The same request with new seeds, as a re-roll of job ``job_id``."""
+        """The same request with new seeds, as a re-roll of job ``job_id``.
+
+        A job drawn from a picture or an edit stays what it was, on the same source: only the seeds change.
+        """
+        if self.kind == JobKind.IMAGE or self.kind in EDIT_KINDS:
+            return replace(self, seeds=random_seeds(self.count))
         return replace(
             self,
             kind=JobKind.REROLL,
@@ -94,6 +119,8 @@ class Recipe:
             strength=strength,
             parent_job_id=job_id,
             parent_image=index,
+            source=None,
+            mask=None,
         )
 
     def as_upscale(self, job_id: int, index: int, *, strength: float) -> Recipe:
@@ -108,7 +135,31 @@ class Recipe:
             strength=strength,
             parent_job_id=job_id,
             parent_image=index,
+            source=None,
+            mask=None,
         )
+
+    def as_edit(self, job_id: int, index: int, kind: JobKind, mask: str, size: tuple[int, int]) -> Recipe:
+        """Four new images that redraw part of image ``index`` of job ``job_id`` (``size``: the edit's)."""
+        if kind not in EDIT_KINDS:
+            raise ValueError(f"{kind} is not an edit")
+        return replace(
+            self,
+            kind=kind,
+            width=size[0],
+            height=size[1],
+            seeds=random_seeds(VARIATION_COUNT),
+            steps=img2img_steps(self.steps, EDIT_STRENGTH),
+            strength=EDIT_STRENGTH,
+            parent_job_id=job_id,
+            parent_image=index,
+            source=None,
+            mask=mask,
+        )
+
+    def with_prompt(self, prompt: str) -> Recipe:
+        """The same recipe with another prompt (Remix)."""
+        return replace(self, prompt=prompt)
 
     def with_seeds(self, seeds: tuple[int, ...]) -> Recipe:
         """The same recipe for some of its images (one image's metadata names its own seed)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from bot.errors import InvalidRequest
 from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
-from bot.jobs.recipe import MAX_SEED, JobKind, Recipe, consecutive_seeds, random_seeds
+from bot.jobs.recipe import MAX_SEED, JobKind, Recipe, consecutive_seeds, img2img_steps, random_seeds
 from models.types import ModelPreset
 
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
@@ -31,6 +31,8 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 MIN_STEPS, MAX_STEPS = 1, 100
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
 MIN_COUNT, MAX_COUNT = 1, 4
+#: How much of a member's picture /imagine redraws (its ``strength``), and the default.
+MIN_STRENGTH, MAX_STRENGTH, DEFAULT_STRENGTH = 0.05, 1.0, 0.6
 SIZE_MULTIPLE = 8  # latent space is 1/8 of the image in every Stable Diffusion VAE
 MAX_SIDE = 2048
 # An "unknown model" sentence names at most this many of the allowed models.
@@ -49,6 +51,7 @@ class ImagineOptions:
     guidance: float | None = None
     model: str | None = None
     count: int | None = None
+    strength: float | None = None  # with a picture: how much of it is redrawn
 
     def checked(self, *, models: Sequence[str], max_prompt_chars: int) -> CheckedOptions:
         """Flags typed in the prompt first, then every option checked once.
@@ -76,6 +79,8 @@ class ImagineOptions:
         check_range("Count", count, MIN_COUNT, MAX_COUNT)
         if options.seed is not None:
             check_range("Seed", options.seed, 0, MAX_SEED)
+        if options.strength is not None:
+            check_range("Strength", options.strength, MIN_STRENGTH, MAX_STRENGTH)
         return CheckedOptions(
             prompt=prompt,
             negative=negative,
@@ -85,6 +90,7 @@ class ImagineOptions:
             seed=options.seed,
             steps=options.steps,
             guidance=options.guidance,
+            strength=options.strength,
         )
 
 
@@ -103,6 +109,16 @@ class CheckedOptions:
     seed: int | None
     steps: int | None
     guidance: float | None
+    strength: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """A member's picture for /imagine, already stored: where, and its size."""
+
+    path: str
+    width: int
+    height: int
 
 
 # ---------------------------------------------------------------------- checks
@@ -139,6 +155,12 @@ def size_for_aspect(preset: ModelPreset, aspect: str) -> tuple[int, int]:
     return snap(width), snap(height)
 
 
+def nearest_aspect(width: int, height: int) -> str:
+    """The aspect ratio preset closest to ``width``:``height`` (compared as logarithms, so 2:1 and 1:2 are alike)."""
+    shape = math.log(width / height)
+    return min(ASPECT_RATIOS, key=lambda name: abs(math.log(ASPECT_RATIOS[name][0] / ASPECT_RATIOS[name][1]) - shape))
+
+
 def aspect_sizes(preset: ModelPreset) -> tuple[tuple[int, int], ...]:
     """Every size ``--ar`` can ask of this model, 1:1 first: the shapes worth compiling."""
     return tuple(size_for_aspect(preset, aspect) for aspect in ASPECT_RATIOS)
@@ -168,12 +190,35 @@ def _number(value: float) -> str:
     return excerpt(str(value) if isinstance(value, int) else f"{value:g}")
 
 
-def resolve_imagine(options: CheckedOptions, preset: ModelPreset) -> Recipe:
-    """Fill in the defaults of the model ``options`` chose; ``preset`` must be that model's."""
+def resolve_imagine(options: CheckedOptions, preset: ModelPreset, picture: Picture | None = None) -> Recipe:
+    """Fill in the defaults of the model ``options`` chose; ``preset`` must be that model's.
+
+    With a ``picture``, the job redraws it (img2img) at the aspect preset nearest to its shape.
+    """
     if preset.model != options.model:
         raise ValueError(f"the options chose {options.model!r} but the preset is {preset.model!r}'s")
-    width, height = size_for_aspect(preset, options.aspect)
+    if picture is None and options.strength is not None:
+        raise InvalidRequest("Strength says how much of a picture to redraw: attach an image with it.")
+    aspect = nearest_aspect(picture.width, picture.height) if picture is not None else options.aspect
+    width, height = size_for_aspect(preset, aspect)
     seeds = consecutive_seeds(options.seed, options.count) if options.seed is not None else random_seeds(options.count)
+    steps = options.steps if options.steps is not None else preset.steps
+    if picture is not None:
+        strength = options.strength if options.strength is not None else DEFAULT_STRENGTH
+        return Recipe(
+            kind=JobKind.IMAGE,
+            prompt=options.prompt,
+            negative_prompt=options.negative,
+            model=preset.model,
+            width=width,
+            height=height,
+            steps=img2img_steps(steps, strength),
+            guidance=options.guidance if options.guidance is not None else preset.guidance,
+            seeds=seeds,
+            scheduler=preset.scheduler,
+            strength=strength,
+            source=picture.path,
+        )
     return Recipe(
         kind=JobKind.IMAGINE,
         prompt=options.prompt,
@@ -181,7 +226,7 @@ def resolve_imagine(options: CheckedOptions, preset: ModelPreset) -> Recipe:
         model=preset.model,
         width=width,
         height=height,
-        steps=options.steps if options.steps is not None else preset.steps,
+        steps=steps,
         guidance=options.guidance if options.guidance is not None else preset.guidance,
         seeds=seeds,
         scheduler=preset.scheduler,

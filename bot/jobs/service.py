@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, QueueFull, QuotaExceeded
 from bot.images.archive import read_source_image
+from bot.images.edits import describe, edit_size
+from bot.images.uploads import read_upload, store_upload
 from bot.jobs.admission import Admission, Origin, cost_of
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
 from bot.jobs.outcomes import (
@@ -40,7 +42,7 @@ from bot.jobs.outcomes import (
     WaitingJob,
 )
 from bot.jobs.recipe import UPSCALE_FACTOR, JobKind, Recipe
-from bot.jobs.requests import MAX_SIDE, ImagineOptions, resolve_imagine
+from bot.jobs.requests import MAX_SIDE, ImagineOptions, Picture, check_prompt_text, resolve_imagine
 from bot.policy.nsfw import NsfwDecision
 from bot.policy.pricing import refund_for_withheld
 from bot.runtime.tasks import TaskSet
@@ -103,25 +105,41 @@ class GenerationService:
     # -- admission ---------------------------------------------------------------------
 
     async def imagine(
-        self, options: ImagineOptions, origin: Origin, listener: ServiceListener | None = None
+        self,
+        options: ImagineOptions,
+        origin: Origin,
+        listener: ServiceListener | None = None,
+        *,
+        picture: bytes | None = None,
     ) -> SubmittedJob:
-        """Check, charge and queue a new ``/imagine``. Raises a ``DomainError`` or ``ModelError``."""
+        """Check, charge and queue a new ``/imagine``, from ``picture`` (the encoded bytes a member gave) if given.
+
+        Raises a ``DomainError`` or ``ModelError``.
+        """
         # 1. Options and the flags typed in the prompt through the one parser, every value checked,
         #    before a model is loaded for them.
         checked = options.checked(models=self.settings.models, max_prompt_chars=self.settings.prompt_max_chars)
-        # 2. The chosen model's defaults.
+        # 2. The picture, decoded and kept off the event loop (a refused one is never decoded in full).
+        kept: Picture | None = None
+        if picture is not None:
+            image = await asyncio.to_thread(read_upload, picture)
+            path = await asyncio.to_thread(store_upload, self.settings.images_dir, image)
+            kept = Picture(str(path), image.width, image.height)
+        # 3. The chosen model's defaults.
         preset = await self.worker.preset(checked.model)
-        return await self.submit(resolve_imagine(checked, preset), origin, listener)
+        return await self.submit(resolve_imagine(checked, preset, kept), origin, listener)
 
-    async def reroll(self, job_id: int, origin: Origin, listener: ServiceListener | None = None) -> SubmittedJob:
-        """The same request with new seeds; re-rolling variations makes new variations of the same image."""
+    async def reroll(
+        self, job_id: int, origin: Origin, listener: ServiceListener | None = None, *, prompt: str | None = None
+    ) -> SubmittedJob:
+        """The same request with new seeds (and ``prompt``, remixed); re-rolled variations vary the same image."""
         parent = await self._job(job_id)
         recipe = parent.recipe
         if recipe.kind == JobKind.VARIATION and recipe.parent_job_id is not None and recipe.parent_image is not None:
             return await self.variation(
-                recipe.parent_job_id, recipe.parent_image, origin, listener, strength=recipe.strength
+                recipe.parent_job_id, recipe.parent_image, origin, listener, strength=recipe.strength, prompt=prompt
             )
-        return await self.submit(recipe.as_reroll(parent.id), origin, listener)
+        return await self.submit(self._remixed(recipe.as_reroll(parent.id), prompt), origin, listener)
 
     async def variation(
         self,
@@ -131,11 +149,36 @@ class GenerationService:
         listener: ServiceListener | None = None,
         *,
         strength: float | None = None,
+        prompt: str | None = None,
     ) -> SubmittedJob:
         """Four new images from image ``index`` of a job (0-based); from an upscale, at the original size."""
         parent = await self._finished_image(job_id, index)
         strength = strength if strength is not None else self.settings.variation_strength
-        return await self.submit(parent.recipe.as_variation(parent.id, index, strength=strength), origin, listener)
+        recipe = parent.recipe.as_variation(parent.id, index, strength=strength)
+        return await self.submit(self._remixed(recipe, prompt), origin, listener)
+
+    async def edit(
+        self,
+        job_id: int,
+        index: int,
+        mask: str,
+        origin: Origin,
+        listener: ServiceListener | None = None,
+        *,
+        prompt: str | None = None,
+    ) -> SubmittedJob:
+        """Vary (Region), Zoom Out or Pan (``mask``, from ``bot.images.edits``) on image ``index`` of a job."""
+        parent = await self._finished_image(job_id, index)
+        recipe = parent.recipe
+        width, height = edit_size(mask, recipe.width, recipe.height)
+        if max(width, height) > MAX_SIDE:
+            raise InvalidRequest(
+                f"This image is {recipe.width}x{recipe.height}; {describe(mask)} would make it {width}x{height}, "
+                f"past the {MAX_SIDE} px limit."
+            )
+        kind = JobKind(mask.partition(":")[0])
+        edited = recipe.as_edit(parent.id, index, kind, mask, (width, height))
+        return await self.submit(self._remixed(edited, prompt), origin, listener)
 
     async def upscale(
         self, job_id: int, index: int, origin: Origin, listener: ServiceListener | None = None
@@ -224,6 +267,14 @@ class GenerationService:
         """A job as recorded, or ``None`` if there is no such job."""
         return await self.store.get_job(job_id)
 
+    async def remix_enabled(self, user_id: int) -> bool:
+        """Whether a member's buttons first open the Remix window (``/prefer remix``)."""
+        return (await self.store.member_preferences(user_id)).remix
+
+    async def toggle_remix(self, user_id: int) -> bool:
+        """Flip a member's Remix switch; whether it is on now."""
+        return (await self.store.toggle_remix(user_id)).remix
+
     async def record_status_message(
         self, job_id: int, *, message_id: int | None, interaction_token: str, token_created_at: float
     ) -> None:
@@ -297,6 +348,12 @@ class GenerationService:
             raise JobNotFound(f"Job {job_id} does not exist (it may have been deleted).")
         return job
 
+    def _remixed(self, recipe: Recipe, prompt: str | None) -> Recipe:
+        """``recipe`` with the prompt a member typed in the Remix window, checked like any prompt."""
+        if prompt is None:
+            return recipe
+        return recipe.with_prompt(check_prompt_text(prompt, max_chars=self.settings.prompt_max_chars))
+
     async def _finished_image(self, job_id: int, index: int) -> Job:
         """A finished job that has an image ``index`` that may be used."""
         parent = await self._job(job_id)
@@ -309,7 +366,12 @@ class GenerationService:
         return parent
 
     async def _source_of(self, recipe: Recipe) -> bytes | None:
-        """The encoded image a variation or upscale starts from, read and checked off the event loop."""
+        """The encoded image a job starts from (a parent's image, or a member's picture), read off the event loop."""
+        if recipe.from_upload and recipe.source is not None:
+            try:
+                return await asyncio.to_thread(read_source_image, Path(recipe.source))
+            except InvalidRequest:
+                raise JobNotFound("The picture this job starts from is no longer available.") from None
         if not recipe.from_image or recipe.parent_job_id is None or recipe.parent_image is None:
             return None
         parent = await self._job(recipe.parent_job_id)
@@ -319,7 +381,9 @@ class GenerationService:
             return await asyncio.to_thread(read_source_image, Path(parent.image_paths[recipe.parent_image]))
         except InvalidRequest:
             # Say which job, not where the server keeps its files.
-            raise JobNotFound(f"The images of job {parent.id} are no longer stored, so they cannot be used.") from None
+            raise JobNotFound(
+                f"The images of job {parent.id} are no longer available, so they cannot be used."
+            ) from None
 
     def _enqueue(self, following: _Following, source: bytes | None, *, resumed: bool = False) -> int:
         job = following.job

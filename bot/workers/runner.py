@@ -21,10 +21,12 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.images.edits import plan_edit
 from bot.images.grid import compose_grid
 from bot.images.metadata import encode_preview
+from bot.images.uploads import fit_to
 from bot.jobs.events import JobOutput
-from bot.jobs.recipe import JobKind, Recipe
+from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe
 from bot.workers.finishing import RawImage, finish_job
 from bot.workers.protocol import Message, ProgressReport, Ready, Result, Run, RunJob
 from models.errors import GenerationInterrupted, ModelError
@@ -44,6 +46,10 @@ OPERATIONS = {
     JobKind.REROLL: Operation.TXT2IMG,
     JobKind.VARIATION: Operation.VARIATION,
     JobKind.UPSCALE: Operation.UPSCALE,
+    JobKind.IMAGE: Operation.VARIATION,  # img2img from the member's picture, fitted to the job's size
+    JobKind.REGION: Operation.INPAINT,
+    JobKind.ZOOM: Operation.INPAINT,
+    JobKind.PAN: Operation.INPAINT,
 }
 
 #: The edge of a progress preview's cells, in pixels.
@@ -65,8 +71,17 @@ def batch_spec(recipe: Recipe) -> BatchSpec:
 
 
 def image_tasks(recipe: Recipe, source: Image.Image | None) -> tuple[ImageTask, ...]:
+    """One task per seed; an edit's canvas and mask, or a picture cropped to the job's shape, made once."""
+    mask: Image.Image | None = None
+    if recipe.kind in EDIT_KINDS and recipe.mask is not None and source is not None:
+        plan = plan_edit(recipe.mask, source)
+        source, mask = plan.canvas, plan.mask
+    elif recipe.kind == JobKind.IMAGE and source is not None:
+        source = fit_to(source, recipe.width, recipe.height)
     return tuple(
-        ImageTask(prompt=recipe.prompt, negative_prompt=recipe.negative_prompt, seed=seed, init_image=source)
+        ImageTask(
+            prompt=recipe.prompt, negative_prompt=recipe.negative_prompt, seed=seed, init_image=source, mask_image=mask
+        )
         for seed in recipe.seeds
     )
 

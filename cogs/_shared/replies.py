@@ -20,5 +20,8 @@ async def reply_ephemeral(
     text: str,
     *,
     allowed_mentions: discord.AllowedMentions = discord.utils.MISSING,
+    view: discord.ui.View = discord.utils.MISSING,
 ) -> None:
-    await interaction.response.send_message(fit_content(text), ephemeral=True, allowed_mentions=allowed_mentions)
+    await interaction.response.send_message(
+        fit_content(text), ephemeral=True, allowed_mentions=allowed_mentions, view=view
+    )

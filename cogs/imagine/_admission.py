@@ -19,7 +19,7 @@ from bot.jobs.messages import fit_content
 from bot.jobs.outcomes import ServiceEvent, SubmittedJob
 from bot.jobs.service import GenerationService, Origin
 from cogs._shared.moderators import post_to_modlog
-from cogs.imagine._buttons import ButtonAction, cancel_button
+from cogs.imagine._buttons import EDIT_MASKS, ButtonAction, cancel_button
 from cogs.imagine._delivery import Deliveries, Delivery
 from cogs.imagine._wording import headline
 
@@ -36,20 +36,25 @@ STRONG_VARIATION, SUBTLE_VARIATION = 0.75, 0.35
 Start = Callable[[Callable[[ServiceEvent], None]], Awaitable[SubmittedJob]]
 
 
-def button_start(service: GenerationService, action: ButtonAction, job_id: int, n: int, origin: Origin) -> Start | None:
-    """The service call a button that makes a new job stands for; ``None`` for one that makes none."""
+def button_start(
+    service: GenerationService, action: ButtonAction, job_id: int, n: int, origin: Origin, prompt: str | None = None
+) -> Start | None:
+    """The service call a button that makes a new job stands for (``prompt``: as remixed); ``None`` if none."""
     index = max(n - 1, 0)
     starters: dict[ButtonAction, Start] = {
         ButtonAction.UPSCALE: lambda listener: service.upscale(job_id, index, origin, listener),
-        ButtonAction.VARIATION: lambda listener: service.variation(job_id, index, origin, listener),
-        ButtonAction.REROLL: lambda listener: service.reroll(job_id, origin, listener),
+        ButtonAction.VARIATION: lambda listener: service.variation(job_id, index, origin, listener, prompt=prompt),
+        ButtonAction.REROLL: lambda listener: service.reroll(job_id, origin, listener, prompt=prompt),
         ButtonAction.VARY_STRONG: lambda listener: service.variation(
-            job_id, index, origin, listener, strength=STRONG_VARIATION
+            job_id, index, origin, listener, strength=STRONG_VARIATION, prompt=prompt
         ),
         ButtonAction.VARY_SUBTLE: lambda listener: service.variation(
-            job_id, index, origin, listener, strength=SUBTLE_VARIATION
+            job_id, index, origin, listener, strength=SUBTLE_VARIATION, prompt=prompt
         ),
     }
+    mask = EDIT_MASKS.get(action)
+    if mask is not None:
+        return lambda listener: service.edit(job_id, index, mask, origin, listener, prompt=prompt)
     return starters.get(action)
 
 

@@ -1,4 +1,4 @@
-"""The buttons under a job's messages: U1–U4, V1–V4, 🔄, the Vary pair, Cancel and Delete.
+"""The buttons under a job's messages: U1–U4, V1–V4, 🔄, Vary, Zoom Out, Pan, Cancel and Delete.
 
 Each is a ``DynamicItem`` whose custom id names its job and image (``lc:u:<job>:<n>``), so a
 press on a message posted before a restart still works: everything else is in SQLite.
@@ -12,6 +12,7 @@ from typing import Any
 import discord
 
 from bot.app import send_ephemeral
+from bot.images.edits import pan_mask, zoom_mask
 
 
 class ButtonAction(StrEnum):
@@ -22,8 +23,42 @@ class ButtonAction(StrEnum):
     REROLL = "r"
     VARY_STRONG = "vs"
     VARY_SUBTLE = "vt"
+    VARY_REGION = "vr"
+    ZOOM_OUT_2 = "zx"
+    ZOOM_OUT_1_5 = "zy"
+    PAN_LEFT = "pl"
+    PAN_RIGHT = "pr"
+    PAN_UP = "pu"
+    PAN_DOWN = "pd"
     CANCEL = "x"
     DELETE = "del"
+
+
+#: The buttons that open the Remix window first when a member has Remix on.
+REMIXABLE = frozenset(
+    {
+        ButtonAction.VARIATION,
+        ButtonAction.REROLL,
+        ButtonAction.VARY_STRONG,
+        ButtonAction.VARY_SUBTLE,
+        ButtonAction.ZOOM_OUT_2,
+        ButtonAction.ZOOM_OUT_1_5,
+        ButtonAction.PAN_LEFT,
+        ButtonAction.PAN_RIGHT,
+        ButtonAction.PAN_UP,
+        ButtonAction.PAN_DOWN,
+    }
+)
+
+#: The edit each Zoom Out and Pan button makes (``bot.images.edits``).
+EDIT_MASKS = {
+    ButtonAction.ZOOM_OUT_2: zoom_mask("2"),
+    ButtonAction.ZOOM_OUT_1_5: zoom_mask("1.5"),
+    ButtonAction.PAN_LEFT: pan_mask("left"),
+    ButtonAction.PAN_RIGHT: pan_mask("right"),
+    ButtonAction.PAN_UP: pan_mask("up"),
+    ButtonAction.PAN_DOWN: pan_mask("down"),
+}
 
 
 class JobButton(
@@ -84,12 +119,27 @@ def grid_buttons(job_id: int, images: int, withheld: frozenset[int]) -> discord.
     return view
 
 
+#: Under an upscaled image, in this order: the Vary trio, Zoom Out, then Pan (label, action).
+UPSCALE_EDITS = (
+    ("Vary (Strong)", ButtonAction.VARY_STRONG),
+    ("Vary (Subtle)", ButtonAction.VARY_SUBTLE),
+    ("Vary (Region)", ButtonAction.VARY_REGION),
+    ("Zoom Out 2x", ButtonAction.ZOOM_OUT_2),
+    ("Zoom Out 1.5x", ButtonAction.ZOOM_OUT_1_5),
+    ("⬅️", ButtonAction.PAN_LEFT),
+    ("➡️", ButtonAction.PAN_RIGHT),
+    ("⬆️", ButtonAction.PAN_UP),
+    ("⬇️", ButtonAction.PAN_DOWN),
+)
+
+
 def upscale_buttons(job_id: int, withheld: bool) -> discord.ui.View:
+    """Vary (Strong/Subtle/Region), Zoom Out 2x/1.5x, ⬅️ ➡️ ⬆️ ⬇️ and Delete: five to a row, as Discord allows."""
     view = discord.ui.View(timeout=None)
-    view.add_item(JobButton(ButtonAction.VARY_STRONG, job_id, 1, label="Vary (Strong)", disabled=withheld, row=0))
-    view.add_item(JobButton(ButtonAction.VARY_SUBTLE, job_id, 1, label="Vary (Subtle)", disabled=withheld, row=0))
+    for place, (label, action) in enumerate(UPSCALE_EDITS):
+        view.add_item(JobButton(action, job_id, 1, label=label, disabled=withheld, row=place // 5))
     view.add_item(
-        JobButton(ButtonAction.DELETE, job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=0)
+        JobButton(ButtonAction.DELETE, job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=1)
     )
     return view
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -9,15 +10,27 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import send_ephemeral
+from bot.errors import InvalidRequest
+from bot.images.uploads import check_attachment
 from bot.jobs.messages import CHOICE_TEXT_LIMIT, STRING_OPTION_LIMIT, fit_select_options
+from bot.jobs.outcomes import ServiceListener, SubmittedJob
 from bot.jobs.recipe import MAX_SEED
-from bot.jobs.requests import ASPECT_RATIOS, MAX_COUNT, MAX_GUIDANCE, MAX_STEPS, ImagineOptions
+from bot.jobs.requests import (
+    ASPECT_RATIOS,
+    MAX_COUNT,
+    MAX_GUIDANCE,
+    MAX_STEPS,
+    MAX_STRENGTH,
+    MIN_STRENGTH,
+    ImagineOptions,
+)
 from cogs._shared.moderators import is_moderator
 from cogs._shared.origin import origin_of
 from cogs._shared.replies import reply_ephemeral
-from cogs.imagine._admission import admit, button_start
-from cogs.imagine._buttons import ButtonAction
+from cogs.imagine._admission import Start, admit, button_start
+from cogs.imagine._buttons import REMIXABLE, ButtonAction
 from cogs.imagine._delivery import Deliveries
+from cogs.imagine._remix import REGION_QUESTION, RemixModal, region_menu
 from cogs.imagine._resumed import ResumedJobs
 
 if TYPE_CHECKING:
@@ -54,6 +67,8 @@ class Imagine(commands.Cog):
         guidance="How closely to follow the prompt (default: the model's)",
         model="Which model to use",
         count="How many images (default 4)",
+        image="A picture to start from (PNG, JPEG or WebP, up to 10 MB)",
+        strength="With a picture: how much of it to redraw, 0.05-1 (default 0.6)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
@@ -69,6 +84,8 @@ class Imagine(commands.Cog):
         guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] | None = None,
         model: str | None = None,
         count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
     ) -> None:
         if interaction.guild_id is None and not self.bot.settings.allow_dms:
             await reply_ephemeral(interaction, "/imagine is turned off in direct messages; use it in a server.")
@@ -82,13 +99,24 @@ class Imagine(commands.Cog):
             guidance=guidance,
             model=model,
             count=count,
+            strength=strength,
         )
-        await admit(
-            self.bot,
-            self._deliveries,
-            interaction,
-            lambda listener: self.service.imagine(options, origin_of(interaction), listener),
-        )
+        origin = origin_of(interaction)
+
+        async def start(listener: ServiceListener) -> SubmittedJob:
+            picture: bytes | None = None
+            if image is not None:
+                # Refused on what Discord says of it before it is downloaded; decoded by the service, off the loop.
+                check_attachment(image.filename, image.content_type, image.size)
+                try:
+                    picture = await image.read()
+                except discord.HTTPException:
+                    raise InvalidRequest(
+                        "That picture could not be downloaded from Discord; attach it again."
+                    ) from None
+            return await self.service.imagine(options, origin, listener, picture=picture)
+
+        await admit(self.bot, self._deliveries, interaction, start)
 
     @imagine.autocomplete("model")
     async def _model_autocomplete(
@@ -116,11 +144,50 @@ class Imagine(commands.Cog):
         if action == ButtonAction.DELETE:
             await self._delete_result(interaction, job_id)
             return
+        if action == ButtonAction.VARY_REGION:
+            await reply_ephemeral(interaction, REGION_QUESTION, view=region_menu(job_id, n))
+            return
+        if action in REMIXABLE and await self.service.remix_enabled(interaction.user.id):
+            await self._open_remix(
+                interaction,
+                job_id,
+                lambda prompt: button_start(self.service, action, job_id, n, origin_of(interaction), prompt),
+            )
+            return
         start = button_start(self.service, action, job_id, n, origin_of(interaction))
         if start is None:
             await send_ephemeral(interaction, "This button is from a newer or older version of the bot.")
             return
         await admit(self.bot, self._deliveries, interaction, start)
+
+    async def handle_region(self, interaction: discord.Interaction[Any], job_id: int, n: int, mask: str) -> None:
+        """A region chosen for Vary (Region): the Remix window, always, to say what goes there."""
+        service = self.service
+
+        def start(prompt: str | None) -> Start:
+            return lambda listener: service.edit(
+                job_id, max(n - 1, 0), mask, origin_of(interaction), listener, prompt=prompt
+            )
+
+        await self._open_remix(interaction, job_id, start)
+
+    async def _open_remix(
+        self, interaction: discord.Interaction[Any], job_id: int, start: Callable[[str | None], Start | None]
+    ) -> None:
+        """The Remix window over the job's prompt; what is submitted starts ``start(prompt)``."""
+        job = await self.service.job(job_id)
+        if job is None:
+            await send_ephemeral(interaction, f"Job {job_id} does not exist (it may have been deleted).")
+            return
+
+        async def submit(submitted: discord.Interaction[Any], prompt: str) -> None:
+            chosen = start(prompt)
+            if chosen is None:
+                await send_ephemeral(submitted, "This button is from a newer or older version of the bot.")
+                return
+            await admit(self.bot, self._deliveries, submitted, chosen)
+
+        await interaction.response.send_modal(RemixModal(job.recipe.prompt, self.bot.settings.prompt_max_chars, submit))
 
     async def _delete_result(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         job = await self.service.job(job_id)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import discord
 
+from bot.images.edits import describe
 from bot.jobs.outcomes import JobResult
 from bot.jobs.recipe import JobKind, Recipe
 
 
 def headline(recipe: Recipe, user_id: int) -> str:
     parent_image = recipe.parent_image
+    image = (parent_image or 0) + 1
+    edit = f" ({describe(recipe.mask)} of image {image})" if recipe.mask else ""
     what = {
-        JobKind.UPSCALE: f" (image {(parent_image or 0) + 1} upscaled)",
-        JobKind.VARIATION: f" (variations of image {(parent_image or 0) + 1})",
+        JobKind.UPSCALE: f" (image {image} upscaled)",
+        JobKind.VARIATION: f" (variations of image {image})",
         JobKind.REROLL: " (re-roll)",
-    }.get(JobKind(recipe.kind), "")
+        JobKind.IMAGE: " (from a picture)",
+    }.get(JobKind(recipe.kind), edit)
     prompt = recipe.prompt
     shown = prompt if len(prompt) <= 300 else prompt[:297] + "…"
     # A prompt is shown, never obeyed: no formatting, and no pings of whoever it names.
