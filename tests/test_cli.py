@@ -170,3 +170,55 @@ def test_one_image_is_one_image(workdir: Path, capsys: pytest.CaptureFixture[str
     assert main(["imagine", "a fox", "--out", "one.png", "--count", "1", "--steps", "1", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "(64x64 per image, 1 image)" in out
+
+
+def a_picture(path: Path, size: tuple[int, int] = (64, 64)) -> Path:
+    gradient = np.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3).astype(np.uint8)
+    Image.fromarray(gradient).save(path)
+    return path
+
+
+def test_image_and_strength_redraw_a_picture(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = a_picture(workdir / "wide.png", (160, 90))
+    code = main(["imagine", "a barn", "--image", str(source), "--strength", "0.4", "--out", "b.png", "--count", "1"])
+    assert code == 0, capsys.readouterr().err
+    with Image.open(workdir / "b.png") as image:
+        assert image.size == (88, 48)  # the 16:9 preset nearest 160:90
+        assert "Denoising strength: 0.4" in image.text["parameters"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "size", "edit"),
+    [
+        (["--zoom", "2"], (64, 64), "Zoom Out 2x"),
+        (["--pan", "left"], (96, 64), "Pan left"),
+        (["--region", "left-half"], (64, 64), "Vary (Region): left half"),
+    ],
+)
+def test_zoom_pan_and_region_edit_a_picture_and_keep_its_pixels(
+    workdir: Path, capsys: pytest.CaptureFixture[str], flags: list[str], size: tuple[int, int], edit: str
+) -> None:
+    source = a_picture(workdir / "square.png")
+    code = main(["imagine", "a barn", "--image", str(source), *flags, "--out", "e.png", "--count", "1", "--steps", "2"])
+    assert code == 0, capsys.readouterr().err
+    with Image.open(workdir / "e.png") as image:
+        assert image.size == size
+        assert edit in image.text["parameters"]
+        pixels = np.asarray(image.convert("RGB"))
+    original = np.asarray(Image.open(source).convert("RGB"))
+    band = 64 // 16
+    if flags[0] == "--pan":
+        assert np.array_equal(pixels[:, 32 + band :], original[:, band:])  # the picture keeps its place, on the right
+    elif flags[0] == "--region":
+        assert np.array_equal(pixels[:, 32 + band :], original[:, 32 + band :])  # the right half is untouched
+
+
+def test_edits_without_a_picture_say_so(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["imagine", "a barn", "--zoom", "2", "--out", "x.png"]) == 2
+    assert "give it with --image FILE" in capsys.readouterr().err
+    assert main(["imagine", "a barn", "--image", "missing.png", "--out", "x.png"]) == 2
+    assert "--image missing.png does not exist" in capsys.readouterr().err
+    (workdir / "notes.png").write_text("not a picture")
+    assert main(["imagine", "a barn", "--image", "notes.png", "--out", "x.png"]) == 2
+    assert "not a picture" in capsys.readouterr().err
+    assert not (workdir / "x.png").exists()

@@ -51,7 +51,8 @@ class Recipe:
     for text-to-image). ``parent_job_id`` and ``parent_image`` (an index into the parent's
     images) name the image a variation, an upscale or an edit starts from, and the job a
     re-roll repeats. ``source`` is the stored picture an ``image`` job starts from, and
-    ``mask`` the edit a ``region``, ``zoom`` or ``pan`` job makes (``bot.images.edits``).
+    ``mask`` the edit a ``region``, ``zoom`` or ``pan`` job makes (``bot.images.edits``), on its
+    parent's image or, from the command line, on a picture (``source``).
     """
 
     kind: JobKind
@@ -83,8 +84,8 @@ class Recipe:
 
     @property
     def from_upload(self) -> bool:
-        """Whether it starts from a picture a member gave (``/imagine`` with an image)."""
-        return self.kind == JobKind.IMAGE and self.source is not None
+        """Whether it starts from a picture a member gave (``/imagine`` with an image, or an edit of one)."""
+        return self.source is not None
 
     # -- recipes made from a finished job's recipe -------------------------------------------
 
@@ -139,8 +140,11 @@ class Recipe:
             mask=None,
         )
 
-    def as_edit(self, job_id: int, index: int, kind: JobKind, mask: str, size: tuple[int, int]) -> Recipe:
-        """Four new images that redraw part of image ``index`` of job ``job_id`` (``size``: the edit's)."""
+    def as_edit(self, job_id: int | None, index: int | None, kind: JobKind, mask: str, size: tuple[int, int]) -> Recipe:
+        """Four new images that redraw part of image ``index`` of job ``job_id`` (``size``: the edit's).
+
+        Without a job, the caller gives the edit its picture (``source``), as the command line does.
+        """
         if kind not in EDIT_KINDS:
             raise ValueError(f"{kind} is not an edit")
         return replace(

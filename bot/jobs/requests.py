@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.errors import InvalidRequest
+from bot.images.edits import describe, edit_size
 from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
 from bot.jobs.recipe import MAX_SEED, JobKind, Recipe, consecutive_seeds, img2img_steps, random_seeds
@@ -52,6 +53,7 @@ class ImagineOptions:
     model: str | None = None
     count: int | None = None
     strength: float | None = None  # with a picture: how much of it is redrawn
+    edit: str | None = None  # with a picture: an edit of it instead (bot.images.edits; the command line's)
 
     def checked(self, *, models: Sequence[str], max_prompt_chars: int) -> CheckedOptions:
         """Flags typed in the prompt first, then every option checked once.
@@ -91,6 +93,7 @@ class ImagineOptions:
             steps=options.steps,
             guidance=options.guidance,
             strength=options.strength,
+            edit=options.edit,
         )
 
 
@@ -110,11 +113,12 @@ class CheckedOptions:
     steps: int | None
     guidance: float | None
     strength: float | None = None
+    edit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Picture:
-    """A member's picture for /imagine, already stored: where, and its size."""
+    """A member's picture for /imagine, stored already fitted to the job's size (``picture_size``): where, and that size."""
 
     path: str
     width: int
@@ -155,6 +159,11 @@ def size_for_aspect(preset: ModelPreset, aspect: str) -> tuple[int, int]:
     return snap(width), snap(height)
 
 
+def picture_size(preset: ModelPreset, width: int, height: int) -> tuple[int, int]:
+    """The size a picture of ``width``x``height`` is fitted to: the model's size at the nearest aspect preset."""
+    return size_for_aspect(preset, nearest_aspect(width, height))
+
+
 def nearest_aspect(width: int, height: int) -> str:
     """The aspect ratio preset closest to ``width``:``height`` (compared as logarithms, so 2:1 and 1:2 are alike)."""
     shape = math.log(width / height)
@@ -193,16 +202,33 @@ def _number(value: float) -> str:
 def resolve_imagine(options: CheckedOptions, preset: ModelPreset, picture: Picture | None = None) -> Recipe:
     """Fill in the defaults of the model ``options`` chose; ``preset`` must be that model's.
 
-    With a ``picture``, the job redraws it (img2img) at the aspect preset nearest to its shape.
+    With a ``picture``, the job redraws it (img2img), or edits it when ``options.edit`` says how.
     """
     if preset.model != options.model:
         raise ValueError(f"the options chose {options.model!r} but the preset is {preset.model!r}'s")
     if picture is None and options.strength is not None:
         raise InvalidRequest("Strength says how much of a picture to redraw: attach an image with it.")
-    aspect = nearest_aspect(picture.width, picture.height) if picture is not None else options.aspect
-    width, height = size_for_aspect(preset, aspect)
+    if picture is None and options.edit is not None:
+        raise InvalidRequest(f"{describe(options.edit)} edits a picture: give one to start from.")
+    width, height = (picture.width, picture.height) if picture is not None else size_for_aspect(preset, options.aspect)
     seeds = consecutive_seeds(options.seed, options.count) if options.seed is not None else random_seeds(options.count)
     steps = options.steps if options.steps is not None else preset.steps
+    if picture is not None and options.edit is not None:
+        edited = Recipe(
+            kind=JobKind.IMAGINE,
+            prompt=options.prompt,
+            negative_prompt=options.negative,
+            model=preset.model,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=options.guidance if options.guidance is not None else preset.guidance,
+            seeds=seeds,
+            scheduler=preset.scheduler,
+        ).as_edit(
+            None, None, JobKind(options.edit.partition(":")[0]), options.edit, edit_size(options.edit, width, height)
+        )
+        return replace(edited, seeds=seeds, source=picture.path)
     if picture is not None:
         strength = options.strength if options.strength is not None else DEFAULT_STRENGTH
         return Recipe(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, QueueFull, QuotaExceeded
 from bot.images.archive import read_source_image
 from bot.images.edits import describe, edit_size
-from bot.images.uploads import read_upload, store_upload
+from bot.images.uploads import fit_to, read_upload, store_upload
 from bot.jobs.admission import Admission, Origin, cost_of
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
 from bot.jobs.outcomes import (
@@ -42,7 +42,14 @@ from bot.jobs.outcomes import (
     WaitingJob,
 )
 from bot.jobs.recipe import UPSCALE_FACTOR, JobKind, Recipe
-from bot.jobs.requests import MAX_SIDE, ImagineOptions, Picture, check_prompt_text, resolve_imagine
+from bot.jobs.requests import (
+    MAX_SIDE,
+    ImagineOptions,
+    Picture,
+    check_prompt_text,
+    picture_size,
+    resolve_imagine,
+)
 from bot.policy.nsfw import NsfwDecision
 from bot.policy.pricing import refund_for_withheld
 from bot.runtime.tasks import TaskSet
@@ -119,14 +126,17 @@ class GenerationService:
         # 1. Options and the flags typed in the prompt through the one parser, every value checked,
         #    before a model is loaded for them.
         checked = options.checked(models=self.settings.models, max_prompt_chars=self.settings.prompt_max_chars)
-        # 2. The picture, decoded and kept off the event loop (a refused one is never decoded in full).
+        # 2. The chosen model's defaults.
+        preset = await self.worker.preset(checked.model)
+        # 3. The picture, decoded off the event loop (a refused one is never decoded in full), and kept
+        #    fitted to the model's size at the aspect preset nearest to its shape.
         kept: Picture | None = None
         if picture is not None:
             image = await asyncio.to_thread(read_upload, picture)
-            path = await asyncio.to_thread(store_upload, self.settings.images_dir, image)
-            kept = Picture(str(path), image.width, image.height)
-        # 3. The chosen model's defaults.
-        preset = await self.worker.preset(checked.model)
+            width, height = picture_size(preset, image.width, image.height)
+            fitted = await asyncio.to_thread(fit_to, image, width, height)
+            path = await asyncio.to_thread(store_upload, self.settings.images_dir, fitted)
+            kept = Picture(str(path), width, height)
         return await self.submit(resolve_imagine(checked, preset, kept), origin, listener)
 
     async def reroll(

@@ -13,9 +13,18 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bot.errors import USER_FACING_ERRORS
+from bot.errors import USER_FACING_ERRORS, InvalidRequest
+from bot.images.edits import PAN_DIRECTIONS, REGIONS, ZOOM_FACTORS, pan_mask, region_slug, zoom_mask
 from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
-from bot.jobs.requests import ASPECT_RATIOS, MAX_COUNT, MIN_COUNT, ImagineOptions
+from bot.jobs.requests import (
+    ASPECT_RATIOS,
+    DEFAULT_STRENGTH,
+    MAX_COUNT,
+    MAX_STRENGTH,
+    MIN_COUNT,
+    MIN_STRENGTH,
+    ImagineOptions,
+)
 from bot.jobs.service import Completed, JobResult, Origin, ServiceEvent
 from bot.runtime.core import open_core
 from bot.settings import DEFAULT_MODEL, Settings
@@ -34,8 +43,11 @@ SD_MODEL=builtin:tiny works offline: a tiny random-weight model built locally in
 seconds; it draws noise, but runs all of the real code."""
 
 _IMAGINE_EPILOG = """\
-example:
-  SD_MODEL=builtin:tiny python -m bot imagine "a red fox in snow" --out fox.png --seed 7"""
+examples:
+  SD_MODEL=builtin:tiny python -m bot imagine "a red fox in snow" --out fox.png --seed 7
+  python -m bot imagine "a red fox, oil painting" --image fox.png --strength 0.5 --out painted.png
+  python -m bot imagine "a fox in a wide snowy valley" --image fox.png --zoom 2 --out wider.png
+  python -m bot imagine "a red door" --image house.png --region left-half --out door.png"""
 
 
 def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,6 +69,18 @@ def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     parser.add_argument(
         "--model", help="hub id, local diffusers folder, .safetensors file or builtin:tiny (default: SD_MODEL)"
     )
+    parser.add_argument("--image", type=Path, help="a PNG, JPEG or WebP picture to start from (img2img)")
+    parser.add_argument(
+        "--strength",
+        type=float,
+        help=f"with --image: how much of it to redraw, {MIN_STRENGTH:g}-{MAX_STRENGTH:g} (default {DEFAULT_STRENGTH:g})",
+    )
+    edits = parser.add_mutually_exclusive_group()
+    edits.add_argument("--zoom", choices=ZOOM_FACTORS, help="with --image: zoom out by this factor and draw the border")
+    edits.add_argument("--pan", choices=PAN_DIRECTIONS, help="with --image: widen it this way and draw the new strip")
+    edits.add_argument(
+        "--region", choices=[region_slug(label) for label in REGIONS], help="with --image: redraw this part of it"
+    )
 
 
 async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
@@ -64,6 +88,15 @@ async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
         settings = replace(settings, extra_models=(*settings.extra_models, args.model))
     # A terminal has no edit rate limit: let the progress bar move smoothly.
     settings = replace(settings, preview_interval_s=min(settings.preview_interval_s, 0.2))
+    edit = None
+    if args.zoom:
+        edit = zoom_mask(args.zoom)
+    elif args.pan:
+        edit = pan_mask(args.pan)
+    elif args.region:
+        edit = f"region:{args.region}"
+    if args.image is None and (edit is not None or args.strength is not None):
+        raise InvalidRequest("--strength, --zoom, --pan and --region work on a picture: give it with --image FILE.")
     options = ImagineOptions(
         prompt=args.prompt,
         negative=args.negative,
@@ -73,13 +106,27 @@ async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
         guidance=args.guidance,
         model=args.model,
         count=args.count,
+        strength=args.strength,
+        edit=edit,
     )
+    picture = _read_picture(args.image) if args.image is not None else None
     # While the bar is shown, log lines (the model loading) are written above it, not into it.
     with logging_redirect_tqdm():
-        return await _generate(settings, options, args.out)
+        return await _generate(settings, options, args.out, picture)
 
 
-async def _generate(settings: Settings, options: ImagineOptions, out: Path) -> int:
+def _read_picture(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidRequest(f"--image {path} does not exist.") from None
+    except IsADirectoryError:
+        raise InvalidRequest(f"--image {path} is a folder: give a PNG, JPEG or WebP file.") from None
+    except OSError as error:
+        raise InvalidRequest(f"--image {path} cannot be read ({error.strerror or error}).") from None
+
+
+async def _generate(settings: Settings, options: ImagineOptions, out: Path, picture: bytes | None) -> int:
     # One image for one person at the terminal: the model loads in this process, no worker to start.
     async with open_core(replace(settings, workers="thread")) as core:
         outcome: asyncio.Future[ServiceEvent] = asyncio.get_running_loop().create_future()
@@ -101,7 +148,9 @@ async def _generate(settings: Settings, options: ImagineOptions, out: Path) -> i
                     outcome.set_result(event)
 
         try:
-            submitted = await core.service.imagine(options, Origin(user_id=CONSOLE_USER_ID, console=True), on_event)
+            submitted = await core.service.imagine(
+                options, Origin(user_id=CONSOLE_USER_ID, console=True), on_event, picture=picture
+            )
             if submitted.notice:
                 tqdm.write(f"warning: {submitted.notice}", file=sys.stderr)
             event = await outcome

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from bot.images.edits import plan_edit
 from bot.images.grid import compose_grid
 from bot.images.metadata import encode_preview
-from bot.images.uploads import fit_to
 from bot.jobs.events import JobOutput
 from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe
 from bot.workers.finishing import RawImage, finish_job
@@ -71,13 +70,11 @@ def batch_spec(recipe: Recipe) -> BatchSpec:
 
 
 def image_tasks(recipe: Recipe, source: Image.Image | None) -> tuple[ImageTask, ...]:
-    """One task per seed; an edit's canvas and mask, or a picture cropped to the job's shape, made once."""
+    """One task per seed; an edit's canvas and mask made once (a member's picture comes fitted already)."""
     mask: Image.Image | None = None
     if recipe.kind in EDIT_KINDS and recipe.mask is not None and source is not None:
         plan = plan_edit(recipe.mask, source)
         source, mask = plan.canvas, plan.mask
-    elif recipe.kind == JobKind.IMAGE and source is not None:
-        source = fit_to(source, recipe.width, recipe.height)
     return tuple(
         ImageTask(
             prompt=recipe.prompt, negative_prompt=recipe.negative_prompt, seed=seed, init_image=source, mask_image=mask
