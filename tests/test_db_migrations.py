@@ -97,6 +97,42 @@ async def test_version_1_database_migrates_with_rows_intact(tmp_path: Path) -> N
         assert (await store.usage(10, 1)).used == 4
         [entry] = await store.audit_log(10)
         assert (entry.actor_id, entry.before, entry.after) == (7, "block", "age-restricted")
+        # 0006 rebuilt the jobs table: the old job kept its row, id and charge, and has no source or mask.
+        assert (job.recipe.source, job.recipe.mask) == (None, None)
+    finally:
+        await store.close()
+    conn = _raw(path)
+    try:
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        # The rebuilt table takes the new kinds, still refuses unknown ones, and still checks its references.
+        conn.execute("PRAGMA foreign_keys = ON")
+        insert = (
+            "INSERT INTO jobs (kind, parent_job_id, user_id, prompt, model, width, height, steps, guidance, seeds,"
+            " cost, created_at, mask) VALUES (?, ?, 1, 'p', 'm', 64, 64, 4, 7, '[1]', 1, 1.0, 'zoom:2')"
+        )
+        conn.execute(insert, ("zoom", 1))
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(insert, ("sketch", 1))
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(insert, ("pan", 999))  # no job 999
+        assert {row["name"] for row in conn.execute("PRAGMA index_list(jobs)")} >= {
+            "jobs_unfinished",
+            "jobs_user",
+            "jobs_token",
+            "jobs_pending_delivery",
+        }
+    finally:
+        conn.close()
+
+
+async def test_member_preferences_start_at_the_defaults_and_toggle(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bot.sqlite3", recipe=Recipe)
+    try:
+        assert (await store.member_preferences(5)).remix is False
+        assert (await store.toggle_remix(5)).remix is True
+        assert (await store.member_preferences(5)).remix is True
+        assert (await store.member_preferences(6)).remix is False  # one member's switch only
+        assert (await store.toggle_remix(5)).remix is False
     finally:
         await store.close()
 
