@@ -212,48 +212,29 @@ def resolve_imagine(options: CheckedOptions, preset: ModelPreset, picture: Pictu
         raise InvalidRequest(f"{describe(options.edit)} edits a picture: give one to start from.")
     width, height = (picture.width, picture.height) if picture is not None else size_for_aspect(preset, options.aspect)
     seeds = consecutive_seeds(options.seed, options.count) if options.seed is not None else random_seeds(options.count)
-    steps = options.steps if options.steps is not None else preset.steps
-    if picture is not None and options.edit is not None:
-        edited = Recipe(
-            kind=JobKind.IMAGINE,
-            prompt=options.prompt,
-            negative_prompt=options.negative,
-            model=preset.model,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance=options.guidance if options.guidance is not None else preset.guidance,
-            seeds=seeds,
-            scheduler=preset.scheduler,
-        ).as_edit(
-            None, None, JobKind(options.edit.partition(":")[0]), options.edit, edit_size(options.edit, width, height)
-        )
-        return replace(edited, seeds=seeds, source=picture.path)
-    if picture is not None:
-        strength = options.strength if options.strength is not None else DEFAULT_STRENGTH
-        return Recipe(
-            kind=JobKind.IMAGE,
-            prompt=options.prompt,
-            negative_prompt=options.negative,
-            model=preset.model,
-            width=width,
-            height=height,
-            steps=img2img_steps(steps, strength),
-            guidance=options.guidance if options.guidance is not None else preset.guidance,
-            seeds=seeds,
-            scheduler=preset.scheduler,
-            strength=strength,
-            source=picture.path,
-        )
-    return Recipe(
+    drawn = Recipe(
         kind=JobKind.IMAGINE,
         prompt=options.prompt,
         negative_prompt=options.negative,
         model=preset.model,
         width=width,
         height=height,
-        steps=steps,
+        steps=options.steps if options.steps is not None else preset.steps,
         guidance=options.guidance if options.guidance is not None else preset.guidance,
         seeds=seeds,
         scheduler=preset.scheduler,
+    )
+    if picture is None:
+        return drawn
+    if options.edit is not None:
+        kind = JobKind(options.edit.partition(":")[0])
+        edited = drawn.as_edit(None, None, kind, options.edit, edit_size(options.edit, width, height))
+        return replace(edited, seeds=seeds, source=picture.path)
+    strength = options.strength if options.strength is not None else DEFAULT_STRENGTH
+    return replace(
+        drawn,
+        kind=JobKind.IMAGE,
+        steps=img2img_steps(drawn.steps, strength),
+        strength=strength,
+        source=picture.path,
     )

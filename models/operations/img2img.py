@@ -32,12 +32,17 @@ def planned_steps(spec: BatchSpec) -> int:
     return min(int(spec.steps * spec.strength), spec.steps)
 
 
-def check(batch: GenerationBatch) -> None:
-    spec = batch.spec
+def check_strength(spec: BatchSpec) -> None:
+    """A strength in (0, 1] that leaves at least one step to run (inpainting shares this)."""
     if not 0.0 < spec.strength <= 1.0:
         raise InvalidBatch(f"Strength must be above 0 and at most 1, not {spec.strength}.")
     if planned_steps(spec) < 1:
         raise InvalidBatch(f"{spec.steps} steps at strength {spec.strength} leaves no step to run: raise either.")
+
+
+def check(batch: GenerationBatch) -> None:
+    spec = batch.spec
+    check_strength(spec)
     if any(task.init_image is None for task in batch.tasks):
         raise InvalidBatch(f"A {spec.operation} needs a source image for every task.")
 

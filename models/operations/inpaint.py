@@ -21,6 +21,7 @@ from PIL import Image
 
 from models.errors import InvalidBatch
 from models.operations.base import PipelineOperation
+from models.operations.img2img import check_strength, planned_steps
 from models.presets import ModelFamily
 from models.types import BatchSpec, GenerationBatch, ImageTask
 
@@ -32,17 +33,10 @@ PIPELINE_CLASSES = {
 }
 
 
-def planned_steps(spec: BatchSpec) -> int:
-    """Like img2img, the run starts ``strength`` of the way down the schedule (all of it at 1.0)."""
-    return min(int(spec.steps * spec.strength), spec.steps)
-
-
 def check(batch: GenerationBatch) -> None:
+    """img2img's checks of strength and steps, then a source and a mask of the spec's size for every task."""
     spec = batch.spec
-    if not 0.0 < spec.strength <= 1.0:
-        raise InvalidBatch(f"Strength must be above 0 and at most 1, not {spec.strength}.")
-    if planned_steps(spec) < 1:
-        raise InvalidBatch(f"{spec.steps} steps at strength {spec.strength} leaves no step to run: raise either.")
+    check_strength(spec)
     for task in batch.tasks:
         if task.init_image is None or task.mask_image is None:
             raise InvalidBatch("Inpainting needs a source image and a mask for every task.")
