@@ -59,6 +59,7 @@ PROMPT_FLAGS: Final[Mapping[str, PromptFlag]] = MappingProxyType(
         "cfg": PromptFlag("guidance", _read_float),
         "count": PromptFlag("count", _read_int),
         "model": PromptFlag("model", _read_text),
+        "strength": PromptFlag("strength", _read_float),
     }
 )
 
