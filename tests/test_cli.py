@@ -213,6 +213,17 @@ def test_zoom_pan_and_region_edit_a_picture_and_keep_its_pixels(
         assert np.array_equal(pixels[:, 32 + band :], original[:, 32 + band :])  # the right half is untouched
 
 
+def test_an_edit_with_a_seed_gives_the_same_pixels_again(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = a_picture(workdir / "square.png")
+    grids = []
+    for out in ("one.png", "two.png"):
+        flags = ["--image", str(source), "--pan", "up", "--seed", "5", "--count", "2", "--steps", "2"]
+        assert main(["imagine", "a barn", *flags, "--out", out]) == 0, capsys.readouterr().err
+        with Image.open(workdir / out) as image:
+            grids.append(np.asarray(image.convert("RGB")))
+    assert grids[0].shape == (96, 128, 3) and np.array_equal(grids[0], grids[1])
+
+
 def test_edits_without_a_picture_say_so(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["imagine", "a barn", "--zoom", "2", "--out", "x.png"]) == 2
     assert "give it with --image FILE" in capsys.readouterr().err

@@ -302,3 +302,19 @@ async def test_edits_work_after_a_restart_and_say_when_their_source_is_gone(
         gone = await fake_discord.press_button(source, user=world.member, label="⬅️")
         answer = await gone.wait_for_response(timeout=5)
         assert answer.ephemeral and "no longer available" in answer.content
+
+
+async def test_a_picture_job_whose_picture_is_gone_says_so_and_costs_nothing(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    _, core = bot
+    picture = FakeUpload("square.png", png(64, 64), "image/png")
+    grid = await finished_grid(await imagine(fake_discord, world, prompt="a red barn", image=picture))
+    job = await core.store.get_job(int(grid.button(label="U1")["custom_id"].split(":")[2]))
+    assert job is not None and job.recipe.source is not None
+    Path(job.recipe.source).unlink()
+    used = (await core.store.usage(world.guild.id, world.member.user.id)).used
+    press = await fake_discord.press_button(grid, user=world.member, label="🔄")
+    answer = await press.wait_for_response(timeout=5)
+    assert answer.ephemeral and "The picture this job starts from is no longer available." in answer.content
+    assert (await core.store.usage(world.guild.id, world.member.user.id)).used == used
