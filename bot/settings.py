@@ -41,6 +41,10 @@ class Settings:
     images_dir: Path = Path("data/images")
     model_cache_dir: Path = Path("data/models")
     device: str = "auto"
+    finetunes_dir: Path = Path("data/finetunes")
+    lora_max_mb: int = 400
+    lora_max_per_job: int = 3
+    lora_cache: int = 8
     sd_compile: str = "auto"  # "auto": the compiled fast path where CUDA is; "off"
     queue_max_per_user: int = 5
     queue_max_total: int = 100
@@ -97,6 +101,10 @@ class Settings:
             model_cache_dir=reader.path("MODEL_CACHE_DIR", Path("data/models")),
             device=reader.choice("DEVICE", "auto", ("auto", "cuda", "cpu")),
             sd_compile=reader.compile_mode("SD_COMPILE"),
+            finetunes_dir=reader.path("FINETUNES_DIR", Path("data/finetunes")),
+            lora_max_mb=reader.integer("LORA_MAX_MB", 400, 1, 10_000),
+            lora_max_per_job=reader.integer("LORA_MAX_PER_JOB", 3, 1, 10),
+            lora_cache=reader.integer("LORA_CACHE", 8, 1, 64),
             queue_max_per_user=reader.integer("QUEUE_MAX_PER_USER", 5, 1, 100),
             queue_max_total=reader.integer("QUEUE_MAX_TOTAL", 100, 1, 10_000),
             batch_max_images=reader.integer("BATCH_MAX_IMAGES", 8, 1, 64),

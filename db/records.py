@@ -58,6 +58,10 @@ class AuditAction(StrEnum):
     QUOTA_OVERRIDE_SET = "quota_override_set"
     QUOTA_OVERRIDE_CLEARED = "quota_override_cleared"
     USAGE_RESET = "usage_reset"
+    FINE_TUNE_ADDED = "fine_tune_added"
+    FINE_TUNE_REMOVED = "fine_tune_removed"
+    MODEL_ENABLED = "model_enabled"
+    MODEL_DISABLED = "model_disabled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,19 @@ class GuildSettings:
     nsfw_mode: str = "block"
     daily_credits: int | None = None
     log_channel_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FineTune:
+    """A file a guild's moderators approved under a name: a LoRA (with its default weight) or an embedding."""
+
+    guild_id: int
+    name: str
+    kind: str  # "lora" or "embedding"
+    sha256: str
+    family: str
+    weight: float = 1.0
+    nsfw: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ import gc
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from PIL import Image
 from models import preview
 from models.errors import GenerationInterrupted, GenerationOutOfMemory, ModelUnavailable
 from models.fastpath import Bucket, Compiler, FastPath, buckets_for, default_compiler, padded, use_compile_cache
+from models.finetunes import load_embedding
 from models.loading import default_dtype, load_pipeline, resolve_model_source
 from models.operations import call_arguments, check_batch, operation_for, pipeline_for_call
 from models.presets import ModelFamily, preset_for
@@ -42,6 +44,7 @@ from models.types import (
     Operation,
     StepCallback,
     StepProgress,
+    embedding_token,
 )
 
 if TYPE_CHECKING:
@@ -93,6 +96,7 @@ class EngineConfig:
     # The sizes to compile buckets for, the model's default first (the bot's aspect presets).
     bucket_sizes: Callable[[ModelPreset], Sequence[tuple[int, int]]] = own_size
     compiler: Compiler = default_compiler
+    lora_cache: int = 8  # how many LoRAs stay loaded in a model; the least recently used go first
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,10 @@ class _Resident:
     pipeline: Pipeline
     preset: ModelPreset
     fast: FastPath | None  # None: every call eager
+    # LoRA adapters loaded into this model, least recently used first (file -> adapter name), and the
+    # embeddings added to its tokenizer and text encoder (files).
+    adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    embeddings: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,9 +345,12 @@ class DiffusionEngine:
         """One pipeline call for ``tasks`` (rows ``first_task``… of the batch)."""
         # 1. A fresh scheduler and pipeline object for this call; the weights are shared.
         operation = operation_for(spec.operation)
+        self._apply_fine_tunes(resident, spec)
         pipeline = pipeline_for_call(operation, resident.pipeline, ModelFamily(resident.preset.family), spec)
-        if resident.fast is not None:
-            pipeline.unet = resident.fast.switch  # compiled where a bucket is ready, eager elsewhere
+        if resident.fast is not None and not resident.adapters:
+            # Compiled where a bucket is ready, eager elsewhere. A LoRA changes the UNet's modules, which the
+            # compiled graphs were traced without: once one is loaded, this model runs eager.
+            pipeline.unet = resident.fast.switch
 
         # 2. One generator per image, so an image depends only on its own seed.
         generators = [torch.Generator(device=self._device).manual_seed(task.seed) for task in tasks]
@@ -372,6 +383,39 @@ class DiffusionEngine:
             raise GenerationInterrupted("The job was cancelled.")
         return operation.finish([image.convert("RGB") for image in images], tasks)
 
+    def _apply_fine_tunes(self, resident: _Resident, spec: BatchSpec) -> None:
+        """Load the batch's embeddings and LoRAs into the model (once each), and make exactly its LoRAs active."""
+        pipeline = resident.pipeline
+        for file in spec.embeddings:
+            if file not in resident.embeddings:
+                load_embedding(pipeline, _fine_tune_file(file), embedding_token(file))
+                resident.embeddings.add(file)
+        if not spec.loras:
+            if resident.adapters:
+                pipeline.disable_lora()
+            return
+        for file_id, _ in spec.loras:
+            if file_id in resident.adapters:
+                resident.adapters.move_to_end(file_id)
+                continue
+            wanted = {wanted_id for wanted_id, _ in spec.loras}
+            while len(resident.adapters) >= self._config.lora_cache:
+                evicted = next((old for old in resident.adapters if old not in wanted), None)
+                if evicted is None:
+                    break
+                pipeline.delete_adapters(resident.adapters.pop(evicted))
+            name = f"lc_{Path(file_id).stem[:16]}"
+            try:
+                pipeline.load_lora_weights(str(_fine_tune_file(file_id)), adapter_name=name)
+            except (OSError, ValueError, KeyError, RuntimeError) as error:
+                raise ModelUnavailable(f"A LoRA of this job could not be loaded ({type(error).__name__}).") from error
+            resident.adapters[file_id] = name
+        pipeline.enable_lora()
+        pipeline.set_adapters(
+            [resident.adapters[file_id] for file_id, _ in spec.loras],
+            adapter_weights=[weight for _, weight in spec.loras],
+        )
+
     def _call_pipeline(self, pipeline: Pipeline, arguments: dict[str, Any]) -> list[Image.Image]:
         """The single place a pipeline runs: tests point this at a stand-in to simulate a GPU OOM."""
         return list(pipeline(**arguments).images)
@@ -385,3 +429,10 @@ class DiffusionEngine:
     def latent_preview(self, latents: torch.Tensor, row: int, preset: ModelPreset, max_side: int = 128) -> Image.Image:
         """A cheap RGB impression of one row of in-flight latents (see ``models.preview``)."""
         return preview.latent_preview(latents, row, preset, max_side)
+
+
+def _fine_tune_file(file: str) -> Path:
+    path = Path(file)
+    if not path.is_file():
+        raise ModelUnavailable("A LoRA or embedding of this job is no longer stored where this worker looks.")
+    return path

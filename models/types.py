@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -41,6 +42,16 @@ class BatchSpec:
     guidance: float
     scheduler: str
     strength: float = 0.0
+    # Fine-tune files: the LoRAs applied with their weights, and the embeddings loaded (each known in the
+    # prompts as ``embedding_token(file)``). The engine gets their paths; before a worker resolves them
+    # (to batch jobs together) they are the files' ids, whose stems the paths keep.
+    loras: tuple[tuple[str, float], ...] = ()
+    embeddings: tuple[str, ...] = ()
+
+
+def embedding_token(file: str) -> str:
+    """The token an embedding file is known by in the text encoder: unique per file, whoever named it what."""
+    return f"<lc-{PurePath(file).stem[:16]}>"
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -53,6 +53,7 @@ def tiny_settings(folder: Path, **overrides: Any) -> Settings:
         database_path=folder / "bot.sqlite3",
         images_dir=folder / "images",
         model_cache_dir=folder / "models",
+        finetunes_dir=folder / "finetunes",
         device="cpu",
     )
     return replace(base, **overrides)

@@ -177,8 +177,9 @@ def test_the_unknown_flag_sentence_lists_every_flag_the_parser_reads() -> None:
     accepted = str(raised.value).split("accepts ", 1)[1]
     assert accepted == ", ".join(f"--{name}" for name in PROMPT_FLAGS) + "."
     assert {"--model", "--cfg", "--ar", "--no"} <= set(accepted.rstrip(".").split(", "))
-    # Every option has a flag, but the command line's edit of a picture: in Discord, edits are buttons.
-    option_fields = set(ImagineOptions.__dataclass_fields__) - {"prompt", "edit"}
+    # Every option has a flag, but the command line's edit of a picture (in Discord, edits are buttons)
+    # and the LoRA, whose inline form is <lora:name:weight>.
+    option_fields = set(ImagineOptions.__dataclass_fields__) - {"prompt", "edit", "lora"}
     assert {flag.option for flag in PROMPT_FLAGS.values()} == option_fields
 
 

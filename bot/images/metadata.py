@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, PngImagePlugin
 
 from bot.images.edits import describe
+from bot.jobs.recipe import lora_tags, lora_uses
 
 if TYPE_CHECKING:
     from bot.jobs.recipe import Recipe
@@ -44,8 +45,13 @@ class EncodedImage:
 
 
 def infotext(recipe: Recipe) -> str:
-    """What made an image, in AUTOMATIC1111's ``parameters`` format; a grid lists every seed."""
-    lines = [recipe.prompt]
+    """What made an image, in AUTOMATIC1111's ``parameters`` format; a grid lists every seed.
+
+    LoRAs are written as A1111 does, as ``<lora:name:weight>`` at the end of the prompt and their
+    hashes in ``Lora hashes``, so other tools find them.
+    """
+    tags = lora_tags(recipe)
+    lines = [f"{recipe.prompt} {tags}" if tags else recipe.prompt]
     if recipe.negative_prompt:
         lines.append(f"Negative prompt: {recipe.negative_prompt}")
     fields = [
@@ -61,6 +67,9 @@ def infotext(recipe: Recipe) -> str:
     edit = edit_of(recipe)
     if edit:
         fields.append(("Edit", edit))
+    uses = lora_uses(recipe)
+    if uses:
+        fields.append(("Lora hashes", ", ".join(f"{use.name}: {use.sha256[:12]}" for use in uses)))
     if len(recipe.seeds) > 1:
         fields.append(("Seeds", ", ".join(str(seed) for seed in recipe.seeds)))
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))

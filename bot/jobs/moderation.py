@@ -69,6 +69,20 @@ class ModerationService:
         limit = await self._store.quota_limit(guild_id, user_id, role_ids, self._settings.daily_credits)
         return await self._store.usage(guild_id, user_id), limit
 
+    # -- the models a server may use -----------------------------------------------------------
+
+    async def model_states(self, guild_id: int) -> list[tuple[str, bool]]:
+        """Each configured model (SD_MODEL first) and whether this server may use it."""
+        disabled = await self._store.disabled_models(guild_id)
+        return [(model, model not in disabled) for model in self._settings.models]
+
+    async def set_model_enabled(self, guild_id: int, model: str, enabled: bool, *, actor_id: int) -> AuditEntry:
+        if model not in self._settings.models:
+            raise InvalidRequest(f"This bot runs no model named {model[:100]}; /model list shows them.")
+        if not enabled and model == self._settings.sd_model:
+            raise InvalidRequest(f"{model} is the bot's default model (SD_MODEL); it cannot be disabled.")
+        return await self._store.set_model_enabled(guild_id, model, enabled, actor_id=actor_id)
+
 
 def _normalised_term(term: str) -> str:
     try:

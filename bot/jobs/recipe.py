@@ -70,6 +70,8 @@ class Recipe:
     parent_image: int | None = None
     source: str | None = None
     mask: str | None = None
+    loras: tuple[str, ...] = ()  # "name:weight:sha256" for each LoRA applied (bot.jobs.finetunes)
+    embeddings: tuple[str, ...] = ()  # "name:sha256" for each embedding its prompts name
 
     @property
     def count(self) -> int:
@@ -177,6 +179,36 @@ class Recipe:
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> Self:
         return from_columns(cls, fields)
+
+
+@dataclass(frozen=True, slots=True)
+class LoraUse:
+    name: str
+    weight: float
+    sha256: str
+
+
+def lora_entry(use: LoraUse) -> str:
+    return f"{use.name}:{use.weight:g}:{use.sha256}"
+
+
+def lora_uses(recipe: Recipe) -> list[LoraUse]:
+    """The LoRAs a recipe applies, with their weights and files."""
+    uses = []
+    for entry in recipe.loras:
+        name, weight, sha256 = entry.rsplit(":", 2)
+        uses.append(LoraUse(name, float(weight), sha256))
+    return uses
+
+
+def embedding_uses(recipe: Recipe) -> list[tuple[str, str]]:
+    """(name, sha256) of each embedding a recipe's prompts name."""
+    return [tuple(entry.rsplit(":", 1)) for entry in recipe.embeddings]  # type: ignore[misc]
+
+
+def lora_tags(recipe: Recipe) -> str:
+    """The recipe's LoRAs as A1111 writes them in a prompt: ``<lora:name:0.8>``."""
+    return " ".join(f"<lora:{use.name}:{use.weight:g}>" for use in lora_uses(recipe))
 
 
 def img2img_steps(steps: int, strength: float) -> int:

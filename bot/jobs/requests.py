@@ -54,6 +54,7 @@ class ImagineOptions:
     count: int | None = None
     strength: float | None = None  # with a picture: how much of it is redrawn
     edit: str | None = None  # with a picture: an edit of it instead (bot.images.edits; the command line's)
+    lora: str | None = None  # a LoRA of the guild by name (also written <lora:name:0.8> in the prompt)
 
     def checked(self, *, models: Sequence[str], max_prompt_chars: int) -> CheckedOptions:
         """Flags typed in the prompt first, then every option checked once.

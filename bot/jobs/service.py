@@ -19,17 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.errors import InvalidRequest, JobNotFound, NotAllowed, QueueFull, QuotaExceeded
+from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded
 from bot.images.archive import read_source_image
 from bot.images.edits import describe, edit_size
 from bot.images.uploads import fit_to, read_upload, store_upload
 from bot.jobs.admission import Admission, Origin, cost_of
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
+from bot.jobs.finetunes import FineTuneLibrary
 from bot.jobs.outcomes import (
     Completed,
     DeliveryVerdict,
@@ -41,7 +42,7 @@ from bot.jobs.outcomes import (
     SubmittedJob,
     WaitingJob,
 )
-from bot.jobs.recipe import UPSCALE_FACTOR, JobKind, Recipe
+from bot.jobs.recipe import UPSCALE_FACTOR, JobKind, Recipe, embedding_uses, lora_entry, lora_uses
 from bot.jobs.requests import (
     MAX_SIDE,
     ImagineOptions,
@@ -56,7 +57,8 @@ from bot.runtime.tasks import TaskSet
 from bot.runtime.threads import background_executor
 from bot.workers.protocol import WorkerClient, WorkOrder
 from db.errors import QuotaExhausted
-from db.records import Delivery, NewJob, QuotaRule
+from db.records import AuditEntry, Delivery, FineTune, NewJob, QuotaRule
+from models.finetunes import FineTuneKind
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -93,6 +95,7 @@ class GenerationService:
         self.worker = worker
         self._clock = clock
         self._admission = Admission(store=store, worker=worker, clock=clock)
+        self.finetunes = FineTuneLibrary(settings, store)
         self._results = ResultWriter(settings.images_dir)
         # Writing the files a worker made: below the event loop's priority, never in its way.
         self._disk = background_executor(1, "latentcord-disk")
@@ -126,9 +129,17 @@ class GenerationService:
         # 1. Options and the flags typed in the prompt through the one parser, every value checked,
         #    before a model is loaded for them.
         checked = options.checked(models=self.settings.models, max_prompt_chars=self.settings.prompt_max_chars)
-        # 2. The chosen model's defaults.
+        if origin.guild_id is not None and checked.model in await self.store.disabled_models(origin.guild_id):
+            raise InvalidRequest(
+                f"The model {checked.model} is not enabled on this server; /model list shows which are."
+            )
+        # 2. The guild's LoRAs (tags taken out of the prompt) and embeddings (named in the prompts).
+        fine = await self.finetunes.resolve(origin.guild_id, checked.prompt, checked.negative, options.lora)
+        if fine.prompt != checked.prompt:
+            checked = replace(checked, prompt=check_prompt_text(fine.prompt, max_chars=self.settings.prompt_max_chars))
+        # 3. The chosen model's defaults.
         preset = await self.worker.preset(checked.model)
-        # 3. The picture, decoded off the event loop (a refused one is never decoded in full), and kept
+        # 4. The picture, decoded off the event loop (a refused one is never decoded in full), and kept
         #    fitted to the model's size at the aspect preset nearest to its shape.
         kept: Picture | None = None
         if picture is not None:
@@ -137,7 +148,12 @@ class GenerationService:
             fitted = await asyncio.to_thread(fit_to, image, width, height)
             path = await asyncio.to_thread(store_upload, self.settings.images_dir, fitted)
             kept = Picture(str(path), width, height)
-        return await self.submit(resolve_imagine(checked, preset, kept), origin, listener)
+        recipe = replace(
+            resolve_imagine(checked, preset, kept),
+            loras=tuple(lora_entry(use) for use in fine.loras),
+            embeddings=tuple(f"{item.name}:{item.sha256}" for item in fine.embeddings),
+        )
+        return await self.submit(recipe, origin, listener)
 
     async def reroll(
         self, job_id: int, origin: Origin, listener: ServiceListener | None = None, *, prompt: str | None = None
@@ -204,9 +220,19 @@ class GenerationService:
 
     async def submit(self, recipe: Recipe, origin: Origin, listener: ServiceListener | None = None) -> SubmittedJob:
         """Admit a complete recipe. ``listener`` gets this job's events; without one, the global listeners do."""
-        # 1. The prompt against the guild's filter and this channel's NSFW policy.
+        # 1. The prompt against the guild's filter and this channel's NSFW policy; the names of its
+        #    LoRAs and embeddings too, and an NSFW-marked one as an NSFW prompt.
         decision = await self._admission.nsfw_decision(origin)
         await self._admission.check_prompt(recipe.prompt, origin, decision)
+        names = [use.name for use in lora_uses(recipe)] + [name for name, _ in embedding_uses(recipe)]
+        if names:
+            await self._admission.check_prompt(" ".join(names), origin, decision)
+        flagged = await self.finetunes.nsfw_names(origin.guild_id, recipe)
+        if flagged and not decision.allow_nsfw_prompts:
+            raise PromptRejected(
+                f"{', '.join(flagged)} is marked NSFW by this server's moderators: use it in an age-restricted channel.",
+                rule=f"NSFW fine-tune {', '.join(flagged)}",
+            )
         # 2. The text encoder's limit: a longer prompt runs, but never cut without saying so.
         preset = await self.worker.preset(recipe.model)
         notice = await self._admission.token_notice(recipe, preset)
@@ -276,6 +302,50 @@ class GenerationService:
     async def job(self, job_id: int) -> Job | None:
         """A job as recorded, or ``None`` if there is no such job."""
         return await self.store.get_job(job_id)
+
+    # -- fine-tunes and models of a guild -----------------------------------------------------
+
+    async def enabled_models(self, guild_id: int | None) -> list[str]:
+        """The configured models a guild may use (``/model enable|disable``), the default first."""
+        disabled = await self.store.disabled_models(guild_id) if guild_id is not None else set()
+        return [model for model in self.settings.models if model not in disabled]
+
+    async def add_fine_tune(
+        self,
+        guild_id: int,
+        kind: str,
+        name: str,
+        *,
+        filename: str,
+        size: int,
+        read: Callable[[], Awaitable[bytes]],
+        actor_id: int,
+        weight: float = 1.0,
+        nsfw: bool = False,
+    ) -> tuple[FineTune, AuditEntry]:
+        """A moderator's upload (``kind``: "lora" or "embedding"), checked against the families of the
+        guild's enabled models before it is kept."""
+        families = sorted({(await self.worker.preset(model)).family for model in await self.enabled_models(guild_id)})
+        return await self.finetunes.add(
+            guild_id,
+            FineTuneKind(kind),
+            name,
+            filename=filename,
+            size=size,
+            read=read,
+            families=families,
+            actor_id=actor_id,
+            weight=weight,
+            nsfw=nsfw,
+        )
+
+    async def remove_fine_tune(self, guild_id: int, kind: str, name: str, *, actor_id: int) -> AuditEntry:
+        return await self.finetunes.remove(guild_id, FineTuneKind(kind), name, actor_id=actor_id)
+
+    async def fine_tunes(self, guild_id: int | None, kind: str | None = None) -> list[FineTune]:
+        if guild_id is None:
+            return []
+        return await self.finetunes.listed(guild_id, None if kind is None else FineTuneKind(kind))
 
     async def remix_enabled(self, user_id: int) -> bool:
         """Whether a member's buttons first open the Remix window (``/prefer remix``)."""

@@ -61,6 +61,7 @@ async def open_core(
                 engine,
                 classifier=classifier if classifier is not None else OpenNsfwClassifier(),
                 max_batch_images=settings.batch_max_images,
+                finetunes_dir=settings.finetunes_dir,
             )
         else:
             transport = ProcessTransport(
@@ -86,6 +87,8 @@ def worker_config(settings: Settings, classifier: ImageClassifier | None) -> Wor
         models=(*reversed(settings.models),),
         max_batch_images=settings.batch_max_images,
         compile=settings.sd_compile,
+        finetunes_dir=settings.finetunes_dir,
+        lora_cache=settings.lora_cache,
         classifier=classifier,
         log_level=settings.log_level,
     )

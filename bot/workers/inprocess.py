@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.runtime.threads import background_executor
@@ -37,11 +38,13 @@ class InProcessTransport:
         classifier: ImageClassifier | None,
         max_batch_images: int = 8,
         worker_id: str = "in-process",
+        finetunes_dir: Path | None = None,
     ) -> None:
         self._engine = engine
         self._classifier = classifier
         self._max_batch_images = max_batch_images
         self._worker_id = worker_id
+        self._finetunes_dir = finetunes_dir
         self._gpu = background_executor(1, "latentcord-gpu")
         self._finishing = background_executor(2, "latentcord-cpu")
         self._runner: WorkerRunner | None = None
@@ -59,6 +62,7 @@ class InProcessTransport:
             classifier=self._classifier,
             worker_id=self._worker_id,
             max_batch_images=self._max_batch_images,
+            finetunes_dir=self._finetunes_dir,
         )
         deliver(self._runner.ready())
 

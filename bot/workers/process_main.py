@@ -47,6 +47,8 @@ class WorkerConfig:
     models: tuple[str, ...]  # loaded at start, the default last (it stays resident)
     max_batch_images: int
     compile: str = "off"  # SD_COMPILE: "auto" or "off" (models.fastpath)
+    finetunes_dir: Path = Path("data/finetunes")  # FINETUNES_DIR: where approved LoRAs and embeddings are
+    lora_cache: int = 8
     heartbeat_s: float = 5.0
     # A picklable classifier to use instead of open_nsfw (tests); None: open_nsfw, made in the side process.
     classifier: ImageClassifier | None = None
@@ -64,6 +66,7 @@ def engine_config(config: WorkerConfig) -> EngineConfig:
         compile=config.compile,
         max_batch_images=config.max_batch_images,
         bucket_sizes=aspect_sizes,
+        lora_cache=config.lora_cache,
     )
 
 
@@ -114,7 +117,12 @@ def serve_pipe(inbox: Connection, outbox: Connection, config: WorkerConfig) -> N
     )
     engine = DiffusionEngine(engine_config(config))
     runner = WorkerRunner(
-        engine, send=send, finishing=finishing, worker_id=config.worker_id, max_batch_images=config.max_batch_images
+        engine,
+        send=send,
+        finishing=finishing,
+        worker_id=config.worker_id,
+        max_batch_images=config.max_batch_images,
+        finetunes_dir=config.finetunes_dir,
     )
     runner.load(config.models)
     runs: queue.Queue[Run | None] = queue.Queue()

@@ -13,23 +13,25 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.images.edits import plan_edit
 from bot.images.grid import compose_grid
 from bot.images.metadata import encode_preview
 from bot.jobs.events import JobOutput
-from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe
+from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe, embedding_uses, lora_uses
 from bot.workers.finishing import RawImage, finish_job
 from bot.workers.protocol import Message, ProgressReport, Ready, Result, Run, RunJob
 from models.errors import GenerationInterrupted, ModelError
-from models.types import BatchSpec, GenerationBatch, ImageTask, Operation, StepProgress
+from models.types import BatchSpec, GenerationBatch, ImageTask, Operation, StepProgress, embedding_token
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -66,6 +68,8 @@ def batch_spec(recipe: Recipe) -> BatchSpec:
         guidance=recipe.guidance,
         scheduler=recipe.scheduler,
         strength=recipe.strength,
+        loras=tuple((use.sha256, use.weight) for use in lora_uses(recipe)),
+        embeddings=tuple(sorted(sha256 for _, sha256 in embedding_uses(recipe))),
     )
 
 
@@ -75,10 +79,13 @@ def image_tasks(recipe: Recipe, source: Image.Image | None) -> tuple[ImageTask, 
     if recipe.kind in EDIT_KINDS and recipe.mask is not None and source is not None:
         plan = plan_edit(recipe.mask, source)
         source, mask = plan.canvas, plan.mask
+    prompt, negative = recipe.prompt, recipe.negative_prompt
+    for name, sha256 in embedding_uses(recipe):  # the name a guild gave it -> the file's own token
+        word = re.compile(rf"(?<![A-Za-z0-9_-]){re.escape(name)}(?![A-Za-z0-9_-])", re.IGNORECASE)
+        prompt = word.sub(embedding_token(sha256), prompt)
+        negative = word.sub(embedding_token(sha256), negative)
     return tuple(
-        ImageTask(
-            prompt=recipe.prompt, negative_prompt=recipe.negative_prompt, seed=seed, init_image=source, mask_image=mask
-        )
+        ImageTask(prompt=prompt, negative_prompt=negative, seed=seed, init_image=source, mask_image=mask)
         for seed in recipe.seeds
     )
 
@@ -113,6 +120,7 @@ class WorkerRunner:
         classifier: ImageClassifier | None = None,
         worker_id: str | None = None,
         max_batch_images: int = 8,
+        finetunes_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
@@ -123,6 +131,7 @@ class WorkerRunner:
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
         self.boot_id = uuid.uuid4().hex
         self._max_batch_images = max_batch_images
+        self._finetunes_dir = finetunes_dir  # where this worker finds approved LoRAs and embeddings
         self._clock = clock
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
@@ -214,7 +223,24 @@ class WorkerRunner:
 
     # -- inside ---------------------------------------------------------------------------
 
+    def _files(self, spec: BatchSpec) -> BatchSpec:
+        """The batch's fine-tunes as this worker's files (``<sha256>.safetensors`` in its FINETUNES_DIR)."""
+        if not (spec.loras or spec.embeddings):
+            return spec
+        if self._finetunes_dir is None:
+            raise ModelError("This worker has no FINETUNES_DIR, so it cannot apply LoRAs or embeddings.")
+
+        def file(sha256: str) -> str:
+            return str(self._finetunes_dir / f"{sha256}.safetensors") if self._finetunes_dir else sha256
+
+        return replace(
+            spec,
+            loras=tuple((file(sha256), weight) for sha256, weight in spec.loras),
+            embeddings=tuple(file(sha256) for sha256 in spec.embeddings),
+        )
+
     def _generate(self, run: Run, spec: BatchSpec) -> list[RawImage]:
+        spec = self._files(spec)
         preset = self._loaded(spec.model)
         tasks = tuple(
             task for job in run.jobs for task in image_tasks(job.order.recipe, decode_source(job.order.source))

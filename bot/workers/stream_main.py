@@ -77,6 +77,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         models=(*reversed(settings.models),),
         max_batch_images=settings.batch_max_images,
         compile=settings.sd_compile,
+        finetunes_dir=settings.finetunes_dir,
+        lora_cache=settings.lora_cache,
         log_level=settings.log_level,
     )
 
@@ -123,6 +125,7 @@ def serve_streams(redis_url: str, config: WorkerConfig) -> None:
                 finishing=finishing,
                 worker_id=config.worker_id,
                 max_batch_images=config.max_batch_images,
+                finetunes_dir=config.finetunes_dir,
             )
             _stop_on_signals(worker)
             log.info("worker %s: loading %s", config.worker_id, ", ".join(config.models))

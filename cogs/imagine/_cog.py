@@ -69,6 +69,7 @@ class Imagine(commands.Cog):
         count="How many images (default 4)",
         image="A picture to start from (PNG, JPEG or WebP, up to 10 MB)",
         strength="With a picture: how much of it to redraw, 0.05-1 (default 0.6)",
+        lora="A LoRA of this server (more: write <lora:name:0.8> in the prompt)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
@@ -86,6 +87,7 @@ class Imagine(commands.Cog):
         count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
+        lora: app_commands.Range[str, 1, 64] | None = None,
     ) -> None:
         if interaction.guild_id is None and not self.bot.settings.allow_dms:
             await reply_ephemeral(interaction, "/imagine is turned off in direct messages; use it in a server.")
@@ -100,6 +102,7 @@ class Imagine(commands.Cog):
             model=model,
             count=count,
             strength=strength,
+            lora=lora,
         )
         origin = origin_of(interaction)
 
@@ -124,10 +127,19 @@ class Imagine(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         typed = current.casefold()
         # A name longer than a choice may carry could not come back intact: leave it out rather than cut it.
-        models = [
-            name for name in self.bot.settings.models if typed in name.casefold() and len(name) <= CHOICE_TEXT_LIMIT
-        ]
+        enabled = await self.service.enabled_models(interaction.guild_id)
+        models = [name for name in enabled if typed in name.casefold() and len(name) <= CHOICE_TEXT_LIMIT]
         return fit_select_options([app_commands.Choice(name=name, value=name) for name in models])
+
+    @imagine.autocomplete("lora")
+    async def _lora_autocomplete(
+        self, interaction: discord.Interaction[LatentcordBot], current: str
+    ) -> list[app_commands.Choice[str]]:
+        typed = current.casefold()
+        loras = await self.service.fine_tunes(interaction.guild_id, "lora")
+        return fit_select_options(
+            [app_commands.Choice(name=item.name, value=item.name) for item in loras if typed in item.name.casefold()]
+        )
 
     # -- buttons (``JobButton`` calls here) ----------------------------------------------
 

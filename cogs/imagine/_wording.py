@@ -6,7 +6,7 @@ import discord
 
 from bot.images.edits import describe
 from bot.jobs.outcomes import JobResult
-from bot.jobs.recipe import JobKind, Recipe
+from bot.jobs.recipe import JobKind, Recipe, lora_uses
 
 
 def headline(recipe: Recipe, user_id: int) -> str:
@@ -34,4 +34,8 @@ def progress_bar(step: int, total: int, width: int = 10) -> str:
 def summary(result: JobResult) -> str:
     r = result.recipe
     seeds = ", ".join(str(seed) for seed in r.seeds)
-    return f"Seeds: {seeds} · {r.width}x{r.height} · {r.steps} steps · guidance {r.guidance:g} · {r.model}"
+    line = f"Seeds: {seeds} · {r.width}x{r.height} · {r.steps} steps · guidance {r.guidance:g} · {r.model}"
+    loras = lora_uses(r)
+    if loras:
+        line += " · LoRA: " + ", ".join(f"{use.name} {use.weight:g}" for use in loras)
+    return line

@@ -1,0 +1,200 @@
+"""What a fine-tune file is, from its safetensors header alone: never unpickled, nothing loaded to find out.
+
+A ``.safetensors`` file is an 8-byte little-endian header length, a JSON header naming each
+tensor's dtype, shape and byte range, then the raw bytes. ``inspect_fine_tune`` reads the
+header (bounded), checks that every byte range is where the header says and as long as its
+dtype and shape need, and tells from the tensor names and shapes what the file is:
+
+- a LoRA in kohya/A1111 (``lora_unet_..._attn2_to_k.lora_down.weight``), diffusers
+  (``unet.<module>.to_k.lora.down.weight``) or PEFT (``..._to_k.lora_A.weight``) layout;
+- a textual-inversion embedding in A1111 (``emb_params``; SDXL ``clip_l`` + ``clip_g``) or
+  diffusers (one tensor named by its token) layout;
+
+and for which model family: the width of the text its cross-attention reads (768 for SD 1.x,
+1024 for SD 2.x, 2048 for SDXL, 32 for ``builtin:tiny``). Pickles (``.pt``, ``.ckpt``,
+``.bin``, ``.pth``) are refused by name and by their first bytes: loading one runs code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+from models.errors import ModelError
+
+
+class FineTuneError(ModelError):
+    """A file that is not a fine-tune Latentcord can use; the message is one sentence for a moderator."""
+
+
+class FineTuneKind(StrEnum):
+    LORA = "lora"
+    EMBEDDING = "embedding"
+
+
+#: The width of the text a model's cross-attention reads, by family (``ModelPreset.family``).
+CONTEXT_WIDTHS: Final = {768: "sd1", 1024: "sd2", 2048: "sdxl", 32: "tiny"}
+#: A text encoder's width, by family, for embeddings and text-encoder LoRAs.
+TEXT_WIDTHS: Final = {768: "sd1", 1024: "sd2", 32: "tiny"}
+FAMILY_NAMES: Final = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "tiny": "builtin:tiny"}
+
+_DTYPE_BYTES: Final = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
+_MAX_HEADER_BYTES: Final = 64 * 1024 * 1024
+_PICKLE_SUFFIXES: Final = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+_PICKLE_STARTS: Final = (b"\x80", b"PK\x03\x04")  # a pickle protocol byte; torch.save's zip archive
+_LORA_DOWN = re.compile(r"(lora_down|lora\.down|lora_A(\.default)?|down)\.weight$")
+
+
+@dataclass(frozen=True, slots=True)
+class FineTuneInfo:
+    kind: FineTuneKind
+    family: str  # a ModelPreset.family: "sd1", "sd2", "sdxl" or "tiny"
+    tensors: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Tensor:
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def refuse_pickle(filename: str, start: bytes) -> None:
+    """Refuse a pickle by its name or its first bytes, before anything else looks at it."""
+    if filename.lower().endswith(_PICKLE_SUFFIXES) or start.startswith(_PICKLE_STARTS):
+        raise FineTuneError(
+            "That is a pickle file, which runs code when it is loaded; give the .safetensors version of it."
+        )
+    if not filename.lower().endswith(".safetensors"):
+        raise FineTuneError("Fine-tunes must be .safetensors files.")
+
+
+def read_header(path: Path) -> dict[str, _Tensor]:
+    """The tensors a safetensors file declares, once every declared byte range is checked against the file."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        start = file.read(8)
+        if len(start) < 8:
+            raise FineTuneError("That file is too short to be a safetensors file.")
+        (length,) = struct.unpack("<Q", start)
+        if not 2 <= length <= min(_MAX_HEADER_BYTES, size - 8):
+            raise FineTuneError("That file's safetensors header is damaged (its length is impossible).")
+        raw = file.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FineTuneError("That file's safetensors header is damaged (it is not JSON).") from None
+    if not isinstance(header, dict):
+        raise FineTuneError("That file's safetensors header is damaged (it is not a table of tensors).")
+    data_bytes = size - 8 - length
+    tensors: dict[str, _Tensor] = {}
+    ranges: list[tuple[int, int]] = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        tensor, begin, end = _checked_entry(name, entry)
+        if end > data_bytes:
+            raise FineTuneError(f"That file is cut short: tensor {name[:60]!r} ends past the end of the file.")
+        tensors[name] = tensor
+        ranges.append((begin, end))
+    ranges.sort()
+    for (_, first_end), (second_begin, _) in itertools.pairwise(ranges):
+        if second_begin < first_end:
+            raise FineTuneError("That file's safetensors header is damaged (two tensors share bytes).")
+    if not tensors:
+        raise FineTuneError("That file holds no tensors.")
+    return tensors
+
+
+def _checked_entry(name: str, entry: Any) -> tuple[_Tensor, int, int]:
+    try:
+        dtype = str(entry["dtype"])
+        shape = tuple(int(side) for side in entry["shape"])
+        begin, end = (int(offset) for offset in entry["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+        raise FineTuneError(f"That file's safetensors header is damaged (tensor {name[:60]!r}).") from None
+    if dtype not in _DTYPE_BYTES or any(side < 0 for side in shape) or not 0 <= begin <= end:
+        raise FineTuneError(f"That file's safetensors header is damaged (tensor {name[:60]!r}).")
+    if end - begin != math.prod(shape) * _DTYPE_BYTES[dtype]:
+        raise FineTuneError(f"That file's safetensors header does not match its data (tensor {name[:60]!r}).")
+    return _Tensor(dtype, shape), begin, end
+
+
+def inspect_fine_tune(path: Path, filename: str) -> FineTuneInfo:
+    """What ``path`` (uploaded as ``filename``) is and for which family; ``FineTuneError`` in one sentence."""
+    with path.open("rb") as file:
+        refuse_pickle(filename, file.read(8))
+    tensors = read_header(path)
+    names = list(tensors)
+    if any(_LORA_DOWN.search(name) and "lora" in name.lower() for name in names):
+        return FineTuneInfo(FineTuneKind.LORA, _lora_family(tensors), len(tensors))
+    return FineTuneInfo(FineTuneKind.EMBEDDING, _embedding_family(tensors), len(tensors))
+
+
+def _lora_family(tensors: dict[str, _Tensor]) -> str:
+    """The family from what the LoRA's cross-attention keys read, else from its text-encoder layers."""
+    for name, tensor in tensors.items():
+        lowered = name.lower()
+        if "attn2" in lowered and ("to_k" in lowered or "to_v" in lowered) and _LORA_DOWN.search(name):
+            if len(tensor.shape) == 2 and tensor.shape[1] in CONTEXT_WIDTHS:
+                return CONTEXT_WIDTHS[tensor.shape[1]]
+    if any(name.startswith(("lora_te1_", "lora_te2_")) for name in tensors):
+        return "sdxl"
+    for name, tensor in tensors.items():
+        if name.startswith(("lora_te_", "text_encoder.")) and _LORA_DOWN.search(name) and len(tensor.shape) == 2:
+            if tensor.shape[1] in TEXT_WIDTHS:
+                return TEXT_WIDTHS[tensor.shape[1]]
+    raise FineTuneError("That file looks like a LoRA, but not one for a Stable Diffusion 1.x, 2.x or SDXL model.")
+
+
+def _embedding_family(tensors: dict[str, _Tensor]) -> str:
+    if {"clip_l", "clip_g"} <= set(tensors):
+        return "sdxl"
+    vectors = tensors.get("emb_params")
+    if vectors is None and len(tensors) == 1:
+        vectors = next(iter(tensors.values()))  # diffusers: one tensor, named by its token
+    if vectors is not None and 1 <= len(vectors.shape) <= 2 and vectors.shape[-1] in TEXT_WIDTHS:
+        return TEXT_WIDTHS[vectors.shape[-1]]
+    raise FineTuneError(
+        "That file is neither a LoRA nor a textual-inversion embedding (A1111 or diffusers layout) "
+        "for a Stable Diffusion model."
+    )
+
+
+def load_embedding(pipeline: Any, path: Path, token: str) -> None:
+    """Add an embedding file to ``pipeline``'s tokenizer and text encoder as ``token`` (SDXL: both encoders)."""
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+        if {"clip_l", "clip_g"} <= set(tensors):
+            pipeline.load_textual_inversion(
+                tensors["clip_l"], token=token, text_encoder=pipeline.text_encoder, tokenizer=pipeline.tokenizer
+            )
+            pipeline.load_textual_inversion(
+                tensors["clip_g"], token=token, text_encoder=pipeline.text_encoder_2, tokenizer=pipeline.tokenizer_2
+            )
+            return
+        vectors = tensors.get("emb_params", next(iter(tensors.values())))
+        pipeline.load_textual_inversion(vectors, token=token)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise FineTuneError(f"An embedding of this job could not be loaded ({type(error).__name__}).") from error

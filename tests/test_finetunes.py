@@ -1,0 +1,275 @@
+"""Guild-approved LoRAs, embeddings and models, through the real bot and the loopback Discord.
+
+The LoRA and embedding files are built here for ``builtin:tiny``: the LoRA with PEFT on the
+tiny UNet and saved in diffusers' layout, the embedding as A1111's ``emb_params``. Bad files
+are built byte by byte.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bot.jobs.recipe import lora_uses
+from bot.settings import Settings
+from bot.workers.runner import batch_spec
+from models.engine import DiffusionEngine
+from models.finetunes import FineTuneError, inspect_fine_tune
+from models.tiny import TINY_MODEL_ID
+from tests import discord_bot_helpers
+from tests.discord_bot_helpers import finished_grid, imagine, running_bot
+from tests.fakediscord import FakeDiscord, FakeUpload
+from tests.fakediscord.server import GuildSetup
+from tests.recipes import a_recipe
+
+settings = discord_bot_helpers.settings
+bot = discord_bot_helpers.bot
+
+
+@pytest.fixture(scope="module")
+def lora_file(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real LoRA for the tiny model's attention, in diffusers' layout, with weights big enough to show."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from models.loading import load_pipeline
+
+    folder = tmp_path_factory.mktemp("lora")
+    pipeline = load_pipeline(TINY_MODEL_ID, device=torch.device("cpu"), dtype=torch.float32, cache_dir=folder)
+    unet = pipeline.unet
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]), "made")
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        key: torch.randn(tensor.shape, generator=generator) * 0.5
+        for key, tensor in get_peft_model_state_dict(unet, adapter_name="made").items()
+    }
+    StableDiffusionPipeline.save_lora_weights(
+        folder, unet_lora_layers=convert_state_dict_to_diffusers(state), weight_name="ink.safetensors"
+    )
+    return (folder / "ink.safetensors").read_bytes()
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    path = Path(f"/tmp/latentcord-test-{id(tensors)}.safetensors")
+    save_file(tensors, str(path))
+    buffer.write(path.read_bytes())
+    path.unlink()
+    return buffer.getvalue()
+
+
+EMBEDDING = safetensors_bytes({"emb_params": torch.randn(2, 32, generator=torch.Generator().manual_seed(1))})
+SDXL_LORA = safetensors_bytes(
+    {
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": torch.zeros(4, 2048),
+        "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": torch.zeros(640, 4),
+    }
+)
+
+
+async def add(fake: FakeDiscord, world: GuildSetup, kind: str, name: str, data: bytes, filename: str, **options):
+    ix = await fake.run_slash(
+        f"{kind} add",
+        {"name": name, "file": FakeUpload(filename, data, "application/octet-stream"), **options},
+        user=world.moderator,
+        channel=world.text_channel,
+    )
+    await ix.wait_for_response(timeout=5)
+    return await ix.wait_for_message(lambda message: bool(message.content), timeout=60)
+
+
+def job_id_of(grid) -> int:
+    return int(grid.button(label="U1")["custom_id"].split(":")[2])
+
+
+async def test_a_lora_at_weight_one_changes_the_image_and_at_zero_gives_it_exactly(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes, settings: Settings
+) -> None:
+    _, core = bot
+    added = await add(fake_discord, world, "lora", "inkstyle", lora_file, "ink.safetensors", weight=0.8)
+    assert "Added the lora `inkstyle` (tiny)" in added.content and "<lora:inkstyle:0.8>" in added.content
+    listed = await fake_discord.run_slash("lora list", user=world.moderator, channel=world.text_channel)
+    assert "`inkstyle` · tiny · weight 0.8" in (await listed.wait_for_response()).content
+    assert len(list(settings.finetunes_dir.glob("*.safetensors"))) == 1
+
+    plain = await finished_grid(await imagine(fake_discord, world, prompt="a lighthouse", seed=5, count=1))
+    full = await finished_grid(
+        await imagine(fake_discord, world, prompt="a lighthouse <lora:inkstyle:1>", seed=5, count=1)
+    )
+    zero = await finished_grid(
+        await imagine(fake_discord, world, prompt="a lighthouse <lora:inkstyle:0>", seed=5, count=1)
+    )
+    by_option = await finished_grid(
+        await imagine(fake_discord, world, prompt="a lighthouse", seed=5, count=1, lora="inkstyle")
+    )
+
+    def pixels(message) -> np.ndarray:
+        return np.asarray(message.attachments[0].open_image().convert("RGB"), dtype=np.int16)
+
+    assert np.abs(pixels(full) - pixels(plain)).max() > 10
+    assert np.array_equal(pixels(zero), pixels(plain))
+    assert not np.array_equal(pixels(by_option), pixels(plain))  # the default weight, 0.8
+    assert "LoRA: inkstyle 1" in full.content
+    parameters = full.attachments[0].open_image().text["parameters"]
+    assert parameters.startswith("a lighthouse <lora:inkstyle:1>\n") and "Lora hashes: " in parameters
+    job = await core.store.get_job(job_id_of(full))
+    assert job is not None and job.recipe.prompt == "a lighthouse"  # the filter and the row see it without tags
+    assert [use.name for use in lora_uses(job.recipe)] == ["inkstyle"]
+    assert job.cost == (await core.store.get_job(job_id_of(plain))).cost  # a LoRA costs nothing more
+
+    removed = await fake_discord.run_slash(
+        "lora remove", {"name": "inkstyle"}, user=world.moderator, channel=world.text_channel
+    )
+    assert "no longer on this server's list" in (await removed.wait_for_response()).content
+    assert list(settings.finetunes_dir.glob("*.safetensors")) == []  # no server names the file any more
+
+
+async def test_a_member_cannot_add_one_and_another_server_cannot_use_its_names(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes
+) -> None:
+    refused = await fake_discord.run_slash(
+        "lora add",
+        {"name": "inkstyle", "file": FakeUpload("ink.safetensors", lora_file)},
+        user=world.member,
+        channel=world.text_channel,
+    )
+    assert (await refused.wait_for_response()).ephemeral
+    await add(fake_discord, world, "lora", "inkstyle", lora_file, "ink.safetensors")
+
+    other = fake_discord.add_standard_guild("Another Server")
+    unknown = await imagine(fake_discord, other, prompt="a fox <lora:inkstyle:1>")
+    answer = await unknown.wait_for_response(timeout=5)
+    assert answer.ephemeral and "This server has no LoRA named `inkstyle`" in answer.content
+
+
+async def test_an_nsfw_lora_follows_the_nsfw_policy(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes
+) -> None:
+    await add(fake_discord, world, "lora", "spicy", lora_file, "ink.safetensors", nsfw=True)
+    refused = await imagine(fake_discord, world, prompt="a portrait <lora:spicy>")
+    answer = await refused.wait_for_response(timeout=5)
+    assert answer.ephemeral and "spicy is marked NSFW" in answer.content
+
+    mode = await fake_discord.run_slash(
+        "nsfw", {"mode": "age-restricted"}, user=world.moderator, channel=world.text_channel
+    )
+    await mode.wait_for_response()
+    allowed = await imagine(fake_discord, world, prompt="a portrait <lora:spicy>", channel=world.nsfw_channel)
+    assert not (await allowed.wait_for_response(timeout=5)).ephemeral
+
+
+async def test_an_embedding_is_used_by_writing_its_name(fake_discord: FakeDiscord, world: GuildSetup, bot) -> None:
+    _, core = bot
+    added = await add(fake_discord, world, "embedding", "inkemb", EMBEDDING, "inkemb.safetensors")
+    assert "Added the embedding `inkemb` (tiny)" in added.content
+    with_it = await finished_grid(await imagine(fake_discord, world, prompt="a fox, inkemb", seed=3, count=1))
+    other_word = await finished_grid(await imagine(fake_discord, world, prompt="a fox, inkem", seed=3, count=1))
+    job = await core.store.get_job(job_id_of(with_it))
+    assert job is not None and [entry.split(":")[0] for entry in job.recipe.embeddings] == ["inkemb"]
+    a = np.asarray(with_it.attachments[0].open_image().convert("RGB"), dtype=np.int16)
+    b = np.asarray(other_word.attachments[0].open_image().convert("RGB"), dtype=np.int16)
+    assert np.abs(a - b).max() > 0
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def lying(data: bytes) -> bytes:
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    first = next(key for key in header if key != "__metadata__")
+    header[first]["shape"] = [9999, 9999]
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data[8 + length :]
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "filename", "sentence"),
+    [
+        ("inkstyle", lambda lora: b"\x80\x04fake pickle", "ink.pt", "pickle file"),
+        ("inkstyle", lambda lora: b"PK\x03\x04zip", "ink.ckpt", "pickle file"),
+        ("inkstyle", lambda lora: b"\x80\x04fake pickle", "ink.bin", "pickle file"),
+        ("inkstyle", truncated, "ink.safetensors", "cut short"),
+        ("inkstyle", lying, "ink.safetensors", "does not match its data"),
+        ("inkstyle", lambda lora: b"\x00" * (2 * 1024 * 1024), "big.safetensors", "at most 1 MB"),
+        ("nude", lambda lora: lora, "ink.safetensors", "built-in NSFW list"),
+        ("a", lambda lora: lora, "ink.safetensors", "2-32 letters"),
+        ("two words", lambda lora: lora, "ink.safetensors", "2-32 letters"),
+        (
+            "inkstyle",
+            lambda lora: SDXL_LORA,
+            "xl.safetensors",
+            "for SDXL models; this server's models are builtin:tiny",
+        ),
+        ("inkstyle", lambda lora: EMBEDDING, "emb.safetensors", "is a embedding, not a lora"),
+    ],
+)
+async def test_each_bad_file_or_name_gets_a_sentence_and_nothing_is_kept(
+    fake_discord: FakeDiscord,
+    world: GuildSetup,
+    settings: Settings,
+    tiny_engine: DiffusionEngine,
+    lora_file: bytes,
+    name: str,
+    make,
+    filename: str,
+    sentence: str,
+) -> None:
+    async with running_bot(fake_discord, replace(settings, lora_max_mb=1), tiny_engine) as (_, core):
+        answer = await add(fake_discord, world, "lora", name, make(lora_file), filename)
+        assert sentence in answer.content
+        assert await core.store.fine_tunes(world.guild.id) == []
+    assert list(settings.finetunes_dir.glob("*")) == []
+
+
+async def test_the_same_name_twice_a_weight_out_of_range_and_an_unknown_tag_are_refused(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes
+) -> None:
+    await add(fake_discord, world, "lora", "inkstyle", lora_file, "ink.safetensors")
+    again = await add(fake_discord, world, "embedding", "InkStyle", EMBEDDING, "emb.safetensors")
+    assert "already has a lora named `InkStyle`" in again.content
+    for prompt, sentence in (
+        ("a fox <lora:inkstyle:3>", "between -2 and 2, not 3"),
+        ("a fox <lora:nothere:1>", "no LoRA named `nothere`"),
+        ("a fox <lora:inkstyle:1> <lora:inkstyle:0.5> <lora:a:1> <lora:b:1>", "no LoRA named `a`"),
+    ):
+        answer = await (await imagine(fake_discord, world, prompt=prompt)).wait_for_response(timeout=5)
+        assert answer.ephemeral and sentence in answer.content
+
+
+async def test_moderators_choose_the_models_a_server_may_use(fake_discord: FakeDiscord, world: GuildSetup, bot) -> None:
+    listed = await fake_discord.run_slash("model list", user=world.moderator, channel=world.text_channel)
+    assert f"✅ `{TINY_MODEL_ID}`" in (await listed.wait_for_response()).content
+    refused = await fake_discord.run_slash(
+        "model disable", {"name": TINY_MODEL_ID}, user=world.moderator, channel=world.text_channel
+    )
+    assert "cannot be disabled" in (await refused.wait_for_response()).content
+
+
+def test_jobs_batch_only_with_equal_adapter_sets() -> None:
+    one = a_recipe(loras=("ink:1:" + "a" * 64,))
+    same = a_recipe(loras=("ink:1:" + "a" * 64,), prompt="another prompt")
+    other_weight = a_recipe(loras=("ink:0.5:" + "a" * 64,))
+    none = a_recipe()
+    assert batch_spec(one) == batch_spec(same)
+    assert batch_spec(one) != batch_spec(other_weight) != batch_spec(none)
+
+
+def test_a_header_is_read_without_loading_anything(tmp_path: Path, lora_file: bytes) -> None:
+    path = tmp_path / "ink.safetensors"
+    path.write_bytes(lora_file)
+    info = inspect_fine_tune(path, "ink.safetensors")
+    assert (info.kind, info.family) == ("lora", "tiny")
+    path.write_bytes(struct.pack("<Q", 10**12) + b"{}")
+    with pytest.raises(FineTuneError, match="impossible"):
+        inspect_fine_tune(path, "ink.safetensors")
