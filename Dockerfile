@@ -16,6 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     # compose.yaml sets these again under `environment:`, so a .env written for a checkout cannot move them.
     DATABASE_PATH=/app/data/bot.sqlite3 \
     IMAGES_DIR=/app/data/images \
+    FINETUNES_DIR=/app/data/finetunes \
     HF_HOME=/cache/huggingface \
     MODEL_CACHE_DIR=/cache/latentcord
 
@@ -43,8 +44,8 @@ COPY db ./db
 RUN pip install --no-deps .
 
 RUN useradd --create-home --uid 10001 latentcord \
-    && mkdir -p /app/data /cache \
-    && chown -R latentcord:latentcord /app/data /cache
+    && mkdir -p /app/data /cache /finetunes \
+    && chown -R latentcord:latentcord /app/data /cache /finetunes
 USER latentcord
 
 VOLUME ["/app/data", "/cache"]
