@@ -18,6 +18,7 @@ import gc
 import logging
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,13 @@ class _SameDtypeCastWarningFilter(logging.Filter):
         return "should be kept in float32: []" not in record.getMessage()
 
 
+class _UnetOnlyLoraFilter(logging.Filter):
+    """Drops diffusers' note that a LoRA has no text-encoder layers, which most LoRAs do not: once per load."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No LoRA keys associated to" not in record.getMessage()
+
+
 def _disable_library_progress_bars() -> None:
     """Progress is the worker's to report (as events); the libraries' own bars would only clutter logs."""
     import diffusers
@@ -79,6 +87,9 @@ def _silence_same_dtype_cast_warning() -> None:
     target = logging.getLogger("diffusers.models.modeling_utils")
     if not any(isinstance(existing, _SameDtypeCastWarningFilter) for existing in target.filters):
         target.addFilter(_SameDtypeCastWarningFilter())
+    lora = logging.getLogger("diffusers.loaders.lora_base")
+    if not any(isinstance(existing, _UnetOnlyLoraFilter) for existing in lora.filters):
+        lora.addFilter(_UnetOnlyLoraFilter())
 
 
 def own_size(preset: ModelPreset) -> Sequence[tuple[int, int]]:
@@ -166,6 +177,11 @@ class DiffusionEngine:
     @property
     def device(self) -> torch.device:
         return self._device
+
+    def adapters_loaded(self) -> int:
+        """How many LoRA adapters the resident model holds (at most ``lora_cache``)."""
+        resident = self._resident
+        return len(resident.adapters) if resident is not None else 0
 
     def fast_path(self) -> FastPath | None:
         """The resident model's compiled buckets (``models.fastpath``); None when compiling is off."""
@@ -404,9 +420,11 @@ class DiffusionEngine:
                 if evicted is None:
                     break
                 pipeline.delete_adapters(resident.adapters.pop(evicted))
-            name = f"lc_{Path(file_id).stem[:16]}"
+            name = f"lc_{Path(file_id).stem}"
             try:
-                pipeline.load_lora_weights(str(_fine_tune_file(file_id)), adapter_name=name)
+                with warnings.catch_warnings():  # PEFT warns that a model with one adapter gets another: it should
+                    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                    pipeline.load_lora_weights(str(_fine_tune_file(file_id)), adapter_name=name)
             except (OSError, ValueError, KeyError, RuntimeError) as error:
                 raise ModelUnavailable(f"A LoRA of this job could not be loaded ({type(error).__name__}).") from error
             resident.adapters[file_id] = name

@@ -1,0 +1,95 @@
+"""Memory while LoRAs come and go: 100 batches on one model, each with its own adapter set, through the engine.
+
+Six LoRAs (random weights, diffusers layout) for ``builtin:tiny`` and an adapter cache of three, so
+adapters are loaded, used and evicted all the time. Printed every 10 batches: the process's resident
+memory (and CUDA memory on a GPU) and how many adapters are loaded. The goal is a steady state: after
+the first round of loads, memory stays flat.
+
+    python bench/bench_lora.py [--batches 100] [--cache 3] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import itertools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import psutil
+import torch
+
+from models.engine import DiffusionEngine, EngineConfig
+from models.loading import load_pipeline
+from models.tiny import TINY_MODEL_ID
+from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+
+
+def make_loras(folder: Path, count: int) -> list[str]:
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    pipeline = load_pipeline(TINY_MODEL_ID, device=torch.device("cpu"), dtype=torch.float32, cache_dir=folder)
+    unet = pipeline.unet
+    unet.add_adapter(LoraConfig(r=8, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"]), "made")
+    template = get_peft_model_state_dict(unet, adapter_name="made")
+    files = []
+    for number in range(count):
+        generator = torch.Generator().manual_seed(number)
+        state = {key: torch.randn(tensor.shape, generator=generator) * 0.3 for key, tensor in template.items()}
+        name = f"{hashlib.sha256(str(number).encode()).hexdigest()}.safetensors"
+        StableDiffusionPipeline.save_lora_weights(
+            folder, unet_lora_layers=convert_state_dict_to_diffusers(state), weight_name=name
+        )
+        files.append(str(folder / name))
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--cache", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        files = make_loras(folder, 6)
+        engine = DiffusionEngine(EngineConfig(device=args.device, cache_dir=folder, lora_cache=args.cache))
+        engine.load(TINY_MODEL_ID)
+        sets = itertools.cycle(
+            [((files[n % 6], 1.0),) for n in range(6)]
+            + [((files[0], 0.5), (files[3], 0.7)), ((files[4], 1.0), (files[5], -0.5)), ()]
+        )
+        process = psutil.Process()
+        print(f"{args.batches} batches of 2 images, 64 px, 2 steps; 6 LoRAs, cache of {args.cache}, on {args.device}")
+        for batch in range(1, args.batches + 1):
+            spec = BatchSpec(
+                model=TINY_MODEL_ID,
+                operation=Operation.TXT2IMG,
+                width=64,
+                height=64,
+                steps=2,
+                guidance=7.0,
+                scheduler="EulerAncestralDiscreteScheduler",
+                loras=next(sets),
+            )
+            engine.run(GenerationBatch(spec, (ImageTask("a fox", "", batch), ImageTask("a cat", "", batch))))
+            if batch % 10 == 0:
+                gc.collect()
+                rss = process.memory_info().rss / 1024 / 1024
+                cuda = (
+                    f", CUDA {torch.cuda.memory_allocated() / 1024 / 1024:.1f} MB" if torch.cuda.is_available() else ""
+                )
+                loaded = engine.adapters_loaded()
+                print(f"  after {batch:3d} batches: resident {rss:7.1f} MB{cuda}, adapters loaded {loaded}")
+
+
+if __name__ == "__main__":
+    main()
