@@ -273,3 +273,23 @@ def test_a_header_is_read_without_loading_anything(tmp_path: Path, lora_file: by
     path.write_bytes(struct.pack("<Q", 10**12) + b"{}")
     with pytest.raises(FineTuneError, match="impossible"):
         inspect_fine_tune(path, "ink.safetensors")
+
+
+async def test_a_disabled_model_is_refused_on_that_server_only(
+    fake_discord: FakeDiscord, world: GuildSetup, settings: Settings, tiny_engine: DiffusionEngine
+) -> None:
+    extra = "someone/another-model"
+    async with running_bot(fake_discord, replace(settings, extra_models=(extra,)), tiny_engine):
+        off = await fake_discord.run_slash(
+            "model disable", {"name": extra}, user=world.moderator, channel=world.text_channel
+        )
+        assert f"`{extra}` may no longer be used on this server" in (await off.wait_for_response()).content
+        listed = await fake_discord.run_slash("model list", user=world.moderator, channel=world.text_channel)
+        assert f"🚫 `{extra}`" in (await listed.wait_for_response()).content
+        refused = await imagine(fake_discord, world, prompt="a fox", model=extra)
+        answer = await refused.wait_for_response(timeout=5)
+        assert answer.ephemeral and "is not enabled on this server" in answer.content
+        on = await fake_discord.run_slash(
+            "model enable", {"name": extra}, user=world.moderator, channel=world.text_channel
+        )
+        assert "may now be used" in (await on.wait_for_response()).content
