@@ -299,6 +299,21 @@ class GenerationService:
             for order in self.worker.pending_jobs(user_id)
         ]
 
+    async def shown(self, job_id: int, *, actor_id: int, guild_id: int | None, is_moderator: bool) -> JobResult:
+        """A finished job's result to post again (``/show``): its requester's, or any of a moderator's server."""
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"Job {job_id} does not exist.")
+        moderates_it = is_moderator and guild_id is not None and job.guild_id == guild_id
+        if job.user_id != actor_id and not moderates_it:
+            raise NotAllowed(f"Job {job_id} is not yours: only its requester or a moderator of its server can show it.")
+        if job.status != "done":
+            raise InvalidRequest(f"Job {job_id} has not finished, so it has no images to show.")
+        try:
+            return await asyncio.to_thread(self._results.stored, job)
+        except OSError:
+            raise JobNotFound(f"The images of job {job_id} are no longer available.") from None
+
     async def job(self, job_id: int) -> Job | None:
         """A job as recorded, or ``None`` if there is no such job."""
         return await self.store.get_job(job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from discord.ext import commands
 from bot.app import send_ephemeral
 from bot.errors import InvalidRequest
 from bot.images.uploads import check_attachment
-from bot.jobs.messages import CHOICE_TEXT_LIMIT, STRING_OPTION_LIMIT, fit_select_options
+from bot.jobs.messages import CHOICE_TEXT_LIMIT, STRING_OPTION_LIMIT, fit_content, fit_select_options
 from bot.jobs.outcomes import ServiceListener, SubmittedJob
 from bot.jobs.recipe import MAX_SEED
 from bot.jobs.requests import (
@@ -29,9 +30,10 @@ from cogs._shared.origin import origin_of
 from cogs._shared.replies import reply_ephemeral
 from cogs.imagine._admission import Start, admit, button_start
 from cogs.imagine._buttons import REMIXABLE, ButtonAction
-from cogs.imagine._delivery import Deliveries
+from cogs.imagine._delivery import Deliveries, result_message
 from cogs.imagine._remix import REGION_QUESTION, RemixModal, region_menu
 from cogs.imagine._resumed import ResumedJobs
+from cogs.imagine._wording import headline
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
@@ -139,6 +141,24 @@ class Imagine(commands.Cog):
         loras = await self.service.fine_tunes(interaction.guild_id, "lora")
         return fit_select_options(
             [app_commands.Choice(name=item.name, value=item.name) for item in loras if typed in item.name.casefold()]
+        )
+
+    # -- /show -------------------------------------------------------------------------
+
+    @app_commands.command(name="show", description="Post one of your finished jobs again, with its buttons.")
+    @app_commands.describe(job="The job's number (in its buttons, its file name and /usage)")
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    async def show(self, interaction: discord.Interaction[LatentcordBot], job: app_commands.Range[int, 1]) -> None:
+        result = await self.service.shown(
+            job,
+            actor_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            is_moderator=is_moderator(interaction),
+        )
+        content, view = result_message(result, headline(result.recipe, result.job.user_id))
+        grid = discord.File(io.BytesIO(result.grid.data), result.grid.filename)
+        await interaction.response.send_message(
+            fit_content(content), file=grid, view=view, allowed_mentions=discord.AllowedMentions.none()
         )
 
     # -- buttons (``JobButton`` calls here) ----------------------------------------------

@@ -69,6 +69,21 @@ class Delivery:
         self.inbox.put_nowait(event)
 
 
+def result_message(result: JobResult, title: str) -> tuple[str, discord.ui.View]:
+    """The text and the buttons of a posted result (``/show`` posts the same)."""
+    job = result.job
+    lines = [title, summary(result)]
+    if result.withheld:
+        lines.append(
+            f"{len(result.withheld)} image(s) withheld by the content filter; {result.refunded} credit(s) refunded."
+        )
+    if job.recipe.kind == JobKind.UPSCALE:
+        view = upscale_buttons(job.id, withheld=0 in result.withheld)
+    else:
+        view = grid_buttons(job.id, len(result.image_paths), result.withheld)
+    return "\n".join(lines), view
+
+
 class Deliveries:
     """The cog's deliveries in flight, and how each reaches Discord."""
 
@@ -223,17 +238,7 @@ class Deliveries:
     async def _post_result(self, result: JobResult, delivery: Delivery | None) -> int | None:
         """Post the grid with its buttons; the id of the message that holds it. Raises when no route works."""
         job = result.job
-        title = delivery.headline if delivery else headline(job.recipe, job.user_id)
-        lines = [title, summary(result)]
-        if result.withheld:
-            lines.append(
-                f"{len(result.withheld)} image(s) withheld by the content filter; {result.refunded} credit(s) refunded."
-            )
-        if job.recipe.kind == JobKind.UPSCALE:
-            view = upscale_buttons(job.id, withheld=0 in result.withheld)
-        else:
-            view = grid_buttons(job.id, len(result.image_paths), result.withheld)
-        content = "\n".join(lines)
+        content, view = result_message(result, delivery.headline if delivery else headline(job.recipe, job.user_id))
         if delivery is not None and (edit := self._fresh_edit(delivery)) is not None:
             try:
                 edited = await edit(
