@@ -62,6 +62,8 @@ class AuditAction(StrEnum):
     FINE_TUNE_REMOVED = "fine_tune_removed"
     MODEL_ENABLED = "model_enabled"
     MODEL_DISABLED = "model_disabled"
+    STYLE_ADDED = "style_added"
+    STYLE_REMOVED = "style_removed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +93,28 @@ class FineTune:
 
 
 @dataclass(frozen=True, slots=True)
+class Style:
+    """A guild's named style: ``prompt`` holds ``{prompt}`` where the member's text goes."""
+
+    guild_id: int
+    name: str
+    prompt: str
+    negative: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class MemberPreferences:
-    """A member's own switches; a member who never changed one has these defaults."""
+    """A member's own switches and defaults (``/settings``); ``None``: the server's default."""
 
     user_id: int
     remix: bool = False  # buttons that make a job first open a window to edit its prompt
+    model: str | None = None
+    aspect: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    count: int | None = None
+    negative: str | None = None
+    style: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ Callers get frozen value objects (``db.records``), never rows or SQL.
 ``Store`` is assembled from parts: ``db.access`` (the connection thread, the
 clock, the guild cache and the transaction rules), ``db.guilds`` (settings,
 filter terms and the audit log) and ``db.quotas`` (overrides, limits, usage and
-the ledger), ``db.members`` (members' own preferences), ``db.finetunes`` (approved LoRAs, embeddings and models) and ``db.jobs`` (admission as one check-then-charge transaction, status,
+the ledger), ``db.members`` (members' own preferences), ``db.finetunes`` (approved LoRAs, embeddings and models), ``db.styles`` and ``db.jobs`` (admission as one check-then-charge transaction, status,
 refunds and delivery). This module opens, migrates and closes the file.
 """
 
@@ -30,6 +30,7 @@ from db.members import MemberQueries
 from db.quotas import QuotaQueries
 from db.records import R
 from db.schema import apply_migrations, latest_version, load_migrations, read_user_version
+from db.styles import StyleQueries
 
 __all__ = ["DAY_S", "UNSET", "Store"]
 
@@ -39,7 +40,7 @@ __all__ = ["DAY_S", "UNSET", "Store"]
 BUSY_TIMEOUT_MS: Final = 15_000
 
 
-class Store(GuildQueries, QuotaQueries, MemberQueries, FineTuneQueries, JobQueries[R]):
+class Store(GuildQueries, QuotaQueries, MemberQueries, FineTuneQueries, StyleQueries, JobQueries[R]):
     """Typed access to the database; create it with ``await Store.open(path, recipe=...)``.
 
     ``R`` is the application's recipe dataclass: jobs are written from it and read back into it.

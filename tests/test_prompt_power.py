@@ -48,3 +48,99 @@ async def test_show_refuses_someone_elses_job_and_a_job_that_does_not_exist(
     missing = await fake_discord.run_slash("show", {"job": 99999}, user=world.member, channel=world.text_channel)
     answer = await missing.wait_for_response(timeout=5)
     assert answer.ephemeral and "Job 99999 does not exist." in answer.content
+
+
+async def test_a_style_wraps_the_prompt_is_filtered_whole_and_named_in_the_png(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    _, core = bot
+    added = await fake_discord.run_slash(
+        "style add",
+        {"name": "noir", "prompt": "{prompt}, film noir, black and white", "negative": "colour"},
+        user=world.moderator,
+        channel=world.text_channel,
+    )
+    assert "may now use the style `noir`" in (await added.wait_for_response()).content
+
+    grid = await finished_grid(await imagine(fake_discord, world, prompt="a detective", style="noir", count=1))
+    job = await core.store.get_job(job_id_of(grid))
+    assert job is not None and job.recipe.prompt == "a detective, film noir, black and white"
+    assert job.recipe.negative_prompt == "colour" and job.recipe.style == "noir"
+    assert "Style: noir" in grid.attachments[0].open_image().text["parameters"]
+
+    inline = await finished_grid(await imagine(fake_discord, world, prompt="a cat --style noir", count=1))
+    job = await core.store.get_job(job_id_of(inline))
+    assert job is not None and job.recipe.prompt == "a cat, film noir, black and white"
+
+    unknown = await (await imagine(fake_discord, world, prompt="a cat", style="pastel")).wait_for_response(timeout=5)
+    assert unknown.ephemeral and "no style named `pastel`" in unknown.content
+
+    await (
+        await fake_discord.run_slash("filter add", {"term": "clown"}, user=world.moderator, channel=world.text_channel)
+    ).wait_for_response()
+    await (
+        await fake_discord.run_slash(
+            "style add",
+            {"name": "circus", "prompt": "{prompt} with a clown"},
+            user=world.moderator,
+            channel=world.text_channel,
+        )
+    ).wait_for_response()
+    blocked = await (await imagine(fake_discord, world, prompt="a tent", style="circus")).wait_for_response(timeout=5)
+    assert blocked.ephemeral and "blocked" in blocked.content
+
+
+async def test_settings_keep_a_members_defaults_options_win_and_reset_goes_back(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    _, core = bot
+    await (
+        await fake_discord.run_slash(
+            "style add",
+            {"name": "noir", "prompt": "{prompt}, film noir"},
+            user=world.moderator,
+            channel=world.text_channel,
+        )
+    ).wait_for_response()
+    opened = await fake_discord.run_slash("settings", user=world.member, channel=world.text_channel)
+    panel = await opened.wait_for_response(timeout=5)
+    assert panel.ephemeral and "Your defaults" in panel.content
+    message = panel.message_id
+
+    async def choose(custom_id: str, value: str) -> None:
+        ix = await fake_discord.choose(message, custom_id, [value], user=world.member)
+        await ix.wait_for_response(timeout=5)
+
+    async def press(label_start: str) -> None:
+        stored = fake_discord.messages[message]
+        label = next(b["label"] for b in stored.buttons if str(b.get("label", "")).startswith(label_start))
+        ix = await fake_discord.press_button(stored, user=world.member, label=label)
+        await ix.wait_for_response(timeout=5)
+
+    await choose("lcset:steps", "10")
+    await press("Count")  # server default -> 1
+    await choose("lcset:style", "noir")
+    assert "Steps: 10" in fake_discord.messages[message].content
+
+    plain = await finished_grid(await imagine(fake_discord, world, prompt="a fox", steps=None))
+    job = await core.store.get_job(job_id_of(plain))
+    assert job is not None and (job.recipe.steps, job.recipe.count) == (10, 1)
+    assert job.recipe.prompt == "a fox, film noir"
+
+    given = await finished_grid(await imagine(fake_discord, world, prompt="a fox", steps=3, count=2))
+    job = await core.store.get_job(job_id_of(given))
+    assert job is not None and (job.recipe.steps, job.recipe.count) == (3, 2)  # options on the command win
+
+    await (
+        await fake_discord.run_slash("style remove", {"name": "noir"}, user=world.moderator, channel=world.text_channel)
+    ).wait_for_response()
+    noticed = await imagine(fake_discord, world, prompt="a fox", steps=None)
+    status = await noticed.wait_for_original()
+    assert "Your default style noir is not on this server" in status.content
+    await finished_grid(noticed)
+
+    await press("Reset")
+    preferences = await core.service.preferences(world.member.user.id)
+    assert (preferences.steps, preferences.count, preferences.style, preferences.remix) == (None, None, None, False)
+    await press("Remix")
+    assert await core.service.remix_enabled(world.member.user.id)

@@ -67,6 +67,8 @@ def infotext(recipe: Recipe) -> str:
     edit = edit_of(recipe)
     if edit:
         fields.append(("Edit", edit))
+    if recipe.style:
+        fields.append(("Style", recipe.style))
     uses = lora_uses(recipe)
     if uses:
         fields.append(("Lora hashes", ", ".join(f"{use.name}: {use.sha256[:12]}" for use in uses)))

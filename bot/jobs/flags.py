@@ -60,6 +60,7 @@ PROMPT_FLAGS: Final[Mapping[str, PromptFlag]] = MappingProxyType(
         "count": PromptFlag("count", _read_int),
         "model": PromptFlag("model", _read_text),
         "strength": PromptFlag("strength", _read_float),
+        "style": PromptFlag("style", _read_text),
     }
 )
 

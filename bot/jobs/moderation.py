@@ -7,12 +7,15 @@ content filter reads prompts, before they are kept.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest
 from bot.policy import content_filter
 from bot.policy.nsfw import NsfwMode
-from db.records import AuditEntry, Usage
+from db.records import AuditEntry, Style, Usage
+
+STYLE_NAME = re.compile(r"[A-Za-z0-9_-]{2,32}")
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -68,6 +71,26 @@ class ModerationService:
         """A member's usage in the rolling window and their limit there."""
         limit = await self._store.quota_limit(guild_id, user_id, role_ids, self._settings.daily_credits)
         return await self._store.usage(guild_id, user_id), limit
+
+    # -- styles ----------------------------------------------------------------------------------
+
+    async def add_style(self, guild_id: int, name: str, prompt: str, negative: str, *, actor_id: int) -> AuditEntry:
+        if not STYLE_NAME.fullmatch(name):
+            raise InvalidRequest("A style's name must be 2-32 letters, digits, - or _.")
+        text = " ".join(prompt.split())
+        if not text:
+            raise InvalidRequest("A style needs a prompt; write {prompt} where the member's text goes.")
+        limit = self._settings.prompt_max_chars
+        if len(text) > limit or len(negative) > limit:
+            raise InvalidRequest(f"A style's prompt and negative may be at most {limit} characters each.")
+        style = Style(guild_id, name, text, " ".join(negative.split()))
+        return await self._store.add_style(style, actor_id=actor_id)
+
+    async def remove_style(self, guild_id: int, name: str, *, actor_id: int) -> AuditEntry:
+        return await self._store.remove_style(guild_id, name, actor_id=actor_id)
+
+    async def styles(self, guild_id: int) -> list[Style]:
+        return await self._store.styles(guild_id)
 
     # -- the models a server may use -----------------------------------------------------------
 

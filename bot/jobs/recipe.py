@@ -72,6 +72,7 @@ class Recipe:
     mask: str | None = None
     loras: tuple[str, ...] = ()  # "name:weight:sha256" for each LoRA applied (bot.jobs.finetunes)
     embeddings: tuple[str, ...] = ()  # "name:sha256" for each embedding its prompts name
+    style: str | None = None  # the guild style its prompt was made with
 
     @property
     def count(self) -> int:

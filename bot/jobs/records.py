@@ -7,6 +7,6 @@ named here.
 from __future__ import annotations
 
 from bot.policy.nsfw import NsfwMode
-from db.records import MAX_FILTER_TERM_LENGTH, AuditEntry, GuildSettings, Usage
+from db.records import MAX_FILTER_TERM_LENGTH, AuditEntry, GuildSettings, MemberPreferences, Usage
 
-__all__ = ["MAX_FILTER_TERM_LENGTH", "AuditEntry", "GuildSettings", "NsfwMode", "Usage"]
+__all__ = ["MAX_FILTER_TERM_LENGTH", "AuditEntry", "GuildSettings", "MemberPreferences", "NsfwMode", "Usage"]

@@ -55,6 +55,7 @@ class ImagineOptions:
     strength: float | None = None  # with a picture: how much of it is redrawn
     edit: str | None = None  # with a picture: an edit of it instead (bot.images.edits; the command line's)
     lora: str | None = None  # a LoRA of the guild by name (also written <lora:name:0.8> in the prompt)
+    style: str | None = None  # a style of the guild by name (also --style name)
 
     def checked(self, *, models: Sequence[str], max_prompt_chars: int) -> CheckedOptions:
         """Flags typed in the prompt first, then every option checked once.
@@ -95,6 +96,7 @@ class ImagineOptions:
             guidance=options.guidance,
             strength=options.strength,
             edit=options.edit,
+            style=options.style,
         )
 
 
@@ -115,6 +117,7 @@ class CheckedOptions:
     guidance: float | None
     strength: float | None = None
     edit: str | None = None
+    style: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,15 @@ def nearest_aspect(width: int, height: int) -> str:
 def aspect_sizes(preset: ModelPreset) -> tuple[tuple[int, int], ...]:
     """Every size ``--ar`` can ask of this model, 1:1 first: the shapes worth compiling."""
     return tuple(size_for_aspect(preset, aspect) for aspect in ASPECT_RATIOS)
+
+
+def styled(prompt: str, negative: str, style_prompt: str, style_negative: str) -> tuple[str, str]:
+    """A member's prompt inside a style: at its ``{prompt}``, or first when the style has none."""
+    if "{prompt}" in style_prompt:
+        combined = style_prompt.replace("{prompt}", prompt)
+    else:
+        combined = f"{prompt}, {style_prompt}"
+    return " ".join(combined.split()), ", ".join(part for part in (negative, style_negative) if part)
 
 
 def check_prompt_text(prompt: str, *, max_chars: int, what: str = "prompt") -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +31,7 @@ from bot.images.uploads import fit_to, read_upload, store_upload
 from bot.jobs.admission import Admission, Origin, cost_of
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
 from bot.jobs.finetunes import FineTuneLibrary
+from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.outcomes import (
     Completed,
     DeliveryVerdict,
@@ -50,6 +51,7 @@ from bot.jobs.requests import (
     check_prompt_text,
     picture_size,
     resolve_imagine,
+    styled,
 )
 from bot.policy.nsfw import NsfwDecision
 from bot.policy.pricing import refund_for_withheld
@@ -57,7 +59,7 @@ from bot.runtime.tasks import TaskSet
 from bot.runtime.threads import background_executor
 from bot.workers.protocol import WorkerClient, WorkOrder
 from db.errors import QuotaExhausted
-from db.records import AuditEntry, Delivery, FineTune, NewJob, QuotaRule
+from db.records import AuditEntry, Delivery, FineTune, MemberPreferences, NewJob, QuotaRule, Style
 from models.finetunes import FineTuneKind
 
 if TYPE_CHECKING:
@@ -126,12 +128,23 @@ class GenerationService:
 
         Raises a ``DomainError`` or ``ModelError``.
         """
-        # 1. Options and the flags typed in the prompt through the one parser, every value checked,
-        #    before a model is loaded for them.
+        # 1. Options and the flags typed in the prompt through the one parser, the member's own defaults for
+        #    what neither gave (one the server no longer allows is left out, with a notice), every value
+        #    checked, before a model is loaded for them.
+        options, notices = await self._with_member_defaults(parse_prompt_flags(options), origin)
         checked = options.checked(models=self.settings.models, max_prompt_chars=self.settings.prompt_max_chars)
         if origin.guild_id is not None and checked.model in await self.store.disabled_models(origin.guild_id):
             raise InvalidRequest(
                 f"The model {checked.model} is not enabled on this server; /model list shows which are."
+            )
+        if checked.style is not None:
+            style = await self._style(origin.guild_id, checked.style)
+            prompt, negative = styled(checked.prompt, checked.negative, style.prompt, style.negative)
+            checked = replace(
+                checked,
+                prompt=check_prompt_text(prompt, max_chars=self.settings.prompt_max_chars),
+                negative=negative,
+                style=style.name,
             )
         # 2. The guild's LoRAs (tags taken out of the prompt) and embeddings (named in the prompts).
         fine = await self.finetunes.resolve(origin.guild_id, checked.prompt, checked.negative, options.lora)
@@ -152,8 +165,9 @@ class GenerationService:
             resolve_imagine(checked, preset, kept),
             loras=tuple(lora_entry(use) for use in fine.loras),
             embeddings=tuple(f"{item.name}:{item.sha256}" for item in fine.embeddings),
+            style=checked.style,
         )
-        return await self.submit(recipe, origin, listener)
+        return await self.submit(recipe, origin, listener, notices=notices)
 
     async def reroll(
         self, job_id: int, origin: Origin, listener: ServiceListener | None = None, *, prompt: str | None = None
@@ -218,8 +232,18 @@ class GenerationService:
         strength = self.settings.upscale_strength
         return await self.submit(recipe.as_upscale(parent.id, index, strength=strength), origin, listener)
 
-    async def submit(self, recipe: Recipe, origin: Origin, listener: ServiceListener | None = None) -> SubmittedJob:
-        """Admit a complete recipe. ``listener`` gets this job's events; without one, the global listeners do."""
+    async def submit(
+        self,
+        recipe: Recipe,
+        origin: Origin,
+        listener: ServiceListener | None = None,
+        *,
+        notices: Sequence[str] = (),
+    ) -> SubmittedJob:
+        """Admit a complete recipe. ``listener`` gets this job's events; without one, the global listeners do.
+
+        ``notices`` are sentences the member is told with the accepted job (a default left out).
+        """
         # 1. The prompt against the guild's filter and this channel's NSFW policy; the names of its
         #    LoRAs and embeddings too, and an NSFW-marked one as an NSFW prompt.
         decision = await self._admission.nsfw_decision(origin)
@@ -235,7 +259,8 @@ class GenerationService:
             )
         # 2. The text encoder's limit: a longer prompt runs, but never cut without saying so.
         preset = await self.worker.preset(recipe.model)
-        notice = await self._admission.token_notice(recipe, preset)
+        token_notice = await self._admission.token_notice(recipe, preset)
+        notice = " ".join([*notices, *([token_notice] if token_notice else [])]) or None
         # 3. Room in the queue, before anything is charged.
         self.worker.check_room(origin.user_id)
         source = await self._source_of(recipe)
@@ -362,6 +387,21 @@ class GenerationService:
             return []
         return await self.finetunes.listed(guild_id, None if kind is None else FineTuneKind(kind))
 
+    async def preferences(self, user_id: int) -> MemberPreferences:
+        return await self.store.member_preferences(user_id)
+
+    async def set_default(self, user_id: int, name: str, value: str | int | float | None) -> MemberPreferences:
+        """Set one of a member's ``/settings`` defaults (``None``: the server's), checked like the option it fills."""
+        if value is not None:
+            options = {name: value} if name != "negative" else {"negative": str(value)}
+            ImagineOptions(prompt="x", **options).checked(
+                models=self.settings.models, max_prompt_chars=self.settings.prompt_max_chars
+            )
+        return await self.store.set_member_default(user_id, name, value)
+
+    async def reset_preferences(self, user_id: int) -> MemberPreferences:
+        return await self.store.reset_member_preferences(user_id)
+
     async def remix_enabled(self, user_id: int) -> bool:
         """Whether a member's buttons first open the Remix window (``/prefer remix``)."""
         return (await self.store.member_preferences(user_id)).remix
@@ -442,6 +482,37 @@ class GenerationService:
         if job is None:
             raise JobNotFound(f"Job {job_id} does not exist (it may have been deleted).")
         return job
+
+    async def _with_member_defaults(self, options: ImagineOptions, origin: Origin) -> tuple[ImagineOptions, list[str]]:
+        """``options`` with the member's ``/settings`` defaults where nothing was given; notices for any skipped."""
+        preferences = await self.store.member_preferences(origin.user_id)
+        notices: list[str] = []
+        given: dict[str, object] = {}
+        if options.model is None and preferences.model is not None:
+            if preferences.model in await self.enabled_models(origin.guild_id):
+                given["model"] = preferences.model
+            else:
+                notices.append(f"Your default model {preferences.model} is not available here; the server's was used.")
+        for name in ("aspect", "steps", "guidance", "count", "negative"):
+            value = getattr(preferences, name)
+            if value is not None and getattr(options, name) in (None, ""):
+                given[name] = value
+        if options.style is None and preferences.style is not None:
+            styles = {style.name.casefold() for style in await self.styles(origin.guild_id)}
+            if preferences.style.casefold() in styles:
+                given["style"] = preferences.style
+            else:
+                notices.append(f"Your default style {preferences.style} is not on this server; no style was used.")
+        return replace(options, **given), notices  # type: ignore[arg-type]
+
+    async def styles(self, guild_id: int | None) -> list[Style]:
+        return await self.store.styles(guild_id) if guild_id is not None else []
+
+    async def _style(self, guild_id: int | None, name: str) -> Style:
+        for style in await self.styles(guild_id):
+            if style.name.casefold() == name.casefold():
+                return style
+        raise InvalidRequest(f"This server has no style named `{name[:40]}`; /style list shows them.")
 
     def _remixed(self, recipe: Recipe, prompt: str | None) -> Recipe:
         """``recipe`` with the prompt a member typed in the Remix window, checked like any prompt."""

@@ -72,6 +72,7 @@ class Imagine(commands.Cog):
         image="A picture to start from (PNG, JPEG or WebP, up to 10 MB)",
         strength="With a picture: how much of it to redraw, 0.05-1 (default 0.6)",
         lora="A LoRA of this server (more: write <lora:name:0.8> in the prompt)",
+        style="A style of this server, around your prompt (also --style name)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
@@ -90,6 +91,7 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
         lora: app_commands.Range[str, 1, 64] | None = None,
+        style: app_commands.Range[str, 1, 64] | None = None,
     ) -> None:
         if interaction.guild_id is None and not self.bot.settings.allow_dms:
             await reply_ephemeral(interaction, "/imagine is turned off in direct messages; use it in a server.")
@@ -105,6 +107,7 @@ class Imagine(commands.Cog):
             count=count,
             strength=strength,
             lora=lora,
+            style=style,
         )
         origin = origin_of(interaction)
 
@@ -132,6 +135,16 @@ class Imagine(commands.Cog):
         enabled = await self.service.enabled_models(interaction.guild_id)
         models = [name for name in enabled if typed in name.casefold() and len(name) <= CHOICE_TEXT_LIMIT]
         return fit_select_options([app_commands.Choice(name=name, value=name) for name in models])
+
+    @imagine.autocomplete("style")
+    async def _style_autocomplete(
+        self, interaction: discord.Interaction[LatentcordBot], current: str
+    ) -> list[app_commands.Choice[str]]:
+        typed = current.casefold()
+        styles = await self.service.styles(interaction.guild_id)
+        return fit_select_options(
+            [app_commands.Choice(name=item.name, value=item.name) for item in styles if typed in item.name.casefold()]
+        )
 
     @imagine.autocomplete("lora")
     async def _lora_autocomplete(

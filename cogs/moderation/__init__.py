@@ -1,11 +1,11 @@
-"""Moderator commands: /filter, /nsfw, /quota, /modlog, /lora, /embedding, /model. Every change is audited and logged.
+"""Moderator commands: /filter, /nsfw, /quota, /modlog, /lora, /embedding, /model, /style. Every change is audited and logged.
 
 Discord hides these commands from members without Manage Server through their
 default permissions, but not every client honours that, so each one checks the
 permission again when it runs.
 
 Each group of commands is a class of its own module (``_filter``, ``_nsfw``, ``_quota``,
-``_modlog``, ``_finetunes``, on the base in ``_base``); the one ``Moderation`` cog is all of them.
+``_modlog``, ``_finetunes``, ``_styles``, on the base in ``_base``); the one ``Moderation`` cog is all of them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from cogs.moderation._finetunes import FineTuneCommands
 from cogs.moderation._modlog import ModlogCommands
 from cogs.moderation._nsfw import NsfwCommands
 from cogs.moderation._quota import QuotaCommands
+from cogs.moderation._styles import StyleCommands
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
@@ -26,7 +27,7 @@ __all__ = ["Moderation", "setup"]
 
 # discord.py collects a cog's commands from its bases last to first, so this order registers
 # /filter, /quota, /nsfw, /modlog, as they were registered when they were one class.
-class Moderation(FineTuneCommands, ModlogCommands, NsfwCommands, QuotaCommands, FilterCommands):
+class Moderation(StyleCommands, FineTuneCommands, ModlogCommands, NsfwCommands, QuotaCommands, FilterCommands):
     pass
 
 
