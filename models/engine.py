@@ -35,6 +35,7 @@ from models.finetunes import load_embedding
 from models.loading import default_dtype, load_pipeline, resolve_model_source
 from models.operations import call_arguments, check_batch, operation_for, pipeline_for_call
 from models.presets import ModelFamily, preset_for
+from models.prompts import weighted_arguments
 from models.tokens import tokenizer_files
 from models.types import (
     BatchOutput,
@@ -387,8 +388,12 @@ class DiffusionEngine:
                 raise _InterruptRequested
             return tensors
 
-        # 4. Arguments: lists, one entry per task, as the operation wants them.
+        # 4. Arguments: lists, one entry per task, as the operation wants them; weighted or long prompts
+        #    as embeddings per row instead of text.
         arguments = call_arguments(spec, tasks, generators, step_end)
+        if spec.weighted:
+            prompts, negatives = arguments.pop("prompt"), arguments.pop("negative_prompt")
+            arguments.update(weighted_arguments(pipeline, ModelFamily(resident.preset.family), prompts, negatives))
 
         # 5. Run.
         try:

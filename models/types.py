@@ -47,6 +47,10 @@ class BatchSpec:
     # (to batch jobs together) they are the files' ids, whose stems the paths keep.
     loras: tuple[tuple[str, float], ...] = ()
     embeddings: tuple[str, ...] = ()
+    # Prompts in compel's syntax, encoded per row with compel (weights, or longer than the text encoder
+    # reads: ``prompt_chunks`` of its length); rows of one call must agree, as their shapes do.
+    weighted: bool = False
+    prompt_chunks: int = 1
 
 
 def embedding_token(file: str) -> str:

@@ -1,6 +1,10 @@
-"""Prompt power and personal defaults (the parts built so far): /show, through the real bot and the loopback Discord."""
+"""Prompt power and personal defaults through the real bot and the loopback Discord: /show, styles, /settings,
+prompt weights and long prompts."""
 
 from __future__ import annotations
+
+import numpy as np
+import pytest
 
 from tests import discord_bot_helpers
 from tests.discord_bot_helpers import finished_grid, imagine, press_and_wait
@@ -144,3 +148,96 @@ async def test_settings_keep_a_members_defaults_options_win_and_reset_goes_back(
     assert (preferences.steps, preferences.count, preferences.style, preferences.remix) == (None, None, None, False)
     await press("Remix")
     assert await core.service.remix_enabled(world.member.user.id)
+
+
+def pixels_of(message) -> np.ndarray:
+    return np.asarray(message.attachments[0].open_image().convert("RGB"), dtype=np.int16)
+
+
+async def test_weights_change_the_image_and_a_weight_of_one_is_the_plain_image(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    async def drawn(prompt: str) -> np.ndarray:
+        return pixels_of(await finished_grid(await imagine(fake_discord, world, prompt=prompt, seed=21, count=1)))
+
+    # The tiny model's text encoder is small and random: weights move its pixels a little, but they move them.
+    plain = await drawn("a red fox in the snow")
+    assert not np.array_equal(await drawn("a (red:2.5) fox in the snow"), plain)
+    assert np.array_equal(await drawn("a (red:1.0) fox in the snow"), plain)
+    assert not np.array_equal(await drawn("a red fox::2.5 in the snow::0.5"), plain)
+
+
+async def test_the_end_of_a_long_prompt_still_changes_the_image(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    _, core = bot
+    start = "an old lighthouse on a rocky cliff above a stormy grey sea at dusk, " * 5  # 340 characters
+    first = await finished_grid(
+        await imagine(fake_discord, world, prompt=start + "with a red sailing boat", seed=4, count=1)
+    )
+    second = await finished_grid(
+        await imagine(fake_discord, world, prompt=start + "with a blue stone tower", seed=4, count=1)
+    )
+    assert len(start) + 23 > 300
+    assert not np.array_equal(pixels_of(first), pixels_of(second))  # the words past token 77 were read
+    job = await core.store.get_job(job_id_of(first))
+    assert job is not None and job.recipe.chunks >= 2
+    assert "⚠️" not in first.content  # no notice about an ignored end
+
+
+@pytest.mark.parametrize(
+    ("prompt", "sentence"),
+    [
+        ("a (red fox", "brackets do not balance"),
+        ("a red] fox", "brackets do not balance"),
+        ("a (red:5) fox", "between 0 and 3, not 5"),
+        ("a portrait, (n:1.2)ude", "NSFW prompts are not allowed"),
+    ],
+)
+async def test_bad_weights_and_weighted_blocked_words_are_refused_and_cost_nothing(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, prompt: str, sentence: str
+) -> None:
+    _, core = bot
+    answer = await (await imagine(fake_discord, world, prompt=prompt)).wait_for_response(timeout=5)
+    assert answer.ephemeral and sentence in answer.content
+    assert (await core.store.usage(world.guild.id, world.member.user.id)).used == 0
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+def test_weighted_and_long_prompts_encode_per_row_on_sd_and_sdxl_architectures(tmp_path, arch: str) -> None:
+    from bench._architectures import build
+    from bot.jobs.prompts import compel_prompt
+    from models.engine import DiffusionEngine, EngineConfig
+    from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+
+    folder = build(arch, "smoke", tmp_path / arch)
+    engine = DiffusionEngine(EngineConfig(device="cpu", cache_dir=tmp_path / "cache"))
+    preset = engine.load(str(folder))
+    spec = BatchSpec(
+        model=str(folder),
+        operation=Operation.TXT2IMG,
+        width=64,
+        height=64,
+        steps=2,
+        guidance=preset.guidance,
+        scheduler=preset.scheduler,
+        weighted=True,
+        prompt_chunks=3,
+    )
+    long = "a lighthouse on a cliff above the sea, " * 12
+    tasks = (
+        ImageTask(compel_prompt("a (red:1.5) fox"), "", 1),
+        ImageTask(compel_prompt(long), compel_prompt("(blurry:1.2)"), 2),
+    )
+    output = engine.run(GenerationBatch(spec, tasks))
+    assert [image.size for image in output.images] == [(64, 64), (64, 64)]
+
+
+def test_weighted_jobs_batch_with_weighted_jobs_of_the_same_length_only() -> None:
+    from bot.workers.runner import batch_spec
+    from tests.recipes import a_recipe
+
+    weighted = batch_spec(a_recipe(prompt="a (red:1.3) fox"))
+    assert weighted == batch_spec(a_recipe(prompt="a [blue] cat"))
+    assert weighted != batch_spec(a_recipe(prompt="a red fox"))
+    assert batch_spec(a_recipe(prompt="x", chunks=2)) != batch_spec(a_recipe(prompt="(x:1.2)", chunks=1))

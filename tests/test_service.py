@@ -253,9 +253,10 @@ async def test_upscale_variation_and_reroll_are_charged_to_whoever_pressed(core:
         await core.service.upscale(parent_job.id, 4, bob)
 
 
-async def test_a_prompt_past_the_token_limit_runs_with_a_notice(core: Core) -> None:
+async def test_a_prompt_past_the_token_limit_runs_whole_in_chunks_without_a_notice(core: Core) -> None:
     submitted, events = await imagine(core, "a lighthouse " * 40)
-    assert submitted.notice is not None and "reads only the first 77" in submitted.notice
+    assert submitted.notice is None
+    assert submitted.recipe.chunks >= 2  # compel encodes every 75-token window; nothing is cut
     await events.end()
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest, PromptRejected
+from bot.jobs.prompts import check_prompt_weights, plain_words
 from bot.policy import content_filter
 from bot.policy.nsfw import NsfwDecision, NsfwMode, decide
 from bot.policy.pricing import job_cost
@@ -66,6 +67,9 @@ class Admission:
         return decide(mode, channel_age_restricted=origin.channel_age_restricted, is_dm=False)
 
     async def check_prompt(self, prompt: str, origin: Origin, decision: NsfwDecision) -> None:
+        """The prompt's words (weight syntax removed, so ``(n:1.2)ude`` is read as ``nude``) against the filter."""
+        check_prompt_weights(prompt)
+        prompt = plain_words(prompt)
         if content_filter.is_effectively_empty(prompt):
             raise InvalidRequest("The prompt is empty: describe the image you want.")
         terms = await self._store.filter_terms(origin.guild_id) if origin.guild_id is not None else []
@@ -83,19 +87,17 @@ class Admission:
                 message = "NSFW prompts are not allowed in this channel: this server blocks them everywhere."
             raise PromptRejected(message, rule=verdict.rule)
 
-    async def token_notice(self, recipe: Recipe, preset: ModelPreset) -> str | None:
-        """A sentence when the prompt is longer than the text encoder reads: it runs, but never cut silently."""
-        # CLIP's byte-level BPE makes at most one token per byte (plus BOS and EOS), so a short
-        # prompt needs no tokenizer, and most admissions skip the trip to a thread.
-        if len(recipe.prompt.encode()) + 2 <= preset.max_prompt_tokens:
-            return None
-        tokens = await self._worker.count_prompt_tokens(recipe.model, recipe.prompt)
-        if tokens <= preset.max_prompt_tokens:
-            return None
-        return (
-            f"Your prompt is {tokens} tokens long and the model reads only the first "
-            f"{preset.max_prompt_tokens}, so its end is ignored; shorten it to keep every word."
-        )
+    async def prompt_chunks(self, recipe: Recipe, preset: ModelPreset) -> int:
+        """How many of the text encoder's windows the prompt (or the negative) fills; each takes 75 tokens
+        between its start and end markers, and the worker encodes them all (nothing is cut)."""
+        window = max(1, preset.max_prompt_tokens - 2)
+        longest = 0
+        for text in (plain_words(recipe.prompt), plain_words(recipe.negative_prompt)):
+            # CLIP's byte-level BPE makes at most one token per byte, so a short text needs no tokenizer.
+            if len(text.encode()) <= window:
+                continue
+            longest = max(longest, await self._worker.count_prompt_tokens(recipe.model, text) - 2)
+        return max(1, math.ceil(longest / window))
 
     def quota_sentence(self, exhausted: QuotaExhausted) -> str:
         left = max(0, exhausted.limit - exhausted.used)

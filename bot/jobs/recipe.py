@@ -73,6 +73,7 @@ class Recipe:
     loras: tuple[str, ...] = ()  # "name:weight:sha256" for each LoRA applied (bot.jobs.finetunes)
     embeddings: tuple[str, ...] = ()  # "name:sha256" for each embedding its prompts name
     style: str | None = None  # the guild style its prompt was made with
+    chunks: int = 1  # the text encoder's windows its prompt fills (more than one: a long prompt, never cut)
 
     @property
     def count(self) -> int:

@@ -43,6 +43,7 @@ from bot.jobs.outcomes import (
     SubmittedJob,
     WaitingJob,
 )
+from bot.jobs.prompts import check_prompt_weights
 from bot.jobs.recipe import UPSCALE_FACTOR, JobKind, Recipe, embedding_uses, lora_entry, lora_uses
 from bot.jobs.requests import (
     MAX_SIDE,
@@ -259,8 +260,9 @@ class GenerationService:
             )
         # 2. The text encoder's limit: a longer prompt runs, but never cut without saying so.
         preset = await self.worker.preset(recipe.model)
-        token_notice = await self._admission.token_notice(recipe, preset)
-        notice = " ".join([*notices, *([token_notice] if token_notice else [])]) or None
+        check_prompt_weights(recipe.negative_prompt)
+        recipe = replace(recipe, chunks=await self._admission.prompt_chunks(recipe, preset))
+        notice = " ".join(notices) or None
         # 3. Room in the queue, before anything is charged.
         self.worker.check_room(origin.user_id)
         source = await self._source_of(recipe)

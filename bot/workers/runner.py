@@ -27,6 +27,7 @@ from bot.images.edits import plan_edit
 from bot.images.grid import compose_grid
 from bot.images.metadata import encode_preview
 from bot.jobs.events import JobOutput
+from bot.jobs.prompts import compel_prompt, has_weights
 from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe, embedding_uses, lora_uses
 from bot.workers.finishing import RawImage, finish_job
 from bot.workers.protocol import Message, ProgressReport, Ready, Result, Run, RunJob
@@ -70,7 +71,14 @@ def batch_spec(recipe: Recipe) -> BatchSpec:
         strength=recipe.strength,
         loras=tuple((use.sha256, use.weight) for use in lora_uses(recipe)),
         embeddings=tuple(sorted(sha256 for _, sha256 in embedding_uses(recipe))),
+        weighted=encoded_with_compel(recipe),
+        prompt_chunks=recipe.chunks,
     )
+
+
+def encoded_with_compel(recipe: Recipe) -> bool:
+    """Whether the worker encodes the prompts with compel: weights in them, or longer than one window."""
+    return recipe.chunks > 1 or has_weights(recipe.prompt) or has_weights(recipe.negative_prompt)
 
 
 def image_tasks(recipe: Recipe, source: Image.Image | None) -> tuple[ImageTask, ...]:
@@ -84,6 +92,8 @@ def image_tasks(recipe: Recipe, source: Image.Image | None) -> tuple[ImageTask, 
         word = re.compile(rf"(?<![A-Za-z0-9_-]){re.escape(name)}(?![A-Za-z0-9_-])", re.IGNORECASE)
         prompt = word.sub(embedding_token(sha256), prompt)
         negative = word.sub(embedding_token(sha256), negative)
+    if encoded_with_compel(recipe):
+        prompt, negative = compel_prompt(prompt), compel_prompt(negative)
     return tuple(
         ImageTask(prompt=prompt, negative_prompt=negative, seed=seed, init_image=source, mask_image=mask)
         for seed in recipe.seeds
