@@ -49,6 +49,18 @@ class GuildQueries(StoreAccess):
 
         return await self._write(body, guild_id=guild_id)
 
+    async def set_permutation_limit(self, guild_id: int, limit: int, *, actor_id: int) -> AuditEntry:
+        """How many jobs one /imagine may make on the guild with permutations and --repeat."""
+
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            before = _current_settings(conn, guild_id)
+            _upsert_setting(conn, guild_id, "permutations", limit, now)
+            return _audit(
+                conn, guild_id, actor_id, AuditAction.PERMUTATIONS, None, _text(before.permutations), str(limit), now
+            )
+
+        return await self._write(body, guild_id=guild_id)
+
     async def set_guild_daily_credits(self, guild_id: int, credits: int | None, *, actor_id: int) -> AuditEntry:
         """Set the guild's default daily credits; ``None`` goes back to the bot-wide default."""
         if credits is not None:
@@ -144,11 +156,11 @@ def _current_settings(conn: sqlite3.Connection, guild_id: int) -> GuildSettings:
     return _settings_from_row(guild_id, rows[0] if rows else None)
 
 
-_SETTING_COLUMNS = frozenset({"nsfw_mode", "daily_credits", "log_channel_id"})
+_SETTING_COLUMNS = frozenset({"nsfw_mode", "daily_credits", "log_channel_id", "permutations"})
 
 
 def _upsert_setting(conn: sqlite3.Connection, guild_id: int, column: str, value: Any, now: float) -> None:
-    assert column in _SETTING_COLUMNS  # column names cannot be parameters; only these three are ever used
+    assert column in _SETTING_COLUMNS  # column names cannot be parameters; only these are ever used
     conn.execute(
         f"INSERT INTO guild_settings (guild_id, {column}, updated_at) VALUES (?, ?, ?) "
         f"ON CONFLICT (guild_id) DO UPDATE SET {column} = excluded.{column}, updated_at = excluded.updated_at",
@@ -196,6 +208,7 @@ def _settings_from_row(guild_id: int, row: sqlite3.Row | None) -> GuildSettings:
         nsfw_mode=row["nsfw_mode"],
         daily_credits=row["daily_credits"],
         log_channel_id=row["log_channel_id"],
+        permutations=row["permutations"],
     )
 
 

@@ -64,6 +64,7 @@ class AuditAction(StrEnum):
     MODEL_DISABLED = "model_disabled"
     STYLE_ADDED = "style_added"
     STYLE_REMOVED = "style_removed"
+    PERMUTATIONS = "permutations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class GuildSettings:
     nsfw_mode: str = "block"
     daily_credits: int | None = None
     log_channel_id: int | None = None
+    permutations: int | None = None  # jobs one /imagine may make; None: the bot's default
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,3 +241,53 @@ def test_weighted_jobs_batch_with_weighted_jobs_of_the_same_length_only() -> Non
     assert weighted == batch_spec(a_recipe(prompt="a [blue] cat"))
     assert weighted != batch_spec(a_recipe(prompt="a red fox"))
     assert batch_spec(a_recipe(prompt="x", chunks=2)) != batch_spec(a_recipe(prompt="(x:1.2)", chunks=1))
+
+
+async def test_permutations_ask_first_charge_on_yes_and_post_each_grid(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    _, core = bot
+    asked = await imagine(fake_discord, world, prompt="a {red, green} bird", count=1)
+    question = await asked.wait_for_response(timeout=10)
+    assert question.ephemeral and "This makes 2 jobs and costs 2 credits" in question.content
+    assert "• a red bird" in question.content and "• a green bird" in question.content
+    assert (await core.store.usage(world.guild.id, world.member.user.id)).used == 0  # nothing before Yes
+
+    yes = await fake_discord.press_button(question.message_id, user=world.member, label="Yes")
+    await yes.wait_for_response(timeout=10)
+    await fake_discord.wait_until(
+        lambda: "Queued 2 of 2 jobs" in fake_discord.messages[question.message_id].content, timeout=30, what="queued"
+    )
+
+    def grids() -> list:
+        return [m for m in fake_discord.channel_messages(world.text_channel) if has_grid(m) and "bird" in m.content]
+
+    await fake_discord.wait_until(lambda: len(grids()) == 2 or None, timeout=180, what="both grids")
+    assert sorted("red" in m.content for m in grids()) == [False, True]
+    assert (await core.store.usage(world.guild.id, world.member.user.id)).used == 2
+
+
+async def test_no_queues_nothing_and_the_limit_is_the_servers(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    _, core = bot
+    asked = await imagine(fake_discord, world, prompt="a fox --repeat 2", count=1)
+    question = await asked.wait_for_response(timeout=10)
+    assert "This makes 2 jobs" in question.content
+    no = await fake_discord.press_button(question.message_id, user=world.member, label="No")
+    await no.wait_for_response(timeout=10)
+    assert "Nothing was queued or charged." in fake_discord.messages[question.message_id].content
+    assert (await core.store.usage(world.guild.id, world.member.user.id)).used == 0
+
+    many = "a {red, green, blue} {fox, owl}"
+    refused = await (await imagine(fake_discord, world, prompt=many)).wait_for_response(timeout=10)
+    assert refused.ephemeral and "makes 6 jobs; this server allows at most 4" in refused.content
+    raised = await fake_discord.run_slash(
+        "quota permutations", {"limit": 6}, user=world.moderator, channel=world.text_channel
+    )
+    assert "up to 6 jobs" in (await raised.wait_for_response()).content
+    allowed = await (await imagine(fake_discord, world, prompt=many)).wait_for_response(timeout=10)
+    assert "This makes 6 jobs" in allowed.content
+
+    too_many = await (await imagine(fake_discord, world, prompt="a fox --repeat 9")).wait_for_response(timeout=10)
+    assert too_many.ephemeral and "Repeat must be between 2 and 4" in too_many.content

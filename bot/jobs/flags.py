@@ -61,6 +61,7 @@ PROMPT_FLAGS: Final[Mapping[str, PromptFlag]] = MappingProxyType(
         "model": PromptFlag("model", _read_text),
         "strength": PromptFlag("strength", _read_float),
         "style": PromptFlag("style", _read_text),
+        "repeat": PromptFlag("repeat", _read_int),
     }
 )
 

@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest
+from bot.jobs.permutations import MAX_LIMIT as MAX_PERMUTATIONS
 from bot.policy import content_filter
 from bot.policy.nsfw import NsfwMode
 from db.records import AuditEntry, Style, Usage
@@ -71,6 +72,11 @@ class ModerationService:
         """A member's usage in the rolling window and their limit there."""
         limit = await self._store.quota_limit(guild_id, user_id, role_ids, self._settings.daily_credits)
         return await self._store.usage(guild_id, user_id), limit
+
+    async def set_permutation_limit(self, guild_id: int, limit: int, *, actor_id: int) -> AuditEntry:
+        if not 1 <= limit <= MAX_PERMUTATIONS:
+            raise InvalidRequest(f"One /imagine may make between 1 and {MAX_PERMUTATIONS} jobs, not {limit}.")
+        return await self._store.set_permutation_limit(guild_id, limit, actor_id=actor_id)
 
     # -- styles ----------------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 MIN_STEPS, MAX_STEPS = 1, 100
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
 MIN_COUNT, MAX_COUNT = 1, 4
+#: ``--repeat N``: the same prompt as N jobs.
+MIN_REPEAT, MAX_REPEAT = 2, 4
 #: How much of a member's picture /imagine redraws (its ``strength``), and the default.
 MIN_STRENGTH, MAX_STRENGTH, DEFAULT_STRENGTH = 0.05, 1.0, 0.6
 SIZE_MULTIPLE = 8  # latent space is 1/8 of the image in every Stable Diffusion VAE
@@ -56,6 +58,7 @@ class ImagineOptions:
     edit: str | None = None  # with a picture: an edit of it instead (bot.images.edits; the command line's)
     lora: str | None = None  # a LoRA of the guild by name (also written <lora:name:0.8> in the prompt)
     style: str | None = None  # a style of the guild by name (also --style name)
+    repeat: int | None = None  # --repeat N: the same prompt as N jobs (bot.jobs.permutations)
 
     def checked(self, *, models: Sequence[str], max_prompt_chars: int) -> CheckedOptions:
         """Flags typed in the prompt first, then every option checked once.
@@ -85,6 +88,8 @@ class ImagineOptions:
             check_range("Seed", options.seed, 0, MAX_SEED)
         if options.strength is not None:
             check_range("Strength", options.strength, MIN_STRENGTH, MAX_STRENGTH)
+        if options.repeat is not None:
+            check_range("Repeat", options.repeat, MIN_REPEAT, MAX_REPEAT)
         return CheckedOptions(
             prompt=prompt,
             negative=negative,

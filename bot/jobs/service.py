@@ -28,6 +28,7 @@ from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, 
 from bot.images.archive import read_source_image
 from bot.images.edits import describe, edit_size
 from bot.images.uploads import fit_to, read_upload, store_upload
+from bot.jobs import permutations
 from bot.jobs.admission import Admission, Origin, cost_of
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
 from bot.jobs.finetunes import FineTuneLibrary
@@ -44,12 +45,16 @@ from bot.jobs.outcomes import (
     WaitingJob,
 )
 from bot.jobs.prompts import check_prompt_weights
-from bot.jobs.recipe import UPSCALE_FACTOR, JobKind, Recipe, embedding_uses, lora_entry, lora_uses
+from bot.jobs.recipe import MAX_SEED, UPSCALE_FACTOR, JobKind, Recipe, embedding_uses, lora_entry, lora_uses
 from bot.jobs.requests import (
+    MAX_COUNT,
+    MAX_REPEAT,
     MAX_SIDE,
+    MIN_REPEAT,
     ImagineOptions,
     Picture,
     check_prompt_text,
+    check_range,
     picture_size,
     resolve_imagine,
     styled,
@@ -129,6 +134,13 @@ class GenerationService:
 
         Raises a ``DomainError`` or ``ModelError``.
         """
+        recipe, notices = await self._recipe_for(options, origin, picture)
+        return await self.submit(recipe, origin, listener, notices=notices)
+
+    async def _recipe_for(
+        self, options: ImagineOptions, origin: Origin, picture: bytes | None
+    ) -> tuple[Recipe, list[str]]:
+        """The recipe an ``/imagine`` makes, and the notices to give with it; nothing is charged or queued."""
         # 1. Options and the flags typed in the prompt through the one parser, the member's own defaults for
         #    what neither gave (one the server no longer allows is left out, with a notice), every value
         #    checked, before a model is loaded for them.
@@ -168,7 +180,37 @@ class GenerationService:
             embeddings=tuple(f"{item.name}:{item.sha256}" for item in fine.embeddings),
             style=checked.style,
         )
-        return await self.submit(recipe, origin, listener, notices=notices)
+        return recipe, notices
+
+    async def expand(self, options: ImagineOptions, origin: Origin) -> list[ImagineOptions]:
+        """The jobs one ``/imagine`` makes: each ``{a, b}`` permutation of its prompt, ``--repeat`` times each.
+
+        Refused in a sentence above the server's limit (``/quota permutations``, 4 by default). A repeat
+        of a job with a seed starts where the last one's seeds end, so each repeat is new and reproducible.
+        """
+        parsed = parse_prompt_flags(options)
+        repeat = parsed.repeat or 1
+        if parsed.repeat is not None:
+            check_range("Repeat", parsed.repeat, MIN_REPEAT, MAX_REPEAT)
+        settings = await self.store.guild_settings(origin.guild_id) if origin.guild_id is not None else None
+        limit = (settings.permutations if settings is not None else None) or permutations.DEFAULT_LIMIT
+        total = permutations.count(parsed.prompt) * repeat
+        if total > limit:
+            raise InvalidRequest(f"That prompt makes {total} jobs; this server allows at most {limit} at once.")
+        count = parsed.count or MAX_COUNT
+        jobs = []
+        for prompt in permutations.expand(parsed.prompt, limit):
+            for turn in range(repeat):
+                seed = None if parsed.seed is None else (parsed.seed + turn * count) % (MAX_SEED + 1)
+                jobs.append(replace(parsed, prompt=prompt, repeat=None, seed=seed))
+        return jobs
+
+    async def quote(self, options: ImagineOptions, origin: Origin) -> int:
+        """What ``imagine(options)`` would charge, checked as it would be (prompt, filter, model), charging nothing."""
+        recipe, _ = await self._recipe_for(options, origin, None)
+        decision = await self._admission.nsfw_decision(origin)
+        await self._admission.check_prompt(recipe.prompt, origin, decision)
+        return cost_of(recipe, await self.worker.preset(recipe.model))
 
     async def reroll(
         self, job_id: int, origin: Origin, listener: ServiceListener | None = None, *, prompt: str | None = None

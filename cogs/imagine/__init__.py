@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from cogs.imagine._buttons import JobButton
 from cogs.imagine._cog import Imagine
+from cogs.imagine._plans import PlanButton
 from cogs.imagine._remix import RegionSelect
 
 if TYPE_CHECKING:
@@ -27,5 +28,5 @@ __all__ = ["Imagine", "JobButton", "setup"]
 
 
 async def setup(bot: LatentcordBot) -> None:
-    bot.add_dynamic_items(JobButton, RegionSelect)
+    bot.add_dynamic_items(JobButton, RegionSelect, PlanButton)
     await bot.add_cog(Imagine(bot))

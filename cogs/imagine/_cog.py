@@ -31,6 +31,7 @@ from cogs._shared.replies import reply_ephemeral
 from cogs.imagine._admission import Start, admit, button_start
 from cogs.imagine._buttons import REMIXABLE, ButtonAction
 from cogs.imagine._delivery import Deliveries, result_message
+from cogs.imagine._plans import Plan, Plans
 from cogs.imagine._remix import REGION_QUESTION, RemixModal, region_menu
 from cogs.imagine._resumed import ResumedJobs
 from cogs.imagine._wording import headline
@@ -47,6 +48,7 @@ class Imagine(commands.Cog):
         self.service = bot.service
         self._deliveries = Deliveries(bot)
         self._resumed = ResumedJobs(bot, self._deliveries)
+        self.plans = Plans(bot)
 
     async def cog_load(self) -> None:
         self.service.add_listener(self._resumed.on_event)
@@ -110,21 +112,28 @@ class Imagine(commands.Cog):
             style=style,
         )
         origin = origin_of(interaction)
+        jobs = await self.service.expand(options, origin)  # {a, b} permutations and --repeat
+        if len(jobs) > 1:
+            picture = await self._picture(image)
+            await self.plans.ask(interaction, Plan(interaction.user.id, origin, tuple(jobs), picture))
+            return
+        options = jobs[0]
 
         async def start(listener: ServiceListener) -> SubmittedJob:
-            picture: bytes | None = None
-            if image is not None:
-                # Refused on what Discord says of it before it is downloaded; decoded by the service, off the loop.
-                check_attachment(image.filename, image.content_type, image.size)
-                try:
-                    picture = await image.read()
-                except discord.HTTPException:
-                    raise InvalidRequest(
-                        "That picture could not be downloaded from Discord; attach it again."
-                    ) from None
+            # Refused on what Discord says of it before it is downloaded; decoded by the service, off the loop.
+            picture = await self._picture(image)
             return await self.service.imagine(options, origin, listener, picture=picture)
 
         await admit(self.bot, self._deliveries, interaction, start)
+
+    async def _picture(self, image: discord.Attachment | None) -> bytes | None:
+        if image is None:
+            return None
+        check_attachment(image.filename, image.content_type, image.size)
+        try:
+            return await image.read()
+        except discord.HTTPException:
+            raise InvalidRequest("That picture could not be downloaded from Discord; attach it again.") from None
 
     @imagine.autocomplete("model")
     async def _model_autocomplete(

@@ -17,6 +17,15 @@ from cogs.moderation._base import ModeratorCommands, moderator_group
 class QuotaCommands(ModeratorCommands):
     quota_group = moderator_group("quota", "Credits members may spend per 24 hours.")
 
+    @quota_group.command(name="permutations", description="How many jobs one /imagine may make ({a, b}, --repeat).")
+    @app_commands.describe(limit="Jobs one /imagine may make with permutations and --repeat (1-12, default 4)")
+    @moderators_only()
+    async def quota_permutations(
+        self, interaction: discord.Interaction[Any], limit: app_commands.Range[int, 1, 12]
+    ) -> None:
+        entry = await self.moderation.set_permutation_limit(guild_of(interaction), limit, actor_id=interaction.user.id)
+        await self._changed(interaction, entry, f"One /imagine may now make up to {limit} jobs on this server.")
+
     @quota_group.command(name="set", description="Set the credits per 24 hours of a member, a role, or the server.")
     @app_commands.describe(
         limit="Credits per rolling 24 hours", user="The member", role="The role (give neither for the server default)"
