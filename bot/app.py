@@ -61,6 +61,9 @@ class LatentcordBot(commands.Bot):
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # channels (their age-restricted flag) and roles come from guild events
+        # ✉️ and ❌ on results: reaction events only (not privileged, and no message content).
+        intents.guild_reactions = True
+        intents.dm_reactions = True
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,

@@ -291,3 +291,46 @@ async def test_no_queues_nothing_and_the_limit_is_the_servers(
 
     too_many = await (await imagine(fake_discord, world, prompt="a fox --repeat 9")).wait_for_response(timeout=10)
     assert too_many.ephemeral and "Repeat must be between 2 and 4" in too_many.content
+
+
+async def test_an_envelope_reaction_sends_the_images_and_parameters_by_direct_message(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    grid = await finished_grid(await imagine(fake_discord, world, prompt="a lighthouse", seed=12, count=2))
+    reader = fake_discord.add_member(world.guild, "reader")
+    await fake_discord.react(grid, "✉️", user=reader)
+    dm = fake_discord.dm_channel(reader)
+    sent = await fake_discord.wait_until(
+        lambda: next(iter(fake_discord.channel_messages(dm)), None), timeout=30, what="the direct message"
+    )
+    assert "seeds 12, 13" in sent.content and "a lighthouse" in sent.content and "Steps: 3" in sent.content
+    assert len(sent.attachments) == 2
+
+    closed = fake_discord.add_member(world.guild, "private")
+    closed.user.dms_closed = True
+    await fake_discord.react(grid, "✉️", user=closed)
+    notice = await fake_discord.wait_until(
+        lambda: next(
+            (
+                m
+                for m in fake_discord.channel_messages(world.text_channel)
+                if "DMs from this server are closed" in m.content
+            ),
+            None,
+        ),
+        timeout=30,
+        what="the closed-DMs notice",
+    )
+    assert f"<@{closed.user.id}>" in notice.content
+
+
+async def test_a_cross_from_a_stranger_does_nothing_and_from_the_requester_deletes(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    grid = await finished_grid(await imagine(fake_discord, world, prompt="a lighthouse"))
+    stranger = fake_discord.add_member(world.guild, "stranger")
+    await fake_discord.react(grid, "❌", user=stranger)
+    other = await finished_grid(await imagine(fake_discord, world, prompt="a fox"))  # the bot has moved on since
+    assert other.id != grid.id and not grid.deleted
+    await fake_discord.react(grid, "❌", user=world.member)
+    await fake_discord.wait_until(lambda: grid.deleted or None, timeout=30, what="the result deleted")

@@ -32,6 +32,7 @@ from cogs.imagine._admission import Start, admit, button_start
 from cogs.imagine._buttons import REMIXABLE, ButtonAction
 from cogs.imagine._delivery import Deliveries, result_message
 from cogs.imagine._plans import Plan, Plans
+from cogs.imagine._reactions import Reactions
 from cogs.imagine._remix import REGION_QUESTION, RemixModal, region_menu
 from cogs.imagine._resumed import ResumedJobs
 from cogs.imagine._wording import headline
@@ -49,6 +50,7 @@ class Imagine(commands.Cog):
         self._deliveries = Deliveries(bot)
         self._resumed = ResumedJobs(bot, self._deliveries)
         self.plans = Plans(bot)
+        self._reactions = Reactions(bot)
 
     async def cog_load(self) -> None:
         self.service.add_listener(self._resumed.on_event)
@@ -164,6 +166,10 @@ class Imagine(commands.Cog):
         return fit_select_options(
             [app_commands.Choice(name=item.name, value=item.name) for item in loras if typed in item.name.casefold()]
         )
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._reactions.on_reaction(payload)
 
     # -- /show -------------------------------------------------------------------------
 

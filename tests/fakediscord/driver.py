@@ -14,7 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tests.fakediscord.changes import ChangeFeed
-from tests.fakediscord.gateway import Gateway, GatewaySession
+from tests.fakediscord.gateway import (
+    INTENT_DIRECT_MESSAGE_REACTIONS,
+    INTENT_GUILD_MESSAGE_REACTIONS,
+    Gateway,
+    GatewaySession,
+)
 from tests.fakediscord.interactions import (
     InteractionRecord,
     OptionContext,
@@ -336,6 +341,27 @@ class Driver:
                 raise ValueError(f"{custom_id!r} takes between min_values and max_values choices")
         data: dict[str, Any] = {"custom_id": custom_id, "component_type": 3, "values": list(values)}
         return await self._component_interaction(stored, data, user)
+
+    async def react(self, message: StoredMessage | int, emoji: str, *, user: FakeUser | FakeMember) -> None:
+        """Add a reaction to a message, as a user's client does: MESSAGE_REACTION_ADD to sessions with the intent."""
+        stored = self._messages.messages[message] if isinstance(message, int) else message
+        person = user.user if isinstance(user, FakeMember) else user
+        data: dict[str, Any] = {
+            "user_id": str(person.id),
+            "channel_id": str(stored.channel_id),
+            "message_id": str(stored.id),
+            "message_author_id": str(stored.author.id),
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
+        }
+        intent = INTENT_DIRECT_MESSAGE_REACTIONS
+        if stored.guild_id is not None:
+            guild = self._world.guilds[stored.guild_id]
+            data["guild_id"] = str(stored.guild_id)
+            data["member"] = self._world.member_in(guild, person).to_payload()
+            intent = INTENT_GUILD_MESSAGE_REACTIONS
+        self._gateway.broadcast("MESSAGE_REACTION_ADD", data, intent=intent)
 
     async def submit_modal(
         self, interaction: InteractionRecord, values: Mapping[str, str], *, user: FakeUser | FakeMember | None = None

@@ -143,6 +143,7 @@ class FakeDiscord:
         self.press_button = driver.press_button
         self.choose = driver.choose
         self.submit_modal = driver.submit_modal
+        self.react = driver.react
         self.wait_for_gateway = driver.wait_for_gateway
 
     @property

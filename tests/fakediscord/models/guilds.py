@@ -18,6 +18,7 @@ class FakeUser:
     username: str
     global_name: str | None = None
     bot: bool = False
+    dms_closed: bool = False  # "allow direct messages from server members" off: the bot cannot DM them
 
     @property
     def mention(self) -> str:

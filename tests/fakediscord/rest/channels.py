@@ -62,6 +62,8 @@ class ChannelRoutes:
         if request.files:
             needed |= Permission.ATTACH_FILES
         self._require(channel, needed)
+        if channel.is_dm and any(user.dms_closed for user in channel.recipients):
+            raise DiscordAPIError(403, 50007, "Cannot send messages to this user")
         message = fake.create_message(
             channel, fake.bot_user, request.json, request.files, size_limit=fake.attachment_limit_for(channel)
         )
