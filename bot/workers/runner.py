@@ -3,7 +3,7 @@
 ``WorkerRunner.run`` is called in the thread that owns the GPU (a thread of the bot, or the
 main thread of a worker process). It decodes the source images, runs the batch, sends a
 ``ProgressReport`` from the step callback (a preview every ``preview_interval_s`` per job,
-the first one interval in, and a heartbeat at every other step), then hands each job's images to the finishing
+the first one interval in, and a heartbeat at most every ``HEARTBEAT_INTERVAL_S`` between), then hands each job's images to the finishing
 executor (classification and encoding, beside the GPU) and returns at once, so the next
 batch can start while the last one is encoded. Each job's ``Result`` is sent when its
 finishing is done. ``cancel`` may be called from any thread.
@@ -56,6 +56,9 @@ OPERATIONS = {
 
 #: The edge of a progress preview's cells, in pixels.
 PREVIEW_CELL_PX = 64
+#: Step callbacks report at most this often when no preview is due: enough for a lost-worker check that
+#: waits tens of seconds, and a GPU process that sends a message per step does work it need not do.
+HEARTBEAT_INTERVAL_S = 0.5
 
 
 def batch_spec(recipe: Recipe) -> BatchSpec:
@@ -143,6 +146,7 @@ class WorkerRunner:
         self._max_batch_images = max_batch_images
         self._finetunes_dir = finetunes_dir  # where this worker finds approved LoRAs and embeddings
         self._clock = clock
+        self._last_heartbeat = float("-inf")  # the step callback's last report, in ``clock`` time
         self._lock = threading.Lock()
         self._running: dict[int, _Running] = {}
         self._presets: dict[str, ModelPreset] = {}  # the models it has loaded, in the order it loaded them
@@ -290,7 +294,10 @@ class WorkerRunner:
                     )
                 )
                 sent = True
-            if not sent:  # a heartbeat: the GPU is moving
+            if sent:
+                self._last_heartbeat = now
+            elif now - self._last_heartbeat >= HEARTBEAT_INTERVAL_S:  # a heartbeat: the GPU is moving
+                self._last_heartbeat = now
                 self._send(ProgressReport(self.worker_id, self.boot_id, run.batch_id, None))
 
         def should_interrupt() -> bool:
