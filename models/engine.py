@@ -415,6 +415,9 @@ class DiffusionEngine:
             if resident.adapters:
                 pipeline.disable_lora()
             return
+        if _qkv_fused(pipeline):
+            # A LoRA's q/k/v layers are skipped by fused attention (only to_out would apply): unfuse first.
+            pipeline.unfuse_qkv_projections()
         for file_id, _ in spec.loras:
             if file_id in resident.adapters:
                 resident.adapters.move_to_end(file_id)
@@ -459,3 +462,9 @@ def _fine_tune_file(file: str) -> Path:
     if not path.is_file():
         raise ModelUnavailable("A LoRA or embedding of this job is no longer stored where this worker looks.")
     return path
+
+
+def _qkv_fused(pipeline: Pipeline) -> bool:
+    """Whether the UNet runs fused QKV attention (the fast path's set-up on CUDA)."""
+    processors = getattr(pipeline.unet, "attn_processors", {})
+    return any(type(processor).__name__.startswith("Fused") for processor in processors.values())

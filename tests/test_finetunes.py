@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from bot.jobs.recipe import lora_uses
 from bot.settings import Settings
 from bot.workers.runner import batch_spec
-from models.engine import DiffusionEngine
+from models.engine import DiffusionEngine, EngineConfig
 from models.finetunes import FineTuneError, inspect_fine_tune
 from models.tiny import TINY_MODEL_ID
 from tests import discord_bot_helpers
@@ -293,3 +293,31 @@ async def test_a_disabled_model_is_refused_on_that_server_only(
             "model enable", {"name": extra}, user=world.moderator, channel=world.text_channel
         )
         assert "may now be used" in (await on.wait_for_response()).content
+
+
+def test_a_lora_on_a_model_with_fused_attention_applies_whole(tmp_path: Path, lora_file: bytes) -> None:
+    """SD_COMPILE=auto fuses QKV on CUDA; a LoRA's q/k/v layers would then be skipped, so the engine unfuses."""
+    from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+
+    path = tmp_path / f"{'c' * 64}.safetensors"
+    path.write_bytes(lora_file)
+
+    def engine_image(fuse: bool) -> np.ndarray:
+        engine = DiffusionEngine(EngineConfig(device="cpu", cache_dir=tmp_path / "cache"))
+        engine.load(TINY_MODEL_ID)
+        if fuse:
+            engine._resident.pipeline.fuse_qkv_projections()  # as the fast path does on CUDA
+        spec = BatchSpec(
+            model=TINY_MODEL_ID,
+            operation=Operation.TXT2IMG,
+            width=64,
+            height=64,
+            steps=3,
+            guidance=7.0,
+            scheduler="EulerAncestralDiscreteScheduler",
+            loras=((str(path), 1.0),),
+        )
+        image = engine.run(GenerationBatch(spec, (ImageTask("a cat", "", 1),))).images[0]
+        return np.asarray(image, dtype=np.int16)
+
+    assert np.abs(engine_image(fuse=True) - engine_image(fuse=False)).max() <= 2
