@@ -415,13 +415,14 @@ class DiffusionEngine:
             if resident.adapters:
                 pipeline.disable_lora()
             return
-        if _qkv_fused(pipeline):
-            # A LoRA's q/k/v layers are skipped by fused attention (only to_out would apply): unfuse first.
-            pipeline.unfuse_qkv_projections()
         for file_id, _ in spec.loras:
             if file_id in resident.adapters:
                 resident.adapters.move_to_end(file_id)
                 continue
+            if not resident.adapters and _qkv_fused(pipeline):
+                # Only before a model's first adapter: the check walks every module, and nothing fuses again.
+                # A LoRA's q/k/v layers are skipped by fused attention (only to_out would apply): unfuse first.
+                pipeline.unfuse_qkv_projections()
             wanted = {wanted_id for wanted_id, _ in spec.loras}
             while len(resident.adapters) >= self._config.lora_cache:
                 evicted = next((old for old in resident.adapters if old not in wanted), None)

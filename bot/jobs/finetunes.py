@@ -66,10 +66,6 @@ class Resolved:
     loras: tuple[LoraUse, ...]
     embeddings: tuple[FineTune, ...]
 
-    @property
-    def used(self) -> tuple[str, ...]:
-        return (*(use.name for use in self.loras), *(embedding.name for embedding in self.embeddings))
-
 
 class FineTuneLibrary:
     """The guilds' approved fine-tunes: adding, removing and listing them, and reading them out of prompts."""

@@ -29,10 +29,6 @@ class _Choice:
 _Part = _Text | _Choice
 
 
-def has_permutations(prompt: str) -> bool:
-    return "{" in prompt.replace("\\{", "")
-
-
 def count(prompt: str) -> int:
     """How many prompts ``prompt`` expands to."""
     return _count(_parse(prompt))
