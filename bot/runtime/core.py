@@ -17,7 +17,7 @@ from bot.jobs.service import GenerationService
 from bot.settings import Settings
 from bot.workers.dispatch import Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
-from bot.workers.process_main import WorkerConfig, engine_config
+from bot.workers.process_main import engine_config, worker_config
 from bot.workers.processes import ProcessTransport, local_worker_configs
 from bot.workers.streams import streams_transport
 from db.store import Store
@@ -56,7 +56,7 @@ async def open_core(
         if engine is None and settings.redis_url is not None:
             transport = streams_transport(settings)  # workers on any host, through Valkey or Redis
         elif engine is not None or settings.workers == "thread":
-            engine = engine or DiffusionEngine(engine_config(worker_config(settings, classifier)))
+            engine = engine or DiffusionEngine(engine_config(worker_config(settings, "in-process", classifier)))
             transport = InProcessTransport(
                 engine,
                 classifier=classifier if classifier is not None else OpenNsfwClassifier(),
@@ -65,7 +65,7 @@ async def open_core(
             )
         else:
             transport = ProcessTransport(
-                local_worker_configs(worker_config(settings, classifier), local_gpus(settings))
+                local_worker_configs(worker_config(settings, "local", classifier), local_gpus(settings))
             )
         worker = dispatcher(settings, store, transport)
         await worker.start()
@@ -76,22 +76,6 @@ async def open_core(
             await service.close()
     finally:
         await store.close()
-
-
-def worker_config(settings: Settings, classifier: ImageClassifier | None) -> WorkerConfig:
-    """What each local worker process is told: the models to load (the default last), the device, the batch bound."""
-    return WorkerConfig(
-        worker_id="local",
-        device=settings.device,
-        cache_dir=settings.model_cache_dir,
-        models=(*reversed(settings.models),),
-        max_batch_images=settings.batch_max_images,
-        compile=settings.sd_compile,
-        finetunes_dir=settings.finetunes_dir,
-        lora_cache=settings.lora_cache,
-        classifier=classifier,
-        log_level=settings.log_level,
-    )
 
 
 def local_gpus(settings: Settings) -> int:

@@ -31,6 +31,7 @@ from bot.workers.runner import WorkerRunner
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
+    from bot.settings import Settings
     from models.engine import EngineConfig
     from models.safety import ImageClassifier
 
@@ -54,6 +55,23 @@ class WorkerConfig:
     classifier: ImageClassifier | None = None
     cuda_device: int | None = None  # the GPU this worker owns
     log_level: str = "INFO"
+
+
+def worker_config(settings: Settings, worker_id: str, classifier: ImageClassifier | None = None) -> WorkerConfig:
+    """What a worker is told, from the bot's settings: the models to load (the default last), the device,
+    the batch bound, compiling, fine-tunes; the bot's children and ``python -m bot worker`` alike."""
+    return WorkerConfig(
+        worker_id=worker_id,
+        device=settings.device,
+        cache_dir=settings.model_cache_dir,
+        models=(*reversed(settings.models),),
+        max_batch_images=settings.batch_max_images,
+        compile=settings.sd_compile,
+        finetunes_dir=settings.finetunes_dir,
+        lora_cache=settings.lora_cache,
+        classifier=classifier,
+        log_level=settings.log_level,
+    )
 
 
 def engine_config(config: WorkerConfig) -> EngineConfig:

@@ -33,7 +33,7 @@ import redis
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from bot.workers.finishing import start_side_process
-from bot.workers.process_main import WorkerConfig, classifier_factory, engine_config
+from bot.workers.process_main import WorkerConfig, classifier_factory, engine_config, worker_config
 from bot.workers.protocol import Cancel, Message, ProgressReport, ProtocolMismatch, Result, Run, decode, encode
 from bot.workers.runner import WorkerRunner
 from bot.workers.streams import (
@@ -68,21 +68,6 @@ def default_worker_id() -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", f"{socket.gethostname()}-{os.getpid()}")[-64:]
 
 
-def worker_config(settings: Settings) -> WorkerConfig:
-    """What this worker loads and how it runs, from the same settings as the bot."""
-    return WorkerConfig(
-        worker_id=settings.worker_id or default_worker_id(),
-        device=settings.device,
-        cache_dir=settings.model_cache_dir,
-        models=(*reversed(settings.models),),
-        max_batch_images=settings.batch_max_images,
-        compile=settings.sd_compile,
-        finetunes_dir=settings.finetunes_dir,
-        lora_cache=settings.lora_cache,
-        log_level=settings.log_level,
-    )
-
-
 def worker_main(settings: Settings) -> int:
     """``python -m bot worker``: serve until SIGTERM or Ctrl-C; 2 with a sentence when it cannot start."""
     if settings.redis_url is None:
@@ -93,7 +78,7 @@ def worker_main(settings: Settings) -> int:
         )
         return 2
     try:
-        serve_streams(settings.redis_url, worker_config(settings))
+        serve_streams(settings.redis_url, worker_config(settings, settings.worker_id or default_worker_id()))
     except (BrokerUnreachable, ModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
