@@ -137,3 +137,28 @@ def build(arch: str, scale: str, folder: Path) -> Path:
 
 def parameters(module: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
+
+
+def write_tiny_loras(folder: Path, names: list[str], *, rank: int = 4, scale: float = 0.5) -> list[Path]:
+    """LoRAs for ``builtin:tiny``'s attention (PEFT on its UNet, saved in diffusers' layout), the n-th from
+    seed n, with random weights of ``scale`` so they show: for the LoRA tests and the LoRA benchmark."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    from models.loading import load_pipeline
+    from models.tiny import TINY_MODEL_ID
+
+    pipeline = load_pipeline(TINY_MODEL_ID, device=torch.device("cpu"), dtype=torch.float32, cache_dir=folder)
+    unet = pipeline.unet
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]), "made")
+    template = get_peft_model_state_dict(unet, adapter_name="made")
+    files = []
+    for seed, name in enumerate(names):
+        generator = torch.Generator().manual_seed(seed)
+        state = {key: torch.randn(tensor.shape, generator=generator) * scale for key, tensor in template.items()}
+        StableDiffusionPipeline.save_lora_weights(
+            folder, unet_lora_layers=convert_state_dict_to_diffusers(state), weight_name=name
+        )
+        files.append(folder / name)
+    return files

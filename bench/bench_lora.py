@@ -25,31 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import psutil
 import torch
 
+from bench._architectures import write_tiny_loras
 from models.engine import DiffusionEngine, EngineConfig
-from models.loading import load_pipeline
 from models.tiny import TINY_MODEL_ID
 from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
-
-
-def make_loras(folder: Path, count: int) -> list[str]:
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    pipeline = load_pipeline(TINY_MODEL_ID, device=torch.device("cpu"), dtype=torch.float32, cache_dir=folder)
-    unet = pipeline.unet
-    unet.add_adapter(LoraConfig(r=8, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"]), "made")
-    template = get_peft_model_state_dict(unet, adapter_name="made")
-    files = []
-    for number in range(count):
-        generator = torch.Generator().manual_seed(number)
-        state = {key: torch.randn(tensor.shape, generator=generator) * 0.3 for key, tensor in template.items()}
-        name = f"{hashlib.sha256(str(number).encode()).hexdigest()}.safetensors"
-        StableDiffusionPipeline.save_lora_weights(
-            folder, unet_lora_layers=convert_state_dict_to_diffusers(state), weight_name=name
-        )
-        files.append(str(folder / name))
-    return files
 
 
 def main() -> None:
@@ -60,7 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        files = make_loras(folder, 6)
+        names = [f"{hashlib.sha256(str(number).encode()).hexdigest()}.safetensors" for number in range(6)]
+        files = [str(path) for path in write_tiny_loras(folder, names, rank=8, scale=0.3)]
         engine = DiffusionEngine(EngineConfig(device=args.device, cache_dir=folder, lora_cache=args.cache))
         engine.load(TINY_MODEL_ID)
         sets = itertools.cycle(

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from bench._architectures import write_tiny_loras
 from bot.jobs.recipe import lora_uses
 from bot.settings import Settings
 from bot.workers.runner import batch_spec
@@ -37,25 +38,8 @@ bot = discord_bot_helpers.bot
 @pytest.fixture(scope="module")
 def lora_file(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A real LoRA for the tiny model's attention, in diffusers' layout, with weights big enough to show."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    from models.loading import load_pipeline
-
-    folder = tmp_path_factory.mktemp("lora")
-    pipeline = load_pipeline(TINY_MODEL_ID, device=torch.device("cpu"), dtype=torch.float32, cache_dir=folder)
-    unet = pipeline.unet
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]), "made")
-    generator = torch.Generator().manual_seed(0)
-    state = {
-        key: torch.randn(tensor.shape, generator=generator) * 0.5
-        for key, tensor in get_peft_model_state_dict(unet, adapter_name="made").items()
-    }
-    StableDiffusionPipeline.save_lora_weights(
-        folder, unet_lora_layers=convert_state_dict_to_diffusers(state), weight_name="ink.safetensors"
-    )
-    return (folder / "ink.safetensors").read_bytes()
+    (path,) = write_tiny_loras(tmp_path_factory.mktemp("lora"), ["ink.safetensors"])
+    return path.read_bytes()
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
