@@ -54,17 +54,23 @@ async def test_show_refuses_someone_elses_job_and_a_job_that_does_not_exist(
     assert answer.ephemeral and "Job 99999 does not exist." in answer.content
 
 
+async def moderator(fake: FakeDiscord, world: GuildSetup, command: str, options: dict) -> str:
+    """A moderator's command, and the answer's text."""
+    ix = await fake.run_slash(command, options, user=world.moderator, channel=world.text_channel)
+    return (await ix.wait_for_response()).content or ""
+
+
 async def test_a_style_wraps_the_prompt_is_filtered_whole_and_named_in_the_png(
     fake_discord: FakeDiscord, world: GuildSetup, bot
 ) -> None:
     _, core = bot
-    added = await fake_discord.run_slash(
+    added = await moderator(
+        fake_discord,
+        world,
         "style add",
         {"name": "noir", "prompt": "{prompt}, film noir, black and white", "negative": "colour"},
-        user=world.moderator,
-        channel=world.text_channel,
     )
-    assert "may now use the style `noir`" in (await added.wait_for_response()).content
+    assert "may now use the style `noir`" in added
 
     grid = await finished_grid(await imagine(fake_discord, world, prompt="a detective", style="noir", count=1))
     job = await core.store.get_job(job_id_of(grid))
@@ -79,17 +85,8 @@ async def test_a_style_wraps_the_prompt_is_filtered_whole_and_named_in_the_png(
     unknown = await (await imagine(fake_discord, world, prompt="a cat", style="pastel")).wait_for_response(timeout=5)
     assert unknown.ephemeral and "no style named `pastel`" in unknown.content
 
-    await (
-        await fake_discord.run_slash("filter add", {"term": "clown"}, user=world.moderator, channel=world.text_channel)
-    ).wait_for_response()
-    await (
-        await fake_discord.run_slash(
-            "style add",
-            {"name": "circus", "prompt": "{prompt} with a clown"},
-            user=world.moderator,
-            channel=world.text_channel,
-        )
-    ).wait_for_response()
+    await moderator(fake_discord, world, "filter add", {"term": "clown"})
+    await moderator(fake_discord, world, "style add", {"name": "circus", "prompt": "{prompt} with a clown"})
     blocked = await (await imagine(fake_discord, world, prompt="a tent", style="circus")).wait_for_response(timeout=5)
     assert blocked.ephemeral and "blocked" in blocked.content
 
@@ -98,14 +95,7 @@ async def test_settings_keep_a_members_defaults_options_win_and_reset_goes_back(
     fake_discord: FakeDiscord, world: GuildSetup, bot
 ) -> None:
     _, core = bot
-    await (
-        await fake_discord.run_slash(
-            "style add",
-            {"name": "noir", "prompt": "{prompt}, film noir"},
-            user=world.moderator,
-            channel=world.text_channel,
-        )
-    ).wait_for_response()
+    await moderator(fake_discord, world, "style add", {"name": "noir", "prompt": "{prompt}, film noir"})
     opened = await fake_discord.run_slash("settings", user=world.member, channel=world.text_channel)
     panel = await opened.wait_for_response(timeout=5)
     assert panel.ephemeral and "Your defaults" in panel.content
@@ -135,9 +125,7 @@ async def test_settings_keep_a_members_defaults_options_win_and_reset_goes_back(
     job = await core.store.get_job(job_id_of(given))
     assert job is not None and (job.recipe.steps, job.recipe.count) == (3, 2)  # options on the command win
 
-    await (
-        await fake_discord.run_slash("style remove", {"name": "noir"}, user=world.moderator, channel=world.text_channel)
-    ).wait_for_response()
+    await moderator(fake_discord, world, "style remove", {"name": "noir"})
     noticed = await imagine(fake_discord, world, prompt="a fox", steps=None)
     status = await noticed.wait_for_original()
     assert "Your default style noir is not on this server" in status.content
