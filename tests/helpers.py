@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
+from bot.images.grid import grid_cells
 from bot.settings import Settings
 from models.tiny import TINY_MODEL_ID
 
 if TYPE_CHECKING:
-    from PIL import Image
-
+    from bot.jobs.events import JobOutput
     from tests.fakediscord.models import StoredMessage
 
 T0 = 1_700_000_000.0
@@ -64,6 +66,12 @@ def has_grid(message: StoredMessage) -> bool:
     return bool(message.attachments) and any(
         b.get("label") == "🔄" or "Vary" in str(b.get("label")) for b in message.buttons
     )
+
+
+def output_images(output: JobOutput) -> list[Image.Image]:
+    """The images a worker's output holds, cut from its lossless grid as the bot cuts them."""
+    with Image.open(io.BytesIO(output.grid.data)) as grid:
+        return grid_cells(grid.convert("RGB"), output.count)
 
 
 def pixels(image: Image.Image) -> np.ndarray:

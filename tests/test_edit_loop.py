@@ -8,6 +8,7 @@ the feather band (1/16 of the shorter side), anything inside the redrawn part.
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -297,8 +298,7 @@ async def test_edits_work_after_a_restart_and_say_when_their_source_is_gone(
 
         job = await core.store.get_job(int(source.button(label="Delete")["custom_id"].split(":")[2]))
         assert job is not None
-        for path in job.image_paths:
-            Path(path).unlink()
+        shutil.rmtree(Path((await core.service.image_files(job))[0]).parent)  # the grid and every image
         gone = await fake_discord.press_button(source, user=world.member, label="⬅️")
         answer = await gone.wait_for_response(timeout=5)
         assert answer.ephemeral and "no longer available" in answer.content

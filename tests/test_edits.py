@@ -161,7 +161,7 @@ async def test_edits_of_two_members_share_one_pipeline_call_and_a_lost_gpu_memor
         assert calls == [1, 8]  # the blocker, then both members' four images in one call
         for job_id in (1, 2):
             (finished,) = [e for e in done[job_id] if isinstance(e, Finished)]
-            assert len(finished.output.images) == 4
+            assert finished.output.count == 4
 
         def out_of_memory(pipeline, arguments):  # type: ignore[no-untyped-def]
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")

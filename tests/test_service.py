@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded
+from bot.images.grid import grid_cells
 from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
 from bot.jobs.recipe import JobKind
 from bot.jobs.requests import ImagineOptions
@@ -21,7 +23,7 @@ from bot.runtime.core import Core, open_core
 from bot.settings import Settings
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import NoNsfw, tiny_settings
+from tests.helpers import NoNsfw, pixels, tiny_settings
 from tests.recipes import a_recipe
 
 GUILD, CHANNEL, NSFW_CHANNEL = 100, 200, 201
@@ -92,12 +94,38 @@ async def test_a_job_is_charged_recorded_generated_and_written(core: Core) -> No
     result = finished.result
     assert result.job.status == "done"
     assert result.job.recipe.seeds == (7, 8, 9, 10)
-    assert [path.exists() for path in result.image_paths] == [True] * 4
     with Image.open(io.BytesIO(result.grid.data)) as grid:
-        assert grid.size == (128, 128)
+        assert grid.format == "PNG" and grid.size == (128, 128)
         assert 'Seeds: "7, 8, 9, 10"' in grid.text["parameters"]
+        cells = [pixels(cell) for cell in grid_cells(grid.convert("RGB"), 4)]
+    # Each image's own file follows the grid: the same pixels, its own seed.
+    paths = await core.service.image_files(result.job)
+    assert paths == result.image_paths
+    for path, cell, seed in zip(paths, cells, (7, 8, 9, 10), strict=True):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (64, 64)
+            assert f"Seed: {seed}," in image.text["parameters"] and "Seeds:" not in image.text["parameters"]
+            assert np.array_equal(pixels(image.convert("RGB")), cell)
     usage = await core.store.usage(GUILD, ALICE)
     assert usage.used == 1
+
+
+async def test_image_files_lost_in_a_crash_are_cut_again_from_the_grid(core: Core) -> None:
+    _, events = await imagine(core, seed=3)
+    finished = await events.end()
+    assert isinstance(finished, Completed)
+    paths = await core.service.image_files(finished.result.job)
+    before = [path.read_bytes() for path in paths]
+    for path in paths:
+        path.unlink()  # as if the bot died between posting the grid and writing these
+    assert [path.read_bytes() for path in await core.service.image_files(finished.result.job)] == before
+    # A variation of image 2 cut again from the grid starts from it as usual.
+    paths[1].unlink()
+    variation_events = Events()
+    await core.service.variation(finished.result.job.id, 1, alice(), variation_events)
+    variation = await variation_events.end()
+    assert isinstance(variation, Completed) and variation.result.job.recipe.parent_image == 1
+    assert paths[1].read_bytes() == before[1]
 
 
 async def test_a_default_imagine_costs_four_credits(core: Core) -> None:
@@ -230,7 +258,7 @@ async def test_upscale_variation_and_reroll_are_charged_to_whoever_pressed(core:
     upscale = await core.service.upscale(parent_job.id, 2, bob, upscale_events)
     up = (await upscale_events.end()).result
     assert up.job.recipe.kind == "upscale" and up.job.recipe.parent_image == 2 and up.job.recipe.seeds == (5,)
-    assert Image.open(up.image_paths[0]).size == (128, 128)
+    assert Image.open((await core.service.image_files(up.job))[0]).size == (128, 128)
     # One image of 4x the native pixels, at its share of the default 20 steps, rounded up.
     assert upscale.recipe.steps == 4  # enough for one step at strength 0.3
     assert upscale.cost == math.ceil(4 * 4 / 20)
@@ -239,7 +267,7 @@ async def test_upscale_variation_and_reroll_are_charged_to_whoever_pressed(core:
     await core.service.variation(parent_job.id, 0, bob, variation_events)
     variation = (await variation_events.end()).result
     assert len(variation.image_paths) == 4 and variation.job.recipe.kind == "variation"
-    assert Image.open(variation.image_paths[0]).size == (64, 64)
+    assert Image.open((await core.service.image_files(variation.job))[0]).size == (64, 64)
 
     reroll_events = Events()
     await core.service.reroll(parent_job.id, bob, reroll_events)
@@ -286,7 +314,7 @@ async def test_rerolling_variations_makes_new_variations_of_the_same_image(core:
 async def test_a_variation_whose_source_is_gone_is_refused_without_naming_server_paths(core: Core) -> None:
     _, events = await imagine(core)
     parent = (await events.end()).result.job
-    Path(parent.image_paths[0]).unlink()
+    shutil.rmtree(Path((await core.service.image_files(parent))[0]).parent)  # the grid and every image
     with pytest.raises(JobNotFound) as raised:
         await core.service.variation(parent.id, 0, alice())
     assert str(raised.value) == f"The images of job {parent.id} are no longer available, so they cannot be used."

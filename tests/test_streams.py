@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import signal
 import sys
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from bot.jobs.events import Finished, JobEvent, Progress, Started
 from bot.settings import Settings, SettingsError
@@ -38,7 +36,7 @@ from bot.workers.streams import (
 )
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import MemoryAttempts
+from tests.helpers import MemoryAttempts, output_images
 from tests.recipes import a_recipe
 from tests.valkey_server import ThreadWorker, ValkeyServer
 from tests.valkey_server import valkey as valkey_fixture
@@ -216,7 +214,7 @@ async def test_a_job_dispatched_through_a_real_server_finishes_with_its_images(
 
         (finished,) = recorder.of(Finished)
         assert finished.output.token.endswith("-w1")
-        assert [Image.open(io.BytesIO(image.data)).size for image in finished.output.images] == [(64, 64)] * 2
+        assert [image.size for image in output_images(finished.output)] == [(64, 64)] * 2
         assert finished.output.seeds == (11, 12)
         assert recorder.of(Started)
         assert recorder.of(Progress), "progress travelled by pub/sub"
@@ -328,7 +326,7 @@ async def test_python_m_bot_worker_serves_the_bot_and_stops_on_sigterm(valkey: V
         dispatcher.submit(item(1, owner=1, seeds=(1, 2)), recorder)
         await asyncio.wait_for(recorder.done.wait(), WAIT_S)
         (finished,) = recorder.of(Finished)
-        assert finished.output.token.endswith("-process-1") and len(finished.output.images) == 2
+        assert finished.output.token.endswith("-process-1") and finished.output.count == 2
 
         worker.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(worker.wait(), WAIT_S) == 0
@@ -356,7 +354,7 @@ async def test_a_result_is_kept_until_settled_then_deleted_from_the_stream(
         await collected.first(ready_from("w1"))
         await transport.send("w1", a_run("b1"))
         result = await collected.first(result_of("b1"))
-        assert result.error is None and len(result.outputs[0].images) == 1
+        assert result.error is None and result.outputs[0].count == 1
 
         held = [message for message in results_in_stream(valkey) if isinstance(message, Result)]
         assert [message.batch_id for message in held] == ["b1"]
@@ -407,7 +405,7 @@ async def test_a_restarted_bot_gets_the_result_written_while_none_read_and_the_o
     transport = StreamsTransport(valkey.url, block_s=0.2)
     await transport.start(second_bot)
     result = await second_bot.first(result_of("b1"))
-    assert result.outputs[0].token == "token-b1" and len(result.outputs[0].images) == 1
+    assert result.outputs[0].token == "token-b1" and result.outputs[0].count == 1
     await transport.stop()  # read, never settled: as if this bot crashed before it took the result
 
     third_bot = Collected()

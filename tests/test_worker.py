@@ -23,7 +23,7 @@ from bot.workers.protocol import WorkOrder
 from bot.workers.runner import batch_spec
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import MemoryAttempts, NoNsfw, pixels
+from tests.helpers import MemoryAttempts, NoNsfw, output_images, pixels
 from tests.recipes import a_recipe
 
 RECIPE = a_recipe(
@@ -167,11 +167,12 @@ async def test_two_users_batched_get_the_images_they_get_apart(worker: Dispatche
     (a2,) = together_a.of(Finished)
     (b2,) = together_b.of(Finished)
     assert a2.output.timings["generation_s"] == b2.output.timings["generation_s"]  # one pipeline call
-    assert [decoded(img).size for img in a2.output.images] == [(64, 64), (64, 64)]
-    before_images = a1.output.images + b1.output.images
-    for before, after in zip(before_images, a2.output.images + b2.output.images, strict=True):
-        assert np.abs(pixels(decoded(before)) - pixels(decoded(after))).max() <= 2
-    different = np.abs(pixels(decoded(a2.output.images[0])) - pixels(decoded(b2.output.images[0]))).max()
+    assert [image.size for image in output_images(a2.output)] == [(64, 64), (64, 64)]
+    before_images = output_images(a1.output) + output_images(b1.output)
+    after_images = output_images(a2.output) + output_images(b2.output)
+    for before, after in zip(before_images, after_images, strict=True):
+        assert np.abs(pixels(before) - pixels(after)).max() <= 2
+    different = np.abs(pixels(output_images(a2.output)[0]) - pixels(output_images(b2.output)[0])).max()
     assert different > 10  # different jobs differ
 
 

@@ -27,7 +27,7 @@ from bot.workers.protocol import WorkOrder
 from bot.workers.streams import StreamsTransport
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import MemoryAttempts, NoNsfw
+from tests.helpers import MemoryAttempts, NoNsfw, output_images
 from tests.recipes import a_recipe
 from tests.valkey_server import ThreadWorker, ValkeyServer
 
@@ -130,7 +130,7 @@ async def test_compatible_jobs_of_two_owners_share_one_batch(dispatcher: Dispatc
     (a,) = first.of(Finished)
     (b,) = second.of(Finished)
     assert a.output.timings["generation_s"] == b.output.timings["generation_s"]  # one pipeline call
-    assert [Image.open(io.BytesIO(image.data)).size for image in a.output.images] == [(64, 64), (64, 64)]
+    assert [image.size for image in output_images(a.output)] == [(64, 64), (64, 64)]
 
 
 async def test_progress_comes_with_a_png_preview(dispatcher: Dispatcher) -> None:

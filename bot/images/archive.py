@@ -1,13 +1,16 @@
-"""A job's files on disk: each image and the grid, written atomically, and read back after a restart.
+"""A job's files on disk: the grid and each image, written atomically, and read back after a restart.
 
-``images_dir/<job id>/`` holds ``1.png`` ... and ``latentcord-<job id>.png`` (or ``.jpg`` when a
-PNG would be too large for Discord). Files are written under a ``.part`` name and renamed, so a
-crash never leaves half an image where a finished one is expected.
+``images_dir/<job id>/`` holds ``latentcord-<job id>.png``, the lossless grid the worker made, and
+``1.png`` ... cut from it once the grid is posted (grids of older versions may be ``.jpg``). Files
+are written under a unique ``.part`` name and renamed, so a crash never leaves half an image where
+a finished one is expected, and two writers of the same file never trip over each other.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -24,10 +27,20 @@ def grid_stem(job_id: int) -> str:
     return f"latentcord-{job_id}"
 
 
+def image_path(images_dir: Path, job_id: int, index: int) -> Path:
+    """Where image ``index`` (from 0) of a job is kept."""
+    return job_folder(images_dir, job_id) / f"{index + 1}.png"
+
+
 def write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_suffix(path.suffix + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)
+    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def read_grid(images_dir: Path, job_id: int) -> EncodedImage:

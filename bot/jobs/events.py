@@ -2,9 +2,10 @@
 
 Events are delivered on the event loop, in order, to the listener given when the
 job was submitted. They are plain data: the progress preview arrives already encoded
-as PNG, and a finished job's ``JobOutput`` holds its images and grid already encoded,
-classified and (where withheld) blurred by the worker, so what is left for the bot is
-to write bytes to disk and post them.
+as PNG, and a finished job's ``JobOutput`` holds its grid already classified, (where
+withheld) blurred and encoded by the worker, so what is left for the bot is to write the
+bytes to disk and post them. Each image's own file is cut from that lossless grid after
+the grid is posted (``bot.jobs.outcomes.ResultWriter``).
 """
 
 from __future__ import annotations
@@ -38,20 +39,24 @@ class Progress:
 class JobOutput:
     """A job's result as a worker made it, for the attempt it was given (``attempt``, ``token``).
 
-    ``images`` are the files of each image (the withheld ones too, unblurred, for the owner's
-    records); ``grid`` is what is posted, withheld images blurred in it. ``withheld`` indexes
-    ``images``.
+    ``grid`` is a lossless PNG of every image (``bot.images.grid``), withheld ones blurred: what
+    is posted, and what each image's own file is cut from. ``withheld`` indexes the images, one
+    per seed.
     """
 
     job_id: int
     attempt: int
     token: str
-    images: tuple[EncodedImage, ...]
     grid: EncodedImage
     withheld: tuple[int, ...]
     seeds: tuple[int, ...]
     # "queued_s": waiting time, "generation_s": time on the GPU of the batch it ran in, "finishing_s".
     timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        """How many images the grid holds."""
+        return len(self.seeds)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,24 +1,24 @@
 """What the service hands back: admitted jobs, finished results, and the events front ends listen to.
 
-It also keeps a result's files (``ResultWriter``): it writes what a worker encoded, and
-rebuilds a stored result after a restart.
+It also keeps a result's files (``ResultWriter``): it writes the grid a worker encoded,
+cuts each image's own file from it, and rebuilds a stored result after a restart.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from bot.images.archive import job_folder, read_grid, write_atomically
-from bot.images.metadata import EncodedImage
+from PIL import Image
+
+from bot.images.archive import image_path, job_folder, read_grid, write_atomically
+from bot.images.grid import grid_cells
+from bot.images.metadata import EncodedImage, encode_image
 from bot.jobs.events import Cancelled, Failed, JobOutput, Progress, Queued, Started
 from bot.jobs.recipe import Recipe
 from db.records import JobRecord
-
-if TYPE_CHECKING:
-    pass
 
 #: A job as the store keeps it, with its recipe read back as a ``Recipe``.
 Job = JobRecord[Recipe]
@@ -80,16 +80,33 @@ class ResultWriter:
         self._images_dir = images_dir
 
     def write(self, job_id: int, output: JobOutput) -> list[Path]:
-        """Each image and the grid the worker encoded, written atomically; returns the images' paths."""
+        """The grid the worker encoded, written atomically; returns where each image's file goes.
+
+        Those files are written by ``write_images``, after the grid is posted.
+        """
         folder = job_folder(self._images_dir, job_id)
         folder.mkdir(parents=True, exist_ok=True)
-        paths: list[Path] = []
-        for image in output.images:
-            path = folder / image.filename
-            write_atomically(path, image.data)
-            paths.append(path)
         write_atomically(folder / output.grid.filename, output.grid.data)
-        return paths
+        return [image_path(self._images_dir, job_id, index) for index in range(output.count)]
+
+    def write_images(self, job: Job) -> None:
+        """Each image's own file, cut from the job's grid, with its own seed in the parameters: those missing.
+
+        A crash between posting a grid and writing these loses nothing: the next call writes them.
+        ``OSError`` when the grid itself is gone.
+        """
+        paths = [Path(path) for path in job.image_paths]
+        missing = [index for index, path in enumerate(paths) if not path.exists()]
+        if not missing:
+            return
+        grid = read_grid(self._images_dir, job.id)
+        with Image.open(io.BytesIO(grid.data)) as opened:
+            cells = grid_cells(opened.convert("RGB"), len(paths))
+        recipe = job.recipe
+        for index in missing:
+            own = recipe.with_seeds((recipe.seeds[index],))
+            encoded = encode_image(cells[index], own, stem=str(index + 1), limit_bytes=None)
+            write_atomically(paths[index], encoded.data)
 
     def stored(self, job: Job) -> JobResult:
         """A finished job's result rebuilt from its row and the files; ``OSError`` when they are gone."""

@@ -105,8 +105,11 @@ class GenerationService:
         self._admission = Admission(store=store, worker=worker, clock=clock)
         self.finetunes = FineTuneLibrary(settings, store)
         self._results = ResultWriter(settings.images_dir)
-        # Writing the files a worker made: below the event loop's priority, never in its way.
+        # Writing the files a worker made: below the event loop's priority, never in its way. Grids go
+        # first, on their own thread; each image's own file is cut from its grid afterwards, on another.
         self._disk = background_executor(1, "latentcord-disk")
+        self._image_files = background_executor(1, "latentcord-images")
+        self._writing_images: dict[int, asyncio.Future[None]] = {}
         self._listeners: list[ServiceListener] = []
         self._following: dict[int, _Following] = {}
         self._tasks = TaskSet("a job follower")
@@ -518,6 +521,7 @@ class GenerationService:
         await self._tasks.wait(within_s=30)
         self._tasks.cancel()
         self._disk.shutdown(wait=True)
+        self._image_files.shutdown(wait=True)  # images of posted grids: written now, or cut on the next use
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -587,8 +591,9 @@ class GenerationService:
         parent = await self._job(recipe.parent_job_id)
         if recipe.parent_image >= len(parent.image_paths):
             raise JobNotFound(f"Job {parent.id} has no image {recipe.parent_image + 1}.")
+        paths = await self.image_files(parent)
         try:
-            return await asyncio.to_thread(read_source_image, Path(parent.image_paths[recipe.parent_image]))
+            return await asyncio.to_thread(read_source_image, paths[recipe.parent_image])
         except InvalidRequest:
             # Say which job, not where the server keeps its files.
             raise JobNotFound(
@@ -619,7 +624,8 @@ class GenerationService:
                     case Finished():
                         result = await self._finish(following, event)
                         if result is not None:
-                            self._publish(Completed(job.id, result))
+                            self._publish(Completed(job.id, result))  # the grid is posted first...
+                            self._write_images(result.job)  # ...while each image's file is cut from it
                         return
                     case Failed(message=message):
                         await self.store.mark_failed(job.id, message)
@@ -651,10 +657,36 @@ class GenerationService:
             return None
         refunded = 0
         if output.withheld:
-            refunded = refund_for_withheld(job.cost, len(output.images), len(output.withheld))
+            refunded = refund_for_withheld(job.cost, output.count, len(output.withheld))
             await self.store.refund(job.id, refunded, "withheld by the image classifier")
         stored = await self._job(job.id)
         return JobResult(stored, output.grid, tuple(paths), frozenset(output.withheld), refunded)
+
+    def _write_images(self, job: Job) -> asyncio.Future[None]:
+        """Write the job's image files from its grid, once at a time; a failure is logged, and retried on use."""
+        writing = self._writing_images.get(job.id)
+        if writing is None:
+            writing = asyncio.get_running_loop().run_in_executor(self._image_files, self._results.write_images, job)
+            self._writing_images[job.id] = writing
+
+            def written(done: asyncio.Future[None]) -> None:
+                self._writing_images.pop(job.id, None)
+                if not done.cancelled() and (error := done.exception()) is not None:
+                    log.warning("could not write the images of job %s: %s", job.id, error)
+
+            writing.add_done_callback(written)
+        return writing
+
+    async def image_files(self, job: Job) -> tuple[Path, ...]:
+        """A finished job's image files, each cut from its grid first if it is not written yet.
+
+        The files may still be missing when the grid itself is gone; callers check.
+        """
+        try:
+            await asyncio.shield(self._write_images(job))
+        except OSError:
+            pass
+        return tuple(Path(path) for path in job.image_paths)
 
     def _publish(self, event: ServiceEvent) -> None:
         following = self._following.get(event.job_id)

@@ -1,9 +1,13 @@
-"""A worker's CPU work on a finished job: classify, blur what is withheld, encode each image and the grid.
+"""A worker's CPU work on a finished batch: classify it, blur what is withheld, encode each job's grid.
 
 It runs beside the GPU, never on it: in a thread pool when the worker is a thread of the
 bot, in a side process when the worker is a process of its own, so the process that
 launches kernels does nothing else. The images travel to it as ``RawImage`` (RGB bytes,
-cheap to copy and to pickle); what comes back is a ``JobOutput`` of encoded files.
+cheap to copy and to pickle); what comes back is a ``JobOutput`` a job.
+
+Only the grid is encoded here, losslessly: it is what Discord is shown first, and each
+image's own file is cut from it by the bot after posting (``bot.images.grid.grid_cells``).
+The classifier sees the whole batch in one call.
 """
 
 from __future__ import annotations
@@ -59,38 +63,46 @@ def start_side_process(make_classifier: Callable[[], ImageClassifier | None] | N
     _side_classifier = make_classifier() if make_classifier is not None else None
 
 
-def finish_job(
-    job: RunJob,
-    raw: Sequence[RawImage],
+def finish_batch(
+    jobs: Sequence[tuple[RunJob, Sequence[RawImage]]],
     threshold: float,
-    timings: dict[str, float],
+    timings: Sequence[dict[str, float]],
     classifier: ImageClassifier | None = None,
-) -> JobOutput:
-    """Classify (when the job asks), blur what is withheld, and encode each image and the grid.
+) -> list[JobOutput]:
+    """Each job of a batch with its images: classified in one call, withheld ones blurred, its grid encoded.
 
-    ``classifier`` defaults to the side process's own. Each image's metadata names its own seed;
-    the grid's names them all.
+    ``classifier`` defaults to the side process's own; only jobs that ask are classified.
+    ``timings`` are each job's so far, in the order of ``jobs``.
     """
     started = time.perf_counter()
     classifier = classifier if classifier is not None else _side_classifier
-    recipe = job.order.recipe
-    images = [image.to_pil() for image in raw]
-    withheld: set[int] = set()
-    if job.order.classify and classifier is not None:
-        withheld = set(withheld_indices(classifier.nsfw_scores(images), threshold))
-    files = tuple(
-        encode_image(image, recipe.with_seeds((recipe.seeds[index],)), stem=str(index + 1))
-        for index, image in enumerate(images)
-    )
-    shown = [blurred_placeholder(image) if index in withheld else image for index, image in enumerate(images)]
-    grid = encode_image(compose_grid(shown), recipe, stem=grid_stem(job.order.job_id))
-    return JobOutput(
-        job_id=job.order.job_id,
-        attempt=job.attempt,
-        token=job.token,
-        images=files,
-        grid=grid,
-        withheld=tuple(sorted(withheld)),
-        seeds=recipe.seeds,
-        timings={**timings, "finishing_s": time.perf_counter() - started},
-    )
+    images = [[image.to_pil() for image in raw] for _, raw in jobs]
+    checked = [index for index, (job, _) in enumerate(jobs) if job.order.classify and classifier is not None]
+    batch = [image for index in checked for image in images[index]]
+    scores = classifier.nsfw_scores(batch) if classifier is not None and batch else []
+    withheld: dict[int, frozenset[int]] = {}
+    offset = 0
+    for index in checked:
+        count = len(images[index])
+        withheld[index] = withheld_indices(scores[offset : offset + count], threshold)
+        offset += count
+    classified_s = time.perf_counter() - started
+    outputs = []
+    for index, (job, _) in enumerate(jobs):
+        began = time.perf_counter()
+        hidden = withheld.get(index, frozenset())
+        shown = [blurred_placeholder(image) if n in hidden else image for n, image in enumerate(images[index])]
+        recipe = job.order.recipe
+        grid = encode_image(compose_grid(shown), recipe, stem=grid_stem(job.order.job_id), limit_bytes=None)
+        outputs.append(
+            JobOutput(
+                job_id=job.order.job_id,
+                attempt=job.attempt,
+                token=job.token,
+                grid=grid,
+                withheld=tuple(sorted(hidden)),
+                seeds=recipe.seeds,
+                timings={**timings[index], "finishing_s": classified_s + time.perf_counter() - began},
+            )
+        )
+    return outputs

@@ -45,7 +45,7 @@ class _Msgpack(Protocol):
 msgpack = cast(_Msgpack, importlib.import_module("msgpack"))
 
 #: Bumped whenever a message changes shape; a worker speaking another version is refused.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 class ProtocolMismatch(Exception):
@@ -242,7 +242,6 @@ def _output(output: JobOutput) -> dict[str, Any]:
         "job_id": output.job_id,
         "attempt": output.attempt,
         "token": output.token,
-        "images": [_image(image) for image in output.images],
         "grid": _image(output.grid),
         "withheld": list(output.withheld),
         "seeds": list(output.seeds),
@@ -255,7 +254,6 @@ def _output_from(value: dict[str, Any]) -> JobOutput:
         job_id=int(value["job_id"]),
         attempt=int(value["attempt"]),
         token=str(value["token"]),
-        images=tuple(_image_from(image) for image in value["images"]),
         grid=_image_from(value["grid"]),
         withheld=tuple(int(index) for index in value["withheld"]),
         seeds=tuple(int(seed) for seed in value["seeds"]),

@@ -29,7 +29,7 @@ from bot.images.metadata import encode_preview
 from bot.jobs.events import JobOutput
 from bot.jobs.prompts import compel_prompt, has_weights
 from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe, embedding_uses, lora_uses
-from bot.workers.finishing import RawImage, finish_job
+from bot.workers.finishing import RawImage, finish_batch
 from bot.workers.protocol import Message, ProgressReport, Ready, Result, Run, RunJob
 from models.errors import GenerationInterrupted, ModelError
 from models.types import BatchSpec, GenerationBatch, ImageTask, Operation, StepProgress, embedding_token
@@ -225,15 +225,19 @@ class WorkerRunner:
                 states = {job.order.job_id: self._running.pop(job.order.job_id, None) for job in run.jobs}
         generation_s = self._clock() - started
         cancelled = tuple(job_id for job_id, state in states.items() if state is None or state.cancelled)
-        futures: list[Future[JobOutput]] = []
-        for job in run.jobs:
-            state = states[job.order.job_id]
-            if state is None or state.cancelled:
-                continue
-            timings = {"queued_s": run.queued_at.get(job.order.job_id, 0.0), "generation_s": generation_s}
-            own = raw[state.first_row : state.first_row + state.rows]
-            futures.append(self._finishing.submit(finish_job, job, own, run.nsfw_threshold, timings, self._classifier))
-        self._report_when_finished(run, futures, cancelled)
+        jobs = [
+            (job, raw[state.first_row : state.first_row + state.rows])
+            for job in run.jobs
+            if (state := states[job.order.job_id]) is not None and not state.cancelled
+        ]
+        if not jobs:
+            self._report(run, (), cancelled=cancelled)
+            return
+        timings = [
+            {"queued_s": run.queued_at.get(job.order.job_id, 0.0), "generation_s": generation_s} for job, _ in jobs
+        ]
+        future = self._finishing.submit(finish_batch, jobs, run.nsfw_threshold, timings, self._classifier)
+        future.add_done_callback(lambda done: self._report_finished(run, done, cancelled))
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -314,33 +318,17 @@ class WorkerRunner:
     def _cancelled(self, run: Run) -> tuple[int, ...]:
         return tuple(job.order.job_id for job in run.jobs)
 
-    def _report_when_finished(self, run: Run, futures: list[Future[JobOutput]], cancelled: tuple[int, ...]) -> None:
-        if not futures:
-            self._report(run, (), cancelled=cancelled)
+    def _report_finished(self, run: Run, done: Future[list[JobOutput]], cancelled: tuple[int, ...]) -> None:
+        """The batch's outputs once finishing is over, or its error sentence."""
+        try:
+            outputs = tuple(done.result())
+        except Exception:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("finishing batch %s failed (error id %s)", run.batch_id, error_id)
+            error = f"The images could not be saved (error id {error_id}); nothing was charged for them."
+            self._report(run, (), error=error, cancelled=cancelled)
             return
-        remaining = len(futures)
-        lock = threading.Lock()
-
-        def done(_: Future[JobOutput]) -> None:
-            nonlocal remaining
-            with lock:
-                remaining -= 1
-                last = remaining == 0
-            if not last:
-                return
-            outputs: list[JobOutput] = []
-            error: str | None = None
-            for future in futures:
-                try:
-                    outputs.append(future.result())
-                except Exception:
-                    error_id = uuid.uuid4().hex[:8]
-                    log.exception("finishing batch %s failed (error id %s)", run.batch_id, error_id)
-                    error = f"The images could not be saved (error id {error_id}); nothing was charged for them."
-            self._report(run, tuple(outputs), error=error, cancelled=cancelled)
-
-        for future in futures:
-            future.add_done_callback(done)
+        self._report(run, outputs, cancelled=cancelled)
 
     def _report(
         self, run: Run, outputs: tuple[JobOutput, ...], *, error: str | None = None, cancelled: tuple[int, ...] = ()

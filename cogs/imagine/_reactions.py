@@ -85,7 +85,8 @@ class Reactions:
 
     async def _send_by_dm(self, user_id: int, job: Any, channel: discord.abc.Messageable) -> None:
         recipe = job.recipe
-        images = await asyncio.to_thread(_read_images, job.id, job.image_paths, frozenset(job.withheld))
+        paths = await self.bot.service.image_files(job)
+        images = await asyncio.to_thread(_read_images, job.id, paths, frozenset(job.withheld))
         files = [discord.File(io.BytesIO(data), filename=filename) for data, filename in images]
         text = f"Job {job.id}, seeds {', '.join(str(seed) for seed in recipe.seeds)}:\n```\n{infotext(recipe)}\n```"
         try:
@@ -101,14 +102,14 @@ class Reactions:
             log.warning("could not send job %s by direct message", job.id, exc_info=True)
 
 
-def _read_images(job_id: int, paths: Sequence[str], withheld: frozenset[int]) -> list[tuple[bytes, str]]:
+def _read_images(job_id: int, paths: Sequence[Path], withheld: frozenset[int]) -> list[tuple[bytes, str]]:
     """The job's images that were delivered and are still on disk, with the names the DM gives them."""
     images = []
     for index, path in enumerate(paths):
         if index in withheld:
             continue
         try:
-            images.append((Path(path).read_bytes(), f"latentcord-{job_id}-{index + 1}{Path(path).suffix}"))
+            images.append((path.read_bytes(), f"latentcord-{job_id}-{index + 1}{path.suffix}"))
         except OSError:
             continue
     return images
