@@ -10,6 +10,7 @@ transaction, on the connection's thread; ``db.quotas`` and ``db.store`` use
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -57,6 +58,27 @@ class GuildQueries(StoreAccess):
             _upsert_setting(conn, guild_id, "permutations", limit, now)
             return _audit(
                 conn, guild_id, actor_id, AuditAction.PERMUTATIONS, None, _text(before.permutations), str(limit), now
+            )
+
+        return await self._write(body, guild_id=guild_id)
+
+    async def set_draft_channel(self, guild_id: int, channel_id: int, on: bool, *, actor_id: int) -> AuditEntry:
+        """Turn draft mode on or off in one channel of a guild."""
+
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            before = _current_settings(conn, guild_id)
+            channels = before.draft_channels | {channel_id} if on else before.draft_channels - {channel_id}
+            _upsert_setting(conn, guild_id, "draft_channels", json.dumps(sorted(channels)), now)
+            was = "on" if channel_id in before.draft_channels else "off"
+            return _audit(
+                conn,
+                guild_id,
+                actor_id,
+                AuditAction.DRAFT_MODE,
+                f"channel:{channel_id}",
+                was,
+                "on" if on else "off",
+                now,
             )
 
         return await self._write(body, guild_id=guild_id)
@@ -156,7 +178,7 @@ def _current_settings(conn: sqlite3.Connection, guild_id: int) -> GuildSettings:
     return _settings_from_row(guild_id, rows[0] if rows else None)
 
 
-_SETTING_COLUMNS = frozenset({"nsfw_mode", "daily_credits", "log_channel_id", "permutations"})
+_SETTING_COLUMNS = frozenset({"nsfw_mode", "daily_credits", "log_channel_id", "permutations", "draft_channels"})
 
 
 def _upsert_setting(conn: sqlite3.Connection, guild_id: int, column: str, value: Any, now: float) -> None:
@@ -209,6 +231,7 @@ def _settings_from_row(guild_id: int, row: sqlite3.Row | None) -> GuildSettings:
         daily_credits=row["daily_credits"],
         log_channel_id=row["log_channel_id"],
         permutations=row["permutations"],
+        draft_channels=frozenset(int(channel) for channel in json.loads(row["draft_channels"])),
     )
 
 

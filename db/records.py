@@ -65,6 +65,7 @@ class AuditAction(StrEnum):
     STYLE_ADDED = "style_added"
     STYLE_REMOVED = "style_removed"
     PERMUTATIONS = "permutations"
+    DRAFT_MODE = "draft_mode"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ class GuildSettings:
     daily_credits: int | None = None
     log_channel_id: int | None = None
     permutations: int | None = None  # jobs one /imagine may make; None: the bot's default
+    draft_channels: frozenset[int] = frozenset()  # channels in draft mode (/draft): fast previews
 
 
 @dataclass(frozen=True, slots=True)

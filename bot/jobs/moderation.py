@@ -50,6 +50,10 @@ class ModerationService:
     async def set_log_channel(self, guild_id: int, channel_id: int, *, actor_id: int) -> AuditEntry:
         return await self._store.set_log_channel(guild_id, channel_id, actor_id=actor_id)
 
+    async def set_draft(self, guild_id: int, channel_id: int, on: bool, *, actor_id: int) -> AuditEntry:
+        """Draft mode on or off in a channel: /imagine there draws fast previews (DPM++ 2M, fewer steps)."""
+        return await self._store.set_draft_channel(guild_id, channel_id, on, actor_id=actor_id)
+
     async def log_channel(self, guild_id: int) -> int | None:
         return (await self._store.guild_settings(guild_id)).log_channel_id
 

@@ -20,6 +20,7 @@ from bot.images.edits import describe, edit_size
 from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
 from bot.jobs.recipe import MAX_SEED, JobKind, Recipe, consecutive_seeds, img2img_steps, random_seeds
+from models.presets import DRAFT_SCHEDULER as DRAFT_SCHEDULER  # the cogs' name for it
 from models.types import ModelPreset
 
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
@@ -40,6 +41,9 @@ SIZE_MULTIPLE = 8  # latent space is 1/8 of the image in every Stable Diffusion 
 MAX_SIDE = 2048
 # An "unknown model" sentence names at most this many of the allowed models.
 MAX_MODELS_NAMED = 10
+# Draft mode: this share of the model's default steps, never fewer than the minimum.
+DRAFT_STEP_SHARE = 0.4
+MIN_DRAFT_STEPS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +221,19 @@ def _number(value: float) -> str:
     return excerpt(str(value) if isinstance(value, int) else f"{value:g}")
 
 
-def resolve_imagine(options: CheckedOptions, preset: ModelPreset, picture: Picture | None = None) -> Recipe:
+def draft_steps(preset: ModelPreset) -> int:
+    """The steps of a draft (a channel in draft mode): DPM++ 2M needs about 40% of Euler a's, 10 of SD's 25."""
+    return max(MIN_DRAFT_STEPS, round(preset.steps * DRAFT_STEP_SHARE))
+
+
+def resolve_imagine(
+    options: CheckedOptions, preset: ModelPreset, picture: Picture | None = None, *, draft: bool = False
+) -> Recipe:
     """Fill in the defaults of the model ``options`` chose; ``preset`` must be that model's.
 
     With a ``picture``, the job redraws it (img2img), or edits it when ``options.edit`` says how.
+    A ``draft`` (a channel in draft mode) is drawn with DPM++ 2M, in ``draft_steps`` unless the
+    options chose the steps.
     """
     if preset.model != options.model:
         raise ValueError(f"the options chose {options.model!r} but the preset is {preset.model!r}'s")
@@ -237,10 +250,10 @@ def resolve_imagine(options: CheckedOptions, preset: ModelPreset, picture: Pictu
         model=preset.model,
         width=width,
         height=height,
-        steps=options.steps if options.steps is not None else preset.steps,
+        steps=options.steps if options.steps is not None else draft_steps(preset) if draft else preset.steps,
         guidance=options.guidance if options.guidance is not None else preset.guidance,
         seeds=seeds,
-        scheduler=preset.scheduler,
+        scheduler=DRAFT_SCHEDULER if draft else preset.scheduler,
     )
     if picture is None:
         return drawn

@@ -177,12 +177,19 @@ class GenerationService:
             fitted = await asyncio.to_thread(fit_to, image, width, height)
             path = await asyncio.to_thread(store_upload, self.settings.images_dir, fitted)
             kept = Picture(str(path), width, height)
+        # 5. A channel the moderators put in draft mode (/draft) gets fast previews.
+        draft = (
+            origin.guild_id is not None
+            and origin.channel_id in (await self.store.guild_settings(origin.guild_id)).draft_channels
+        )
         recipe = replace(
-            resolve_imagine(checked, preset, kept),
+            resolve_imagine(checked, preset, kept, draft=draft),
             loras=tuple(lora_entry(use) for use in fine.loras),
             embeddings=tuple(f"{item.name}:{item.sha256}" for item in fine.embeddings),
             style=checked.style,
         )
+        if draft:
+            notices.append(f"Draft channel: a fast preview, DPM++ 2M at {recipe.steps} steps.")
         return recipe, notices
 
     async def expand(self, options: ImagineOptions, origin: Origin) -> list[ImagineOptions]:

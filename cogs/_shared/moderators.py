@@ -69,4 +69,4 @@ def describe_change(entry: AuditEntry) -> str:
 
 def _mention(target: str) -> str:
     kind, _, raw_id = target.partition(":")
-    return {"user": f"<@{raw_id}>", "role": f"<@&{raw_id}>"}.get(kind, target)
+    return {"user": f"<@{raw_id}>", "role": f"<@&{raw_id}>", "channel": f"<#{raw_id}>"}.get(kind, target)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import discord
 
 from bot.images.edits import describe
+from bot.images.metadata import sampler_name
 from bot.jobs.outcomes import JobResult
 from bot.jobs.recipe import JobKind, Recipe, lora_uses
+from bot.jobs.requests import DRAFT_SCHEDULER
 
 
 def headline(recipe: Recipe, user_id: int) -> str:
@@ -34,7 +36,10 @@ def progress_bar(step: int, total: int, width: int = 10) -> str:
 def summary(result: JobResult) -> str:
     r = result.recipe
     seeds = ", ".join(str(seed) for seed in r.seeds)
-    line = f"Seeds: {seeds} · {r.width}x{r.height} · {r.steps} steps · guidance {r.guidance:g} · {r.model}"
+    steps = f"{r.steps} steps"
+    if r.scheduler == DRAFT_SCHEDULER:  # drawn in a channel in draft mode
+        steps += f" (draft, {sampler_name(r.scheduler)})"
+    line = f"Seeds: {seeds} · {r.width}x{r.height} · {steps} · guidance {r.guidance:g} · {r.model}"
     loras = lora_uses(r)
     if loras:
         line += " · LoRA: " + ", ".join(f"{use.name} {use.weight:g}" for use in loras)

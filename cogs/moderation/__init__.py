@@ -1,17 +1,20 @@
-"""Moderator commands: /filter, /nsfw, /quota, /modlog, /lora, /embedding, /model, /style. Every change is audited and logged.
+"""Moderator commands: /filter, /nsfw, /quota, /modlog, /lora, /embedding, /model, /style, /draft.
+
+Every change is audited and logged.
 
 Discord hides these commands from members without Manage Server through their
 default permissions, but not every client honours that, so each one checks the
 permission again when it runs.
 
 Each group of commands is a class of its own module (``_filter``, ``_nsfw``, ``_quota``,
-``_modlog``, ``_finetunes``, ``_styles``, on the base in ``_base``); the one ``Moderation`` cog is all of them.
+``_modlog``, ``_finetunes``, ``_styles``, ``_draft``, on the base in ``_base``); the one ``Moderation`` cog is all of them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cogs.moderation._draft import DraftCommands
 from cogs.moderation._filter import FilterCommands
 from cogs.moderation._finetunes import FineTuneCommands
 from cogs.moderation._modlog import ModlogCommands
@@ -27,7 +30,9 @@ __all__ = ["Moderation", "setup"]
 
 # discord.py collects a cog's commands from its bases last to first, so this order registers
 # /filter, /quota, /nsfw, /modlog, as they were registered when they were one class.
-class Moderation(StyleCommands, FineTuneCommands, ModlogCommands, NsfwCommands, QuotaCommands, FilterCommands):
+class Moderation(
+    DraftCommands, StyleCommands, FineTuneCommands, ModlogCommands, NsfwCommands, QuotaCommands, FilterCommands
+):
     pass
 
 
