@@ -2,7 +2,7 @@
 
 ``StoreAccess`` holds what every part of the store shares: the connection
 thread (``db.connection``), the injected clock, the set of writes in flight and
-the cache of guild settings and filter terms with its generation counter. Its
+the per-guild cache (settings, filter terms, fine-tunes, disabled models) with its generation counter. Its
 ``_run``, ``_write`` and ``_read`` are how the query mixins (``db.guilds``,
 ``db.quotas``) and ``db.store`` reach the file; the small row helpers below
 (``_fetchall``, ``_ledger_guild``, ...) are shared by them all. This module
@@ -27,11 +27,11 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from db.connection import ConnectionThread
 from db.errors import StoreInputError
-from db.records import DM_GUILD_ID, MAX_CREDITS, GuildSettings
+from db.records import DM_GUILD_ID, MAX_CREDITS
 
 T = TypeVar("T")
 
@@ -47,10 +47,10 @@ class StoreAccess:
         self._clock = clock
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._closed = False
-        # Every admission reads its guild's settings and filter terms; moderators change them
-        # rarely, and only through this object, so they are kept here and dropped on each change.
-        self._settings_cache: dict[int, GuildSettings] = {}
-        self._terms_cache: dict[int, tuple[str, ...]] = {}
+        # Every admission reads its guild's settings, filter terms, fine-tunes and disabled models;
+        # moderators change them rarely, and only through this object, so they are kept here (by
+        # what, then guild) and dropped on each change. Values are immutable.
+        self._guild_caches: dict[str, dict[int, Any]] = {}
         self._guild_generation: dict[int, int] = {}
 
     # ------------------------------------------------------------------ plumbing
@@ -97,10 +97,21 @@ class StoreAccess:
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return await self._run(lambda conn: _fetchall(conn, sql, params))
 
+    async def _per_guild(self, what: str, guild_id: int, load: Callable[[sqlite3.Connection], T]) -> T:
+        """``load`` run in the connection's thread, kept for ``guild_id`` until a write names that guild."""
+        cache = self._guild_caches.setdefault(what, {})
+        if guild_id in cache:
+            return cast(T, cache[guild_id])
+        generation = self._guild_generation.get(guild_id, 0)
+        value = await self._run(load)
+        if self._guild_generation.get(guild_id, 0) == generation:  # no change landed while reading
+            cache[guild_id] = value
+        return value
+
     def _guild_changed(self, guild_id: int) -> None:
         self._guild_generation[guild_id] = self._guild_generation.get(guild_id, 0) + 1
-        self._settings_cache.pop(guild_id, None)
-        self._terms_cache.pop(guild_id, None)
+        for cache in self._guild_caches.values():
+            cache.pop(guild_id, None)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -81,30 +81,39 @@ class FineTuneQueries(StoreAccess):
 
     async def fine_tunes(self, guild_id: int, kind: str | None = None) -> list[FineTune]:
         """A guild's approved fine-tunes (of one kind if given), by name."""
-        rows = await self._read(
-            "SELECT g.*, f.family FROM guild_fine_tunes AS g JOIN fine_tune_files AS f USING (sha256) "
-            "WHERE g.guild_id = ? AND (? IS NULL OR g.kind = ?) ORDER BY g.name COLLATE NOCASE",
-            (guild_id, kind, kind),
-        )
-        return [
-            FineTune(
-                guild_id=row["guild_id"],
-                name=row["name"],
-                kind=row["kind"],
-                sha256=row["sha256"],
-                family=row["family"],
-                weight=float(row["weight"]),
-                nsfw=bool(row["nsfw"]),
+
+        def load(conn: sqlite3.Connection) -> tuple[FineTune, ...]:
+            rows = _fetchall(
+                conn,
+                "SELECT g.*, f.family FROM guild_fine_tunes AS g JOIN fine_tune_files AS f USING (sha256) "
+                "WHERE g.guild_id = ? ORDER BY g.name COLLATE NOCASE",
+                (guild_id,),
             )
-            for row in rows
-        ]
+            return tuple(
+                FineTune(
+                    guild_id=row["guild_id"],
+                    name=row["name"],
+                    kind=row["kind"],
+                    sha256=row["sha256"],
+                    family=row["family"],
+                    weight=float(row["weight"]),
+                    nsfw=bool(row["nsfw"]),
+                )
+                for row in rows
+            )
+
+        every = await self._per_guild("fine-tunes", guild_id, load)
+        return [item for item in every if kind is None or item.kind == kind]
 
     async def fine_tune_file_known(self, sha256: str) -> bool:
         return bool(await self._read("SELECT 1 FROM fine_tune_files WHERE sha256 = ?", (sha256,)))
 
     async def disabled_models(self, guild_id: int) -> set[str]:
-        rows = await self._read("SELECT model FROM guild_disabled_models WHERE guild_id = ?", (guild_id,))
-        return {row["model"] for row in rows}
+        def load(conn: sqlite3.Connection) -> frozenset[str]:
+            rows = _fetchall(conn, "SELECT model FROM guild_disabled_models WHERE guild_id = ?", (guild_id,))
+            return frozenset(row["model"] for row in rows)
+
+        return set(await self._per_guild("disabled models", guild_id, load))
 
     async def set_model_enabled(self, guild_id: int, model: str, enabled: bool, *, actor_id: int) -> AuditEntry:
         def body(conn: sqlite3.Connection, now: float) -> AuditEntry:

@@ -25,15 +25,7 @@ class GuildQueries(StoreAccess):
     # ------------------------------------------------------------------ guild settings
 
     async def guild_settings(self, guild_id: int) -> GuildSettings:
-        cached = self._settings_cache.get(guild_id)
-        if cached is not None:
-            return cached
-        generation = self._guild_generation.get(guild_id, 0)
-        rows = await self._read("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
-        settings = _settings_from_row(guild_id, rows[0] if rows else None)
-        if self._guild_generation.get(guild_id, 0) == generation:  # no change landed while reading
-            self._settings_cache[guild_id] = settings
-        return settings
+        return await self._per_guild("settings", guild_id, lambda conn: _current_settings(conn, guild_id))
 
     async def set_nsfw_mode(self, guild_id: int, mode: str, *, actor_id: int) -> AuditEntry:
         """Set a guild's NSFW mode. The application owns the modes (``bot.policy.nsfw.NsfwMode``);
@@ -151,14 +143,11 @@ class GuildQueries(StoreAccess):
         return await self._write(body, guild_id=guild_id)
 
     async def filter_terms(self, guild_id: int) -> list[str]:
-        cached = self._terms_cache.get(guild_id)
-        if cached is None:
-            generation = self._guild_generation.get(guild_id, 0)
-            rows = await self._read("SELECT term FROM filter_terms WHERE guild_id = ? ORDER BY term", (guild_id,))
-            cached = tuple(row["term"] for row in rows)
-            if self._guild_generation.get(guild_id, 0) == generation:
-                self._terms_cache[guild_id] = cached
-        return list(cached)
+        def load(conn: sqlite3.Connection) -> tuple[str, ...]:
+            rows = _fetchall(conn, "SELECT term FROM filter_terms WHERE guild_id = ? ORDER BY term", (guild_id,))
+            return tuple(row["term"] for row in rows)
+
+        return list(await self._per_guild("filter terms", guild_id, load))
 
     async def audit_log(self, guild_id: int, limit: int = 50) -> list[AuditEntry]:
         """The guild's most recent changes, newest first."""

@@ -49,9 +49,7 @@ async def test_a_draft_channel_draws_with_dpm_in_fewer_steps_until_it_is_turned_
     assert "3 steps (draft, DPM++ 2M)" in chosen.content
 
     # Only that channel: the age-restricted one still draws full renders.
-    elsewhere = await finished_grid(
-        await imagine(fake_discord, world, steps=None, count=1, channel=world.nsfw_channel)
-    )
+    elsewhere = await finished_grid(await imagine(fake_discord, world, steps=None, count=1, channel=world.nsfw_channel))
     assert "20 steps ·" in elsewhere.content and "draft" not in elsewhere.content
 
     answer = await draft(fake_discord, world, {"mode": "off"})
