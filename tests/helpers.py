@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Sequence
 from dataclasses import replace
@@ -12,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from bot.images.grid import grid_cells
+from bot.jobs.events import Cancelled, Failed, Finished, JobEvent
 from bot.settings import Settings
 from models.tiny import TINY_MODEL_ID
 
@@ -46,6 +48,22 @@ class NoNsfw:
     def nsfw_scores(self, images: Sequence[Image.Image]) -> list[float]:
         self.calls += 1
         return [0.99 if index in self.flagged else 0.01 for index in range(len(images))]
+
+
+class Recorder:
+    """A job's listener for tests of the workers: its events, and ``done`` once it finished, failed or was cancelled."""
+
+    def __init__(self) -> None:
+        self.events: list[JobEvent] = []
+        self.done = asyncio.Event()
+
+    def __call__(self, event: JobEvent) -> None:
+        self.events.append(event)
+        if isinstance(event, Finished | Failed | Cancelled):
+            self.done.set()
+
+    def of(self, kind: type) -> list[Any]:
+        return [event for event in self.events if isinstance(event, kind)]
 
 
 def tiny_settings(folder: Path, **overrides: Any) -> Settings:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bot.jobs.events import Finished, JobEvent, Progress, Started
+from bot.jobs.events import Finished, Progress, Started
 from bot.settings import Settings, SettingsError
 from bot.workers.dispatch import Dispatcher, WorkerLost
 from bot.workers.protocol import Cancel, Message, Ready, Result, Run, RunJob, WorkOrder, decode, encode
@@ -36,7 +36,7 @@ from bot.workers.streams import (
 )
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import MemoryAttempts, output_images
+from tests.helpers import MemoryAttempts, Recorder, output_images
 from tests.recipes import a_recipe
 from tests.valkey_server import ThreadWorker, ValkeyServer
 from tests.valkey_server import valkey as valkey_fixture
@@ -123,22 +123,6 @@ class Collected:
                 await asyncio.wait_for(self._changed.wait(), left)
             except TimeoutError:
                 pass
-
-
-class Recorder:
-    """One job's events; ``done`` once it finished, failed or was cancelled."""
-
-    def __init__(self) -> None:
-        self.events: list[JobEvent] = []
-        self.done = asyncio.Event()
-
-    def __call__(self, event: JobEvent) -> None:
-        self.events.append(event)
-        if type(event).__name__ in {"Finished", "Failed", "Cancelled"}:
-            self.done.set()
-
-    def of(self, kind: type) -> list[Any]:
-        return [event for event in self.events if isinstance(event, kind)]
 
 
 def results_in_stream(valkey: ValkeyServer) -> list[Message]:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from bot.errors import QueueFull
 from bot.images.metadata import EncodedImage
-from bot.jobs.events import Cancelled, Finished, JobEvent, Progress, Queued, Started
+from bot.jobs.events import Cancelled, Finished, Progress, Queued, Started
 from bot.jobs.recipe import Recipe
 from bot.workers.dispatch import Dispatcher, _Entry
 from bot.workers.fair_queue import FairQueue
@@ -23,7 +23,7 @@ from bot.workers.protocol import WorkOrder
 from bot.workers.runner import batch_spec
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import MemoryAttempts, NoNsfw, output_images, pixels
+from tests.helpers import MemoryAttempts, NoNsfw, Recorder, output_images, pixels
 from tests.recipes import a_recipe
 
 RECIPE = a_recipe(
@@ -39,22 +39,6 @@ def item(
 
 def entry(order: WorkOrder) -> _Entry:
     return _Entry(order=order, spec=batch_spec(order.recipe), listener=lambda event: None, queued_at=0.0)
-
-
-class Recorder:
-    """Collects one job's events and lets a test wait for the last one."""
-
-    def __init__(self) -> None:
-        self.events: list[JobEvent] = []
-        self.done = asyncio.Event()
-
-    def __call__(self, event: JobEvent) -> None:
-        self.events.append(event)
-        if isinstance(event, Finished | Cancelled) or type(event).__name__ == "Failed":
-            self.done.set()
-
-    def of(self, kind: type) -> list:
-        return [event for event in self.events if isinstance(event, kind)]
 
 
 # -- the fair queue -------------------------------------------------------------------

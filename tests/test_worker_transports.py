@@ -27,25 +27,11 @@ from bot.workers.protocol import WorkOrder
 from bot.workers.streams import StreamsTransport
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import MemoryAttempts, NoNsfw, output_images
+from tests.helpers import MemoryAttempts, NoNsfw, Recorder, output_images
 from tests.recipes import a_recipe
 from tests.valkey_server import ThreadWorker, ValkeyServer
 
 RECIPE = a_recipe(model=TINY_MODEL_ID, width=64, height=64, steps=3, guidance=7.0, seeds=(1,), negative_prompt="")
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[JobEvent] = []
-        self.done = asyncio.Event()
-
-    def __call__(self, event: JobEvent) -> None:
-        self.events.append(event)
-        if isinstance(event, Finished | Failed | Cancelled):
-            self.done.set()
-
-    def of(self, kind: type) -> list:
-        return [event for event in self.events if isinstance(event, kind)]
 
 
 def order(job_id: int, owner: int, **changes: object) -> WorkOrder:
