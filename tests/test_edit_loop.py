@@ -318,3 +318,32 @@ async def test_a_picture_job_whose_picture_is_gone_says_so_and_costs_nothing(
     answer = await press.wait_for_response(timeout=5)
     assert answer.ephemeral and "The picture this job starts from is no longer available." in answer.content
     assert (await core.store.usage(world.guild.id, world.member.user.id)).used == used
+
+
+async def test_a_remix_window_opened_before_a_restart_still_starts_its_job_after_it(
+    fake_discord: FakeDiscord, world: GuildSetup, settings: Settings, tiny_engine
+) -> None:
+    async with running_bot(fake_discord, settings, tiny_engine):
+        turned = await fake_discord.run_slash("prefer remix", user=world.member, channel=world.text_channel)
+        await turned.wait_for_response()
+        source = await upscaled(fake_discord, world)
+        variation = await fake_discord.press_button(source, user=world.member, label="Vary (Strong)")
+        await modal_of(variation)
+        region = await fake_discord.press_button(source, user=world.member, label="Vary (Region)")
+        menu = await region.wait_for_response(timeout=5)
+        select = menu.data["components"][0]["components"][0]
+        chosen = await fake_discord.choose(menu.message_id, select["custom_id"], ["top-half"], user=world.member)
+        await modal_of(chosen)
+    async with running_bot(fake_discord, settings, tiny_engine):  # both windows are still open on the member's screen
+        varied = await fake_discord.submit_modal(variation, {"prompt": "a lighthouse at dawn"})
+        assert not (await varied.wait_for_response(timeout=10)).ephemeral
+        grid = await varied.wait_for_message(has_grid, timeout=180)
+        assert "a lighthouse at dawn" in grid.content and "variations of image 1" in grid.content
+
+        redrawn = await fake_discord.submit_modal(chosen, {"prompt": "storm clouds"})
+        assert not (await redrawn.wait_for_response(timeout=10)).ephemeral
+        edited = await redrawn.wait_for_message(has_grid, timeout=180)
+        assert "storm clouds" in edited.content and "Vary (Region): top half of image 1" in edited.content
+        original = pixels_of(source)
+        for cell in cells(edited):
+            assert np.array_equal(cell[SIDE // 2 + BAND :], original[SIDE // 2 + BAND :])  # the bottom half, kept

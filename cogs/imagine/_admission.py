@@ -54,8 +54,15 @@ def button_start(
     }
     mask = EDIT_MASKS.get(action)
     if mask is not None:
-        return lambda listener: service.edit(job_id, index, mask, origin, listener, prompt=prompt)
+        return edit_start(service, job_id, n, mask, origin, prompt)
     return starters.get(action)
+
+
+def edit_start(
+    service: GenerationService, job_id: int, n: int, mask: str, origin: Origin, prompt: str | None = None
+) -> Start:
+    """The service call of an edit (Zoom Out, Pan, Vary (Region): ``mask``) of image ``n`` of a job."""
+    return lambda listener: service.edit(job_id, max(n - 1, 0), mask, origin, listener, prompt=prompt)
 
 
 async def admit(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -28,12 +27,22 @@ from bot.jobs.requests import (
 from cogs._shared.moderators import is_moderator
 from cogs._shared.origin import origin_of
 from cogs._shared.replies import reply_ephemeral
-from cogs.imagine._admission import Start, admit, button_start
+from cogs.imagine._admission import Start, admit, button_start, edit_start
 from cogs.imagine._buttons import REMIXABLE, ButtonAction
 from cogs.imagine._delivery import Deliveries, result_message
 from cogs.imagine._plans import Plan, Plans
 from cogs.imagine._reactions import Reactions
-from cogs.imagine._remix import REGION_QUESTION, RemixModal, region_menu
+from cogs.imagine._remix import (
+    REGION_ACTION_PREFIX,
+    REGION_QUESTION,
+    RemixModal,
+    RemixRequest,
+    region_action,
+    region_menu,
+    region_of,
+    remix_custom_id,
+    remix_request,
+)
 from cogs.imagine._resumed import ResumedJobs
 from cogs.imagine._wording import headline
 
@@ -208,11 +217,7 @@ class Imagine(commands.Cog):
             await reply_ephemeral(interaction, REGION_QUESTION, view=region_menu(job_id, n))
             return
         if action in REMIXABLE and await self.service.remix_enabled(interaction.user.id):
-            await self._open_remix(
-                interaction,
-                job_id,
-                lambda prompt: button_start(self.service, action, job_id, n, origin_of(interaction), prompt),
-            )
+            await self._open_remix(interaction, action, job_id, n)
             return
         start = button_start(self.service, action, job_id, n, origin_of(interaction))
         if start is None:
@@ -222,32 +227,43 @@ class Imagine(commands.Cog):
 
     async def handle_region(self, interaction: discord.Interaction[Any], job_id: int, n: int, mask: str) -> None:
         """A region chosen for Vary (Region): the Remix window, always, to say what goes there."""
-        service = self.service
+        await self._open_remix(interaction, region_action(mask), job_id, n)
 
-        def start(prompt: str | None) -> Start:
-            return lambda listener: service.edit(
-                job_id, max(n - 1, 0), mask, origin_of(interaction), listener, prompt=prompt
-            )
-
-        await self._open_remix(interaction, job_id, start)
-
-    async def _open_remix(
-        self, interaction: discord.Interaction[Any], job_id: int, start: Callable[[str | None], Start | None]
-    ) -> None:
-        """The Remix window over the job's prompt; what is submitted starts ``start(prompt)``."""
+    async def _open_remix(self, interaction: discord.Interaction[Any], action: str, job_id: int, n: int) -> None:
+        """The Remix window over the job's prompt; its custom id says what its submission starts."""
         job = await self.service.job(job_id)
         if job is None:
             await send_ephemeral(interaction, f"Job {job_id} does not exist (it may have been deleted).")
             return
+        window = RemixModal(job.recipe.prompt, self.bot.settings.prompt_max_chars, remix_custom_id(action, job_id, n))
+        await interaction.response.send_modal(window)
 
-        async def submit(submitted: discord.Interaction[Any], prompt: str) -> None:
-            chosen = start(prompt)
-            if chosen is None:
-                await send_ephemeral(submitted, "This button is from a newer or older version of the bot.")
-                return
-            await admit(self.bot, self._deliveries, submitted, chosen)
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A submitted Remix window, read from its custom id: the one opened before a restart too."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        request = remix_request(interaction.data)
+        if request is None:
+            return
+        try:
+            await self._remixed(interaction, request)
+        except Exception as error:
+            await self.bot.report_error(interaction, error)
 
-        await interaction.response.send_modal(RemixModal(job.recipe.prompt, self.bot.settings.prompt_max_chars, submit))
+    async def _remixed(self, interaction: discord.Interaction[Any], request: RemixRequest) -> None:
+        origin, prompt = origin_of(interaction), request.prompt
+        start: Start | None = None
+        if request.action.startswith(REGION_ACTION_PREFIX):
+            mask = region_of(request.action.removeprefix(REGION_ACTION_PREFIX))
+            if mask is not None:
+                start = edit_start(self.service, request.job_id, request.n, mask, origin, prompt)
+        elif (action := _remixable(request.action)) is not None:
+            start = button_start(self.service, action, request.job_id, request.n, origin, prompt)
+        if start is None:
+            await send_ephemeral(interaction, "This window is from a newer or older version of the bot.")
+            return
+        await admit(self.bot, self._deliveries, interaction, start)
 
     async def _delete_result(self, interaction: discord.Interaction[Any], job_id: int) -> None:
         job = await self.service.job(job_id)
@@ -260,3 +276,12 @@ class Imagine(commands.Cog):
                 await interaction.message.delete()
             except discord.HTTPException:
                 await interaction.followup.send("I could not delete that message.", ephemeral=True)
+
+
+def _remixable(value: str) -> ButtonAction | None:
+    """The button a Remix window was opened by, if it is one that opens it."""
+    try:
+        action = ButtonAction(value)
+    except ValueError:
+        return None
+    return action if action in REMIXABLE else None

@@ -5,13 +5,18 @@ with the job's prompt in its **Prompt** box; submitting starts the job with what
 (checked like any prompt), closing it starts nothing and charges nothing. Vary (Region) first
 offers the regions in a menu, then always opens the window, to say what goes there.
 
-The menu is a ``DynamicItem`` (``lc-region:<job>:<n>``, apart from the buttons' ``lc:...``), so it works after a restart, like the
-buttons. The window lives only while the member types in it.
+The menu is a ``DynamicItem`` (``lc-region:<job>:<n>``, apart from the buttons' ``lc:...``), so it works after
+a restart, like the buttons. The window names what it starts in its custom id
+(``lc-remix:<action>:<job>:<n>``, the action a button's or ``rg-<region>``), and the cog answers every
+submission from that id alone (``remix_request``), so a window opened before a restart and sent after it
+still starts its job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -23,18 +28,75 @@ from bot.images.edits import REGIONS, region_mask, region_slug
 TEXT_INPUT_LIMIT = 4000
 REGION_QUESTION = "Which part of the image should change?"
 
-Submit = Callable[[discord.Interaction[Any], str], Awaitable[None]]
+PROMPT_INPUT_ID = "prompt"
+REMIX_ID = re.compile(r"lc-remix:(?P<action>[a-z0-9-]+):(?P<job>[0-9]+):(?P<n>[0-9]+)")
+REGION_ACTION_PREFIX = "rg-"
+
+
+@dataclass(frozen=True, slots=True)
+class RemixRequest:
+    """A submitted Remix window: what it starts (a button's action, or ``rg-<region>``), on which image, and the prompt."""
+
+    action: str
+    job_id: int
+    n: int
+    prompt: str
+
+
+def remix_custom_id(action: str, job_id: int, n: int) -> str:
+    return f"lc-remix:{action}:{job_id}:{n}"
+
+
+def region_action(mask: str) -> str:
+    """The Remix window's action for a Vary (Region) mask (``region:left-half`` -> ``rg-left-half``)."""
+    return REGION_ACTION_PREFIX + mask.partition(":")[2]
+
+
+def region_of(slug: str) -> str | None:
+    """The Vary (Region) mask a region's slug names (``left-half`` -> ``region:left-half``); ``None`` if none."""
+    label = next((label for label in REGIONS if region_slug(label) == slug), None)
+    return region_mask(label) if label is not None else None
+
+
+def remix_request(data: Mapping[str, Any] | None) -> RemixRequest | None:
+    """A Remix window's submission read from the interaction's data alone; ``None`` if it is not one."""
+    match = REMIX_ID.fullmatch(str((data or {}).get("custom_id", "")))
+    if match is None:
+        return None
+    prompt = _input_value(data or {}, PROMPT_INPUT_ID)
+    return RemixRequest(match["action"], int(match["job"]), int(match["n"]), prompt or "")
+
+
+def _input_value(node: Any, custom_id: str) -> str | None:
+    """The value of the text input ``custom_id`` anywhere in a submission (rows, or Discord's newer labels)."""
+    if isinstance(node, Mapping):
+        if node.get("custom_id") == custom_id and "value" in node:
+            return str(node["value"])
+        children = [node.get("components"), node.get("component")]
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _input_value(child, custom_id)
+        if found is not None:
+            return found
+    return None
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
-    """The Remix window: one **Prompt** box holding the job's prompt; ``submit`` gets what was typed."""
+    """The Remix window: one **Prompt** box holding the job's prompt.
 
-    def __init__(self, prompt: str, max_chars: int, submit: Submit) -> None:
-        super().__init__(timeout=15 * 60)
+    Its submission is answered by the cog from the custom id (``remix_request``), not by this object,
+    which a restart would lose.
+    """
+
+    def __init__(self, prompt: str, max_chars: int, custom_id: str) -> None:
+        super().__init__(timeout=15 * 60, custom_id=custom_id)
         limit = min(TEXT_INPUT_LIMIT, max_chars)
         self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
             label="Prompt",
-            custom_id="prompt",
+            custom_id=PROMPT_INPUT_ID,
             style=discord.TextStyle.paragraph,
             default=prompt[:limit],
             required=True,
@@ -42,13 +104,6 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             max_length=limit,
         )
         self.add_item(self.prompt)
-        self._submit = submit
-
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        await self._submit(interaction, self.prompt.value)
-
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]  # Modal narrows BaseView's signature
-        await interaction.client.report_error(interaction, error)
 
 
 class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"lc-region:(?P<job>[0-9]+):(?P<n>[0-9]+)"):
@@ -74,13 +129,12 @@ class RegionSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"lc
         if cog is None:
             await send_ephemeral(interaction, "The bot is starting up; choose again in a moment.")
             return
-        chosen = self.item.values[0] if self.item.values else ""
-        label = next((label for label in REGIONS if region_slug(label) == chosen), None)
+        mask = region_of(self.item.values[0] if self.item.values else "")
         try:
-            if label is None:
+            if mask is None:
                 await send_ephemeral(interaction, "That region is not one this bot knows; press Vary (Region) again.")
                 return
-            await cog.handle_region(interaction, self.job_id, self.n, region_mask(label))
+            await cog.handle_region(interaction, self.job_id, self.n, mask)
         except Exception as error:
             await interaction.client.report_error(interaction, error)
 
