@@ -233,3 +233,21 @@ def test_edits_without_a_picture_say_so(workdir: Path, capsys: pytest.CaptureFix
     assert main(["imagine", "a barn", "--image", "notes.png", "--out", "x.png"]) == 2
     assert "not a picture" in capsys.readouterr().err
     assert not (workdir / "x.png").exists()
+
+
+def test_permutations_and_repeat_write_one_numbered_grid_each(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["imagine", "a {red, blue} fox --repeat 2", "--out", "fox.png", "--count", "1", "--steps", "2"])
+    assert code == 0
+    written = sorted(path.name for path in workdir.glob("fox*.png"))
+    assert written == ["fox-1.png", "fox-2.png", "fox-3.png", "fox-4.png"]
+    prompts = []
+    for name in written:
+        with Image.open(workdir / name) as image:
+            assert image.size == (64, 64)
+            prompts.append(image.text["parameters"].splitlines()[0])
+    assert prompts == ["a red fox", "a red fox", "a blue fox", "a blue fox"]
+    assert capsys.readouterr().out.count("wrote fox-") == 4
+
+    too_many = main(["imagine", "a {a, b, c, d, e} fox --repeat 3", "--out", "many.png"])
+    assert too_many != 0 and not list(workdir.glob("many*.png"))
+    assert "That prompt makes 15 jobs; the command line allows at most 12 at once." in capsys.readouterr().err

@@ -204,9 +204,12 @@ class GenerationService:
             check_range("Repeat", parsed.repeat, MIN_REPEAT, MAX_REPEAT)
         settings = await self.store.guild_settings(origin.guild_id) if origin.guild_id is not None else None
         limit = (settings.permutations if settings is not None else None) or permutations.DEFAULT_LIMIT
+        if origin.console:  # the owner at the terminal: no server's limit
+            limit = permutations.MAX_LIMIT
         total = permutations.count(parsed.prompt) * repeat
         if total > limit:
-            raise InvalidRequest(f"That prompt makes {total} jobs; this server allows at most {limit} at once.")
+            where = "the command line allows" if origin.console else "this server allows"
+            raise InvalidRequest(f"That prompt makes {total} jobs; {where} at most {limit} at once.")
         count = parsed.count or MAX_COUNT
         jobs = []
         for prompt in permutations.expand(parsed.prompt, limit):

@@ -25,7 +25,7 @@ from bot.jobs.requests import (
     MIN_STRENGTH,
     ImagineOptions,
 )
-from bot.jobs.service import Completed, JobResult, Origin, ServiceEvent
+from bot.jobs.service import Completed, GenerationService, JobResult, Origin, ServiceEvent
 from bot.runtime.core import open_core
 from bot.settings import DEFAULT_MODEL, Settings
 from db.errors import StoreError
@@ -47,7 +47,8 @@ examples:
   SD_MODEL=builtin:tiny python -m bot imagine "a red fox in snow" --out fox.png --seed 7
   python -m bot imagine "a red fox, oil painting" --image fox.png --strength 0.5 --out painted.png
   python -m bot imagine "a fox in a wide snowy valley" --image fox.png --zoom 2 --out wider.png
-  python -m bot imagine "a red door" --image house.png --region left-half --out door.png"""
+  python -m bot imagine "a red door" --image house.png --region left-half --out door.png
+  python -m bot imagine "a {red, blue} fox --repeat 2" --out fox.png   # fox-1.png ... fox-4.png"""
 
 
 def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,8 +59,14 @@ def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         epilog=_IMAGINE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("prompt", help='what to draw; Midjourney-style flags such as "--ar 16:9" work inside it')
-    parser.add_argument("--out", type=Path, required=True, help="where to write the grid (PNG)")
+    parser.add_argument(
+        "prompt",
+        help='what to draw; Midjourney-style flags such as "--ar 16:9" work inside it, and "{a, b}" or '
+        '"--repeat N" make several grids',
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="where to write the grid (PNG); several grids: OUT-1.png, OUT-2.png ..."
+    )
     parser.add_argument("--negative", help="what to keep out of the image")
     parser.add_argument("--seed", type=int, help="seed of the first image; the others use the next seeds")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
@@ -127,40 +134,51 @@ def _read_picture(path: Path) -> bytes:
 
 
 async def _generate(settings: Settings, options: ImagineOptions, out: Path, picture: bytes | None) -> int:
-    # One image for one person at the terminal: the model loads in this process, no worker to start.
+    # One person at the terminal: the model loads in this process, no worker to start.
     async with open_core(replace(settings, workers="thread")) as core:
-        outcome: asyncio.Future[ServiceEvent] = asyncio.get_running_loop().create_future()
-        bar = tqdm(total=1, desc="queued", unit="step", file=sys.stderr, leave=False)
+        origin = Origin(user_id=CONSOLE_USER_ID, console=True)
+        # "{a, b}" permutations and --repeat make several jobs: one grid each, numbered after --out.
+        jobs = await core.service.expand(options, origin)
+        status = 0
+        for number, job in enumerate(jobs, start=1):
+            target = out if len(jobs) == 1 else out.with_name(f"{out.stem}-{number}{out.suffix}")
+            status = max(status, await _generate_one(core.service, job, origin, target, picture))
+        return status
 
-        def on_event(event: ServiceEvent) -> None:
-            if outcome.done():
-                return
-            match event:
-                case Queued(position=position):
-                    bar.set_description(f"queued (#{position})")
-                case Started():
-                    bar.set_description("generating")
-                case Progress(step=step, total=total):
-                    bar.total = total
-                    bar.n = step
-                    bar.refresh()
-                case Completed() | Failed() | Cancelled():
-                    outcome.set_result(event)
 
-        try:
-            submitted = await core.service.imagine(
-                options, Origin(user_id=CONSOLE_USER_ID, console=True), on_event, picture=picture
-            )
-            if submitted.notice:
-                tqdm.write(f"warning: {submitted.notice}", file=sys.stderr)
-            event = await outcome
-        finally:
-            bar.close()
-        if isinstance(event, Completed):
-            return _write_result(event.result, out)
-        message = event.message if isinstance(event, Failed) else "The job was cancelled."
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+async def _generate_one(
+    service: GenerationService, options: ImagineOptions, origin: Origin, out: Path, picture: bytes | None
+) -> int:
+    outcome: asyncio.Future[ServiceEvent] = asyncio.get_running_loop().create_future()
+    bar = tqdm(total=1, desc="queued", unit="step", file=sys.stderr, leave=False)
+
+    def on_event(event: ServiceEvent) -> None:
+        if outcome.done():
+            return
+        match event:
+            case Queued(position=position):
+                bar.set_description(f"queued (#{position})")
+            case Started():
+                bar.set_description("generating")
+            case Progress(step=step, total=total):
+                bar.total = total
+                bar.n = step
+                bar.refresh()
+            case Completed() | Failed() | Cancelled():
+                outcome.set_result(event)
+
+    try:
+        submitted = await service.imagine(options, origin, on_event, picture=picture)
+        if submitted.notice:
+            tqdm.write(f"warning: {submitted.notice}", file=sys.stderr)
+        event = await outcome
+    finally:
+        bar.close()
+    if isinstance(event, Completed):
+        return _write_result(event.result, out)
+    message = event.message if isinstance(event, Failed) else "The job was cancelled."
+    print(f"error: {message}", file=sys.stderr)
+    return 1
 
 
 def _write_result(result: JobResult, out: Path) -> int:
