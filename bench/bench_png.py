@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+import zlib
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -32,12 +33,32 @@ def picture(side: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(image) + grain, 0, 255).astype(np.uint8))
 
 
-def measure(image: Image.Image, level: int, repeat: int = 3) -> tuple[float, int]:
+#: zlib's strategies, as Pillow's PNG writer takes them (``compress_type``): after PNG's row filters the
+#: bytes are small residuals, where LZ77's long matches find little and run-length or Huffman alone may do.
+STRATEGIES = {"default": zlib.Z_DEFAULT_STRATEGY, "RLE": zlib.Z_RLE, "Huffman only": zlib.Z_HUFFMAN_ONLY}
+
+
+def flat_picture(side: int) -> Image.Image:
+    """Flat colours and hard edges (a logo, a cartoon): where long runs and matches are the whole gain."""
+    image = Image.new("RGB", (side, side), (240, 240, 235))
+    draw = ImageDraw.Draw(image)
+    step = side // 32
+    for n in range(30):
+        draw.rectangle(
+            (n * step, n * step // 2, n * step + side // 5, n * step // 2 + side // 7), fill=(n * 8, 100, 200 - n * 5)
+        )
+        draw.line((0, n * step, side, side - n * step), fill=(0, 0, 0), width=3)
+    return image
+
+
+def measure(
+    image: Image.Image, level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY, repeat: int = 3
+) -> tuple[float, int]:
     times, size = [], 0
     for _ in range(repeat):
         buffer = io.BytesIO()
         started = time.perf_counter()
-        image.save(buffer, format="PNG", optimize=False, compress_level=level)
+        image.save(buffer, format="PNG", optimize=False, compress_level=level, compress_type=strategy)
         times.append(time.perf_counter() - started)
         size = buffer.tell()
     return statistics.median(times), size
@@ -51,6 +72,14 @@ def main() -> None:
         for level in (0, 1, 3, 6, 9):
             seconds, size = measure(image, level)
             print(f"  compress_level {level}: {seconds * 1000:7.1f} ms  {size / 1e6:5.2f} MB ({size / raw:.0%})")
+        for name, strategy in STRATEGIES.items():
+            seconds, size = measure(image, 1, strategy)
+            print(f"  level 1, {name:>12}: {seconds * 1000:7.1f} ms  {size / 1e6:5.2f} MB ({size / raw:.0%})")
+    flat = flat_picture(1024)
+    print("flat colours and hard edges, 1024x1024:")
+    for name, strategy in STRATEGIES.items():
+        seconds, size = measure(flat, 1, strategy)
+        print(f"  level 1, {name:>12}: {seconds * 1000:7.1f} ms  {size / 1e3:6.0f} kB")
 
 
 if __name__ == "__main__":

@@ -235,7 +235,9 @@ def test_edits_without_a_picture_say_so(workdir: Path, capsys: pytest.CaptureFix
     assert not (workdir / "x.png").exists()
 
 
-def test_permutations_and_repeat_write_one_numbered_grid_each(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_permutations_and_repeat_write_one_numbered_grid_each(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["imagine", "a {red, blue} fox --repeat 2", "--out", "fox.png", "--count", "1", "--steps", "2"])
     assert code == 0
     written = sorted(path.name for path in workdir.glob("fox*.png"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -33,13 +33,13 @@ def image_path(images_dir: Path, job_id: int, index: int) -> Path:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    # A part file of this process and thread: two threads writing the same file never share one.
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")
     try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-        os.replace(partial, path)
+        partial.write_bytes(data)
+        partial.replace(path)
     except BaseException:
-        Path(partial).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
 
 
