@@ -202,6 +202,8 @@ class GenerationService:
         repeat = parsed.repeat or 1
         if parsed.repeat is not None:
             check_range("Repeat", parsed.repeat, MIN_REPEAT, MAX_REPEAT)
+        if parsed.seed is not None:  # before repeats count on from it
+            check_range("Seed", parsed.seed, 0, MAX_SEED)
         settings = await self.store.guild_settings(origin.guild_id) if origin.guild_id is not None else None
         limit = (settings.permutations if settings is not None else None) or permutations.DEFAULT_LIMIT
         if origin.console:  # the owner at the terminal: no server's limit
