@@ -1,8 +1,8 @@
 """What a worker does between the last denoising step and sending a batch's Result: grids only, or every file.
 
-Grid first: the worker's side process classifies a batch and encodes each job's grid, and the bot cuts
-each image's own file from the grid after posting it. Before, the side process also encoded every image
-as a PNG of its own before the Result could leave. This measures both on the same batch (2 jobs of 4
+Grid first: the worker's side process classifies a batch and encodes each job's grid, the grids side by
+side on a few threads, and the bot cuts each image's own file from the grid after posting it. Before, the
+side process also encoded every image as a PNG of its own, job after job, before the Result could leave. This measures both on the same batch (2 jobs of 4
 images, the batch of 8 that two /imagine make), with the test picture of ``bench_png.py``, at SD1.5's 512 px
 and SDXL's 1024 px, no classifier (the same in both):
 
