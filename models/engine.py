@@ -393,7 +393,8 @@ class DiffusionEngine:
         arguments = call_arguments(spec, tasks, generators, step_end)
         if spec.weighted:
             prompts, negatives = arguments.pop("prompt"), arguments.pop("negative_prompt")
-            arguments.update(weighted_arguments(pipeline, ModelFamily(resident.preset.family), prompts, negatives))
+            family = ModelFamily(resident.preset.family)
+            arguments.update(weighted_arguments(pipeline, family, prompts, negatives, embeddings=bool(spec.embeddings)))
 
         # 5. Run.
         try:

@@ -19,11 +19,16 @@ from models.presets import ModelFamily
 
 
 def weighted_arguments(
-    pipeline: Any, family: ModelFamily, prompts: Sequence[str], negatives: Sequence[str]
+    pipeline: Any, family: ModelFamily, prompts: Sequence[str], negatives: Sequence[str], *, embeddings: bool = False
 ) -> dict[str, torch.Tensor]:
-    """``prompt_embeds`` (and the rest a pipeline call takes in their place) for these rows."""
-    from compel import Compel, ReturnedEmbeddingsType  # type: ignore[import-untyped]  # compel ships no types
+    """``prompt_embeds`` (and the rest a pipeline call takes in their place) for these rows.
 
+    With ``embeddings`` (the batch uses textual-inversion embeddings), a multi-vector embedding's token
+    is expanded to all its vectors, as the pipeline's own path does; otherwise only its first would count.
+    """
+    from compel import Compel, DiffusersTextualInversionManager, ReturnedEmbeddingsType  # type: ignore[import-untyped]  # compel ships no types
+
+    manager = DiffusersTextualInversionManager(pipeline) if embeddings else None
     with torch.no_grad():
         # Row by row, padded here: compel's own padding fails for SDXL's pair of encoders.
         if family == ModelFamily.SDXL:
@@ -33,6 +38,7 @@ def weighted_arguments(
                 returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
                 requires_pooled=[False, True],
                 truncate_long_prompts=False,
+                textual_inversion_manager=manager,
             )
             rows = [compel(text) for text in [*prompts, *negatives]]
             empty, _ = compel("")
@@ -45,7 +51,12 @@ def weighted_arguments(
                 "negative_prompt_embeds": torch.cat(padded[split:]),
                 "negative_pooled_prompt_embeds": torch.cat(pooled[split:]),
             }
-        compel = Compel(tokenizer=pipeline.tokenizer, text_encoder=pipeline.text_encoder, truncate_long_prompts=False)
+        compel = Compel(
+            tokenizer=pipeline.tokenizer,
+            text_encoder=pipeline.text_encoder,
+            truncate_long_prompts=False,
+            textual_inversion_manager=manager,
+        )
         padded = _same_length([compel(text) for text in [*prompts, *negatives]], compel(""))
         split = len(prompts)
         return {"prompt_embeds": torch.cat(padded[:split]), "negative_prompt_embeds": torch.cat(padded[split:])}

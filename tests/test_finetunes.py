@@ -305,3 +305,26 @@ def test_a_lora_on_a_model_with_fused_attention_applies_whole(tmp_path: Path, lo
         return np.asarray(image, dtype=np.int16)
 
     assert np.abs(engine_image(fuse=True) - engine_image(fuse=False)).max() <= 2
+
+
+def test_a_multi_vector_embedding_counts_whole_in_a_weighted_prompt(tmp_path: Path, model_cache_dir: Path) -> None:
+    """Weighted prompts are encoded by compel; every vector of an embedding counts there, as on the plain path."""
+    from diffusers import StableDiffusionPipeline
+
+    from models.finetunes import load_embedding
+    from models.presets import ModelFamily
+    from models.prompts import weighted_arguments
+    from models.tiny import ensure_tiny_model
+
+    pipeline = StableDiffusionPipeline.from_pretrained(str(ensure_tiny_model(model_cache_dir)))
+    path = tmp_path / "two.safetensors"
+    path.write_bytes(EMBEDDING)  # two vectors
+    load_embedding(pipeline, path, "<lc-two>")
+    plain, _ = pipeline.encode_prompt("<lc-two> fox", "cpu", 1, False)  # the pipeline's own path: both vectors
+
+    def compel_rows(embeddings: bool) -> torch.Tensor:
+        arguments = weighted_arguments(pipeline, ModelFamily.TINY, ["<lc-two> fox"], [""], embeddings=embeddings)
+        return arguments["prompt_embeds"]
+
+    assert torch.allclose(compel_rows(True), plain, atol=1e-5)
+    assert not torch.allclose(compel_rows(False), plain, atol=1e-3)  # without the expansion: the first vector only
