@@ -143,14 +143,19 @@ async def test_vary_region_offers_regions_then_asks_what_goes_there_and_keeps_th
     assert modal.data["title"] == "Remix"
     assert remix_prompt(modal.data) == ("Prompt", "a lighthouse on a cliff")
 
-    submitted = await fake_discord.submit_modal(chosen, {"prompt": "a red door in a white wall"})
-    assert not (await submitted.wait_for_response(timeout=5)).ephemeral
-    edited = await submitted.wait_for_message(has_grid, timeout=180)
+    edited = await remixed_grid(fake_discord, chosen, "a red door in a white wall")
     assert "a red door in a white wall" in edited.content and "Vary (Region): left half of image 1" in edited.content
     original = pixels_of(source)
     for cell in cells(edited):
         assert np.array_equal(cell[:, SIDE // 2 + BAND :], original[:, SIDE // 2 + BAND :])  # the right half, kept
         assert not np.array_equal(cell[:, : SIDE // 2], original[:, : SIDE // 2])  # the left half, redrawn
+
+
+async def remixed_grid(fake: FakeDiscord, opened: InteractionRecord, prompt: str) -> StoredMessage:
+    """Send the Remix window the bot opened in answer to ``opened`` with ``prompt``: a public answer, then the grid."""
+    submitted = await fake.submit_modal(opened, {"prompt": prompt})
+    assert not (await submitted.wait_for_response(timeout=10)).ephemeral
+    return await submitted.wait_for_message(has_grid, timeout=180)
 
 
 async def modal_of(interaction: InteractionRecord) -> InteractionCallback:
@@ -218,8 +223,7 @@ async def test_zoom_with_remix_runs_the_new_prompt_on_the_zoomed_canvas(
     ).wait_for_response()
     press = await fake_discord.press_button(source, user=world.member, label="Zoom Out 2x")
     await modal_of(press)
-    submitted = await fake_discord.submit_modal(press, {"prompt": "a lighthouse in a wide bay"})
-    zoomed = await submitted.wait_for_message(has_grid, timeout=180)
+    zoomed = await remixed_grid(fake_discord, press, "a lighthouse in a wide bay")
     assert "a lighthouse in a wide bay" in zoomed.content and "Zoom Out 2x of image 1" in zoomed.content
 
 
@@ -335,14 +339,10 @@ async def test_a_remix_window_opened_before_a_restart_still_starts_its_job_after
         chosen = await fake_discord.choose(menu.message_id, select["custom_id"], ["top-half"], user=world.member)
         await modal_of(chosen)
     async with running_bot(fake_discord, settings, tiny_engine):  # both windows are still open on the member's screen
-        varied = await fake_discord.submit_modal(variation, {"prompt": "a lighthouse at dawn"})
-        assert not (await varied.wait_for_response(timeout=10)).ephemeral
-        grid = await varied.wait_for_message(has_grid, timeout=180)
+        grid = await remixed_grid(fake_discord, variation, "a lighthouse at dawn")
         assert "a lighthouse at dawn" in grid.content and "variations of image 1" in grid.content
 
-        redrawn = await fake_discord.submit_modal(chosen, {"prompt": "storm clouds"})
-        assert not (await redrawn.wait_for_response(timeout=10)).ephemeral
-        edited = await redrawn.wait_for_message(has_grid, timeout=180)
+        edited = await remixed_grid(fake_discord, chosen, "storm clouds")
         assert "storm clouds" in edited.content and "Vary (Region): top half of image 1" in edited.content
         original = pixels_of(source)
         for cell in cells(edited):
