@@ -637,7 +637,8 @@ class GenerationService:
                         result = await self._finish(following, event)
                         if result is not None:
                             self._publish(Completed(job.id, result))  # the grid is posted first...
-                            self._write_images(result.job)  # ...while each image's file is cut from it
+                            if not self._closed:  # ...while each image's file is cut from it (else: on use)
+                                self._write_images(result.job)
                         return
                     case Failed(message=message):
                         await self.store.mark_failed(job.id, message)
@@ -696,7 +697,7 @@ class GenerationService:
         """
         try:
             await asyncio.shield(self._write_images(job))
-        except OSError:
+        except (OSError, ValueError):  # the grid is gone or damaged (logged where it was written)
             pass
         return tuple(Path(path) for path in job.image_paths)
 
