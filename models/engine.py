@@ -31,7 +31,7 @@ from PIL import Image
 from models import preview
 from models.errors import GenerationInterrupted, GenerationOutOfMemory, ModelUnavailable
 from models.fastpath import Bucket, Compiler, FastPath, buckets_for, default_compiler, padded, use_compile_cache
-from models.finetunes import load_embedding
+from models.finetunes import FineTuneKind, FineTuneUnusable, load_embedding
 from models.loading import default_dtype, load_pipeline, resolve_model_source
 from models.operations import call_arguments, check_batch, operation_for, pipeline_for_call
 from models.presets import ModelFamily, preset_for
@@ -435,8 +435,8 @@ class DiffusionEngine:
                 with warnings.catch_warnings():  # PEFT warns that a model with one adapter gets another: it should
                     warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
                     pipeline.load_lora_weights(str(_fine_tune_file(file_id)), adapter_name=name)
-            except (OSError, ValueError, KeyError, RuntimeError) as error:
-                raise ModelUnavailable(f"A LoRA of this job could not be loaded ({type(error).__name__}).") from error
+            except (OSError, ValueError, KeyError, RuntimeError) as error:  # PEFT: "target modules not found"
+                raise FineTuneUnusable(FineTuneKind.LORA, Path(file_id).stem, error) from error
             resident.adapters[file_id] = name
         pipeline.enable_lora()
         pipeline.set_adapters(

@@ -39,6 +39,35 @@ class FineTuneKind(StrEnum):
     EMBEDDING = "embedding"
 
 
+class FineTuneUnusable(ModelError):
+    """A LoRA or embedding a batch names that this worker cannot apply: unreadable here, or not fitting the model.
+
+    ``sha256`` names the file (its stem), so the bot side can say which of the guild's names it is
+    (``sentence_for``); ``str(error)`` is the sentence without a name.
+    """
+
+    def __init__(self, kind: FineTuneKind, sha256: str, error: BaseException) -> None:
+        self.kind, self.sha256 = kind, sha256
+        self.unreadable = isinstance(error, OSError)
+        self.cause = type(error).__name__
+        label = "A LoRA" if kind is FineTuneKind.LORA else "An embedding"
+        what = "could not be read on this worker" if self.unreadable else "does not fit this model"
+        super().__init__(f"{label} of this job {what} ({self.cause}).")
+
+    def sentence_for(self, name: str, model: str) -> str:
+        """The member's sentence, naming the fine-tune as the guild knows it."""
+        label = "LoRA" if self.kind is FineTuneKind.LORA else "embedding"
+        if self.unreadable:
+            return (
+                f"The {label} {name} could not be read on the worker that ran this job ({self.cause}), "
+                "so it did not run and nothing was charged."
+            )
+        return (
+            f"The {label} {name} does not fit the model {model} ({self.cause}), so this job did not run and "
+            f"nothing was charged; a moderator can remove it with /{label.lower()} remove {name}."
+        )
+
+
 #: The width of the text a model's cross-attention reads, by family (``ModelPreset.family``).
 CONTEXT_WIDTHS: Final = {768: "sd1", 1024: "sd2", 2048: "sdxl", 32: "tiny"}
 #: A text encoder's width, by family, for embeddings and text-encoder LoRAs.
@@ -197,4 +226,4 @@ def load_embedding(pipeline: Any, path: Path, token: str) -> None:
         vectors = tensors.get("emb_params", next(iter(tensors.values())))
         pipeline.load_textual_inversion(vectors, token=token)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
-        raise FineTuneError(f"An embedding of this job could not be loaded ({type(error).__name__}).") from error
+        raise FineTuneUnusable(FineTuneKind.EMBEDDING, path.stem, error) from error

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from bench._architectures import write_tiny_loras
@@ -328,3 +329,28 @@ def test_a_multi_vector_embedding_counts_whole_in_a_weighted_prompt(tmp_path: Pa
 
     assert torch.allclose(compel_rows(True), plain, atol=1e-5)
     assert not torch.allclose(compel_rows(False), plain, atol=1e-3)  # without the expansion: the first vector only
+
+
+async def test_a_lora_whose_layers_the_model_lacks_fails_by_name_and_costs_nothing(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes, tmp_path: Path
+) -> None:
+    """Its header is sound and its width says tiny, so it is accepted; only loading it shows it fits nothing."""
+    _, core = bot
+    good = tmp_path / "good.safetensors"
+    good.write_bytes(lora_file)
+    renamed = {
+        key.replace("unet.", "unet.renamed_", 1): tensor for key, tensor in load_tensors(good.read_bytes()).items()
+    }
+    added = await add(fake_discord, world, "lora", "misfit", safetensors_bytes(renamed), "misfit.safetensors")
+    assert "Added the lora `misfit` (tiny)" in added.content
+    used = (await core.store.usage(world.guild.id, world.member.user.id)).used
+
+    ix = await imagine(fake_discord, world, prompt="a lighthouse", count=1, lora="misfit")
+    failed = await ix.wait_for_original(lambda message: "❌" in message.content, timeout=180)
+    assert (
+        "The LoRA misfit does not fit the model builtin:tiny (NoMatchingPeftModuleError), so this job did not run "
+        "and nothing was charged; a moderator can remove it with /lora remove misfit." in failed.content
+    )
+    assert (await core.store.usage(world.guild.id, world.member.user.id)).used == used
+    # The model is as it was: the next job runs.
+    assert (await finished_grid(await imagine(fake_discord, world, prompt="a lighthouse", count=1))).attachments

@@ -32,6 +32,7 @@ from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe, embedding_uses, lora_us
 from bot.workers.finishing import RawImage, finish_batch
 from bot.workers.protocol import Message, ProgressReport, Ready, Result, Run, RunJob
 from models.errors import GenerationInterrupted, ModelError
+from models.finetunes import FineTuneUnusable
 from models.types import BatchSpec, GenerationBatch, ImageTask, Operation, StepProgress, embedding_token
 
 if TYPE_CHECKING:
@@ -210,6 +211,9 @@ class WorkerRunner:
         except GenerationInterrupted:
             self._report(run, (), cancelled=self._cancelled(run))
             return
+        except FineTuneUnusable as error:
+            self._report(run, (), error=_named(error, run))
+            return
         except ModelError as error:
             self._report(run, (), error=str(error))
             return
@@ -334,6 +338,17 @@ class WorkerRunner:
         self, run: Run, outputs: tuple[JobOutput, ...], *, error: str | None = None, cancelled: tuple[int, ...] = ()
     ) -> None:
         self._send(Result(self.worker_id, self.boot_id, run.batch_id, outputs, error=error, cancelled=cancelled))
+
+
+def _named(error: FineTuneUnusable, run: Run) -> str:
+    """The sentence for a LoRA or embedding the batch could not apply, by the name its guild gave it."""
+    for job in run.jobs:
+        recipe = job.order.recipe
+        names = [use.name for use in lora_uses(recipe) if use.sha256 == error.sha256]
+        names += [name for name, sha256 in embedding_uses(recipe) if sha256 == error.sha256]
+        if names:
+            return error.sentence_for(names[0], recipe.model)
+    return str(error)
 
 
 def _rows(latents: object) -> int:
