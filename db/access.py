@@ -2,7 +2,7 @@
 
 ``StoreAccess`` holds what every part of the store shares: the connection
 thread (``db.connection``), the injected clock, the set of writes in flight and
-the per-guild cache (settings, filter terms, fine-tunes, disabled models) with its generation counter. Its
+the per-guild cache (settings, filter terms, styles, fine-tunes, disabled models) with its generation counter. Its
 ``_run``, ``_write`` and ``_read`` are how the query mixins (``db.guilds``,
 ``db.quotas``) and ``db.store`` reach the file; the small row helpers below
 (``_fetchall``, ``_ledger_guild``, ...) are shared by them all. This module
@@ -47,7 +47,7 @@ class StoreAccess:
         self._clock = clock
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._closed = False
-        # Every admission reads its guild's settings, filter terms, fine-tunes and disabled models;
+        # Every admission reads its guild's settings, filter terms, styles, fine-tunes and disabled models;
         # moderators change them rarely, and only through this object, so they are kept here (by
         # what, then guild) and dropped on each change. Values are immutable.
         self._guild_caches: dict[str, dict[int, Any]] = {}

@@ -36,7 +36,10 @@ class StyleQueries(StoreAccess):
         return await self._write(body, guild_id=guild_id)
 
     async def styles(self, guild_id: int) -> list[Style]:
-        rows = await self._read(
-            "SELECT * FROM guild_styles WHERE guild_id = ? ORDER BY name COLLATE NOCASE", (guild_id,)
-        )
-        return [Style(row["guild_id"], row["name"], row["prompt"], row["negative"]) for row in rows]
+        def load(conn: sqlite3.Connection) -> tuple[Style, ...]:
+            rows = _fetchall(
+                conn, "SELECT * FROM guild_styles WHERE guild_id = ? ORDER BY name COLLATE NOCASE", (guild_id,)
+            )
+            return tuple(Style(row["guild_id"], row["name"], row["prompt"], row["negative"]) for row in rows)
+
+        return list(await self._per_guild("styles", guild_id, load))

@@ -3,10 +3,11 @@
 ``WorkerRunner.run`` is called in the thread that owns the GPU (a thread of the bot, or the
 main thread of a worker process). It decodes the source images, runs the batch, sends a
 ``ProgressReport`` from the step callback (a preview every ``preview_interval_s`` per job,
-the first one interval in, and a heartbeat at most every ``HEARTBEAT_INTERVAL_S`` between), then hands each job's images to the finishing
-executor (classification and encoding, beside the GPU) and returns at once, so the next
-batch can start while the last one is encoded. Each job's ``Result`` is sent when its
-finishing is done. ``cancel`` may be called from any thread.
+the first one interval in, and a heartbeat at most every ``HEARTBEAT_INTERVAL_S`` between),
+then hands the batch's images to the finishing executor (``finish_batch``: classification
+and the grids, beside the GPU) and returns at once, so the next batch can start while the
+last one is encoded. The batch's ``Result`` is sent when its finishing is done. ``cancel``
+may be called from any thread.
 """
 
 from __future__ import annotations
