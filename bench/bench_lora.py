@@ -28,7 +28,8 @@ import torch
 from bench._architectures import write_tiny_loras
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
-from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+from models.types import GenerationBatch, ImageTask
+from tests.recipes import a_spec
 
 
 def main() -> None:
@@ -50,16 +51,7 @@ def main() -> None:
         process = psutil.Process()
         print(f"{args.batches} batches of 2 images, 64 px, 2 steps; 6 LoRAs, cache of {args.cache}, on {args.device}")
         for batch in range(1, args.batches + 1):
-            spec = BatchSpec(
-                model=TINY_MODEL_ID,
-                operation=Operation.TXT2IMG,
-                width=64,
-                height=64,
-                steps=2,
-                guidance=7.0,
-                scheduler="EulerAncestralDiscreteScheduler",
-                loras=next(sets),
-            )
+            spec = a_spec(loras=next(sets))
             engine.run(GenerationBatch(spec, (ImageTask("a fox", "", batch), ImageTask("a cat", "", batch))))
             if batch % 10 == 0:
                 gc.collect()

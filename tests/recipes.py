@@ -1,4 +1,5 @@
-"""Jobs for tests that talk to the store directly: a real ``Recipe`` with the admission's fields."""
+"""Jobs for tests that talk to the store directly: a real ``Recipe`` with the admission's fields; and the
+engine's ``BatchSpec`` for tests (and benchmarks) that call the engine itself."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 from bot.jobs.recipe import JobKind, Recipe
 from db.records import NewJob
+from models.tiny import TINY_MODEL_ID
+from models.types import BatchSpec, Operation
 
 RECIPE_FIELDS = frozenset(field.name for field in dataclasses.fields(Recipe))
 
@@ -35,3 +38,17 @@ def a_new_job(*, user_id: int = 1, guild_id: int | None = 10, cost: int = 4, **c
     admission = {name: value for name, value in changes.items() if name not in RECIPE_FIELDS}
     admission.setdefault("channel_id", 20)
     return NewJob(recipe=recipe, guild_id=guild_id, user_id=user_id, cost=cost, **admission)
+
+
+def a_spec(**changes: Any) -> BatchSpec:
+    """A txt2img batch of the tiny model at 64 px, 2 steps of Euler a; ``changes`` name ``BatchSpec``'s fields."""
+    fields: dict[str, Any] = {
+        "model": TINY_MODEL_ID,
+        "operation": Operation.TXT2IMG,
+        "width": 64,
+        "height": 64,
+        "steps": 2,
+        "guidance": 7.0,
+        "scheduler": "EulerAncestralDiscreteScheduler",
+    }
+    return BatchSpec(**{**fields, **changes})

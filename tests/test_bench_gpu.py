@@ -11,7 +11,8 @@ import pytest
 
 from bench._architectures import build
 from models.engine import DiffusionEngine, EngineConfig
-from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+from models.types import GenerationBatch, ImageTask
+from tests.recipes import a_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,15 +25,7 @@ def test_the_random_architectures_load_as_their_family_and_draw_images(
     engine = DiffusionEngine(EngineConfig(device="cpu", cache_dir=tmp_path / "cache"))
     preset = engine.load(str(folder))
     assert (preset.family, preset.width, preset.height) == (family, side, side)
-    spec = BatchSpec(
-        model=str(folder),
-        operation=Operation.TXT2IMG,
-        width=64,
-        height=64,
-        steps=1,
-        guidance=preset.guidance,
-        scheduler=preset.scheduler,
-    )
+    spec = a_spec(model=str(folder), steps=1, guidance=preset.guidance, scheduler=preset.scheduler)
     output = engine.run(GenerationBatch(spec, (ImageTask("a cat", "", 1), ImageTask("a dog", "", 2))))
     assert [image.size for image in output.images] == [(64, 64), (64, 64)]
 

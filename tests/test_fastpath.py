@@ -23,7 +23,8 @@ from bot.settings import Settings, SettingsError
 from models.engine import DiffusionEngine, EngineConfig
 from models.fastpath import Bucket, BucketState, buckets_for, compile_cache_dir, padded
 from models.tiny import TINY_MODEL_ID
-from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+from models.types import GenerationBatch, ImageTask
+from tests.recipes import a_spec
 
 WAIT_S = 300.0  # three two-step warm-ups of a 64 px tiny model; generous for a busy CI machine
 
@@ -74,15 +75,7 @@ def engine_with(model_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 
 def txt2img(count: int, width: int = 64, height: int = 64) -> GenerationBatch:
-    spec = BatchSpec(
-        model=TINY_MODEL_ID,
-        operation=Operation.TXT2IMG,
-        width=width,
-        height=height,
-        steps=3,
-        guidance=7.0,
-        scheduler="EulerAncestralDiscreteScheduler",
-    )
+    spec = a_spec(width=width, height=height, steps=3)
     return GenerationBatch(spec, tuple(ImageTask(f"a lighthouse, take {n}", "fog", 500 + n) for n in range(count)))
 
 

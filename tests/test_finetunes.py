@@ -30,7 +30,7 @@ from tests import discord_bot_helpers
 from tests.discord_bot_helpers import finished_grid, imagine, running_bot
 from tests.fakediscord import FakeDiscord, FakeUpload
 from tests.fakediscord.server import GuildSetup
-from tests.recipes import a_recipe
+from tests.recipes import a_recipe, a_spec
 
 settings = discord_bot_helpers.settings
 bot = discord_bot_helpers.bot
@@ -282,7 +282,7 @@ async def test_a_disabled_model_is_refused_on_that_server_only(
 
 def test_a_lora_on_a_model_with_fused_attention_applies_whole(tmp_path: Path, lora_file: bytes) -> None:
     """SD_COMPILE=auto fuses QKV on CUDA; a LoRA's q/k/v layers would then be skipped, so the engine unfuses."""
-    from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+    from models.types import GenerationBatch, ImageTask
 
     path = tmp_path / f"{'c' * 64}.safetensors"
     path.write_bytes(lora_file)
@@ -292,16 +292,7 @@ def test_a_lora_on_a_model_with_fused_attention_applies_whole(tmp_path: Path, lo
         engine.load(TINY_MODEL_ID)
         if fuse:
             engine._resident.pipeline.fuse_qkv_projections()  # as the fast path does on CUDA
-        spec = BatchSpec(
-            model=TINY_MODEL_ID,
-            operation=Operation.TXT2IMG,
-            width=64,
-            height=64,
-            steps=3,
-            guidance=7.0,
-            scheduler="EulerAncestralDiscreteScheduler",
-            loras=((str(path), 1.0),),
-        )
+        spec = a_spec(steps=3, loras=((str(path), 1.0),))
         image = engine.run(GenerationBatch(spec, (ImageTask("a cat", "", 1),))).images[0]
         return np.asarray(image, dtype=np.int16)
 

@@ -16,6 +16,7 @@ from models.operations import planned_steps
 from models.tiny import TINY_MODEL_ID
 from models.types import BatchOutput, BatchSpec, GenerationBatch, ImageTask, ModelPreset, Operation, StepProgress
 from tests.helpers import pixels
+from tests.recipes import a_spec
 
 STEPS = 4
 
@@ -35,16 +36,7 @@ def spec(
     strength: float = 0.0,
     scheduler: str = "EulerAncestralDiscreteScheduler",
 ) -> BatchSpec:
-    return BatchSpec(
-        model=TINY_MODEL_ID,
-        operation=operation,
-        width=size,
-        height=size,
-        steps=steps,
-        guidance=7.0,
-        scheduler=scheduler,
-        strength=strength,
-    )
+    return a_spec(operation=operation, width=size, height=size, steps=steps, scheduler=scheduler, strength=strength)
 
 
 def max_difference(first: Image.Image, second: Image.Image) -> int:

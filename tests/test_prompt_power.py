@@ -196,21 +196,14 @@ def test_weighted_and_long_prompts_encode_per_row_on_sd_and_sdxl_architectures(t
     from bench._architectures import build
     from bot.jobs.prompts import compel_prompt
     from models.engine import DiffusionEngine, EngineConfig
-    from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+    from models.types import GenerationBatch, ImageTask
+    from tests.recipes import a_spec
 
     folder = build(arch, "smoke", tmp_path / arch)
     engine = DiffusionEngine(EngineConfig(device="cpu", cache_dir=tmp_path / "cache"))
     preset = engine.load(str(folder))
-    spec = BatchSpec(
-        model=str(folder),
-        operation=Operation.TXT2IMG,
-        width=64,
-        height=64,
-        steps=2,
-        guidance=preset.guidance,
-        scheduler=preset.scheduler,
-        weighted=True,
-        prompt_chunks=3,
+    spec = a_spec(
+        model=str(folder), guidance=preset.guidance, scheduler=preset.scheduler, weighted=True, prompt_chunks=3
     )
     long = "a lighthouse on a cliff above the sea, " * 12
     tasks = (
