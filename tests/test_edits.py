@@ -23,7 +23,7 @@ from bot.workers.inprocess import InProcessTransport
 from bot.workers.protocol import WorkOrder
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import MemoryAttempts, NoNsfw
+from tests.helpers import MemoryAttempts, NoNsfw, Recorder
 from tests.recipes import a_recipe
 
 RNG = np.random.default_rng(7)
@@ -148,34 +148,26 @@ async def test_edits_of_two_members_share_one_pipeline_call_and_a_lost_gpu_memor
     worker = Dispatcher(transport, MemoryAttempts(), max_per_user=5, max_total=20, max_batch_images=8)
     await worker.start()
     try:
-        done: dict[int, list[object]] = {1: [], 2: [], 3: []}
+        done = {job_id: Recorder() for job_id in (1, 2, 3)}
         blocker = replace(parent, steps=6, seeds=(1,))
-        worker.submit(WorkOrder(3, 3, blocker), done[3].append)
+        worker.submit(WorkOrder(3, 3, blocker), done[3])
         for job_id, owner in ((1, 1), (2, 2)):
             recipe = parent.as_edit(9, 0, JobKind.REGION, region_mask("Centre"), (64, 64))
-            worker.submit(WorkOrder(job_id, owner, recipe, png(source)), done[job_id].append)
-        for _ in range(600):
-            if all(any(isinstance(e, Finished | Failed) for e in events) for events in done.values()):
-                break
-            await asyncio.sleep(0.1)
+            worker.submit(WorkOrder(job_id, owner, recipe, png(source)), done[job_id])
+        await asyncio.wait_for(asyncio.gather(*(recorder.done.wait() for recorder in done.values())), 120)
         assert calls == [1, 8]  # the blocker, then both members' four images in one call
         for job_id in (1, 2):
-            (finished,) = [e for e in done[job_id] if isinstance(e, Finished)]
+            (finished,) = done[job_id].of(Finished)
             assert finished.output.count == 4
 
         def out_of_memory(pipeline, arguments):  # type: ignore[no-untyped-def]
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
         monkeypatch.setattr(tiny_engine, "_call_pipeline", out_of_memory)
-        events: list[object] = []
-        worker.submit(
-            WorkOrder(4, 1, parent.as_edit(9, 0, JobKind.PAN, "pan:left", (96, 64)), png(source)), events.append
-        )
-        for _ in range(600):
-            if any(isinstance(e, Failed) for e in events):
-                break
-            await asyncio.sleep(0.1)
-        (failed,) = [e for e in events if isinstance(e, Failed)]
+        panned = Recorder()
+        worker.submit(WorkOrder(4, 1, parent.as_edit(9, 0, JobKind.PAN, "pan:left", (96, 64)), png(source)), panned)
+        await asyncio.wait_for(panned.done.wait(), 120)
+        (failed,) = panned.of(Failed)
         assert "does not fit in GPU memory" in failed.message
     finally:
         await worker.stop(timeout_s=60)
