@@ -222,6 +222,7 @@ def _write_and_inspect(folder: Path, data: bytes, filename: str) -> tuple[str, F
 
 def _keep(scratch: Path, target: Path) -> None:
     if not target.exists():
+        scratch.chmod(0o644)  # mkstemp's 0600 would keep workers running as another user out of a shared folder
         os.replace(scratch, target)
 
 
