@@ -41,6 +41,24 @@ async def test_show_posts_a_finished_job_again_with_working_buttons(
     assert not (await by_moderator.wait_for_response(timeout=5)).ephemeral
 
 
+async def test_show_posts_a_grid_over_the_servers_upload_limit_as_a_jpeg_made_from_it(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    grid = await finished_grid(await imagine(fake_discord, world, prompt="a lighthouse", seed=9))
+    kept = grid.attachments[0]
+    assert kept.filename.endswith(".png")
+    world.guild.attachment_size_limit = len(kept.data) // 2  # grids are kept lossless whatever their size
+
+    shown = await fake_discord.run_slash(
+        "show", {"job": job_id_of(grid)}, user=world.member, channel=world.text_channel
+    )
+    posted = await shown.wait_for_original(has_grid)
+    (attachment,) = posted.attachments
+    assert attachment.filename == kept.filename.replace(".png", ".jpg") and len(attachment.data) <= len(kept.data) // 2
+    with attachment.open_image() as image:
+        assert image.format == "JPEG" and image.size == (128, 128)
+
+
 async def test_show_refuses_someone_elses_job_and_a_job_that_does_not_exist(
     fake_discord: FakeDiscord, world: GuildSetup, bot
 ) -> None:

@@ -145,6 +145,17 @@ def encode_image(
     return encode_image(smaller, recipe, stem=stem, limit_bytes=limit_bytes)
 
 
+def fit_upload(encoded: EncodedImage, recipe: Recipe, limit_bytes: int) -> EncodedImage:
+    """``encoded`` as Discord will take it: itself when it fits ``limit_bytes``, else a JPEG made from it.
+
+    Files are kept lossless whatever their size; only what is uploaded shrinks. CPU work when it shrinks.
+    """
+    if len(encoded.data) <= limit_bytes:
+        return encoded
+    with Image.open(io.BytesIO(encoded.data)) as image:
+        return encode_image(image, recipe, stem=encoded.filename.rsplit(".", 1)[0], limit_bytes=limit_bytes)
+
+
 def encode_preview(image: Image.Image) -> bytes:
     """A progress preview as PNG: small and short-lived, so the fastest compression."""
     buffer = io.BytesIO()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -29,7 +28,7 @@ from cogs._shared.origin import origin_of
 from cogs._shared.replies import reply_ephemeral
 from cogs.imagine._admission import Start, admit, button_start, edit_start
 from cogs.imagine._buttons import REMIXABLE, ButtonAction
-from cogs.imagine._delivery import Deliveries, result_message
+from cogs.imagine._delivery import Deliveries, grid_file, result_message
 from cogs.imagine._plans import Plan, Plans
 from cogs.imagine._reactions import Reactions
 from cogs.imagine._remix import (
@@ -193,7 +192,7 @@ class Imagine(commands.Cog):
             is_moderator=is_moderator(interaction),
         )
         content, view = result_message(result, headline(result.recipe, result.job.user_id))
-        grid = discord.File(io.BytesIO(result.grid.data), result.grid.filename)
+        grid = await grid_file(result, interaction.filesize_limit)
         await interaction.response.send_message(
             fit_content(content), file=grid, view=view, allowed_mentions=discord.AllowedMentions.none()
         )

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import discord
-from PIL import Image
 
-from bot.images.metadata import EncodedImage, encode_image
+from bot.images.metadata import DISCORD_UPLOAD_LIMIT, fit_upload
 from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
 from bot.jobs.messages import fit_content
 from bot.jobs.outcomes import Completed, JobResult, ServiceEvent
@@ -67,6 +66,12 @@ class Delivery:
         if isinstance(event, Completed):
             self.result_due = True
         self.inbox.put_nowait(event)
+
+
+async def grid_file(result: JobResult, limit_bytes: int) -> discord.File:
+    """The result's grid as a file to post, shrunk off the event loop if it is over ``limit_bytes``."""
+    grid = await asyncio.to_thread(fit_upload, result.grid, result.recipe, limit_bytes)
+    return discord.File(io.BytesIO(grid.data), grid.filename)
 
 
 def result_message(result: JobResult, title: str) -> tuple[str, discord.ui.View]:
@@ -284,16 +289,7 @@ class Deliveries:
             log.warning("could not tell user %s that job %s was refunded undelivered", job.user_id, job.id)
 
     async def _grid_for(self, result: JobResult, delivery: Delivery | None) -> discord.File:
-        limit = delivery.interaction.filesize_limit if delivery else 10 * 1024 * 1024
-        grid = result.grid
-        if len(grid.data) > limit:
-
-            def shrink() -> EncodedImage:
-                with Image.open(io.BytesIO(grid.data)) as image:
-                    return encode_image(image, result.recipe, stem=grid.filename.rsplit(".", 1)[0], limit_bytes=limit)
-
-            grid = await asyncio.to_thread(shrink)
-        return discord.File(io.BytesIO(grid.data), grid.filename)
+        return await grid_file(result, delivery.interaction.filesize_limit if delivery else DISCORD_UPLOAD_LIMIT)
 
     # -- with the bot token -------------------------------------------------------------------
 

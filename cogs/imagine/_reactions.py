@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.images.metadata import infotext
+from bot.images.metadata import DISCORD_UPLOAD_LIMIT, EncodedImage, fit_upload, infotext
 from bot.jobs.messages import fit_content
 from cogs._shared.channels import messageable_channel
 from cogs.imagine._buttons import ButtonAction
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
+    from bot.jobs.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class Reactions:
     async def _send_by_dm(self, user_id: int, job: Any, channel: discord.abc.Messageable) -> None:
         recipe = job.recipe
         paths = await self.bot.service.image_files(job)
-        images = await asyncio.to_thread(_read_images, job.id, paths, frozenset(job.withheld))
-        files = [discord.File(io.BytesIO(data), filename=filename) for data, filename in images]
+        images = await asyncio.to_thread(_read_images, job.id, recipe, paths, frozenset(job.withheld))
+        files = [discord.File(io.BytesIO(image.data), filename=image.filename) for image in images]
         text = f"Job {job.id}, seeds {', '.join(str(seed) for seed in recipe.seeds)}:\n```\n{infotext(recipe)}\n```"
         try:
             user = self.bot.get_user(user_id) or await self.bot.fetch_user(user_id)
@@ -102,16 +103,17 @@ class Reactions:
             log.warning("could not send job %s by direct message", job.id, exc_info=True)
 
 
-def _read_images(job_id: int, paths: Sequence[Path], withheld: frozenset[int]) -> list[tuple[bytes, str]]:
-    """The job's images that were delivered and are still on disk, with the names the DM gives them."""
+def _read_images(job_id: int, recipe: Recipe, paths: Sequence[Path], withheld: frozenset[int]) -> list[EncodedImage]:
+    """The job's images that were delivered and are still on disk, named for the DM and each fitted to upload."""
     images = []
     for index, path in enumerate(paths):
         if index in withheld:
             continue
         try:
-            images.append((path.read_bytes(), f"latentcord-{job_id}-{index + 1}{path.suffix}"))
+            kept = EncodedImage(path.read_bytes(), f"latentcord-{job_id}-{index + 1}{path.suffix}", "image/png")
         except OSError:
             continue
+        images.append(fit_upload(kept, recipe.with_seeds((recipe.seeds[index],)), DISCORD_UPLOAD_LIMIT))
     return images
 
 
