@@ -11,7 +11,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.jobs.messages import fit_content
+from bot.jobs.messages import CHOICE_TEXT_LIMIT, fit_content, fit_select_options
 from cogs._shared.moderators import describe_change, guild_of, moderators_only, post_to_modlog
 from cogs._shared.replies import reply_ephemeral
 from cogs.moderation._base import ModeratorCommands, moderator_group
@@ -115,11 +115,11 @@ class FineTuneCommands(ModeratorCommands):
     @model_disable.autocomplete("name")
     async def _model_names(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
         typed = current.casefold()
-        return [
-            app_commands.Choice(name=model[:100], value=model)
-            for model in self.bot.settings.models
-            if typed in model.casefold() and len(model) <= 100
-        ][:25]
+        # As /imagine's model autocomplete: a name too long for a choice could not come back intact.
+        models = [model for model in self.bot.settings.models if typed in model.casefold()]
+        return fit_select_options(
+            [app_commands.Choice(name=model, value=model) for model in models if len(model) <= CHOICE_TEXT_LIMIT]
+        )
 
     # -- inside ----------------------------------------------------------------------------------
 
