@@ -45,7 +45,8 @@ class Settings:
     lora_max_mb: int = 400
     lora_max_per_job: int = 3
     lora_cache: int = 8
-    sd_compile: str = "auto"  # "auto": the compiled fast path where CUDA is; "off"
+    # "off" until a GPU run shows the compiled path faster and stable; "auto": compiled where CUDA is.
+    sd_compile: str = "off"
     queue_max_per_user: int = 5
     queue_max_total: int = 100
     batch_max_images: int = 8
@@ -100,7 +101,7 @@ class Settings:
             images_dir=reader.path("IMAGES_DIR", Path("data/images")),
             model_cache_dir=reader.path("MODEL_CACHE_DIR", Path("data/models")),
             device=reader.choice("DEVICE", "auto", ("auto", "cuda", "cpu")),
-            sd_compile=reader.compile_mode("SD_COMPILE"),
+            sd_compile=reader.compile_mode("SD_COMPILE", "off"),
             finetunes_dir=reader.path("FINETUNES_DIR", Path("data/finetunes")),
             lora_max_mb=reader.integer("LORA_MAX_MB", 400, 1, 10_000),
             lora_max_per_job=reader.integer("LORA_MAX_PER_JOB", 3, 1, 10),
@@ -237,7 +238,7 @@ class _Reader:
 
         return self._parse(name, default, parse, " or ".join(options))
 
-    def compile_mode(self, name: str) -> str:
+    def compile_mode(self, name: str, default: str) -> str:
         """auto or off; the true/false of releases before ``auto`` still mean auto/off, so old .env files start."""
         legacy = {"true": "auto", "1": "auto", "yes": "auto", "on": "auto", "false": "off", "0": "off", "no": "off"}
 
@@ -249,7 +250,7 @@ class _Reader:
                 return legacy[lowered]
             raise ValueError(raw)
 
-        return self._parse(name, "auto", parse, "auto or off")
+        return self._parse(name, default, parse, "auto or off")
 
     def boolean(self, name: str, default: bool) -> bool:
         def parse(raw: str) -> bool:
