@@ -1,8 +1,12 @@
 # Latentcord on an NVIDIA GPU. Build: docker build -t latentcord .   Run: see compose.yaml.
-# A plain Python image is enough: PyTorch's Linux wheels on PyPI are CUDA builds that bring their own CUDA
-# runtime, cuBLAS and cuDNN (as nvidia-* wheels). Only the driver comes from the host: the NVIDIA container
-# toolkit mounts it when the container is given a GPU.
+# A plain Python image is enough: PyTorch's CUDA wheels bring their own CUDA runtime, cuBLAS and cuDNN (as
+# nvidia-* wheels). Only the driver comes from the host: the NVIDIA container toolkit mounts it when the
+# container is given a GPU. The image runs the torch that CI tests (TORCH_VERSION), in its CUDA 13.0 build
+# (TORCH_INDEX), which needs an NVIDIA driver of the R580 series or newer on the host.
 FROM python:3.11-slim
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu130
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -30,10 +34,11 @@ RUN python -m venv /opt/venv
 
 WORKDIR /app
 
-# Dependencies first, so code changes do not reinstall torch. `pip install .` takes torch from PyPI: on
-# linux/amd64 that is the CUDA build described above.
+# Dependencies first, so code changes do not reinstall torch. torch is pinned first, from PyTorch's CUDA 13.0
+# index, so that `pip install .` (whose range admits newer releases) keeps the version CI tests.
 COPY pyproject.toml README.md ./
-RUN mkdir -p bot cogs models db && touch bot/__init__.py cogs/__init__.py models/__init__.py db/__init__.py \
+RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}" \
+    && mkdir -p bot cogs models db && touch bot/__init__.py cogs/__init__.py models/__init__.py db/__init__.py \
     && pip install . \
     && pip uninstall -y latentcord
 
