@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 from bot.errors import InvalidRequest
 from bot.images.archive import read_source_image
 from bot.images.grid import compose_grid
-from bot.images.metadata import encode_image
+from bot.images.metadata import encode_image, fit_upload, infotext
 from bot.jobs.flags import PROMPT_FLAGS, parse_prompt_flags
 from bot.jobs.messages import (
     CONTENT_LIMIT,
@@ -338,7 +339,32 @@ def test_a_grid_too_big_for_png_falls_back_to_jpeg_under_the_limit() -> None:
     assert encoded.filename == "grid.jpg" and encoded.content_type == "image/jpeg"
     assert len(encoded.data) <= limit
     with Image.open(io.BytesIO(encoded.data)) as decoded:
-        assert "a red fox in snow" in decoded.getexif()[0x010E]
+        assert decoded.getexif()[0x010E] == infotext(PARAMETERS)
+    assert exif_user_comment(encoded.data) == infotext(PARAMETERS)
+
+
+def exif_user_comment(jpeg: bytes) -> str:
+    """The JPEG's EXIF UserComment as AUTOMATIC1111 reads it (piexif.helper.UserComment.load): the 8-byte
+    character code, then UTF-16 big-endian for ``UNICODE``, ASCII for ``ASCII``."""
+    with Image.open(io.BytesIO(jpeg)) as decoded:
+        raw = decoded.getexif().get_ifd(0x8769)[0x9286]
+    code, body = raw[:8], raw[8:]
+    assert code in (b"UNICODE\0", b"ASCII\0\0\0"), code
+    return body.decode("utf-16-be" if code == b"UNICODE\0" else "ascii")
+
+
+def test_the_jpeg_fallback_keeps_a_japanese_prompt_with_an_emoji_readable() -> None:
+    recipe = replace(PARAMETERS, prompt="雪の中の赤い狐 🦊, 夕暮れ", negative_prompt="ぼやけた")
+    noise = np.random.default_rng(1).integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
+    kept = encode_image(Image.fromarray(noise), recipe, stem="grid", limit_bytes=None)
+    posted = fit_upload(kept, recipe, 60_000)
+    assert posted.filename == "grid.jpg" and len(posted.data) <= 60_000
+    assert exif_user_comment(posted.data) == infotext(recipe)
+    with Image.open(io.BytesIO(posted.data)) as decoded:
+        # ImageDescription is ASCII only: it would have read "?????? ?, ??".
+        assert 0x010E not in decoded.getexif()
+        # Big-endian TIFF, so readers that decode UTF-16 in the file's byte order (ExifTool) read it too.
+        assert decoded.info["exif"][6:8] == b"MM"
 
 
 def test_source_images_must_be_images(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 The recipe goes into a PNG text chunk named ``parameters`` in AUTOMATIC1111's format,
 which image viewers, Civitai and most UIs already read; a file too large for Discord
-becomes a JPEG with the same text in its EXIF description. Encoding is CPU work: callers
-run it off the event loop.
+becomes a JPEG with the same text in its EXIF UserComment, where AUTOMATIC1111 writes and
+reads it. Encoding is CPU work: callers run it off the event loop.
 """
 
 from __future__ import annotations
@@ -132,17 +132,40 @@ def encode_image(
     )
     if limit_bytes is None or buffer.tell() <= limit_bytes:
         return EncodedImage(buffer.getvalue(), f"{stem}.png", "image/png")
-    exif = Image.Exif()
-    exif[0x010E] = infotext(recipe)  # ImageDescription: the one text tag every reader shows
+    exif = jpeg_exif(infotext(recipe))
     rgb = image.convert("RGB")
     for quality in (92, 85, 75, 60, 45, 30):
         buffer = io.BytesIO()
-        rgb.save(buffer, format="JPEG", quality=quality, exif=exif.tobytes())
+        rgb.save(buffer, format="JPEG", quality=quality, exif=exif)
         if buffer.tell() <= limit_bytes:
             return EncodedImage(buffer.getvalue(), f"{stem}.jpg", "image/jpeg")
     scale = math.sqrt(limit_bytes / buffer.tell()) * 0.9
     smaller = rgb.resize((max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale))), Image.Resampling.LANCZOS)
     return encode_image(smaller, recipe, stem=stem, limit_bytes=limit_bytes)
+
+
+EXIF_IFD = 0x8769
+USER_COMMENT = 0x9286
+IMAGE_DESCRIPTION = 0x010E
+# The EXIF standard's character code for UserComment, in its 8-byte field. AUTOMATIC1111 writes the text
+# after it as UTF-16 big-endian (piexif.helper.UserComment with encoding="unicode") and reads it back the
+# same way whatever the file's TIFF byte order; the Exif is written big-endian ("MM") too, so readers that
+# follow the TIFF byte order instead (ExifTool, exiv2) agree with it.
+USER_COMMENT_UNICODE = b"UNICODE\0"
+
+
+def jpeg_exif(text: str) -> bytes:
+    """``text`` as a JPEG's EXIF: in UserComment, in full, where A1111 and the tools that copied it look.
+
+    ImageDescription is ASCII by the standard (Pillow writes anything else as ``?``), so it carries the
+    text too only when the text is ASCII, for the viewers that show only that tag.
+    """
+    exif = Image.Exif()
+    exif.endian = ">"
+    exif[EXIF_IFD] = {USER_COMMENT: USER_COMMENT_UNICODE + text.encode("utf-16-be")}
+    if text.isascii():
+        exif[IMAGE_DESCRIPTION] = text
+    return exif.tobytes()
 
 
 def fit_upload(encoded: EncodedImage, recipe: Recipe, limit_bytes: int) -> EncodedImage:
