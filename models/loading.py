@@ -42,9 +42,9 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 VAE_TILE_THRESHOLD_PX = 1024
 
 # Key prefix only SDXL single-file checkpoints have (the second, OpenCLIP-G, text encoder).
-_SDXL_SINGLE_FILE_PREFIX = "conditioner.embedders.1."
+SDXL_SINGLE_FILE_PREFIX = "conditioner.embedders.1."
 
-_SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 
 
 class SourceKind(StrEnum):
@@ -158,13 +158,17 @@ def _from_pretrained(model: str, location: str, dtype: torch.dtype, *, hub: bool
 
     index = _read_model_index(model, location, hub=hub)
     class_name = str(index.get("_class_name", ""))
-    if class_name not in _SUPPORTED_PIPELINES:
-        raise ModelUnavailable(
-            f"{model} is a {class_name or 'model of unknown type'}; "
-            "Latentcord runs Stable Diffusion 1.x, 2.x and SDXL models."
-        )
+    if class_name not in SUPPORTED_PIPELINES:
+        raise unsupported_pipeline(model, class_name)
     pipeline_class = getattr(diffusers, class_name)
     return pipeline_class.from_pretrained(location, dtype=dtype, use_safetensors=True, **_no_safety_checker(class_name))
+
+
+def unsupported_pipeline(model: str, class_name: str) -> ModelUnavailable:
+    """The refusal of a model whose ``model_index.json`` names a pipeline Latentcord does not run."""
+    return ModelUnavailable(
+        f"{model} is a {class_name or 'model of unknown type'}; Latentcord runs Stable Diffusion 1.x, 2.x and SDXL models."
+    )
 
 
 def _read_model_index(model: str, location: str, *, hub: bool) -> dict[str, Any]:
@@ -196,7 +200,7 @@ def _from_single_file(model: str, path: Path, dtype: torch.dtype) -> Pipeline:
             keys = list(weights.keys())
     except Exception as exc:
         raise ModelUnavailable(f"{model} is not a readable .safetensors file.") from exc
-    is_sdxl = any(key.startswith(_SDXL_SINGLE_FILE_PREFIX) for key in keys)
+    is_sdxl = any(key.startswith(SDXL_SINGLE_FILE_PREFIX) for key in keys)
     class_name = "StableDiffusionXLPipeline" if is_sdxl else "StableDiffusionPipeline"
     pipeline_class = getattr(diffusers, class_name)
     return pipeline_class.from_single_file(str(path), dtype=dtype, **_no_safety_checker(class_name))

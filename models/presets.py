@@ -13,11 +13,14 @@ in fewer steps and can be named per batch in ``BatchSpec.scheduler`` instead.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from models.errors import ModelUnavailable
+from models.errors import ModelUnavailable, UnsafeCheckpoint
 from models.tiny import TINY_MODEL_ID
 from models.types import ModelPreset
 
@@ -32,9 +35,16 @@ DRAFT_SCHEDULER = "DPMSolverMultistepScheduler"
 # CLIP's context length; every family here uses CLIP text encoders.
 CLIP_MAX_TOKENS = 77
 
+# The width of the text the UNet's cross-attention reads: CLIP ViT-L (SD 1.x) or OpenCLIP ViT-H (SD 2.x).
+SD1_TEXT_WIDTH = 768
+SD2_TEXT_WIDTH = 1024
+# A tensor of an original-format SD 1.x/2.x checkpoint whose last side is that width (as diffusers tells v2).
+_SINGLE_FILE_CROSS_ATTENTION_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
+
 # Steps for the builtin tiny model: it draws noise either way, so the count only
 # has to exercise the loop while a 4-image 64 px job stays at a few CPU seconds.
 TINY_DEFAULT_STEPS = 20
+_TINY_SIDE = 64
 
 # Linear maps from a 4-channel latent to RGB in [-1, 1] (rows: latent channels;
 # columns: R, G, B). These are the widely used public approximations, fitted by
@@ -81,7 +91,7 @@ def model_family(model: str, pipeline: Pipeline) -> ModelFamily:
         )
     if model == TINY_MODEL_ID:
         return ModelFamily.TINY
-    if pipeline.unet.config.cross_attention_dim == 1024:
+    if pipeline.unet.config.cross_attention_dim == SD2_TEXT_WIDTH:
         return ModelFamily.SD2
     return ModelFamily.SD1
 
@@ -106,15 +116,50 @@ _FAMILY_DEFAULTS = {
     # SD2 comes as 512 px (epsilon) and 768 px (v-prediction) checkpoints; the UNet tells them apart.
     ModelFamily.SD2: _FamilyDefaults(None, 25, 7.0, SD1_LATENT_RGB_FACTORS, SD1_LATENT_RGB_BIAS),
     ModelFamily.SDXL: _FamilyDefaults(1024, 25, 6.0, SDXL_LATENT_RGB_FACTORS, SDXL_LATENT_RGB_BIAS),
-    ModelFamily.TINY: _FamilyDefaults(64, TINY_DEFAULT_STEPS, 7.0, SD1_LATENT_RGB_FACTORS, SD1_LATENT_RGB_BIAS),
+    ModelFamily.TINY: _FamilyDefaults(_TINY_SIDE, TINY_DEFAULT_STEPS, 7.0, SD1_LATENT_RGB_FACTORS, SD1_LATENT_RGB_BIAS),
 }
 
 
 def preset_for(model: str, pipeline: Pipeline) -> ModelPreset:
     """Defaults for ``model`` chosen by the family of its loaded ``pipeline``."""
     family = model_family(model, pipeline)
+    side = _FAMILY_DEFAULTS[family].side or int(pipeline.unet.config.sample_size) * int(pipeline.vae_scale_factor)
+    return _preset(model, family, side, _max_prompt_tokens(pipeline))
+
+
+def declared_preset(model: str) -> ModelPreset | None:
+    """The preset ``preset_for`` gives once ``model`` is loaded, told from its id and configuration alone.
+
+    For a bot whose workers run on other hosts and have not announced the model yet: admission
+    needs its size and steps (the cost, the recipe) all the same. ``builtin:tiny``, a local
+    diffusers folder, a local ``.safetensors`` file (by its header) and a hub model whose
+    configuration is in this host's Hugging Face cache are told without reading a weight or
+    the network. None when only loading can tell: a hub model not in the cache, a path this host
+    does not have (the workers' hosts may), an SD 2.x single file (512 or 768 px: its missing
+    configuration says which). A model no worker could ever run is refused with its sentence.
+    """
+    from models.loading import SourceKind, resolve_model_source
+
+    try:
+        source = resolve_model_source(model)
+    except UnsafeCheckpoint:
+        raise
+    except ModelUnavailable:
+        return None
+    match source.kind:
+        case SourceKind.TINY:
+            return _preset(model, ModelFamily.TINY, _side(ModelFamily.TINY), CLIP_MAX_TOKENS)
+        case SourceKind.SINGLE_FILE:
+            return _single_file_preset(model, Path(source.location))
+        case SourceKind.FOLDER:
+            folder = Path(source.location)
+            return _configured_preset(model, lambda name: _json_file(folder / name))
+        case SourceKind.HUB:
+            return _configured_preset(model, lambda name: _cached_hub_json(source.location, name))
+
+
+def _preset(model: str, family: ModelFamily, side: int, max_prompt_tokens: int) -> ModelPreset:
     defaults = _FAMILY_DEFAULTS[family]
-    side = defaults.side or int(pipeline.unet.config.sample_size) * int(pipeline.vae_scale_factor)
     return ModelPreset(
         model=model,
         family=family.value,
@@ -123,7 +168,80 @@ def preset_for(model: str, pipeline: Pipeline) -> ModelPreset:
         steps=defaults.steps,
         guidance=defaults.guidance,
         scheduler=DEFAULT_SCHEDULER,
-        max_prompt_tokens=_max_prompt_tokens(pipeline),
+        max_prompt_tokens=max_prompt_tokens,
         latent_rgb_factors=defaults.latent_rgb_factors,
         latent_rgb_bias=defaults.latent_rgb_bias,
     )
+
+
+def _configured_preset(model: str, read: Callable[[str], dict[str, Any] | None]) -> ModelPreset | None:
+    """From a diffusers model's JSON files, as ``from_pretrained`` would read them (``read``: None if missing)."""
+    from models.loading import SUPPORTED_PIPELINES, unsupported_pipeline
+
+    index = read("model_index.json")
+    if index is None:
+        return None
+    class_name = str(index.get("_class_name", ""))
+    if class_name not in SUPPORTED_PIPELINES:
+        raise unsupported_pipeline(model, class_name)
+    tokenizer = read("tokenizer/tokenizer_config.json") or {}
+    tokens = _token_limit(tokenizer.get("model_max_length"))
+    if class_name == "StableDiffusionXLPipeline":
+        return _preset(model, ModelFamily.SDXL, _side(ModelFamily.SDXL), tokens)
+    unet = read("unet/config.json")
+    if unet is None:
+        return None
+    if unet.get("cross_attention_dim") != SD2_TEXT_WIDTH:
+        return _preset(model, ModelFamily.SD1, _side(ModelFamily.SD1), tokens)
+    vae = read("vae/config.json")
+    sample_size = unet.get("sample_size")
+    if vae is None or not isinstance(sample_size, int):
+        return None
+    # diffusers' vae_scale_factor: one halving per VAE block after the first.
+    scale = 2 ** (len(vae.get("block_out_channels", (64,))) - 1)
+    return _preset(model, ModelFamily.SD2, sample_size * scale, tokens)
+
+
+def _single_file_preset(model: str, path: Path) -> ModelPreset | None:
+    """From the tensor names and shapes of an original-format checkpoint, as ``load_pipeline`` tells them."""
+    from models.finetunes import FineTuneError, read_header
+    from models.loading import SDXL_SINGLE_FILE_PREFIX
+
+    try:
+        tensors = read_header(path)
+    except (FineTuneError, OSError):
+        return None  # the worker's load says what is wrong with it
+    if any(name.startswith(SDXL_SINGLE_FILE_PREFIX) for name in tensors):
+        return _preset(model, ModelFamily.SDXL, _side(ModelFamily.SDXL), CLIP_MAX_TOKENS)
+    key = tensors.get(_SINGLE_FILE_CROSS_ATTENTION_KEY)
+    if key is not None and key.shape[-1:] == (SD1_TEXT_WIDTH,):
+        return _preset(model, ModelFamily.SD1, _side(ModelFamily.SD1), CLIP_MAX_TOKENS)
+    return None
+
+
+def _side(family: ModelFamily) -> int:
+    side = _FAMILY_DEFAULTS[family].side
+    if side is None:
+        raise ValueError(f"the {family} family's size is read from its checkpoint")
+    return side
+
+
+def _token_limit(length: object) -> int:
+    """As ``_max_prompt_tokens`` reads a loaded tokenizer's ``model_max_length``."""
+    return length if isinstance(length, int) and 0 < length <= 4096 else CLIP_MAX_TOKENS
+
+
+def _json_file(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _cached_hub_json(repo_id: str, name: str) -> dict[str, Any] | None:
+    """A hub model's file from this host's Hugging Face cache only: never the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, name)
+    return _json_file(Path(found)) if isinstance(found, str) else None

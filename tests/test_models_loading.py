@@ -21,6 +21,7 @@ from models import engine as engine_module
 from models.engine import DiffusionEngine, EngineConfig
 from models.errors import ModelUnavailable, UnsafeCheckpoint
 from models.loading import load_pipeline
+from models.presets import declared_preset
 from models.tiny import TINY_MODEL_ID, ensure_tiny_model
 
 CPU = torch.device("cpu")
@@ -307,3 +308,74 @@ def test_sdxl_family_runs_txt2img_and_variation(tiny_sdxl_folder: Path, cache_di
     ).images
     assert [(image.mode, image.size) for image in variations] == [("RGB", (64, 64))] * 2
     assert variations[0].tobytes() != variations[1].tobytes()
+
+
+# -- a preset told without loading (for a bot whose workers are not online yet) ------------------
+
+
+def test_a_preset_is_told_without_loading_as_loading_tells_it(
+    cache_dir: Path, tiny_sdxl_folder: Path, tmp_path: Path
+) -> None:
+    engine = DiffusionEngine(EngineConfig(device="cpu", cache_dir=cache_dir))
+    folder = str(ensure_tiny_model(cache_dir))
+    for model in (TINY_MODEL_ID, folder, str(tiny_sdxl_folder)):
+        assert declared_preset(model) == engine.load(model), model
+
+    sd2 = tmp_path / "sd2-768"
+    for name, config in {
+        "model_index.json": {"_class_name": "StableDiffusionPipeline"},
+        "unet/config.json": {"cross_attention_dim": 1024, "sample_size": 96},
+        "vae/config.json": {"block_out_channels": [128, 256, 512, 512]},
+        "tokenizer/tokenizer_config.json": {"model_max_length": 77},
+    }.items():
+        (sd2 / name).parent.mkdir(parents=True, exist_ok=True)
+        (sd2 / name).write_text(json.dumps(config))
+    told = declared_preset(str(sd2))
+    assert told is not None and (told.family, told.width, told.height, told.steps) == ("sd2", 768, 768, 25)
+
+
+def test_a_single_file_s_preset_is_told_from_its_header(tmp_path: Path) -> None:
+    cross_attention = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
+    files = {
+        "sd1": {cross_attention: torch.zeros(2, 768)},
+        "sdxl": {"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": torch.zeros(2)},
+        "sd2": {cross_attention: torch.zeros(2, 1024)},  # 512 or 768 px: only its configuration says
+        "unknown": {"some.other.weight": torch.zeros(2)},
+    }
+    told = {}
+    for name, tensors in files.items():
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path))
+        preset = declared_preset(str(path))
+        told[name] = None if preset is None else (preset.family, preset.width, preset.max_prompt_tokens)
+    assert told == {"sd1": ("sd1", 512, 77), "sdxl": ("sdxl", 1024, 77), "sd2": None, "unknown": None}
+
+
+def test_a_hub_model_s_preset_is_told_from_this_host_s_cache_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert declared_preset("latentcord-test/not-cached") is None  # the workers' load will tell
+
+    snapshot = tmp_path / "hub" / "models--latentcord-test--xl" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    (snapshot / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    told = declared_preset("latentcord-test/xl")
+    assert told is not None and (told.family, told.width, told.guidance) == ("sdxl", 1024, 6.0)
+
+
+def test_a_preset_is_not_told_for_what_this_host_cannot_read_and_refused_for_what_never_runs(
+    tmp_path: Path,
+) -> None:
+    assert declared_preset(str(tmp_path / "on-the-workers-host" / "model")) is None
+    flux = tmp_path / "flux"
+    flux.mkdir()
+    (flux / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(ModelUnavailable, match="FluxPipeline"):
+        declared_preset(str(flux))
+    with pytest.raises(UnsafeCheckpoint):
+        declared_preset(str(tmp_path / "model.ckpt"))
