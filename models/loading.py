@@ -9,6 +9,7 @@ Device and precision: on CUDA the weights are bf16 where the GPU supports it
 (same speed as fp16, but no overflow, so SDXL's VAE needs no fp32 upcast and
 SD1 fine-tunes do not turn out black), fp16 otherwise; attention is PyTorch's
 SDPA, which diffusers uses by default with torch 2. On CPU everything is fp32.
+At 16 bits, a model that has fp16 weights is read from those: half the download.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 
 # A Hugging Face repository id: owner/name, letters, digits, '-', '_', '.'.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Weights held at 16 bits load a model's fp16 variant where it has one (``_weights_variant``).
+HALF_PRECISION = frozenset({torch.float16, torch.bfloat16})
+FP16_VARIANT = "fp16"
+# diffusers' names for a variant's weights: ``model.fp16.safetensors``, ``model.fp16-00001-of-00002.safetensors``.
+_FP16_WEIGHTS = re.compile(r"\.fp16(-\d+-of-\d+)?\.safetensors$")
 
 # VAE decoding of one large image is the memory peak of a whole job. Images up to
 # this many pixels on a side decode in one piece (output identical to untiled);
@@ -161,7 +168,49 @@ def _from_pretrained(model: str, location: str, dtype: torch.dtype, *, hub: bool
     if class_name not in SUPPORTED_PIPELINES:
         raise unsupported_pipeline(model, class_name)
     pipeline_class = getattr(diffusers, class_name)
-    return pipeline_class.from_pretrained(location, dtype=dtype, use_safetensors=True, **_no_safety_checker(class_name))
+    return pipeline_class.from_pretrained(
+        location,
+        dtype=dtype,
+        use_safetensors=True,
+        **_weights_variant(location, dtype, hub=hub),
+        **_no_safety_checker(class_name),
+    )
+
+
+def _weights_variant(location: str, dtype: torch.dtype, *, hub: bool) -> dict[str, str]:
+    """``variant="fp16"`` when the model has fp16 weights and is held at 16 bits anyway.
+
+    Half the download and half the reading (SD 1.5: about 2 GB, not 4); the weights are the same
+    numbers rounded to 16 bits, which the cast to ``dtype`` would round them to anyway. Decided from
+    the files the model has, so a repository without the variant loads its plain files, as before.
+    """
+    if dtype not in HALF_PRECISION:
+        return {}
+    files = _hub_files(location) if hub else _weight_files(Path(location))
+    return {"variant": FP16_VARIANT} if any(_FP16_WEIGHTS.search(name) for name in files) else {}
+
+
+def _hub_files(repo_id: str) -> list[str]:
+    """The files of a hub repository: the hub's listing, or offline what the cache holds of it.
+
+    Offline, diffusers loads from the cached snapshot, so what is there is what can be loaded.
+    """
+    from huggingface_hub import is_offline_mode, list_repo_files, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.utils import httpx  # the HTTP client huggingface_hub uses, whichever it is
+
+    if not is_offline_mode():
+        try:
+            return list_repo_files(repo_id)
+        except (HfHubHTTPError, OfflineModeIsEnabled, httpx.TransportError) as exc:
+            log.warning("could not list the files of %s (%s); choosing its weights from the cache", repo_id, exc)
+    # model_index.json is in the cache by now (_read_model_index fetched it): its folder is the snapshot.
+    index = try_to_load_from_cache(repo_id, "model_index.json")
+    return _weight_files(Path(index).parent) if isinstance(index, str) else []
+
+
+def _weight_files(folder: Path) -> list[str]:
+    return [path.relative_to(folder).as_posix() for path in folder.rglob("*.safetensors")]
 
 
 def unsupported_pipeline(model: str, class_name: str) -> ModelUnavailable:
