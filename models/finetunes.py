@@ -1,9 +1,11 @@
-"""What a fine-tune file is, from its safetensors header alone: never unpickled, nothing loaded to find out.
+"""What a fine-tune file is, from its safetensors header: never unpickled, no weights loaded to find out.
 
 A ``.safetensors`` file is an 8-byte little-endian header length, a JSON header naming each
-tensor's dtype, shape and byte range, then the raw bytes. ``inspect_fine_tune`` reads the
-header (bounded), checks that every byte range is where the header says and as long as its
-dtype and shape need, and tells from the tensor names and shapes what the file is:
+tensor's dtype, shape and byte range, then the raw bytes. ``inspect_fine_tune`` has the
+safetensors library read the header (which checks that every byte range is where the header
+says and as long as its dtype and shape need, for every dtype the library knows), reads the
+smallest tensor of each dtype to see that torch can compute with it, and tells from the tensor
+names and shapes what the file is:
 
 - a LoRA in kohya/A1111 (``lora_unet_..._attn2_to_k.lora_down.weight``), diffusers
   (``unet.<module>.to_k.lora.down.weight``) or PEFT (``..._to_k.lora_A.weight``) layout;
@@ -17,11 +19,8 @@ and for which model family: the width of the text its cross-attention reads (768
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 import re
-import struct
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -74,21 +73,27 @@ CONTEXT_WIDTHS: Final = {768: "sd1", 1024: "sd2", 2048: "sdxl", 32: "tiny"}
 TEXT_WIDTHS: Final = {768: "sd1", 1024: "sd2", 32: "tiny"}
 FAMILY_NAMES: Final = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "tiny": "builtin:tiny"}
 
-_DTYPE_BYTES: Final = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-}
-_MAX_HEADER_BYTES: Final = 64 * 1024 * 1024
+_DAMAGED: Final = "That file's safetensors header is damaged."
+_NOT_ITS_DATA: Final = (
+    "That file's safetensors header does not match its data (a tensor's shape and type need other bytes)."
+)
+_IMPOSSIBLE_LENGTH: Final = "That file's safetensors header is damaged (its length is impossible)."
+#: What the safetensors library's refusals mean, for a moderator: the first fragment its message holds wins.
+_DAMAGE: Final = (
+    ("header too small", "That file is too short to be a safetensors file."),
+    ("header too large", _IMPOSSIBLE_LENGTH),
+    ("invalid header length", _IMPOSSIBLE_LENGTH),
+    ("unknown variant", "That file stores a tensor in a type this bot's safetensors library does not know."),
+    ("invalid json", "That file's safetensors header is damaged (it is not a JSON table of tensors)."),
+    ("invalid utf-8", "That file's safetensors header is damaged (it is not text)."),
+    ("not fully covered", "That file is cut short, or longer than its safetensors header says."),
+    ("invalid shape, data type, or offset", _NOT_ITS_DATA),
+    ("overflow computing buffer size", _NOT_ITS_DATA),
+    (
+        "invalid offset for tensor",
+        "That file's safetensors header is damaged (its tensors' bytes overlap or leave gaps).",
+    ),
+)
 _PICKLE_SUFFIXES: Final = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 _PICKLE_STARTS: Final = (b"\x80", b"PK\x03\x04")  # a pickle protocol byte; torch.save's zip archive
 _LORA_DOWN = re.compile(r"(lora_down|lora\.down|lora_A(\.default)?|down)\.weight$")
@@ -118,54 +123,57 @@ def refuse_pickle(filename: str, start: bytes) -> None:
 
 
 def read_header(path: Path) -> dict[str, _Tensor]:
-    """The tensors a safetensors file declares, once every declared byte range is checked against the file."""
-    size = path.stat().st_size
-    with path.open("rb") as file:
-        start = file.read(8)
-        if len(start) < 8:
-            raise FineTuneError("That file is too short to be a safetensors file.")
-        (length,) = struct.unpack("<Q", start)
-        if not 2 <= length <= min(_MAX_HEADER_BYTES, size - 8):
-            raise FineTuneError("That file's safetensors header is damaged (its length is impossible).")
-        raw = file.read(length)
+    """The tensors a safetensors file declares, read by the safetensors library itself.
+
+    It checks what a hand-written reader would have to: that the header is a table of known dtypes,
+    and that each tensor's bytes lie in order in the file and are as many as its dtype and shape
+    need. Each dtype is then read once, so a file in a type torch cannot compute with is refused by
+    that name rather than at its first job.
+    """
+    from safetensors import SafetensorError, safe_open
+
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise FineTuneError("That file's safetensors header is damaged (it is not JSON).") from None
-    if not isinstance(header, dict):
-        raise FineTuneError("That file's safetensors header is damaged (it is not a table of tensors).")
-    data_bytes = size - 8 - length
-    tensors: dict[str, _Tensor] = {}
-    ranges: list[tuple[int, int]] = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        tensor, begin, end = _checked_entry(name, entry)
-        if end > data_bytes:
-            raise FineTuneError(f"That file is cut short: tensor {name[:60]!r} ends past the end of the file.")
-        tensors[name] = tensor
-        ranges.append((begin, end))
-    ranges.sort()
-    for (_, first_end), (second_begin, _) in itertools.pairwise(ranges):
-        if second_begin < first_end:
-            raise FineTuneError("That file's safetensors header is damaged (two tensors share bytes).")
+        with safe_open(str(path), framework="pt") as file:
+            tensors: dict[str, _Tensor] = {}
+            for name in file.keys():
+                view = file.get_slice(name)
+                tensors[name] = _Tensor(str(view.get_dtype()), tuple(int(side) for side in view.get_shape()))
+            _refuse_unusable_dtypes(file, tensors)
+    except SafetensorError as error:
+        raise FineTuneError(_damage_sentence(str(error))) from None
     if not tensors:
         raise FineTuneError("That file holds no tensors.")
     return tensors
 
 
-def _checked_entry(name: str, entry: Any) -> tuple[_Tensor, int, int]:
-    try:
-        dtype = str(entry["dtype"])
-        shape = tuple(int(side) for side in entry["shape"])
-        begin, end = (int(offset) for offset in entry["data_offsets"])
-    except (KeyError, TypeError, ValueError):
-        raise FineTuneError(f"That file's safetensors header is damaged (tensor {name[:60]!r}).") from None
-    if dtype not in _DTYPE_BYTES or any(side < 0 for side in shape) or not 0 <= begin <= end:
-        raise FineTuneError(f"That file's safetensors header is damaged (tensor {name[:60]!r}).")
-    if end - begin != math.prod(shape) * _DTYPE_BYTES[dtype]:
-        raise FineTuneError(f"That file's safetensors header does not match its data (tensor {name[:60]!r}).")
-    return _Tensor(dtype, shape), begin, end
+def _damage_sentence(reason: str) -> str:
+    lowered = reason.lower()
+    return next((sentence for fragment, sentence in _DAMAGE if fragment in lowered), _DAMAGED)
+
+
+def _refuse_unusable_dtypes(file: Any, tensors: dict[str, _Tensor]) -> None:
+    """Reads the smallest tensor of each dtype as torch would: a float, of the shape the header says."""
+    import torch
+    from safetensors import SafetensorError
+
+    smallest: dict[str, tuple[str, _Tensor]] = {}
+    for name, tensor in tensors.items():
+        known = smallest.get(tensor.dtype)
+        if known is None or math.prod(tensor.shape) < math.prod(known[1].shape):
+            smallest[tensor.dtype] = (name, tensor)
+    for dtype, (name, tensor) in smallest.items():
+        try:
+            value = file.get_tensor(name)
+            usable = value.is_floating_point() and tuple(value.shape) == tensor.shape
+            if usable:
+                value.to(torch.float32)
+        except (SafetensorError, RuntimeError):  # a dtype torch lacks (F6_E2M3), or cannot copy (F4)
+            usable = False
+        if not usable:
+            raise FineTuneError(
+                f"That file stores its weights as {dtype}, which this bot cannot compute with; "
+                "give a version saved as F16, BF16 or F32."
+            )
 
 
 def inspect_fine_tune(path: Path, filename: str) -> FineTuneInfo:
