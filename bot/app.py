@@ -1,8 +1,9 @@
 """The Discord ``Bot``: the only place in ``bot/`` that imports discord.
 
 It holds typed references to the core (settings, store, service) for the cogs,
-loads the cogs, registers the persistent buttons, syncs the command tree only when
-Discord's copy differs, resumes unfinished jobs, and maps domain errors to
+loads the cogs, registers the persistent buttons (and answers a press of one that
+discord.py drops because the message no longer shows it), syncs the command tree only
+when Discord's copy differs, resumes unfinished jobs, and maps domain errors to
 ephemeral replies in one handler.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -79,7 +81,10 @@ class LatentcordBot(commands.Bot):
         self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
         self._token_sweeper: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()  # how late the event loop runs; for operators and benchmarks
+        # The cogs' DynamicItems by template, to answer the presses discord.py drops (_answer_unrouted_press).
+        self._dynamic_items: dict[re.Pattern[str], type[discord.ui.DynamicItem[discord.ui.Item[Any]]]] = {}
         self.tree.error(self.on_app_command_error)
+        self.add_listener(self._answer_unrouted_press, "on_interaction")
 
     async def setup_hook(self) -> None:
         await self.worker.start()  # a no-op when the composition root started it already
@@ -135,6 +140,51 @@ class LatentcordBot(commands.Bot):
         await super().close()
         await self.store.close()
 
+    def add_dynamic_items(self, *items: type[discord.ui.DynamicItem[discord.ui.Item[Any]]]) -> None:
+        super().add_dynamic_items(*items)
+        self._dynamic_items.update((item.__discord_ui_compiled_template__, item) for item in items)
+
+    def remove_dynamic_items(self, *items: type[discord.ui.DynamicItem[discord.ui.Item[Any]]]) -> None:
+        super().remove_dynamic_items(*items)
+        for item in items:
+            self._dynamic_items.pop(item.__discord_ui_compiled_template__, None)
+
+    async def _answer_unrouted_press(self, interaction: discord.Interaction[Any]) -> None:
+        """Answer a press of one of the bot's components that discord.py dropped, by that component's callback.
+
+        discord.py runs a ``DynamicItem`` only when its custom id is among the components of the
+        message Discord sends with the press; a client that still shows a component the message no
+        longer has (a Cancel pressed as the grid replaced it, a stale tab, a button an edit removed)
+        gets no answer, and the member sees "This interaction failed". Such a press gets the item
+        built from its custom id, as discord.py builds it, and that item's callback answers: one
+        handler for both. A press discord.py routed is left to it, so none is answered twice.
+        """
+        data = interaction.data
+        if interaction.type is not discord.InteractionType.component or data is None:
+            return
+        custom_id, component_type = data.get("custom_id"), data.get("component_type")
+        if not isinstance(custom_id, str) or not isinstance(component_type, int):
+            return
+        found = next(
+            (
+                (factory, match)
+                for pattern, factory in self._dynamic_items.items()
+                if (match := pattern.fullmatch(custom_id))
+            ),
+            None,
+        )
+        stand_in = _stand_in(component_type, custom_id)
+        if found is None or stand_in is None or _carries(interaction.message, component_type, custom_id):
+            return  # not the bot's, or discord.py runs it
+        factory, match = found
+        try:
+            item = await factory.from_custom_id(interaction, stand_in, match)
+            item._refresh_state(interaction, dict(data))  # a menu's chosen values, as discord.py sets them
+            if await item.interaction_check(interaction):
+                await item.callback(interaction)
+        except Exception as error:
+            await self.report_error(interaction, error)
+
     async def on_app_command_error(
         self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
     ) -> None:
@@ -163,6 +213,27 @@ class ShardedLatentcordBot(LatentcordBot, commands.AutoShardedBot):
     shard. ``shard_count`` is always given (SHARD_COUNT or Discord's recommendation), so
     discord.py connects to ``DEFAULT_GATEWAY`` (DISCORD_GATEWAY_URL) rather than asking again.
     """
+
+
+def _carries(message: discord.Message | None, component_type: int, custom_id: str) -> bool:
+    """Whether ``message`` has the component, by the test discord.py routes a ``DynamicItem`` press with."""
+    if message is None:
+        return False
+    view_class = discord.ui.LayoutView if message.flags.components_v2 else discord.ui.View
+    view = view_class.from_message(message, timeout=None)
+    return any(
+        item.type.value == component_type and getattr(item, "custom_id", None) == custom_id
+        for item in view.walk_children()
+    )
+
+
+def _stand_in(component_type: int, custom_id: str) -> discord.ui.Item[Any] | None:
+    """The component a ``DynamicItem`` is built over when the message no longer has it: the bot's kinds only."""
+    if component_type == discord.ComponentType.button.value:
+        return discord.ui.Button(custom_id=custom_id)
+    if component_type == discord.ComponentType.string_select.value:
+        return discord.ui.Select(custom_id=custom_id)
+    return None
 
 
 async def send_ephemeral(interaction: discord.Interaction[Any], message: str) -> None:

@@ -57,6 +57,10 @@ class Plans:
 
     async def answer(self, interaction: discord.Interaction[Any], token: str, choice: str) -> None:
         plan = self._waiting.get(token)
+        if plan is None and not _offers_buttons(interaction.message):
+            # A second click from a client that still showed Yes and No: the first answer stands.
+            await send_ephemeral(interaction, "This question was already answered.")
+            return
         if plan is None:
             await interaction.response.edit_message(content="This question has expired; run /imagine again.", view=None)
             return
@@ -84,6 +88,13 @@ class Plans:
         if refused:
             lines += ["Not queued:", *refused]
         await interaction.edit_original_response(content=fit_content("\n".join(lines)))
+
+
+def _offers_buttons(message: discord.Message | None) -> bool:
+    """Whether the question still shows Yes and No: an answer removes them, a restart does not."""
+    return message is not None and any(
+        isinstance(row, discord.ActionRow) and row.children for row in message.components
+    )
 
 
 class PlanButton(

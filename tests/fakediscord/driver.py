@@ -342,6 +342,27 @@ class Driver:
         data: dict[str, Any] = {"custom_id": custom_id, "component_type": 3, "values": list(values)}
         return await self._component_interaction(stored, data, user)
 
+    async def press_stale(
+        self,
+        message: StoredMessage | int,
+        custom_id: str,
+        *,
+        user: FakeUser | FakeMember,
+        values: Sequence[str] | None = None,
+    ) -> InteractionRecord:
+        """Use a component that ``user``'s client still shows, whether or not the message still carries it.
+
+        A client that has not caught up with an edit (a Cancel pressed as the grid replaced the
+        status message, a stale tab, a button an edit removed) sends the custom id it shows, and
+        Discord attaches the message as it holds it now: the id need not be among its components.
+        A button, or a string select when ``values`` are given.
+        """
+        stored = self._interactable(message, user)
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": 2 if values is None else 3}
+        if values is not None:
+            data["values"] = list(values)
+        return await self._component_interaction(stored, data, user)
+
     async def react(self, message: StoredMessage | int, emoji: str, *, user: FakeUser | FakeMember) -> None:
         """Add a reaction to a message, as a user's client does: MESSAGE_REACTION_ADD to sessions with the intent."""
         stored = self._messages.messages[message] if isinstance(message, int) else message

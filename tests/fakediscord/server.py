@@ -142,6 +142,7 @@ class FakeDiscord:
         self.autocomplete = driver.autocomplete
         self.press_button = driver.press_button
         self.choose = driver.choose
+        self.press_stale = driver.press_stale
         self.submit_modal = driver.submit_modal
         self.react = driver.react
         self.wait_for_gateway = driver.wait_for_gateway
