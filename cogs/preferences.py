@@ -21,6 +21,7 @@ from bot.jobs.messages import fit_content
 from bot.jobs.records import MemberPreferences
 from bot.jobs.requests import ASPECT_RATIOS, MAX_COUNT, MIN_COUNT
 from cogs._shared.replies import reply_ephemeral
+from cogs._shared.windows import submitted_value
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
@@ -30,6 +31,8 @@ REMIX_ON = (
 )
 REMIX_OFF = "Remix mode is now off: those buttons start at once with the same prompt."
 DEFAULT = "default"  # the value of a menu's "the server's default" entry
+NEGATIVE_WINDOW_ID = "lcset-window:negative"
+NEGATIVE_INPUT_ID = "negative"
 STEP_PRESETS = (10, 20, 25, 30, 40, 50)
 GUIDANCE_PRESETS = (None, 3.0, 5.0, 7.0, 9.0, 12.0)
 ASPECT_PRESETS = (None, *ASPECT_RATIOS)
@@ -174,24 +177,23 @@ class SettingButton(
 
 
 class NegativeModal(discord.ui.Modal, title="Default negative prompt"):
+    """The window for the default negative prompt.
+
+    Its submission is answered by the cog from its custom id (``Preferences.on_interaction``), not by
+    this object, which a restart or its 15 minutes would lose while the window is still open.
+    """
+
     def __init__(self, current: str) -> None:
-        super().__init__(timeout=15 * 60)
+        super().__init__(timeout=15 * 60, custom_id=NEGATIVE_WINDOW_ID)
         self.negative: discord.ui.TextInput[NegativeModal] = discord.ui.TextInput(
             label="Negative prompt (empty: none)",
-            custom_id="negative",
+            custom_id=NEGATIVE_INPUT_ID,
             style=discord.TextStyle.paragraph,
             default=current[:1000],
             required=False,
             max_length=1000,
         )
         self.add_item(self.negative)
-
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        text = " ".join(self.negative.value.split()) or None
-        await _change(interaction, lambda service, user: service.set_default(user, "negative", text))
-
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:  # type: ignore[override]  # Modal narrows BaseView's signature
-        await interaction.client.report_error(interaction, error)
 
 
 async def _change(interaction: discord.Interaction[Any], change: Any) -> None:
@@ -232,6 +234,17 @@ class Preferences(commands.Cog):
     async def remix(self, interaction: discord.Interaction[Any]) -> None:
         on = await self.bot.service.toggle_remix(interaction.user.id)
         await reply_ephemeral(interaction, REMIX_ON if on else REMIX_OFF)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A submitted negative prompt window, read from its custom id: the one opened before a restart too."""
+        data = interaction.data
+        if interaction.type is not discord.InteractionType.modal_submit or data is None:
+            return
+        if data.get("custom_id") != NEGATIVE_WINDOW_ID:
+            return
+        text = " ".join((submitted_value(data, NEGATIVE_INPUT_ID) or "").split()) or None
+        await _change(interaction, lambda service, user: service.set_default(user, "negative", text))
 
     @app_commands.command(name="settings", description="Your default model, aspect, steps, style and more.")
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)

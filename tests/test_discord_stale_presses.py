@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.settings import Settings
+from models.engine import DiffusionEngine
 from tests import discord_bot_helpers
-from tests.discord_bot_helpers import finished_grid, imagine
+from tests.discord_bot_helpers import finished_grid, imagine, running_bot
 from tests.fakediscord import CallbackType, FakeDiscord, FakeMember, InteractionRecord, StoredMessage
 from tests.fakediscord.server import GuildSetup
 from tests.helpers import has_grid
@@ -143,3 +145,22 @@ async def test_stale_presses_on_a_question_and_the_settings_panel_are_answered(
     redrawn = await chosen.wait_for_response(timeout=3)
     assert redrawn.type is CallbackType.UPDATE_MESSAGE and "Steps: 20" in panel_message.content
     assert (await core.service.preferences(world.member.user.id)).steps == 20
+
+
+async def test_the_negative_prompt_window_sent_after_a_restart_is_answered(
+    fake_discord: FakeDiscord, world: GuildSetup, settings: Settings, tiny_engine: DiffusionEngine
+) -> None:
+    """The /settings window is answered from its custom id, like Remix's: one opened before a restart still saves."""
+    async with running_bot(fake_discord, settings, tiny_engine):
+        opened = await fake_discord.run_slash("settings", user=world.member, channel=world.text_channel)
+        panel = await opened.wait_for_response(timeout=5)
+        assert panel.message_id is not None
+        window = await fake_discord.press_button(panel.message_id, user=world.member, label="Negative prompt…")
+        assert (await window.wait_for_response(timeout=5)).type is CallbackType.MODAL
+    async with running_bot(fake_discord, settings, tiny_engine) as (_, core):  # the window is still open
+        sent = await fake_discord.submit_modal(window, {"negative": "blurry,   text"})
+        redrawn = await sent.wait_for_response(timeout=3)
+        assert redrawn.type is CallbackType.UPDATE_MESSAGE
+        assert "Negative prompt: blurry, text" in fake_discord.messages[panel.message_id].content
+        assert (await core.service.preferences(world.member.user.id)).negative == "blurry, text"
+        answered_once(sent)

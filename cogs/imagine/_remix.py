@@ -23,6 +23,7 @@ import discord
 
 from bot.app import send_ephemeral
 from bot.images.edits import REGIONS, region_mask, region_slug
+from cogs._shared.windows import submitted_value
 
 #: Discord's limit for a text input's contents.
 TEXT_INPUT_LIMIT = 4000
@@ -63,25 +64,8 @@ def remix_request(data: Mapping[str, Any] | None) -> RemixRequest | None:
     match = REMIX_ID.fullmatch(str((data or {}).get("custom_id", "")))
     if match is None:
         return None
-    prompt = _input_value(data or {}, PROMPT_INPUT_ID)
+    prompt = submitted_value(data or {}, PROMPT_INPUT_ID)
     return RemixRequest(match["action"], int(match["job"]), int(match["n"]), prompt or "")
-
-
-def _input_value(node: Any, custom_id: str) -> str | None:
-    """The value of the text input ``custom_id`` anywhere in a submission (rows, or Discord's newer labels)."""
-    if isinstance(node, Mapping):
-        if node.get("custom_id") == custom_id and "value" in node:
-            return str(node["value"])
-        children = [node.get("components"), node.get("component")]
-    elif isinstance(node, list):
-        children = node
-    else:
-        return None
-    for child in children:
-        found = _input_value(child, custom_id)
-        if found is not None:
-            return found
-    return None
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
