@@ -15,6 +15,9 @@ from cogs._shared.usage_text import describe_usage
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
 
+#: /usage, to a member with nothing queued, while no GPU worker is online.
+NOBODY_TO_RUN_JOBS = "No GPU worker is online yet; a job you ask for waits until one is."
+
 
 class Usage(commands.Cog):
     def __init__(self, bot: LatentcordBot) -> None:
@@ -34,6 +37,9 @@ class Usage(commands.Cog):
                 lines.append(f"• job {job.job_id} ({where}): {job.prompt[:80]}")
         else:
             lines.append("You have no jobs in the queue.")
+        waiting_reason = self.bot.service.waiting_reason()
+        if waiting_reason is not None:
+            lines.append(waiting_reason if waiting else NOBODY_TO_RUN_JOBS)
         await reply_ephemeral(interaction, "\n".join(lines))
 
 

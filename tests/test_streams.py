@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -20,11 +22,12 @@ from typing import Any
 
 import pytest
 
-from bot.jobs.events import Finished, Progress, Started
+from bot.jobs.events import Finished, Progress, Queued, Started
+from bot.jobs.service import NO_WORKER_YET
 from bot.settings import Settings, SettingsError
 from bot.workers.dispatch import Dispatcher, WorkerLost
 from bot.workers.protocol import Cancel, Message, Ready, Result, Run, RunJob, WorkOrder, decode, encode
-from bot.workers.stream_main import STALE_RUN, worker_main
+from bot.workers.stream_main import STALE_RUN, StreamWorker, worker_main
 from bot.workers.streams import (
     BOOT_FIELD,
     GROUP,
@@ -32,12 +35,18 @@ from bot.workers.streams import (
     BrokerUnreachable,
     StreamKeys,
     StreamsTransport,
+    not_available_yet,
     redacted,
 )
 from models.engine import DiffusionEngine
+from models.errors import ModelUnavailable
 from models.tiny import TINY_MODEL_ID
-from tests.helpers import MemoryAttempts, Recorder, output_images
+from models.types import ModelPreset
+from tests.fakediscord import FakeDiscord
+from tests.fakediscord.server import GuildSetup
+from tests.helpers import MemoryAttempts, Recorder, has_grid, output_images
 from tests.recipes import a_recipe
+from tests.test_startup import bot_env
 from tests.valkey_server import ThreadWorker, ValkeyServer
 from tests.valkey_server import valkey as valkey_fixture
 
@@ -440,6 +449,176 @@ async def test_a_restarted_bot_learns_the_tokenizer_a_worker_announced_to_its_pr
     async with bot_side(valkey, second_bot) as transport:
         ready = await second_bot.first(ready_from("w1"))
         assert ready.tokenizers == announced.tokenizers  # the worker sends its tokenizer once per boot
+
+
+# -- started in any order --------------------------------------------------------------------------
+
+
+async def test_a_restarted_bot_with_no_worker_online_knows_the_presets_workers_announced_and_refuses_others_at_once(
+    valkey: ValkeyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub model is told from this host's cache alone, never fetched
+    announced = ModelPreset(
+        model="latentcord-test/announced-only",
+        family="sd1",
+        width=512,
+        height=512,
+        steps=30,
+        guidance=7.5,
+        scheduler="EulerAncestralDiscreteScheduler",
+        max_prompt_tokens=77,
+    )
+    ready = Ready(
+        worker_id="gone",
+        boot_id="gone-boot",
+        free_slots=1,
+        models=(announced.model,),
+        max_batch_images=8,
+        presets=(announced,),
+    )
+    first_bot = Collected()
+    async with bot_side(valkey, first_bot):
+        client = valkey.client()
+        try:
+            client.xadd(KEYS.results, {MESSAGE_FIELD: encode(ready)})
+        finally:
+            client.close()
+        await first_bot.first(ready_from("gone"))
+    # The worker is gone; a new bot starts with nobody online.
+    dispatcher = Dispatcher(StreamsTransport(valkey.url, block_s=0.2), MemoryAttempts(), preview_interval_s=0.0)
+    await dispatcher.start()
+    try:
+        assert await asyncio.wait_for(dispatcher.preset(announced.model), WAIT_S) == announced
+        tiny = await asyncio.wait_for(dispatcher.preset(TINY_MODEL_ID), WAIT_S)  # told without a worker or weights
+        assert (tiny.family, tiny.width, tiny.steps) == ("tiny", 64, 20)
+        with pytest.raises(ModelUnavailable) as refused:
+            await asyncio.wait_for(dispatcher.preset("latentcord-test/never-announced"), WAIT_S)
+        assert str(refused.value) == not_available_yet("latentcord-test/never-announced")
+        assert str(refused.value) == (
+            "The model latentcord-test/never-announced is not available yet: no GPU worker has announced it; "
+            "try again once one is online."
+        )
+        # A job waits for a worker rather than being refused.
+        recorder = Recorder()
+        assert dispatcher.submit(item(1, owner=1), recorder) == 1
+        assert dispatcher.health().workers == 0 and dispatcher.health().problem is None
+        assert [type(event) for event in recorder.events] == [Queued]
+    finally:
+        await dispatcher.stop(timeout_s=WAIT_S)
+
+
+async def test_the_bot_starts_before_any_worker_and_a_worker_started_later_runs_the_jobs_that_waited(
+    valkey: ValkeyServer, fake_discord: FakeDiscord, world: GuildSetup, tmp_path: Path, model_cache_dir: Path
+) -> None:
+    env = bot_env(
+        tmp_path,
+        model_cache_dir,
+        REDIS_URL=valkey.url,
+        DISCORD_TOKEN="fake-bot-token",
+        DISCORD_API_URL=fake_discord.api_base,
+        DISCORD_GATEWAY_URL=fake_discord.gateway_url,
+    )
+    logs = {name: tmp_path / f"{name}.log" for name in ("bot", "worker")}
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(name: str, *args: str, **settings: str) -> None:
+        with logs[name].open("wb") as log:
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bot",
+                    *args,
+                    env={**env, **settings},
+                    cwd=tmp_path,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
+            )
+
+    async def usage() -> str:
+        asked = await fake_discord.run_slash("usage", user=world.member, channel=world.text_channel)
+        answer = await asked.wait_for_response(timeout=10)
+        assert answer.ephemeral
+        return str(answer.content)
+
+    async def imagine(prompt: str) -> Any:
+        options = {"prompt": prompt, "steps": 2, "count": 1}
+        return await fake_discord.run_slash("imagine", options, user=world.member, channel=world.text_channel)
+
+    def accepted(message: Any) -> bool:
+        return NO_WORKER_YET in message.content and bool(message.buttons)
+
+    try:
+        # 1. No worker anywhere: the bot connects all the same (it used to wait 10 minutes for one, then exit).
+        await start("bot")
+        await fake_discord.wait_until(lambda: fake_discord.find_command("imagine"), timeout=120, what="commands")
+        await fake_discord.wait_for_gateway(timeout=60)
+
+        # 2. A job is accepted, publicly, saying it waits for a worker.
+        kept = await imagine("a red fox in snow")
+        status = await kept.wait_for_message(accepted, timeout=30)
+        assert not status.ephemeral and "Queued: position 1" in status.content
+        before = await usage()
+        assert "job" in before and "position 1" in before and "a red fox in snow" in before
+        assert NO_WORKER_YET in before
+
+        # 3. A waiting job cancelled is refunded: /usage counts the same credits as before it.
+        dropped = await imagine("a blue fox in snow")
+        dropped_status = await dropped.wait_for_message(accepted, timeout=30)
+        press = await fake_discord.press_button(dropped_status, user=world.member, label="Cancel")
+        assert (await press.wait_for_response(timeout=10)).ephemeral
+        await dropped.wait_for_message(lambda m: "Cancelled; credits refunded." in m.content, timeout=30)
+        after = await usage()
+        assert after.splitlines()[0] == before.splitlines()[0]  # "N of M credits used ..."
+        assert "a blue fox" not in after and "a red fox in snow" in after
+
+        # 4. A worker started now takes the job that waited, and its grid is posted.
+        await start("worker", "worker", WORKER_ID="late-1")
+        grid = await kept.wait_for_message(has_grid, timeout=240)
+        assert NO_WORKER_YET not in grid.content
+        assert NO_WORKER_YET not in await usage()
+    except BaseException:
+        for name, path in logs.items():
+            if path.exists():
+                print(f"--- {name} log ---\n{path.read_text(errors='replace')[-6000:]}")
+        raise
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                await asyncio.wait_for(process.wait(), WAIT_S)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def test_workers_and_bots_retry_an_unreachable_server_on_jittered_schedules_of_their_own() -> None:
+    """Full jitter: the n-th wait is random in [0, min(5, 0.1 * 2**n)] s, each process from its own numbers."""
+    caps = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 5.0]
+    refused = ConnectionError("Connection refused")
+    url = "redis://127.0.0.1:1/0"  # nothing listens; nothing is sent either: only the waits are drawn
+    workers = [StreamWorker(url, rng=random.Random(seed)) for seed in (1, 2)] + [StreamWorker(url), StreamWorker(url)]
+    try:
+        outages = [worker.backoff("sending to the server") for worker in workers]
+        outages += [StreamsTransport(url, rng=random.Random(seed)).backoff("reading the results") for seed in (1, 2)]
+        schedules = [[outage.failed(refused) for _ in caps] for outage in outages]
+    finally:
+        for worker in workers:
+            worker.close()
+    for schedule in schedules:
+        assert all(0.0 <= wait <= cap for wait, cap in zip(schedule, caps, strict=True)), schedule
+    seeded, unseeded = schedules[:2], schedules[2:4]
+    assert seeded[0] != seeded[1] and unseeded[0] != unseeded[1]  # two workers never retry in step
+    assert schedules[4:] == seeded  # a bot's waits come from its own random numbers the same way
+
+    outage = workers[0].backoff("reading the inbox")
+    for _ in range(8):
+        outage.failed(refused)
+    outage.over()  # the server answered: the next outage starts from the shortest waits again
+    assert [outage.failed(refused) <= cap for cap in caps[:3]] == [True] * 3
 
 
 # -- settings and the command ---------------------------------------------------------------------

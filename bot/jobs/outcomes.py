@@ -31,6 +31,7 @@ class SubmittedJob:
     recipe: Recipe
     cost: int
     notice: str | None = None  # something the user should know, such as a prompt cut at the token limit
+    waiting: str | None = None  # why it waits though first in line (no worker online): true until it starts
 
 
 @dataclass(frozen=True, slots=True, eq=False)

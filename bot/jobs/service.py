@@ -75,6 +75,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELIVERY_MAX_BACKOFF_S = 60.0
+#: Told with a job accepted while no GPU worker is online (workers on other hosts not started yet, say).
+NO_WORKER_YET = "No GPU worker is online yet; your job starts when one is."
 
 __all__ = ["GenerationService", "Origin"]
 
@@ -300,7 +302,8 @@ class GenerationService:
     ) -> SubmittedJob:
         """Admit a complete recipe. ``listener`` gets this job's events; without one, the global listeners do.
 
-        ``notices`` are sentences the member is told with the accepted job (a default left out).
+        ``notices`` are sentences the member is told with the accepted job (a default left out); the
+        job's ``waiting`` says when no worker is online to start it.
         """
         # 1. The prompt against the guild's filter and this channel's NSFW policy; the names of its
         #    LoRAs and embeddings too, and an NSFW-marked one as an NSFW prompt.
@@ -319,7 +322,6 @@ class GenerationService:
         preset = await self.worker.preset(recipe.model)
         check_prompt_weights(recipe.negative_prompt)
         recipe = replace(recipe, chunks=await self._admission.prompt_chunks(recipe, preset))
-        notice = " ".join(notices) or None
         # 3. Room in the queue, before anything is charged.
         self.worker.check_room(origin.user_id)
         source = await self._source_of(recipe)
@@ -345,7 +347,14 @@ class GenerationService:
             await self.store.mark_failed(job.id, "the queue was full")
             await self.store.refund(job.id, cost, "queue full")
             raise
-        return SubmittedJob(job_id=job.id, position=position, recipe=recipe, cost=cost, notice=notice)
+        return SubmittedJob(
+            job_id=job.id,
+            position=position,
+            recipe=recipe,
+            cost=cost,
+            notice=" ".join(notices) or None,
+            waiting=self.waiting_reason(),
+        )
 
     # -- jobs after admission ------------------------------------------------------------
 
@@ -375,6 +384,10 @@ class GenerationService:
                 continue
             resumed.append(job.id)
         return resumed
+
+    def waiting_reason(self) -> str | None:
+        """Why queued jobs do not start, in a sentence (no GPU worker is online: they wait for one); else None."""
+        return None if self.worker.health().workers > 0 else NO_WORKER_YET
 
     def waiting_jobs(self, user_id: int) -> list[WaitingJob]:
         """A member's jobs still to finish, in the order they will run (position 0: running now)."""

@@ -171,6 +171,8 @@ async def _generate_one(
         submitted = await service.imagine(options, origin, on_event, picture=picture)
         if submitted.notice:
             tqdm.write(f"warning: {submitted.notice}", file=sys.stderr)
+        if submitted.waiting:  # REDIS_URL set and no `python -m bot worker` online yet
+            tqdm.write(submitted.waiting, file=sys.stderr)
         event = await outcome
     finally:
         bar.close()

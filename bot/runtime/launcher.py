@@ -2,8 +2,11 @@
 
 Settings are read once, the database is opened (and migrated), the model is loaded
 and the worker started before connecting, so the first ``/imagine`` does not wait
-for a checkpoint to load. SIGTERM and Ctrl-C close the bot cleanly: no new jobs,
-the running batch finishes, the queue stays in SQLite for the next start.
+for a checkpoint to load. With ``REDIS_URL`` the workers are ``python -m bot worker``
+processes on any host, started in any order: the bot connects at once, without
+waiting for one, and jobs wait in its queue until one is online. SIGTERM and Ctrl-C
+close the bot cleanly: no new jobs, the running batch finishes, the queue stays in
+SQLite for the next start.
 
 The bot is one gateway connection unless SHARD_COUNT is set or Discord's
 ``GET /gateway/bot`` recommends more than one shard; then it is discord.py's
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING
 from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
 from bot.runtime.core import Core, open_core
 from bot.settings import Settings, SettingsError
-from bot.workers.streams import BrokerUnreachable
+from bot.workers.streams import BrokerUnreachable, redacted
 from db.errors import StoreError
 
 if TYPE_CHECKING:
@@ -54,8 +57,11 @@ async def serve(settings: Settings, token: str) -> None:
     point_discord_at(settings.discord_api_url, settings.discord_gateway_url)
 
     async with open_core(settings) as core:
-        log.info("loading %s", settings.sd_model)
-        await core.worker.preset(settings.sd_model)
+        if settings.redis_url is None:
+            log.info("loading %s", settings.sd_model)
+            await core.worker.preset(settings.sd_model)  # this bot's own worker processes load it
+        else:  # workers on other hosts come when they come; jobs wait for them in the queue
+            log.info("taking jobs for the workers that read %s, online or not", redacted(settings.redis_url))
         bot = await build_bot(settings, token, core)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

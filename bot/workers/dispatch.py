@@ -78,7 +78,9 @@ class Transport(Protocol):
 
     async def preset(self, model: str) -> ModelPreset | None:
         """The model's preset where the transport can tell it itself (a worker in this process); else None,
-        and the dispatcher waits for a worker to announce it."""
+        and the dispatcher waits for a worker to announce it (its own worker processes are loading it).
+        A transport whose workers may never come (other hosts) raises ``ModelUnavailable`` rather than
+        let anyone wait."""
         ...
 
     async def count_prompt_tokens(self, model: str, prompt: str) -> int | None:
@@ -327,8 +329,10 @@ class Dispatcher:
         counter = self._counters.get(model)
         if counter is None:
             files = self._tokenizers.get(model)
-            if files is None:  # a worker that knows the model but sent no tokenizer: the bound must do
-                return 0
+            if files is None:
+                # No worker has sent its tokenizer (none online yet, say): CLIP's BPE makes at most a token
+                # per byte, so this bound never counts a long prompt short, and nothing of it is cut.
+                return len(prompt.encode()) + 2
             counter = self._counters[model] = await asyncio.to_thread(TokenCounter, files)
         return await asyncio.to_thread(counter.count, prompt)
 
@@ -434,7 +438,7 @@ class Dispatcher:
         known.free_slots = max(0, ready.free_slots - max(0, known.sent - ready.received))
         known.models = ready.models
         for preset in ready.presets:
-            self._presets.setdefault(preset.model, preset)
+            self._presets[preset.model] = preset  # a worker's word over what the transport told without one
             self._announced.setdefault(preset.model, asyncio.Event()).set()
         for model, files in ready.tokenizers.items():
             self._tokenizers.setdefault(model, files)

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import random
 import re
 import signal
 import socket
@@ -154,8 +155,10 @@ class StreamWorker:
         block_s: float = 1.0,
         flush_timeout_s: float = 60.0,
         connect_timeout_s: float = 30.0,
+        rng: random.Random | None = None,
     ) -> None:
         self._url = redis_url
+        self._rng = rng if rng is not None else random.Random()  # seeded from the OS: each worker its own waits
         try:
             self._client = redis.Redis.from_url(
                 redis_url,
@@ -189,14 +192,21 @@ class StreamWorker:
     def wait_for_server(self) -> None:
         """Return once the server answers; ``BrokerUnreachable`` after ``connect_timeout_s``, or when it refuses."""
         deadline = time.monotonic() + self._connect_timeout_s
+        outage = self.backoff("reaching the server")
         while True:
             try:
                 self._client.ping()
+                outage.over()
                 return
             except FAILED as error:
-                if time.monotonic() >= deadline or not isinstance(error, UNREACHABLE):
+                left = deadline - time.monotonic()
+                if left <= 0 or not isinstance(error, UNREACHABLE):
                     raise BrokerUnreachable(unreachable(self._url, error)) from None
-                time.sleep(1.0)
+                time.sleep(min(outage.failed(error), left))
+
+    def backoff(self, what: str) -> Outage:
+        """The waits between tries while the server cannot be reached, from this worker's own random numbers."""
+        return Outage(what, self._rng)
 
     def stop(self) -> None:
         """Any thread: stop reading the inbox; ``serve`` returns once what was received is done and sent."""
@@ -254,7 +264,7 @@ class StreamWorker:
 
     def _read(self, runner: WorkerRunner, inbox: str) -> None:
         """The inbox, in order: Cancel at once, Run to the GPU's queue; ends (and ends ``serve``) on ``stop``."""
-        outage = Outage("reading the inbox")
+        outage = self.backoff("reading the inbox")
         streams: dict[KeyT, StreamIdT] = {inbox: "0-0"}
         try:
             while not self._stopping.is_set():
@@ -316,7 +326,7 @@ class StreamWorker:
         self.send(runner.ready(free_slots=0))  # stopping: no more work, please
 
     def _send_forever(self) -> None:
-        outage = Outage("sending to the server")
+        outage = self.backoff("sending to the server")
         while (message := self._outbound.get()) is not None:
             data = encode(message)
             if isinstance(message, ProgressReport):

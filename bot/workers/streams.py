@@ -31,6 +31,13 @@ the field ``m`` of a stream entry, or a pub/sub payload. The keys, under the pre
 * ``latentcord:tokenizer:<model>``, a hash of a model's tokenizer files, written by the bot
   from the first ``Ready`` that carries them, so a restarted bot counts prompt tokens even
   though the workers, which outlive it, announced their tokenizers to its predecessor.
+* ``latentcord:presets``, a hash of the ``Ready`` (tokenizers left out) that last announced
+  each model, by model: so a bot restarted while no worker is online still knows a model's
+  size and steps, and admits jobs that wait for the next worker. A model no worker ever
+  announced here is told from its id or configuration where this host can
+  (``models.presets.declared_preset``: ``builtin:tiny``, a local folder or file); else the
+  member is told in a sentence that it is not available yet. Nothing waits for a worker:
+  the bot starts, and takes jobs, before any worker does.
 
 A ``Run`` may still vanish on the way (a server restarted with the last second of its
 writes lost, say) while its worker goes on sending heartbeats, and the dispatcher would
@@ -43,12 +50,19 @@ them: the bot notices at once that its group is gone, creates it again and decla
 worker it knew lost in the same way. One bot reads a prefix's streams.
 
 ``stale_after_s`` (60 s) matches the dispatcher's default heartbeat timeout, on both sides.
+
+Whoever cannot reach the server (the bot's readers, a worker's reader and sender, either side
+at start) tries again after a wait drawn at random up to a cap that doubles from
+``RETRY_FIRST_S`` to ``RETRY_CAP_S`` (exponential backoff with full jitter), each process from
+its own ``random.Random``: after a restart of the server its workers come back spread out, not
+all in the same instant.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,6 +76,8 @@ from redis.typing import EncodableT, FieldT
 
 from bot.workers.dispatch import WorkerLost
 from bot.workers.protocol import Cancel, Message, ProgressReport, ProtocolMismatch, Ready, Result, Run, decode, encode
+from models.errors import ModelUnavailable
+from models.presets import declared_preset
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -83,6 +99,9 @@ INBOX_TTL_S = 3600
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 #: Those, or a refusal (a full server with maxmemory-policy noeviction answers OOM to new writes).
 FAILED = (*UNREACHABLE, ResponseError)
+#: Retrying an unreachable server: the n-th wait in a row is random in [0, min(RETRY_CAP_S, RETRY_FIRST_S * 2**n)].
+RETRY_FIRST_S = 0.1
+RETRY_CAP_S = 5.0
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
@@ -134,6 +153,10 @@ class StreamKeys:
     def tokenizer(self, model: str) -> str:
         return f"{self.prefix}:tokenizer:{model}"
 
+    @property
+    def presets(self) -> str:
+        return f"{self.prefix}:presets"
+
 
 def entry_ms(entry_id: bytes | str) -> int:
     """The server time, in milliseconds, at which a stream entry was written (the first half of its id)."""
@@ -176,6 +199,11 @@ def unreachable(url: str, error: BaseException) -> str:
     )
 
 
+def not_available_yet(model: str) -> str:
+    """The sentence for a model that no worker has announced and that this host cannot tell the preset of."""
+    return f"The model {model} is not available yet: no GPU worker has announced it; try again once one is online."
+
+
 def streams_transport(settings: Settings) -> StreamsTransport:
     """The transport ``open_core`` uses when ``REDIS_URL`` is set."""
     if settings.redis_url is None:
@@ -195,9 +223,11 @@ class StreamsTransport:
         stale_after_s: float = 60.0,
         block_s: float = 1.0,
         connect_timeout_s: float = 30.0,
+        rng: random.Random | None = None,
     ) -> None:
         self._url = redis_url
         self._keys = keys or StreamKeys()
+        self._rng = rng if rng is not None else random.Random()  # seeded from the OS: each bot draws its own waits
         self._consumer = consumer
         self._stale_after_ms = int(stale_after_s * 1000)
         self._block_ms = max(1, int(block_s * 1000))
@@ -208,6 +238,7 @@ class StreamsTransport:
         self._peers: dict[str, _Peer] = {}  # worker id -> its boot and the Runs sent to it
         self._unsettled: dict[str, list[bytes]] = {}  # batch id -> results entries waiting for ``settled``
         self._tokenized: set[str] = set()  # models whose tokenizer this bot has delivered
+        self._kept_presets: dict[str, ModelPreset] = {}  # what this bot knows the presets hash holds
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -227,17 +258,20 @@ class StreamsTransport:
         except ValueError as error:
             raise BrokerUnreachable(f"REDIS_URL is not a URL of a Valkey or Redis server ({error}).") from None
         deadline = time.monotonic() + self._connect_timeout_s
+        outage = self.backoff("reaching the server")
         while True:
             try:
                 await client.ping()
                 await self._create_group()
                 break
             except FAILED as error:
-                if time.monotonic() >= deadline or not isinstance(error, UNREACHABLE):
+                left = deadline - time.monotonic()
+                if left <= 0 or not isinstance(error, UNREACHABLE):
                     await client.aclose()
                     self._redis = None
                     raise BrokerUnreachable(unreachable(self._url, error)) from None
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(min(outage.failed(error), left))
+        outage.over()
         log.info("reading workers through %s", redacted(self._url))
         self._spawn(self._read_results(), "latentcord-results")
         self._spawn(self._read_progress(), "latentcord-progress")
@@ -286,8 +320,19 @@ class StreamsTransport:
             await self._redis.aclose()
             self._redis = None
 
-    async def preset(self, model: str) -> ModelPreset | None:
-        return None  # the workers announce their models' presets in Ready
+    async def preset(self, model: str) -> ModelPreset:
+        """As a worker last announced it (kept on the server), else as told from the model's id or configuration.
+
+        Never waits for a worker, which may be hours away: ``ModelUnavailable`` with a sentence when
+        neither can tell. A worker's announcement replaces it in the dispatcher when one comes.
+        """
+        kept = await self._kept_preset(model)
+        if kept is not None:
+            return kept
+        declared = await asyncio.to_thread(declared_preset, model)
+        if declared is None:
+            raise ModelUnavailable(not_available_yet(model))
+        return declared
 
     async def count_prompt_tokens(self, model: str, prompt: str) -> int | None:
         return None  # counted with the tokenizer a worker sent
@@ -304,7 +349,7 @@ class StreamsTransport:
     async def _read_results(self) -> None:
         client = self._client()
         claimed = False
-        outage = Outage("reading the results stream")
+        outage = self.backoff("reading the results stream")
         while not self._stopping.is_set():
             try:
                 if not claimed:
@@ -399,6 +444,7 @@ class StreamsTransport:
                     WorkerLost(ready.worker_id, f"a batch sent to it {waited_s:.0f} s ago never reached it")
                 )
                 self._peers[ready.worker_id] = _Peer(ready.boot_id, ready.received)
+        await self._keep_presets(ready)
         tokenizers = dict(ready.tokenizers)
         for model, files in ready.tokenizers.items():
             if files:
@@ -416,6 +462,31 @@ class StreamsTransport:
             # Written while no bot read: no heartbeat, the worker may be gone; its tokenizers still count.
             return replace(ready, free_slots=0, tokenizers=tokenizers) if tokenizers else None
         return replace(ready, tokenizers=tokenizers)
+
+    async def _kept_preset(self, model: str) -> ModelPreset | None:
+        """The preset of ``model`` in the last ``Ready`` that announced it, as the server keeps it."""
+        stored = await self._best_effort(self._client().hget(self._keys.presets, model), "reading a preset")
+        if not stored:
+            return None
+        try:
+            announced = decode(_as_bytes(stored))
+        except ProtocolMismatch as mismatch:  # kept by a bot of another version
+            log.info("ignoring the kept preset of %s: %s", model, mismatch)
+            return None
+        presets = announced.presets if isinstance(announced, Ready) else ()
+        return next((preset for preset in presets if preset.model == model), None)
+
+    async def _keep_presets(self, ready: Ready) -> None:
+        """Write the presets a worker announced that the server does not hold yet, for a bot restarted later."""
+        for preset in ready.presets:
+            if self._kept_presets.get(preset.model) == preset:
+                continue
+            kept = replace(ready, free_slots=0, models=(preset.model,), presets=(preset,), tokenizers={})
+            written = await self._best_effort(
+                self._client().hset(self._keys.presets, preset.model, encode(kept)), "keeping a preset"
+            )
+            if written is not None:
+                self._kept_presets[preset.model] = preset
 
     async def _forget(self, entry_ids: Sequence[bytes]) -> None:
         async def ack_and_delete() -> None:
@@ -442,7 +513,7 @@ class StreamsTransport:
     # -- the progress channel ------------------------------------------------------------------
 
     async def _read_progress(self) -> None:
-        outage = Outage("reading progress")
+        outage = self.backoff("reading progress")
         while not self._stopping.is_set():
             pubsub = self._client().pubsub()
             try:
@@ -465,6 +536,10 @@ class StreamsTransport:
                 await self._best_effort(pubsub.aclose(), "closing the progress subscription")
 
     # -- small things --------------------------------------------------------------------------
+
+    def backoff(self, what: str) -> Outage:
+        """The waits between tries while the server cannot be reached, from this bot's own random numbers."""
+        return Outage(what, self._rng)
 
     def _client(self) -> redis.asyncio.Redis:
         if self._redis is None:
@@ -504,27 +579,31 @@ def _log_death(task: asyncio.Task[None]) -> None:
 class Outage:
     """Backs off while the server cannot be reached, and logs the outage once when it starts and once when it ends.
 
-    ``failed`` returns how long to wait before the next try; each side (the bot's event loop,
-    a worker's threads) waits in its own way, until then or until it stops.
+    ``failed`` returns how long to wait before the next try: exponential backoff with full
+    jitter, drawn from ``rng``, so processes that lost the server together do not all come
+    back in the same instant (see ``RETRY_FIRST_S``). Each side (the bot's event loop, a
+    worker's threads) waits in its own way, until then or until it stops.
     """
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, rng: random.Random) -> None:
         self._what = what
+        self._rng = rng
         self._since: float | None = None
-        self._delay = 0.1
+        self._failures = 0  # in a row, since the server last answered
 
     def failed(self, error: BaseException) -> float:
         if self._since is None:
             self._since = time.monotonic()
             log.warning("%s failed (%s); retrying", self._what, error)
-        delay, self._delay = self._delay, min(self._delay * 2, 5.0)
-        return delay
+        cap = min(RETRY_CAP_S, RETRY_FIRST_S * 2 ** min(self._failures, 32))
+        self._failures += 1
+        return self._rng.uniform(0.0, cap)
 
     def over(self) -> None:
         if self._since is not None:
             log.info("%s: the server answers again after %.0f s", self._what, time.monotonic() - self._since)
             self._since = None
-            self._delay = 0.1
+        self._failures = 0
 
 
 async def _back_off(outage: Outage, error: BaseException, stopping: asyncio.Event) -> None:

@@ -21,7 +21,7 @@ from bot.jobs.service import GenerationService, Origin
 from cogs._shared.moderators import post_to_modlog
 from cogs.imagine._buttons import EDIT_MASKS, ButtonAction, cancel_button
 from cogs.imagine._delivery import Deliveries, Delivery
-from cogs.imagine._wording import headline
+from cogs.imagine._wording import headline, queued
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
@@ -95,7 +95,7 @@ async def admit(
     delivery.headline = headline(submitted.recipe, interaction.user.id)
     if submitted.notice:
         delivery.headline += f"\n⚠️ {submitted.notice}"
-    status = f"{delivery.headline}\nQueued: position {submitted.position}"
+    status = f"{delivery.headline}\n{queued(submitted.position, submitted.waiting)}"
     view = cancel_button(submitted.job_id)
     message_id: int | None = None
     try:

@@ -26,7 +26,7 @@ from bot.jobs.recipe import JobKind
 from bot.runtime.tasks import TaskSet
 from cogs._shared.channels import messageable_channel
 from cogs.imagine._buttons import grid_buttons, holds_result, upscale_buttons
-from cogs.imagine._wording import headline, progress_bar, summary
+from cogs.imagine._wording import headline, progress_bar, queued, summary
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
@@ -123,7 +123,8 @@ class Deliveries:
             event = await delivery.inbox.get()
             match event:
                 case Queued(position=position):
-                    await self._edit_status(delivery, f"{delivery.headline}\nQueued: position {position}")
+                    waiting = self.service.waiting_reason()
+                    await self._edit_status(delivery, f"{delivery.headline}\n{queued(position, waiting)}")
                 case Started():
                     await self._edit_status(delivery, f"{delivery.headline}\nStarting…")
                 case Progress(step=step, total=total, preview=preview):

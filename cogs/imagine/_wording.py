@@ -28,6 +28,12 @@ def headline(recipe: Recipe, user_id: int) -> str:
     return f"**{shown}**{what} — <@{user_id}>"
 
 
+def queued(position: int, waiting: str | None) -> str:
+    """A queued job's status line, and why it waits (no GPU worker online) while that is so."""
+    line = f"Queued: position {position}"
+    return f"{line}\n{waiting}" if waiting else line
+
+
 def progress_bar(step: int, total: int, width: int = 10) -> str:
     filled = round(width * step / max(total, 1))
     return "▰" * filled + "▱" * (width - filled)
