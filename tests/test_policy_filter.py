@@ -56,6 +56,15 @@ from db import Store
         ("bo0b$!", "boobs"),  # a trailing $ that is a letter, then punctuation
         ("n ! p p l e", "nipple"),  # a leet symbol among spaced letters
         ("h e n t a !!", "hentai"),  # the first "!" is a letter, the second punctuation
+        ("n\u057dde", "nude"),  # Armenian seh, a look-alike of u in Unicode's confusables data
+        ("p\u0585rn", "porn"),  # Armenian oh
+        ("\u054fEXY", "sexy"),  # Armenian capital tiwn, which passes for S though its lower case does not
+        ("\u13bbENTAI", "hentai"),  # Cherokee mi
+        ("\u2c8eENTAI", "hentai"),  # Coptic capital hate, whose lower case looks like nothing Latin
+        ("\u017fex", "sex"),  # long s, which NFKC makes s
+        ("only\u017fans", "onlyfans"),  # and which looks like f
+        ("p\u0966rn", "porn"),  # a Devanagari zero among letters reads as o, like a 0 does
+        ("\u00d7\u00d7\u00d7", "xxx"),  # multiplication signs
     ],
 )
 def test_evasions_are_caught(prompt: str, term: str) -> None:
@@ -90,6 +99,17 @@ def test_evasions_are_caught(prompt: str, term: str) -> None:
         "\u0441\u0435\u043a\u0441",  # Russian, which reads as cekc, not as sex
         "room 1011, 4 7 3",
         "wow ! ! !",
+        # Other scripts read as themselves: only look-alikes of Latin letters are read as Latin.
+        "\u685c\u306e\u6728\u306e\u4e0b\u3067\u7720\u308b\u732b",  # Japanese: a cat asleep under a cherry tree
+        "\u6708\u5149\u4e0b\u7684\u4e00\u53ea\u732b",  # Chinese: a cat in the moonlight
+        "\ubc14\ub2e4 \uc704\uc758 \ub4f1\ub300",  # Korean: a lighthouse over the sea
+        "\u043b\u0435\u0441 \u0443 \u0440\u0435\u043a\u0438 \u043d\u0430 \u0437\u0430\u043a\u0430\u0442\u0435",  # Russian: a forest by a river at sunset
+        "\u0540\u0561\u0575\u0561\u057d\u057f\u0561\u0576\u056b \u057d\u0561\u0580\u0565\u0580\u0568",  # Armenian: the mountains of Armenia
+        "\u03c3\u03bf\u03c6\u03af\u03b1 \u03ba\u03b1\u03b9 \u039f\u03a5\u03a1\u0391\u039d\u039f\u03a3",  # Greek: wisdom and SKY
+        "\u0633\u0627\u0644 \u06f1\u06f5\u06f1\u06f1",  # Persian: the year 1511, whose digits look like l, o, l, l
+        "\u0968\u0966\u0968\u0967 \u0915\u0940 \u0926\u093f\u0935\u093e\u0932\u0940",  # Hindi: the Diwali of 2021
+        "\u0e1b\u0e35 \u0e52\u0e55\u0e56\u0e50",  # Thai: the year 2560
+        "1920\u00d71080 wallpaper",
     ],
 )
 def test_innocent_prompts_pass(prompt: str) -> None:

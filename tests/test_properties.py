@@ -6,11 +6,14 @@ the module stays fast on two cores.
 
 from __future__ import annotations
 
+import importlib.resources
+import json
+import string
 import unicodedata
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.errors import InvalidRequest
@@ -274,6 +277,70 @@ def test_evasions_of_builtin_nsfw_terms_are_caught(kind: str) -> None:
 def test_evasions_of_always_blocked_terms_are_caught_even_where_nsfw_is_allowed(prompt: str) -> None:
     verdict = check_prompt(prompt, [], nsfw_allowed=True)
     assert verdict.blocked and verdict.source == "always", (prompt, ascii(prompt), normalise_prompt(prompt))
+
+
+def _unicode_confusables() -> dict[str, list[str]]:
+    """Each Latin letter's look-alikes in Unicode's confusables data (UTS #39's confusables.txt, as the
+    confusable-homoglyphs package ships it), read from that data rather than from the filter's tables.
+
+    The characters the data pairs with the letter or its capital, or with what it reads the letter as
+    when that is several letters (m is "rn"). ASCII is left out: plain ASCII is read as typed, and
+    leetspeak has its own test above.
+    """
+    data = importlib.resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text(encoding="utf-8")
+    pairs = {key: [entry["c"] for entry in entries] for key, entries in json.loads(data).items()}
+    confusables = {}
+    for letter in string.ascii_lowercase:
+        found: set[str] = set()
+        for partner in pairs.get(letter, []) + pairs.get(letter.upper(), []):
+            found.update(pairs.get(partner, []) if len(partner) > 1 else [partner])
+        confusables[letter] = sorted(char for char in found if len(char) == 1 and not char.isascii())
+    return confusables
+
+
+CONFUSABLES = _unicode_confusables()
+BUILTIN_TERMS = sorted({*NSFW_TERMS, *ALWAYS_BLOCKED_TERMS})
+
+
+def _lookalike_spellings(term: str) -> list[str]:
+    """The term with one of its letters replaced by one of that letter's look-alikes, every way."""
+    return [
+        term[:index] + char + term[index + 1 :]
+        for index, letter in enumerate(term)
+        for char in CONFUSABLES.get(letter, [])
+    ]
+
+
+@st.composite
+def lookalike_spellings(draw: st.DrawFn) -> str:
+    """A built-in term with one of its letters written as a look-alike from Unicode's data, in a sentence."""
+    term = draw(st.sampled_from(BUILTIN_TERMS))
+    index = draw(st.sampled_from([index for index, letter in enumerate(term) if CONFUSABLES.get(letter)]))
+    lookalike = draw(st.sampled_from(CONFUSABLES[term[index]]))
+    if draw(st.booleans()):
+        term = term.upper()  # the other letters; the look-alike stays as the data has it
+    before, after = draw(st.sampled_from(CONTEXTS))
+    return before + term[:index] + lookalike + term[index + 1 :] + after
+
+
+@BOUNDED
+@given(prompt=lookalike_spellings())
+@example(prompt="n\u057dde")  # Armenian seh, which the filter's hand-written table once missed
+@example(prompt="p\u0585rn")  # Armenian oh
+def test_unicode_lookalikes_of_the_letters_of_builtin_terms_are_caught(prompt: str) -> None:
+    verdict = check_prompt(prompt, [], nsfw_allowed=False)
+    assert verdict.blocked, (prompt, ascii(prompt), normalise_prompt(prompt))
+
+
+def test_every_unicode_lookalike_of_every_letter_of_every_builtin_term_is_caught() -> None:
+    """The property above, for all of them: about 51,000 spellings, each with one letter replaced."""
+    missed = [
+        spelling
+        for term in BUILTIN_TERMS
+        for spelling in _lookalike_spellings(term)
+        if not check_prompt(spelling, [], nsfw_allowed=False).blocked
+    ]
+    assert not missed, [(spelling, ascii(spelling), normalise_prompt(spelling)) for spelling in missed[:20]]
 
 
 ORDINARY_WORDS = (

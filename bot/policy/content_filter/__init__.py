@@ -11,14 +11,22 @@ How a prompt is read
 1. Invisible characters (zero-width spaces and joiners, soft hyphens, BOMs: the
    Unicode "format" category) are removed; NFKC turns full-width and other
    compatibility forms into plain letters; text is case-folded; accents are
-   stripped (NFD, then combining marks dropped); and letters from other scripts
-   that look like Latin ones (Cyrillic ``е``, Greek ``ο``...) become Latin.
-   Capitals whose lower case looks like another letter (Greek ``Η`` is H, ``η``
-   passes for n) are read before case folding.
+   stripped (NFD, then combining marks dropped); and characters that look like
+   a single Latin letter become that letter (Cyrillic ``е``, Greek ``ο``,
+   Armenian ``ս``, Cherokee ``Ꭺ``, ``×``...). Which ones is Unicode's
+   confusables data (UTS #39), kept in ``data/latin_lookalikes.txt``, plus a
+   short hand list of lower-case letters it does not name (Cyrillic ``п``,
+   small capitals). They are read before NFKC and case folding too, since a
+   capital's lower case may look like another letter (Greek ``Η`` is H, ``η``
+   passes for n). Plain ASCII is never re-read, and NFKC's reading comes first:
+   ``𝟎`` is 0, not o. Long ``ſ``, which NFKC makes s and which looks like f,
+   is read both ways.
 2. The prompt is split on whitespace into chunks. Inside a chunk that contains
-   a letter, leetspeak is mapped (``0→o 1→i 3→e 4→a 5→s 7→t @→a $→s !→i``);
-   a chunk of digits only (``1920``, ``4``) is left alone. Trailing ``$`` and
-   ``!`` are read both as letters and as punctuation (``b00b$!``).
+   a letter, leetspeak is mapped (``0→o 1→i 3→e 4→a 5→s 7→t @→a $→s !→i``),
+   and so are digits of other scripts that look like a letter (Devanagari
+   ``०`` is o); a chunk of digits only (``1920``, ``4``, ``۱۵۱۱``) is left
+   alone. Trailing ``$`` and ``!`` are read both as letters and as punctuation
+   (``b00b$!``).
 3. Separators inside a chunk split it into words (``nude-art`` reads as
    ``nude art``), except that a run of single letters is joined (``n.u.d.e`` and
    ``n*u*d*e`` read as ``nude``); the fully joined chunk is tried as well
@@ -41,7 +49,9 @@ prompt); a term matches when some path contains its words in a row.
 
 The package: ``reading`` holds the character tables and steps 1 to 4 (and
 ``normalise_prompt``/``normalise_term``); ``matching`` holds step 5, the word
-graph, the built-in lists in ``data/`` and ``check_prompt``.
+graph, the built-in lists in ``data/`` and ``check_prompt``. ``data/`` also
+holds the look-alikes, the script that makes them from Unicode's data
+(``make_latin_lookalikes.py``) and the Unicode licence they come under.
 """
 
 from __future__ import annotations
