@@ -15,6 +15,8 @@ names and shapes what the file is:
 and for which model family: the width of the text its cross-attention reads (768 for SD 1.x,
 1024 for SD 2.x, 2048 for SDXL, 32 for ``builtin:tiny``). Pickles (``.pt``, ``.ckpt``,
 ``.bin``, ``.pth``) are refused by name and by their first bytes: loading one runs code.
+``check_lora_fits`` then compares a LoRA's layers with those of its family's models
+(``models.architectures``), so one that fits none is refused when it is added, not at its first job.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from models.architectures import FamilyLayers, family_layers
 from models.errors import ModelError
+from models.presets import ModelFamily
 
 
 class FineTuneError(ModelError):
@@ -201,6 +205,80 @@ def _lora_family(tensors: dict[str, _Tensor]) -> str:
             if tensor.shape[1] in TEXT_WIDTHS:
                 return TEXT_WIDTHS[tensor.shape[1]]
     raise FineTuneError("That file looks like a LoRA, but not one for a Stable Diffusion 1.x, 2.x or SDXL model.")
+
+
+def check_lora_fits(path: Path, family: str) -> None:
+    """Refuse a LoRA none of whose layers is a layer of ``family``'s models, before it is kept.
+
+    Its names are read as the family's pipeline reads them in ``load_lora_weights``: diffusers'
+    own conversions of the kohya, diffusers and PEFT layouts, the UNet's and each text encoder's
+    part apart, and PEFT's own matching of target modules against module names. The weights are
+    stand-ins on the meta device; only kohya's alphas (one number each) are read. A file of which
+    some layers fit is kept: diffusers applies those and leaves out the rest.
+    """
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as file:
+        state: dict[str, Any] = {
+            name: file.get_tensor(name)
+            if name.endswith(".alpha")
+            else torch.empty(file.get_slice(name).get_shape(), device="meta")
+            for name in file.keys()
+        }
+    count = sum(1 for name in state if _LORA_DOWN.search(name))
+    layers = family_layers(ModelFamily(family))
+    targets = _lora_targets(state, layers)
+    if not any(_fits_one(names, layers.layers[component]) for component, names in targets.items()):
+        which = "its one layer is not" if count == 1 else f"none of its {count} layers is"
+        raise FineTuneError(f"That LoRA does not fit {FAMILY_NAMES.get(family, family)} models: {which} one of theirs.")
+
+
+def _lora_targets(state: dict[str, Any], layers: FamilyLayers) -> dict[str, set[str]]:
+    """The modules a LoRA targets, by component ("unet", "text_encoder", ...), as diffusers names them."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
+    from diffusers.utils import (
+        convert_state_dict_to_diffusers,
+        convert_state_dict_to_peft,
+        convert_unet_state_dict_to_peft,
+    )
+
+    try:
+        # 1. The layout the pipeline loads: kohya's names (and SDXL's sgm blocks) in diffusers' terms.
+        if layers.xl:
+            state, _ = StableDiffusionXLLoraLoaderMixin.lora_state_dict(state, unet_config=layers.unet_config)
+        else:
+            state, _ = StableDiffusionLoraLoaderMixin.lora_state_dict(state)
+        # 2. Each component's part, in PEFT's names, as the UNet's and the text encoders' loaders convert it.
+        targets: dict[str, set[str]] = {}
+        for component in layers.layers:
+            prefix = f"{component}."
+            part = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
+            if not part:
+                continue
+            if component == "unet":
+                if "lora_A" not in next(iter(part)):
+                    part = convert_unet_state_dict_to_peft(part)
+            else:
+                part = convert_state_dict_to_peft(convert_state_dict_to_diffusers(part))
+                if component in layers.flattened:
+                    part = {key.removeprefix("text_model."): value for key, value in part.items()}
+            targets[component] = {key.split(".lora")[0] for key in part}
+    except (KeyError, IndexError, ValueError) as error:
+        raise FineTuneError(
+            "That LoRA's layers are not in a layout diffusers can load (kohya, diffusers or PEFT): "
+            f"{type(error).__name__}."
+        ) from None
+    return targets
+
+
+def _fits_one(targets: set[str], names: frozenset[str]) -> bool:
+    """Whether PEFT would find a module among ``names`` for one of ``targets``, as it does when it injects."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    config = LoraConfig(target_modules=sorted(targets))
+    return any(check_target_module_exists(config, name) for name in names)
 
 
 def _embedding_family(tensors: dict[str, _Tensor]) -> str:

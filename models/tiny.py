@@ -17,8 +17,9 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -35,6 +36,30 @@ _COMPLETE_MARKER = "model_index.json"
 _BOS = "<|startoftext|>"
 _EOS = "<|endoftext|>"
 _MAX_TOKENS = 77
+
+#: The text encoder's architecture: CLIP shaped, 32 wide (its vocabulary is the tokenizer's). With
+#: ``UNET_CONFIG``, also what ``models.architectures`` reads to know the tiny model's layers.
+TEXT_ENCODER_CONFIG: Mapping[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "projection_dim": 32,
+    "max_position_embeddings": _MAX_TOKENS,
+}
+#: The UNet's: one plain and one cross-attention level; 8x8 latents for 64 px.
+UNET_CONFIG: Mapping[str, Any] = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
 
 # The build seeds torch's process-wide RNG; two builds interleaving in one process
 # would draw from it in turn and get different weights. Builds in separate
@@ -133,12 +158,7 @@ def _build_seeded_into(folder: Path) -> None:
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            projection_dim=32,
-            max_position_embeddings=_MAX_TOKENS,
+            **TEXT_ENCODER_CONFIG,
             bos_token_id=vocab[_BOS],
             eos_token_id=vocab[_EOS],
             pad_token_id=vocab[_EOS],
@@ -160,20 +180,9 @@ def _build_seeded_into(folder: Path) -> None:
         scaling_factor=0.18215,
     )
 
-    # 4. UNet: one plain and one cross-attention level; 8x8 latents for 64 px.
+    # 4. UNet: UNET_CONFIG, one plain and one cross-attention level.
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+    unet = UNet2DConditionModel(**UNET_CONFIG)
 
     # 5. SD1.5's own noise schedule; the engine swaps in its scheduler per call.
     scheduler = PNDMScheduler(

@@ -7,6 +7,7 @@ are built byte by byte.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -24,8 +25,9 @@ from bench._architectures import write_tiny_loras
 from bot.jobs.recipe import lora_uses
 from bot.settings import Settings
 from bot.workers.runner import batch_spec
+from db.records import FineTune
 from models.engine import DiffusionEngine, EngineConfig
-from models.finetunes import FineTuneError, inspect_fine_tune
+from models.finetunes import FineTuneError, check_lora_fits, inspect_fine_tune
 from models.tiny import TINY_MODEL_ID
 from tests import discord_bot_helpers
 from tests.discord_bot_helpers import finished_grid, imagine, running_bot
@@ -365,17 +367,18 @@ def test_a_multi_vector_embedding_counts_whole_in_a_weighted_prompt(tmp_path: Pa
 
 
 async def test_a_lora_whose_layers_the_model_lacks_fails_by_name_and_costs_nothing(
-    fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes, tmp_path: Path
+    fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes, settings: Settings
 ) -> None:
-    """Its header is sound and its width says tiny, so it is accepted; only loading it shows it fits nothing."""
+    """A file kept before /lora add compared layers (or for a model whose layers differ from its family's):
+    only loading it shows it fits nothing."""
     _, core = bot
-    good = tmp_path / "good.safetensors"
-    good.write_bytes(lora_file)
-    renamed = {
-        key.replace("unet.", "unet.renamed_", 1): tensor for key, tensor in load_tensors(good.read_bytes()).items()
-    }
-    added = await add(fake_discord, world, "lora", "misfit", safetensors_bytes(renamed), "misfit.safetensors")
-    assert "Added the lora `misfit` (tiny)" in added.content
+    renamed = {key.replace("unet.", "unet.renamed_", 1): tensor for key, tensor in load_tensors(lora_file).items()}
+    data = safetensors_bytes(renamed)
+    sha256 = hashlib.sha256(data).hexdigest()
+    settings.finetunes_dir.mkdir(parents=True, exist_ok=True)
+    (settings.finetunes_dir / f"{sha256}.safetensors").write_bytes(data)
+    kept = FineTune(world.guild.id, "misfit", "lora", sha256, "tiny", 1.0, False)
+    await core.store.add_fine_tune(kept, size_bytes=len(data), actor_id=world.moderator.user.id)
     used = (await core.store.usage(world.guild.id, world.member.user.id)).used
 
     ix = await imagine(fake_discord, world, prompt="a lighthouse", count=1, lora="misfit")
@@ -387,3 +390,107 @@ async def test_a_lora_whose_layers_the_model_lacks_fails_by_name_and_costs_nothi
     assert (await core.store.usage(world.guild.id, world.member.user.id)).used == used
     # The model is as it was: the next job runs.
     assert (await finished_grid(await imagine(fake_discord, world, prompt="a lighthouse", count=1))).attachments
+
+
+def kohya_layout(data: bytes, rename: dict[str, str] | None = None) -> bytes:
+    """A diffusers-layout LoRA written as kohya's trainer writes one (``lora_unet_<module>.lora_down.weight``,
+    ``.lora_up.weight`` and ``.alpha``, the rank: a scale of 1), its module names first renamed by ``rename``."""
+    tensors: dict[str, torch.Tensor] = {}
+    for key, tensor in load_tensors(data).items():
+        module, _, rest = key.removeprefix("unet.").partition(".lora.")
+        for old, new in (rename or {}).items():
+            module = module.replace(old, new)
+        name = "lora_unet_" + module.replace(".", "_")
+        tensors[f"{name}.lora_{'down' if rest.startswith('down') else 'up'}.weight"] = tensor
+        tensors[f"{name}.alpha"] = torch.tensor(float(min(tensor.shape)))
+    return safetensors_bytes(tensors)
+
+
+#: The tiny UNet's attention sits in down block 1, the mid block and up block 0; an SD 1.x-shaped file may
+#: name the attention of down block 0 or up block 1, which it lacks.
+ELSEWHERE = {
+    "down_blocks.1.": "down_blocks.0.",
+    "up_blocks.0.": "up_blocks.1.",
+    "mid_block.attentions.0": "mid_block.attentions.1",
+}
+
+
+def text_encoder_layers(layer: int) -> dict[str, torch.Tensor]:
+    """kohya's names for one layer of a 32-wide CLIP text encoder's attention and MLP."""
+    tensors = {}
+    for part in ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj", "mlp_fc1"):
+        name = f"lora_te_text_model_encoder_layers_{layer}_{part}"
+        tensors |= {f"{name}.lora_down.weight": torch.zeros(4, 32), f"{name}.lora_up.weight": torch.zeros(32, 4)}
+    return tensors
+
+
+async def test_a_lora_that_fits_no_layer_of_the_model_is_refused_when_added_and_not_kept(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes, settings: Settings
+) -> None:
+    _, core = bot
+    misfit = kohya_layout(lora_file, ELSEWHERE)
+    ix = await fake_discord.run_slash(
+        "lora add",
+        {"name": "misfit", "file": FakeUpload("misfit.safetensors", misfit, "application/octet-stream")},
+        user=world.moderator,
+        channel=world.text_channel,
+    )
+    await ix.wait_for_response(timeout=5)
+    refused = await ix.wait_for_message(lambda message: bool(message.content), timeout=60)
+    assert refused.ephemeral
+    assert refused.content == "That LoRA does not fit builtin:tiny models: none of its 32 layers is one of theirs."
+    listed = await fake_discord.run_slash("lora list", user=world.moderator, channel=world.text_channel)
+    assert "misfit" not in (await listed.wait_for_response()).content
+    assert await core.store.fine_tunes(world.guild.id) == []
+    assert list(settings.finetunes_dir.glob("*")) == []
+
+    # The same layers where the tiny model has them: kept, and applied.
+    fitting = kohya_layout(lora_file)
+    added = await add(fake_discord, world, "lora", "kohyaink", fitting, "kohyaink.safetensors")
+    assert "Added the lora `kohyaink` (tiny)" in added.content
+    plain = await finished_grid(await imagine(fake_discord, world, prompt="a lighthouse", seed=5, count=1))
+    styled = await finished_grid(
+        await imagine(fake_discord, world, prompt="a lighthouse", seed=5, count=1, lora="kohyaink")
+    )
+
+    def pixels(message) -> np.ndarray:
+        return np.asarray(message.attachments[0].open_image().convert("RGB"), dtype=np.int16)
+
+    assert np.abs(pixels(styled) - pixels(plain)).max() > 10
+
+
+def test_a_lora_that_fits_the_model_in_part_is_kept(tmp_path: Path, lora_file: bytes) -> None:
+    """Many kohya files carry text-encoder layers too; one part fitting is enough, as diffusers loads it."""
+    path = tmp_path / "part.safetensors"
+    cases = {
+        "UNet fits, text encoder's layer 7 does not exist": {
+            **load_tensors(kohya_layout(lora_file)),
+            **text_encoder_layers(7),
+        },
+        "UNet elsewhere, text encoder fits": {
+            **load_tensors(kohya_layout(lora_file, ELSEWHERE)),
+            **text_encoder_layers(1),
+        },
+        "the text encoder alone": text_encoder_layers(0),
+        "some UNet blocks fit": load_tensors(kohya_layout(lora_file, {"down_blocks.1.": "down_blocks.0."})),
+    }
+    for case, tensors in cases.items():
+        path.write_bytes(safetensors_bytes(tensors))
+        assert inspect_fine_tune(path, "part.safetensors").family == "tiny", case
+        check_lora_fits(path, "tiny")  # no FineTuneError
+    path.write_bytes(safetensors_bytes({**load_tensors(kohya_layout(lora_file, ELSEWHERE)), **text_encoder_layers(7)}))
+    with pytest.raises(FineTuneError, match="none of its 37 layers"):
+        check_lora_fits(path, "tiny")
+
+
+def test_an_sdxl_lora_is_read_with_kohyas_sgm_block_names(tmp_path: Path) -> None:
+    """kohya trains SDXL on the sgm UNet: input_blocks.4.1 is diffusers' down_blocks.1.attentions.0."""
+    path = tmp_path / "xl.safetensors"
+    path.write_bytes(SDXL_LORA)
+    check_lora_fits(path, "sdxl")
+    path.write_bytes(SDXL_LORA.replace(b"input_blocks_4_1", b"input_blocks_1_1"))  # SDXL's first level has none
+    with pytest.raises(FineTuneError, match="does not fit SDXL models: its one layer is not one of theirs"):
+        check_lora_fits(path, "sdxl")
+    path.write_bytes(SDXL_LORA.replace(b"input_blocks_4_1", b"input_blocks_4_7"))  # no part 7 in a block
+    with pytest.raises(FineTuneError, match="not in a layout diffusers can load"):
+        check_lora_fits(path, "sdxl")

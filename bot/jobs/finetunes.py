@@ -4,7 +4,8 @@ Adding a file checks everything before anything is kept: the name (2-32 letters,
 ``-`` or ``_``, not a word of the built-in NSFW list, free in the guild), the weight (-2..2),
 the size (``LORA_MAX_MB``), then the bytes: a pickle is refused by its name and first bytes,
 and only the safetensors header is read (``models.finetunes``) to learn what the file is and
-for which model family, which must be one of the guild's enabled models. A file is kept once,
+for which model family, which must be one of the guild's enabled models; a LoRA must also name
+at least one layer that the family's models have (``models.architectures``). A file is kept once,
 as ``FINETUNES_DIR/<sha256>.safetensors``, shared by every guild that adds the same bytes,
 and deleted when no guild names it any more.
 
@@ -37,6 +38,7 @@ from models.finetunes import (
     FineTuneError,
     FineTuneInfo,
     FineTuneKind,
+    check_lora_fits,
     inspect_fine_tune,
     refuse_pickle,
 )
@@ -120,6 +122,12 @@ class FineTuneLibrary:
                     f"That {kind} is for {FAMILY_NAMES.get(info.family, info.family)} models; "
                     f"this server's models are {have}."
                 )
+            if kind is FineTuneKind.LORA:
+                # 3. Its layers against the family's, from the family's architecture: no model is loaded here.
+                try:
+                    await asyncio.to_thread(check_lora_fits, scratch, info.family)
+                except FineTuneError as error:
+                    raise InvalidRequest(str(error)) from None
             target = folder / f"{sha256}.safetensors"
             await asyncio.to_thread(_keep, scratch, target)
         finally:
