@@ -7,10 +7,13 @@ and runs one ``Run`` at a time; a reader takes the worker's inbox (XREAD BLOCK, 
 a time): a ``Cancel`` acts at once, a ``Run`` waits its turn; a heartbeat sends ``Ready``
 while the worker is idle; a sender writes ``Ready`` and ``Result`` to the results stream,
 retrying while the server cannot be reached (a result is kept as long as the worker lives),
-and publishes ``ProgressReport`` (dropped while it cannot). Classification and PNG encoding
-run in a side process. SIGTERM or Ctrl-C: the worker stops reading, announces that it has
-no free slot, runs what it had received, sends the results and exits; a second Ctrl-C quits
-at once. The bot may come and go meanwhile: the worker waits for the next one.
+and publishes ``ProgressReport`` (dropped while it cannot). Every retry waits a time drawn
+from this worker's own random numbers (``streams.Outage``), so the workers of a restarted
+server come back spread out. Classification and PNG encoding run in a side process. SIGTERM
+or Ctrl-C: the worker stops reading, announces that it has no free slot, runs what it had
+received, sends the results and exits; a second Ctrl-C quits at once. The bot may come and
+go meanwhile: the worker waits for the next one; and a bot started first takes jobs that
+wait for the first worker.
 """
 
 from __future__ import annotations
