@@ -35,6 +35,10 @@ class QueueFull(DomainError):
     """The queue (the user's share or the whole) has no room."""
 
 
+class StorageBusy(DomainError):
+    """The database refused to record a new job for now (a disk I/O error, a full disk); nothing was charged."""
+
+
 class JobNotFound(DomainError):
     """A job id does not name a known job (or an image index is out of range)."""
 

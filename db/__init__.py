@@ -6,7 +6,7 @@ Discord, torch or the rest of the bot. Open it with ``await Store.open(path, rec
 
 from __future__ import annotations
 
-from db.errors import QuotaExhausted, StoreError, StoreInputError, UnknownJob
+from db.errors import QuotaExhausted, StorageUnavailable, StoreError, StoreInputError, UnknownJob
 from db.records import (
     DM_GUILD_ID,
     INTERACTION_TOKEN_LIFETIME_S,
@@ -38,6 +38,7 @@ __all__ = [
     "NewJob",
     "QuotaExhausted",
     "QuotaOverride",
+    "StorageUnavailable",
     "Store",
     "StoreError",
     "StoreInputError",

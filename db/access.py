@@ -19,6 +19,10 @@ Three rules shape the store:
 * A write, once started, runs to its end even when the awaiting task is
   cancelled (it is shielded), so a cancelled Discord interaction can never
   leave a transaction open or a job charged but not recorded.
+
+When the file itself fails (a disk I/O error, a full disk, a lock held past the busy
+timeout), the call raises ``StorageUnavailable``: its transaction rolled back and
+SQLite takes the next one as usual, so the caller may try again later.
 """
 
 from __future__ import annotations
@@ -30,12 +34,25 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, cast
 
 from db.connection import ConnectionThread
-from db.errors import StoreInputError
+from db.errors import StorageUnavailable, StoreInputError
 from db.records import DM_GUILD_ID, MAX_CREDITS
 
 T = TypeVar("T")
 
 DAY_S: Final = 86_400.0
+
+# SQLite's primary result codes that blame the storage, not the statement: the same call may work later.
+_STORAGE_FAULTS: Final = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
 
 
 class StoreAccess:
@@ -59,7 +76,12 @@ class StoreAccess:
         """Run ``function`` in the connection's thread: reads, and whole transactions."""
         if self._closed:
             raise RuntimeError("The store is closed.")
-        return await self._conn.run(function)
+        try:
+            return await self._conn.run(function)
+        except sqlite3.OperationalError as exc:
+            if _blames_storage(exc):
+                raise self._unavailable(exc) from exc
+            raise
 
     async def _write(self, body: Callable[[sqlite3.Connection, float], T], *, guild_id: int | None = None) -> T:
         """Run ``body(conn, now)`` in one ``BEGIN IMMEDIATE`` transaction, committed if it returns.
@@ -92,7 +114,18 @@ class StoreAccess:
         task.add_done_callback(_forget_task(self._in_flight))
         if guild_id is not None:
             task.add_done_callback(lambda _: self._guild_changed(guild_id))
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except sqlite3.OperationalError as exc:
+            if _blames_storage(exc):
+                raise self._unavailable(exc) from exc
+            raise
+
+    def _unavailable(self, exc: sqlite3.OperationalError) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"The database {self._path} did not take the call ({exc}); nothing was changed. "
+            "Check the disk's free space and the file's attributes and locks."
+        )
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return await self._run(lambda conn: _fetchall(conn, sql, params))
@@ -119,6 +152,12 @@ class StoreAccess:
 
 def _fetchall(conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
     return conn.execute(sql, params).fetchall()
+
+
+def _blames_storage(exc: sqlite3.OperationalError) -> bool:
+    """Whether the file failed the call (I/O, full, read-only, locked), rather than a statement being wrong."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _STORAGE_FAULTS
 
 
 def _ledger_guild(guild_id: int | None) -> int:

@@ -2,8 +2,9 @@
 
 Each kind of failure has its own type because each has a different audience: a
 ``StoreError`` stops start-up and is read by whoever runs the bot, a
-``StoreInputError`` is shown to the moderator who typed the bad value, and
-``QuotaExhausted`` is turned into a reply to the member who asked for a job.
+``StoreInputError`` is shown to the moderator who typed the bad value,
+``QuotaExhausted`` is turned into a reply to the member who asked for a job, and
+``StorageUnavailable`` (the disk failed a call) is waited out by whoever can wait.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ class StoreError(Exception):
 
     The message always names the file, because the person who has to fix it is
     looking at a folder, not at Python.
+    """
+
+
+class StorageUnavailable(StoreError):
+    """The file refused a read or a write for a reason outside the program: a disk I/O error, a full
+    disk, a file made read-only, a lock held too long. Nothing was changed (the transaction rolled
+    back), and the same call may work once the storage answers again, so callers that can wait retry.
     """
 
 

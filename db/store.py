@@ -22,7 +22,7 @@ from typing import Final
 
 from db.access import DAY_S
 from db.connection import ConnectionThread
-from db.errors import StoreError
+from db.errors import StorageUnavailable, StoreError
 from db.finetunes import FineTuneQueries
 from db.guilds import GuildQueries
 from db.jobs import UNSET, JobQueries
@@ -114,6 +114,9 @@ class Store(GuildQueries, QuotaQueries, MemberQueries, FineTuneQueries, StyleQue
         store = cls(conn, path, clock, recipe)
         try:
             await store.expire_interaction_tokens()
+        except StorageUnavailable:  # names the file and what to check
+            await store.close()
+            raise
         except sqlite3.Error as exc:
             await store.close()
             raise _open_error(path, exc) from exc

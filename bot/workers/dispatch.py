@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.errors import QueueFull
 from bot.jobs.events import Cancelled, EventListener, Failed, Finished, JobEvent, Progress, Queued, Started
+from bot.runtime.backoff import Backoff
 from bot.runtime.tasks import TaskSet, log_failure
 from bot.workers.fair_queue import FairQueue
 from bot.workers.protocol import (
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
 LOST_TWICE = "The workers running this job stopped twice, so it was given up; its credits are refunded."
+
+
+class _AttemptsUnrecorded(Exception):
+    """SQLite did not take a dispatch's record (the cause says why); nothing changed, so it is tried again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +344,7 @@ class Dispatcher:
     # -- the dispatch loop -------------------------------------------------------------
 
     async def _dispatch_forever(self) -> None:
+        unrecorded = Backoff()  # dispatches in a row whose record SQLite refused (a disk I/O error, a full disk)
         while self._accepting or self._queue:
             worker = self._free_worker()
             if worker is None or not self._queue:
@@ -352,6 +358,19 @@ class Dispatcher:
             try:
                 self._announce_positions()
                 await self._dispatch(worker, batch)
+            except _AttemptsUnrecorded as failure:
+                # The storage refused the dispatch's one transaction, so nothing changed: the jobs wait at
+                # the head of the queue (_dispatch put them back) and the same dispatch is tried again soon.
+                delay = unrecorded.refused()
+                if unrecorded.worth_logging:
+                    log.warning(
+                        "could not record the dispatch of jobs %s (%s); they wait at the head of the queue, "
+                        "tried again every few seconds",
+                        [e.job_id for e in batch],
+                        failure.__cause__,
+                    )
+                await asyncio.sleep(delay)
+                continue
             except Exception:
                 # A bug outside the generation itself: the jobs in hand fail (and are refunded)
                 # rather than vanish, and the loop is started again by its done-callback.
@@ -359,6 +378,8 @@ class Dispatcher:
                 log.exception("dispatching jobs %s failed (error id %s)", [e.job_id for e in batch], error_id)
                 self._fail(batch, f"Generation failed unexpectedly (error id {error_id}); nothing was charged for it.")
                 raise
+            if refusals := unrecorded.reset():
+                log.warning("dispatching again: SQLite took the dispatch after %d refusal(s)", refusals)
 
     def _free_worker(self) -> _Worker | None:
         free = [worker for worker in self._workers.values() if worker.free_slots > 0]
@@ -380,16 +401,55 @@ class Dispatcher:
                 self._emit(entry, Queued(entry.job_id, position))
 
     async def _dispatch(self, worker: _Worker, batch: list[_Entry]) -> None:
+        """Record the batch's attempts, then send it to ``worker``.
+
+        Raises ``_AttemptsUnrecorded``, the jobs back at the head of the queue in their order, when
+        SQLite did not take the record. Whatever fails, the worker's slot is free again unless the
+        batch was sent.
+        """
+        # 1. Take one of the worker's slots, counted from now, so a Ready that arrives meanwhile does not
+        #    free it again.
         worker.free_slots -= 1
-        worker.sent += 1  # counted from now, so a Ready that arrives meanwhile does not free the slot again
+        worker.sent += 1
         batch_id = uuid.uuid4().hex
-        live = [entry for entry in batch if not entry.cancelled]
-        attempts = await self._ledger.start_attempts([entry.job_id for entry in live], worker.worker_id)
-        live = [entry for entry in live if entry.job_id in attempts and not entry.cancelled]
-        if not live:
-            worker.free_slots += 1
-            worker.sent -= 1
-            return
+        sent = False
+        try:
+            # 2. Record the attempts: each job's attempt number and a fresh token, in one transaction.
+            live = [entry for entry in batch if not entry.cancelled]
+            try:
+                attempts = await self._ledger.start_attempts([entry.job_id for entry in live], worker.worker_id)
+            except Exception as error:
+                self._put_first(live)
+                raise _AttemptsUnrecorded from error
+            live = [entry for entry in live if entry.job_id in attempts and not entry.cancelled]
+            if not live:
+                return
+            # 3. Send it.
+            await self._send(worker, batch_id, live, attempts)
+            sent = True
+        finally:
+            if not sent:
+                self._give_back_slot(worker, batch_id)
+
+    def _put_first(self, entries: list[_Entry]) -> None:
+        """Jobs taken for a batch that never started: back at the head of the queue, in the order taken."""
+        for entry in reversed(entries):
+            if not entry.cancelled:
+                self._queue.put_first(entry)
+        self._announce_positions()
+
+    def _give_back_slot(self, worker: _Worker, batch_id: str) -> None:
+        """Undo a dispatch that sent nothing: the worker's slot is free again and no batch is kept for it."""
+        worker.free_slots += 1
+        worker.sent -= 1
+        worker.batches.discard(batch_id)
+        self._batches.pop(batch_id, None)
+        self._settle_idle()
+        self._wakeup.set()
+
+    async def _send(
+        self, worker: _Worker, batch_id: str, live: list[_Entry], attempts: dict[int, tuple[int, str]]
+    ) -> None:
         now = self._clock()
         for entry in live:
             entry.attempt, entry.token = attempts[entry.job_id]

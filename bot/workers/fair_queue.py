@@ -80,6 +80,18 @@ class FairQueue(Generic[E]):
             entries.insert(index, entry)
         self._size += 1
 
+    def put_first(self, entry: E) -> None:
+        """Return a job taken for a batch that never started (its dispatch could not be recorded) to the
+        head of its owner's queue, and serve its owner next; past the bounds, as ``put_back``.
+
+        Returning a batch's jobs last to first puts them back in the order they were taken.
+        """
+        entries = self._owners.setdefault(entry.owner, deque())
+        index = next((i for i, waiting in enumerate(entries) if waiting.job_id > entry.job_id), len(entries))
+        entries.insert(index, entry)
+        self._owners.move_to_end(entry.owner, last=False)
+        self._size += 1
+
     def order(self) -> Iterator[E]:
         """Entries in the order they would start if none were batched together."""
         queues = [list(q) for q in self._owners.values()]
