@@ -40,6 +40,11 @@ FROM jobs AS j
 """
 
 
+# A job may still start from its member's picture (``source``) while it waits or runs, and once done until its
+# result is deleted (its re-roll button starts from the same picture). A failed or cancelled job has no buttons.
+_MAY_USE_SOURCE = "(j.status IN ('queued', 'running') OR (j.status = 'done' AND j.result_deleted_at IS NULL))"
+
+
 class JobQueries(StoreAccess, Generic[R]):
     """The jobs part of ``Store``; ``_recipe_type`` is the dataclass a job's recipe columns are read into."""
 
@@ -331,6 +336,40 @@ class JobQueries(StoreAccess, Generic[R]):
             return _refund(conn, job_id, None, reason, now)
 
         return await self._write(body)
+
+    # ------------------------------------------------------------------ members' pictures
+
+    async def mark_result_deleted(self, job_id: int, *, message_id: int) -> bool:
+        """The member or a moderator deleted a finished job's result, the message ``message_id``.
+
+        A copy of the result posted again (``/show``) is not the result: deleting it changes nothing.
+        False when nothing changed (a copy, a job not done, a result already deleted).
+        """
+
+        def body(conn: sqlite3.Connection, now: float) -> bool:
+            cursor = conn.execute(
+                "UPDATE jobs SET result_deleted_at = ? WHERE id = ? AND status = 'done' AND result_deleted_at IS NULL "
+                "AND (result_message_id IS NULL OR result_message_id = ?)",
+                (now, job_id, message_id),
+            )
+            if cursor.rowcount:
+                return True
+            _require_job(conn, job_id)
+            return False
+
+        return await self._write(body)
+
+    async def source_in_use(self, source: str) -> bool:
+        """Whether a job may still start from the picture ``source`` (see ``_MAY_USE_SOURCE``)."""
+        rows = await self._read(f"SELECT 1 FROM jobs AS j WHERE j.source = ? AND {_MAY_USE_SOURCE} LIMIT 1", (source,))
+        return bool(rows)
+
+    async def sources_in_use(self) -> set[str]:
+        """Every picture a job may still start from."""
+        rows = await self._read(
+            f"SELECT DISTINCT j.source FROM jobs AS j WHERE j.source IS NOT NULL AND {_MAY_USE_SOURCE}"
+        )
+        return {str(row[0]) for row in rows}
 
     async def expire_interaction_tokens(self) -> int:
         """Forget interaction tokens older than their 15-minute life; returns how many.

@@ -232,3 +232,5 @@ class JobRecord(NewJob[R]):
     attempt: int = 0
     attempt_token: str | None = None
     worker_id: str | None = None
+    #: When the member or a moderator deleted its posted result (Delete, ❌); its picture goes once no job needs it.
+    result_deleted_at: float | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 
 from bot.errors import InvalidRequest
 from bot.images.edits import REGIONS, edit_size, feather_px, plan_edit, region_mask, zoom_mask
-from bot.images.uploads import check_attachment, fit_to, read_upload, store_upload
+from bot.images.uploads import KeptPictures, check_attachment, fit_to, read_upload
 from bot.jobs.admission import cost_of
 from bot.jobs.events import Failed, Finished
 from bot.jobs.recipe import JobKind
@@ -99,14 +100,17 @@ def test_a_picture_is_turned_upright_and_other_formats_are_refused() -> None:
     check_attachment("photo.JPG", None, 1000)  # Discord did not say its type; the bytes will decide
 
 
-def test_a_picture_is_fitted_to_the_nearest_aspect_and_kept_by_its_content(tmp_path) -> None:
+async def test_a_picture_is_fitted_to_the_nearest_aspect_and_kept_by_its_content(tmp_path) -> None:
     assert (
         nearest_aspect(1920, 1080) == "16:9" and nearest_aspect(1000, 1400) == "2:3" and nearest_aspect(5, 5) == "1:1"
     )
     fitted = fit_to(SOURCE, 64, 64)
     assert fitted.size == (64, 64)
-    first, second = store_upload(tmp_path, fitted), store_upload(tmp_path, fitted.copy())
+    with ThreadPoolExecutor(1) as disk:
+        pictures = KeptPictures(tmp_path, disk)
+        first, second = await pictures.keep(fitted), await pictures.keep(fitted.copy())
     assert first == second and first.parent == tmp_path / "sources" and first.suffix == ".png"
+    assert [path.name for path in first.parent.iterdir()] == [first.name]
 
 
 def test_edit_recipes_keep_their_edit_when_rerolled_and_drop_it_when_varied() -> None:

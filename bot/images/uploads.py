@@ -7,14 +7,21 @@ decoded, so a small file that would inflate to gigabytes (a decompression bomb) 
 without being inflated. Decoding runs off the event loop (the caller's ``to_thread``).
 
 A kept picture is re-encoded as PNG under ``images_dir/sources/<sha256>.png``, written
-atomically; the job's row names that file, so its buttons work after a restart.
+atomically; the job's row names that file, so its buttons work after a restart. It is deleted
+when no job may start from it any more (``KeptPictures``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import os
+import time
 import warnings
+from collections import Counter
+from collections.abc import Collection
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Final
 
@@ -29,6 +36,10 @@ MAX_UPLOAD_PIXELS: Final = 4096 * 4096
 ACCEPTED_FORMATS: Final = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _ACCEPTED_SUFFIXES: Final = (".png", ".jpg", ".jpeg", ".webp")
 SOURCES_FOLDER: Final = "sources"
+#: A picture no job names is deleted at start-up once it was last given longer ago than this: time enough for
+#: an admission between keeping the picture and recording its job, in this process or another on the same
+#: folder (the command line).
+UNUSED_PICTURE_GRACE_S: Final = 3600.0
 
 
 def check_attachment(filename: str, content_type: str | None, size: int) -> None:
@@ -82,14 +93,98 @@ def fit_to(image: Image.Image, width: int, height: int) -> Image.Image:
     return ImageOps.fit(image.convert("RGB"), (width, height), Image.Resampling.LANCZOS)
 
 
-def store_upload(images_dir: Path, image: Image.Image) -> Path:
-    """Keep ``image`` as PNG named by its content, and return its path. Blocking."""
+def encode_upload(image: Image.Image) -> bytes:
+    """``image`` as the PNG kept for it. CPU work: not on the event loop."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
-    data = buffer.getvalue()
-    folder = images_dir / SOURCES_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()}.png"
-    if not path.exists():
-        write_atomically(path, data)
-    return path
+    return buffer.getvalue()
+
+
+class KeptPictures:
+    """The pictures kept under ``images_dir/sources``, each as long as a job may still start from it.
+
+    A picture is named by its content, so members who give the same picture share one file. Files are
+    written and deleted on one thread (the service's disk thread) in the order asked, and an admission
+    holds its picture from before its write is asked until its job is recorded (``release``): a picture
+    let go while the same picture is given again is deleted and then written again, never the reverse.
+    Which jobs may still start from a picture is SQLite's to say; the service asks it before ``let_go``.
+    """
+
+    def __init__(self, images_dir: Path, disk: Executor) -> None:
+        self.folder = images_dir / SOURCES_FOLDER
+        self._disk = disk
+        self._held: Counter[str] = Counter()
+
+    async def keep(self, image: Image.Image) -> Path:
+        """Keep ``image`` and hold it until ``release``; the path a job names it by."""
+        data = await asyncio.to_thread(encode_upload, image)
+        path = self.folder / f"{hashlib.sha256(data).hexdigest()}.png"
+        self._held[path.name] += 1
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._disk, _write_once, path, data)
+        except BaseException:
+            self.release(path)
+            raise
+        return path
+
+    def release(self, path: str | Path) -> None:
+        """The admission holding ``path`` recorded its job, or gave up."""
+        name = Path(path).name
+        self._held[name] -= 1
+        if self._held[name] <= 0:
+            del self._held[name]
+
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` is a picture kept here (the command line may name any file of its user's)."""
+        return Path(path).parent == self.folder
+
+    async def let_go(self, path: str) -> bool:
+        """Delete the kept picture ``path``, which no job may start from any more, unless an admission holds it.
+
+        Whether it was deleted; only a picture kept here ever is.
+        """
+        if not self.owns(path) or Path(path).name in self._held:
+            return False
+        return await asyncio.get_running_loop().run_in_executor(self._disk, _delete, Path(path))
+
+    async def sweep(self, in_use: Collection[str], *, older_than_s: float = UNUSED_PICTURE_GRACE_S) -> list[Path]:
+        """Delete the pictures no job may start from (``in_use``: those some job may) that were last given more
+        than ``older_than_s`` ago, and the part files a crash left; the paths deleted."""
+        kept = frozenset({Path(path).name for path in in_use} | set(self._held))
+        cutoff = time.time() - older_than_s
+        return await asyncio.get_running_loop().run_in_executor(self._disk, _sweep, self.folder, kept, cutoff)
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    if path.exists():
+        os.utime(path)  # given again: the sweep's grace counts from now
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, data)
+
+
+def _delete(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _sweep(folder: Path, kept: frozenset[str], cutoff: float) -> list[Path]:
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return []
+    swept: list[Path] = []
+    for path in entries:
+        if path.name in kept:
+            continue
+        try:
+            if not path.is_file() or path.stat().st_mtime >= cutoff:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        swept.append(path)
+    return swept

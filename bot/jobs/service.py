@@ -22,12 +22,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING
 
-from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded, StorageBusy
+from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded
 from bot.images.archive import read_source_image
 from bot.images.edits import describe, edit_size
-from bot.images.uploads import fit_to, read_upload, store_upload
+from bot.images.uploads import KeptPictures, fit_to, read_upload
 from bot.jobs import permutations
 from bot.jobs.admission import Admission, Origin, cost_of
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
@@ -61,11 +61,10 @@ from bot.jobs.requests import (
 )
 from bot.policy.nsfw import NsfwDecision
 from bot.policy.pricing import refund_for_withheld
-from bot.runtime.backoff import Backoff
 from bot.runtime.tasks import TaskSet
 from bot.runtime.threads import background_executor
 from bot.workers.protocol import WorkerClient, WorkOrder
-from db.errors import QuotaExhausted, StorageUnavailable
+from db.errors import QuotaExhausted
 from db.records import AuditEntry, Delivery, FineTune, MemberPreferences, NewJob, QuotaRule, Style
 from models.finetunes import FineTuneKind
 
@@ -78,13 +77,6 @@ log = logging.getLogger(__name__)
 DELIVERY_MAX_BACKOFF_S = 60.0
 #: Told with a job accepted while no GPU worker is online (workers on other hosts not started yet, say).
 NO_WORKER_YET = "No GPU worker is online yet; your job starts when one is."
-#: Told when the database refuses to record a new job (its disk failing, or full).
-STORAGE_BUSY = "The bot cannot record new jobs at the moment; nothing was charged. Try again in a few minutes."
-#: Told when a job's images were made but could not be written to ``IMAGES_DIR`` (a full disk, say).
-RESULT_NOT_SAVED = "Its images were made but could not be saved on the bot's disk, so its credits are refunded."
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 __all__ = ["GenerationService", "Origin"]
 
@@ -119,6 +111,7 @@ class GenerationService:
         # first, on their own thread; each image's own file is cut from its grid afterwards, on another.
         self._disk = background_executor(1, "latentcord-disk")
         self._image_files = background_executor(1, "latentcord-images")
+        self._pictures = KeptPictures(settings.images_dir, self._disk)  # members' pictures, on the disk thread
         self._writing_images: dict[int, asyncio.Future[None]] = {}
         self._listeners: list[ServiceListener] = []
         self._following: dict[int, _Following] = {}
@@ -148,7 +141,20 @@ class GenerationService:
         Raises a ``DomainError`` or ``ModelError``.
         """
         recipe, notices = await self._recipe_for(options, origin, picture)
-        return await self.submit(recipe, origin, listener, notices=notices)
+        if picture is None or recipe.source is None:
+            return await self.submit(recipe, origin, listener, notices=notices)
+        # The picture kept for it is held until its job is recorded, and let go of if it never is.
+        try:
+            submitted = await self.submit(recipe, origin, listener, notices=notices)
+        except Exception:
+            self._pictures.release(recipe.source)
+            await self._let_go_of_picture(recipe.source)
+            raise
+        except BaseException:
+            self._pictures.release(recipe.source)
+            raise
+        self._pictures.release(recipe.source)
+        return submitted
 
     async def _recipe_for(
         self, options: ImagineOptions, origin: Origin, picture: bytes | None
@@ -178,20 +184,20 @@ class GenerationService:
             checked = replace(checked, prompt=check_prompt_text(fine.prompt, max_chars=self.settings.prompt_max_chars))
         # 3. The chosen model's defaults.
         preset = await self.worker.preset(checked.model)
-        # 4. The picture, decoded off the event loop (a refused one is never decoded in full), and kept
-        #    fitted to the model's size at the aspect preset nearest to its shape.
+        # 4. A channel the moderators put in draft mode (/draft) gets fast previews.
+        draft = (
+            origin.guild_id is not None
+            and origin.channel_id in (await self.store.guild_settings(origin.guild_id)).draft_channels
+        )
+        # 5. The picture, decoded off the event loop (a refused one is never decoded in full), and kept
+        #    fitted to the model's size at the aspect preset nearest to its shape; last, as it is held from
+        #    here until ``imagine`` releases it.
         kept: Picture | None = None
         if picture is not None:
             image = await asyncio.to_thread(read_upload, picture)
             width, height = picture_size(preset, image.width, image.height)
             fitted = await asyncio.to_thread(fit_to, image, width, height)
-            path = await asyncio.to_thread(store_upload, self.settings.images_dir, fitted)
-            kept = Picture(str(path), width, height)
-        # 5. A channel the moderators put in draft mode (/draft) gets fast previews.
-        draft = (
-            origin.guild_id is not None
-            and origin.channel_id in (await self.store.guild_settings(origin.guild_id)).draft_channels
-        )
+            kept = Picture(str(await self._pictures.keep(fitted)), width, height)
         recipe = replace(
             resolve_imagine(checked, preset, kept, draft=draft),
             loras=tuple(lora_entry(use) for use in fine.loras),
@@ -348,9 +354,6 @@ class GenerationService:
             job = await self.store.admit_job(new, limit=limit)
         except QuotaExhausted as exhausted:
             raise QuotaExceeded(self._admission.quota_sentence(exhausted)) from None
-        except StorageUnavailable as refused:
-            log.warning("could not admit a job: %s", refused)
-            raise StorageBusy(STORAGE_BUSY) from None
         # 5. Queue it. A queue that filled up in between refunds at once.
         try:
             position = self._enqueue(_Following(job, decision, listener), source)
@@ -377,7 +380,8 @@ class GenerationService:
             raise InvalidRequest("This job has already finished.")
 
     async def resume(self) -> list[int]:
-        """Requeue jobs a crash or a restart left unfinished, in their original order, uncharged."""
+        """Requeue jobs a crash or a restart left unfinished, in their original order, uncharged; then delete
+        the members' pictures no job may start from any more that the last run left (``KeptPictures.sweep``)."""
         resumed: list[int] = []
         for job in await self.store.requeue_unfinished():
             try:
@@ -394,6 +398,13 @@ class GenerationService:
                 log.warning("job %s stays queued: no room after the restart", job.id)
                 continue
             resumed.append(job.id)
+        try:  # tidying, which must not stop a start: the next one tries again
+            swept = await self._pictures.sweep(await self.store.sources_in_use())
+        except Exception:
+            log.warning("could not sweep the members' pictures no job uses", exc_info=True)
+        else:
+            if swept:
+                log.info("deleted %d members' pictures no job uses", len(swept))
         return resumed
 
     def waiting_reason(self) -> str | None:
@@ -425,6 +436,17 @@ class GenerationService:
     async def job(self, job_id: int) -> Job | None:
         """A job as recorded, or ``None`` if there is no such job."""
         return await self.store.get_job(job_id)
+
+    async def result_deleted(self, job_id: int, message_id: int, *, actor_id: int, is_moderator: bool = False) -> None:
+        """Its requester or a moderator deleted the message ``message_id`` holding a job's result (Delete, ❌).
+
+        The member's picture it started from is deleted with it once no other job may start from it.
+        """
+        job = await self._job(job_id)
+        if job.user_id != actor_id and not is_moderator:
+            raise NotAllowed("Only the person who asked for this image or a moderator can delete it.")
+        if await self.store.mark_result_deleted(job_id, message_id=message_id):
+            await self._let_go_of_picture(job.recipe.source)
 
     # -- fine-tunes and models of a guild -----------------------------------------------------
 
@@ -497,19 +519,15 @@ class GenerationService:
         self, job_id: int, *, message_id: int | None, interaction_token: str, token_created_at: float
     ) -> None:
         """Where a job's status message is, and the interaction token that may edit it for 15 minutes."""
-        await self._stored(
-            self.store.set_delivery,
-            job_id,
-            message_id=message_id,
-            interaction_token=interaction_token,
-            token_created_at=token_created_at,
+        await self.store.set_delivery(
+            job_id, message_id=message_id, interaction_token=interaction_token, token_created_at=token_created_at
         )
 
     # -- delivery of results ------------------------------------------------------------
 
     async def delivered(self, job_id: int, message_id: int | None) -> None:
         """A message now holds the job's result: stop retrying it, here and after a restart."""
-        await self._stored(self.store.mark_delivered, job_id, message_id)
+        await self.store.mark_delivered(job_id, message_id)
 
     async def delivery_failed(self, job_id: int) -> DeliveryVerdict:
         """One try to post a result failed: when to try again, or that it was given up and refunded.
@@ -518,7 +536,7 @@ class GenerationService:
         ``DELIVERY_GIVE_UP_S`` after the result was ready, counted across restarts. Past that the
         job's remaining credits are refunded in the same transaction that gives it up.
         """
-        job = await self._stored(self.store.record_delivery_failure, job_id)
+        job = await self.store.record_delivery_failure(job_id)
         if job.delivery != Delivery.PENDING:
             return DeliveryVerdict(retry_in_s=None, refunded=0)
         started = job.delivery_started_at if job.delivery_started_at is not None else self._clock()
@@ -526,7 +544,7 @@ class GenerationService:
         delay = min(DELIVERY_MAX_BACKOFF_S, first * 2 ** max(job.delivery_attempts - 1, 0))
         if self._clock() + delay <= started + self.settings.delivery_give_up_s:
             return DeliveryVerdict(retry_in_s=delay, refunded=0)
-        refunded = await self._stored(self.store.abandon_delivery, job_id, "result could not be posted to Discord")
+        refunded = await self.store.abandon_delivery(job_id, "result could not be posted to Discord")
         log.warning(
             "gave up posting the result of job %s after %d tries; refunded %d", job_id, job.delivery_attempts, refunded
         )
@@ -564,28 +582,6 @@ class GenerationService:
         self._image_files.shutdown(wait=True)  # images of posted grids: written now, or cut on the next use
 
     # -- inside ---------------------------------------------------------------------------
-
-    async def _stored(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``call(...)`` to the store, tried again while the storage refuses it (a disk I/O error, a full disk).
-
-        What happens to a job is recorded before anyone is told of it, so its outcome waits for the disk
-        rather than being lost (a follower that gave up left the job unfinished and unrefunded until the
-        bot restarted). Each try is one transaction that changed nothing when it was refused.
-        """
-        refused = Backoff()
-        what = f"{call.__name__} of job {args[0]}" if args else call.__name__
-        while True:
-            try:
-                result = await call(*args, **kwargs)
-            except StorageUnavailable as error:
-                delay = refused.refused()
-                if refused.worth_logging:
-                    log.warning("%s was refused (%s); trying again every few seconds", what, error)
-                await asyncio.sleep(delay)
-                continue
-            if refusals := refused.reset():
-                log.warning("%s was recorded after %d refusal(s)", what, refusals)
-            return result
 
     async def _job(self, job_id: int) -> Job:
         job = await self.store.get_job(job_id)
@@ -662,6 +658,20 @@ class GenerationService:
                 f"The images of job {parent.id} are no longer available, so they cannot be used."
             ) from None
 
+    async def _let_go_of_picture(self, source: str | None) -> None:
+        """Delete a member's picture once no job may start from it: none waits or runs, no result of one is posted.
+
+        Tidying only: whatever stops it is logged, never passed on to cost a member the outcome being told (the
+        next start-up's sweep deletes what it left).
+        """
+        if source is None or not self._pictures.owns(source):
+            return
+        try:
+            if not await self.store.source_in_use(source):
+                await self._pictures.let_go(source)
+        except Exception:
+            log.warning("could not delete a member's picture no job uses (%s)", source, exc_info=True)
+
     def _enqueue(self, following: _Following, source: bytes | None, *, resumed: bool = False) -> int:
         job = following.job
         inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
@@ -684,27 +694,22 @@ class GenerationService:
                     case Started():  # the dispatcher recorded it, with the attempt's token
                         self._publish(event)
                     case Finished():
-                        try:
-                            result = await self._finish(following, event)
-                        except OSError as error:  # the grid could not be written: the job cannot go on
-                            log.warning("job %s: could not save its result (%s); failing it", job.id, error)
-                            await self._stored(self.store.mark_failed, job.id, RESULT_NOT_SAVED)
-                            await self._stored(self.store.refund, job.id, job.cost, "result not saved")
-                            self._publish(Failed(job.id, RESULT_NOT_SAVED))
-                            return
+                        result = await self._finish(following, event)
                         if result is not None:
                             self._publish(Completed(job.id, result))  # the grid is posted first...
                             if not self._closed:  # ...while each image's file is cut from it (else: on use)
                                 self._write_images(result.job)
                         return
                     case Failed(message=message):
-                        await self._stored(self.store.mark_failed, job.id, message)
-                        await self._stored(self.store.refund, job.id, job.cost, "failed")
+                        await self.store.mark_failed(job.id, message)
+                        await self.store.refund(job.id, job.cost, "failed")
+                        await self._let_go_of_picture(job.recipe.source)
                         self._publish(event)
                         return
                     case Cancelled():
-                        await self._stored(self.store.mark_cancelled, job.id)
-                        await self._stored(self.store.refund, job.id, job.cost, "cancelled")
+                        await self.store.mark_cancelled(job.id)
+                        await self.store.refund(job.id, job.cost, "cancelled")
+                        await self._let_go_of_picture(job.recipe.source)
                         self._publish(event)
                         return
         finally:
@@ -715,8 +720,7 @@ class GenerationService:
         job, output = following.job, finished.output
         loop = asyncio.get_running_loop()
         paths = await loop.run_in_executor(self._disk, self._results.write, job.id, output)
-        recorded = await self._stored(
-            self.store.mark_done,
+        recorded = await self.store.mark_done(
             job.id,
             image_paths=[str(path) for path in paths],
             withheld=output.withheld,
@@ -729,8 +733,8 @@ class GenerationService:
         refunded = 0
         if output.withheld:
             refunded = refund_for_withheld(job.cost, output.count, len(output.withheld))
-            await self._stored(self.store.refund, job.id, refunded, "withheld by the image classifier")
-        stored = await self._stored(self._job, job.id)
+            await self.store.refund(job.id, refunded, "withheld by the image classifier")
+        stored = await self._job(job.id)
         return JobResult(stored, output.grid, tuple(paths), frozenset(output.withheld), refunded)
 
     def _write_images(self, job: Job) -> asyncio.Future[None]:

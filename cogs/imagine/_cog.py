@@ -275,6 +275,11 @@ class Imagine(commands.Cog):
                 await interaction.message.delete()
             except discord.HTTPException:
                 await interaction.followup.send("I could not delete that message.", ephemeral=True)
+                return
+            if job is not None:
+                await self.service.result_deleted(
+                    job_id, interaction.message.id, actor_id=interaction.user.id, is_moderator=is_moderator(interaction)
+                )
 
 
 def _remixable(value: str) -> ButtonAction | None:

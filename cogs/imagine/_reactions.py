@@ -76,11 +76,16 @@ class Reactions:
         if job is None:
             return
         if name in CROSS:
-            if payload.user_id == job.user_id or _moderates(payload.member):
+            moderates = _moderates(payload.member)
+            if payload.user_id == job.user_id or moderates:
                 try:
                     await message.delete()
                 except discord.HTTPException:
                     log.info("could not delete the result of job %s", job_id, exc_info=True)
+                    return
+                await self.bot.service.result_deleted(
+                    job_id, message.id, actor_id=payload.user_id, is_moderator=moderates
+                )
             return
         await self._send_by_dm(payload.user_id, job, channel)
 
