@@ -22,9 +22,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded
+from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded, StorageBusy
 from bot.images.archive import read_source_image
 from bot.images.edits import describe, edit_size
 from bot.images.uploads import KeptPictures, fit_to, read_upload
@@ -61,10 +61,11 @@ from bot.jobs.requests import (
 )
 from bot.policy.nsfw import NsfwDecision
 from bot.policy.pricing import refund_for_withheld
+from bot.runtime.backoff import Backoff
 from bot.runtime.tasks import TaskSet
 from bot.runtime.threads import background_executor
 from bot.workers.protocol import WorkerClient, WorkOrder
-from db.errors import QuotaExhausted
+from db.errors import QuotaExhausted, StorageUnavailable
 from db.records import AuditEntry, Delivery, FineTune, MemberPreferences, NewJob, QuotaRule, Style
 from models.finetunes import FineTuneKind
 
@@ -77,6 +78,13 @@ log = logging.getLogger(__name__)
 DELIVERY_MAX_BACKOFF_S = 60.0
 #: Told with a job accepted while no GPU worker is online (workers on other hosts not started yet, say).
 NO_WORKER_YET = "No GPU worker is online yet; your job starts when one is."
+#: Told when the database refuses to record a new job (its disk failing, or full).
+STORAGE_BUSY = "The bot cannot record new jobs at the moment; nothing was charged. Try again in a few minutes."
+#: Told when a job's images were made but could not be written to ``IMAGES_DIR`` (a full disk, say).
+RESULT_NOT_SAVED = "Its images were made but could not be saved on the bot's disk, so its credits are refunded."
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 __all__ = ["GenerationService", "Origin"]
 
@@ -354,6 +362,9 @@ class GenerationService:
             job = await self.store.admit_job(new, limit=limit)
         except QuotaExhausted as exhausted:
             raise QuotaExceeded(self._admission.quota_sentence(exhausted)) from None
+        except StorageUnavailable as refused:
+            log.warning("could not admit a job: %s", refused)
+            raise StorageBusy(STORAGE_BUSY) from None
         # 5. Queue it. A queue that filled up in between refunds at once.
         try:
             position = self._enqueue(_Following(job, decision, listener), source)
@@ -519,15 +530,19 @@ class GenerationService:
         self, job_id: int, *, message_id: int | None, interaction_token: str, token_created_at: float
     ) -> None:
         """Where a job's status message is, and the interaction token that may edit it for 15 minutes."""
-        await self.store.set_delivery(
-            job_id, message_id=message_id, interaction_token=interaction_token, token_created_at=token_created_at
+        await self._stored(
+            self.store.set_delivery,
+            job_id,
+            message_id=message_id,
+            interaction_token=interaction_token,
+            token_created_at=token_created_at,
         )
 
     # -- delivery of results ------------------------------------------------------------
 
     async def delivered(self, job_id: int, message_id: int | None) -> None:
         """A message now holds the job's result: stop retrying it, here and after a restart."""
-        await self.store.mark_delivered(job_id, message_id)
+        await self._stored(self.store.mark_delivered, job_id, message_id)
 
     async def delivery_failed(self, job_id: int) -> DeliveryVerdict:
         """One try to post a result failed: when to try again, or that it was given up and refunded.
@@ -536,7 +551,7 @@ class GenerationService:
         ``DELIVERY_GIVE_UP_S`` after the result was ready, counted across restarts. Past that the
         job's remaining credits are refunded in the same transaction that gives it up.
         """
-        job = await self.store.record_delivery_failure(job_id)
+        job = await self._stored(self.store.record_delivery_failure, job_id)
         if job.delivery != Delivery.PENDING:
             return DeliveryVerdict(retry_in_s=None, refunded=0)
         started = job.delivery_started_at if job.delivery_started_at is not None else self._clock()
@@ -544,7 +559,7 @@ class GenerationService:
         delay = min(DELIVERY_MAX_BACKOFF_S, first * 2 ** max(job.delivery_attempts - 1, 0))
         if self._clock() + delay <= started + self.settings.delivery_give_up_s:
             return DeliveryVerdict(retry_in_s=delay, refunded=0)
-        refunded = await self.store.abandon_delivery(job_id, "result could not be posted to Discord")
+        refunded = await self._stored(self.store.abandon_delivery, job_id, "result could not be posted to Discord")
         log.warning(
             "gave up posting the result of job %s after %d tries; refunded %d", job_id, job.delivery_attempts, refunded
         )
@@ -582,6 +597,28 @@ class GenerationService:
         self._image_files.shutdown(wait=True)  # images of posted grids: written now, or cut on the next use
 
     # -- inside ---------------------------------------------------------------------------
+
+    async def _stored(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call(...)`` to the store, tried again while the storage refuses it (a disk I/O error, a full disk).
+
+        What happens to a job is recorded before anyone is told of it, so its outcome waits for the disk
+        rather than being lost (a follower that gave up left the job unfinished and unrefunded until the
+        bot restarted). Each try is one transaction that changed nothing when it was refused.
+        """
+        refused = Backoff()
+        what = f"{call.__name__} of job {args[0]}" if args else call.__name__
+        while True:
+            try:
+                result = await call(*args, **kwargs)
+            except StorageUnavailable as error:
+                delay = refused.refused()
+                if refused.worth_logging:
+                    log.warning("%s was refused (%s); trying again every few seconds", what, error)
+                await asyncio.sleep(delay)
+                continue
+            if refusals := refused.reset():
+                log.warning("%s was recorded after %d refusal(s)", what, refusals)
+            return result
 
     async def _job(self, job_id: int) -> Job:
         job = await self.store.get_job(job_id)
@@ -694,21 +731,28 @@ class GenerationService:
                     case Started():  # the dispatcher recorded it, with the attempt's token
                         self._publish(event)
                     case Finished():
-                        result = await self._finish(following, event)
+                        try:
+                            result = await self._finish(following, event)
+                        except OSError as error:  # the grid could not be written: the job cannot go on
+                            log.warning("job %s: could not save its result (%s); failing it", job.id, error)
+                            await self._stored(self.store.mark_failed, job.id, RESULT_NOT_SAVED)
+                            await self._stored(self.store.refund, job.id, job.cost, "result not saved")
+                            self._publish(Failed(job.id, RESULT_NOT_SAVED))
+                            return
                         if result is not None:
                             self._publish(Completed(job.id, result))  # the grid is posted first...
                             if not self._closed:  # ...while each image's file is cut from it (else: on use)
                                 self._write_images(result.job)
                         return
                     case Failed(message=message):
-                        await self.store.mark_failed(job.id, message)
-                        await self.store.refund(job.id, job.cost, "failed")
+                        await self._stored(self.store.mark_failed, job.id, message)
+                        await self._stored(self.store.refund, job.id, job.cost, "failed")
                         await self._let_go_of_picture(job.recipe.source)
                         self._publish(event)
                         return
                     case Cancelled():
-                        await self.store.mark_cancelled(job.id)
-                        await self.store.refund(job.id, job.cost, "cancelled")
+                        await self._stored(self.store.mark_cancelled, job.id)
+                        await self._stored(self.store.refund, job.id, job.cost, "cancelled")
                         await self._let_go_of_picture(job.recipe.source)
                         self._publish(event)
                         return
@@ -720,7 +764,8 @@ class GenerationService:
         job, output = following.job, finished.output
         loop = asyncio.get_running_loop()
         paths = await loop.run_in_executor(self._disk, self._results.write, job.id, output)
-        recorded = await self.store.mark_done(
+        recorded = await self._stored(
+            self.store.mark_done,
             job.id,
             image_paths=[str(path) for path in paths],
             withheld=output.withheld,
@@ -733,8 +778,8 @@ class GenerationService:
         refunded = 0
         if output.withheld:
             refunded = refund_for_withheld(job.cost, output.count, len(output.withheld))
-            await self.store.refund(job.id, refunded, "withheld by the image classifier")
-        stored = await self._job(job.id)
+            await self._stored(self.store.refund, job.id, refunded, "withheld by the image classifier")
+        stored = await self._stored(self._job, job.id)
         return JobResult(stored, output.grid, tuple(paths), frozenset(output.withheld), refunded)
 
     def _write_images(self, job: Job) -> asyncio.Future[None]:
