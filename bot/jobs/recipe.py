@@ -2,9 +2,11 @@
 
 A recipe is made once, at admission (``bot.jobs.requests.resolve_imagine``, or from a
 finished job with ``as_reroll``, ``as_variation`` and ``as_upscale``), and then only read:
-SQLite keeps it as one column per field and the worker gets it as plain data, both
-through ``db.rows``, which maps the fields below without a hand-written copy. A new field
-therefore needs the field here, a migration that adds its column, and the code that uses it.
+SQLite keeps it as one column per field (``db.rows``) and a worker gets it as a map of the
+same fields (``bot.workers.protocol``), both derived from the fields below without a
+hand-written copy; the protocol's version is derived from them too, so a worker built from
+other fields is refused rather than half-served. A new field therefore needs the field here,
+a migration that adds its column, and the code that uses it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,6 @@ import math
 import secrets
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Self
-
-from db.rows import SqlValue, from_columns, to_columns
 
 #: An upscale doubles each side.
 UPSCALE_FACTOR = 2
@@ -172,15 +171,6 @@ class Recipe:
     def with_seeds(self, seeds: tuple[int, ...]) -> Recipe:
         """The same recipe for some of its images (one image's metadata names its own seed)."""
         return replace(self, seeds=seeds)
-
-    # -- as plain data: SQLite columns, or a message to a worker -----------------------------
-
-    def to_fields(self) -> dict[str, SqlValue]:
-        return to_columns(self)
-
-    @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> Self:
-        return from_columns(cls, fields)
 
 
 @dataclass(frozen=True, slots=True)

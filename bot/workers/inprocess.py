@@ -4,7 +4,8 @@ For the command line and for tests that share one loaded engine between several 
 The worker's GPU work runs in one dedicated thread and its finishing (classification
 and encoding) in two more, all below the event loop's priority; messages come back to
 the loop with ``call_soon_threadsafe``. Everything else (the fair queue, attempts, lost
-workers) is the dispatcher's, exactly as with workers in other processes.
+workers) is the dispatcher's, exactly as with workers in other processes; and every message
+crosses as the protocol's bytes, as it would between hosts, so what runs here runs there.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.runtime.threads import background_executor
-from bot.workers.protocol import Cancel, Message, Result, Run
+from bot.workers.protocol import Cancel, Message, Result, Run, Side, decode, encode
 from bot.workers.runner import WorkerRunner
 
 if TYPE_CHECKING:
@@ -68,12 +69,15 @@ class InProcessTransport:
 
     async def send(self, worker_id: str, message: Run | Cancel) -> None:
         runner = self._require_runner()
-        if isinstance(message, Cancel):
-            runner.cancel(message.job_ids)
+        received = decode(encode(message), reader=Side.WORKER)
+        if isinstance(received, Cancel):
+            runner.cancel(received.job_ids)
             return
+        if not isinstance(received, Run):
+            raise TypeError(f"a worker is sent Run and Cancel, not {type(received).__name__}")
         runner.received()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._gpu, self._run_then_ready, message)
+        future = loop.run_in_executor(self._gpu, self._run_then_ready, received)
         self._running.add(future)
         future.add_done_callback(self._running.discard)
 
@@ -108,6 +112,7 @@ class InProcessTransport:
         loop, deliver = self._loop, self._deliver
         if loop is None or deliver is None or loop.is_closed():
             return
+        message = decode(encode(message))
         try:
             loop.call_soon_threadsafe(deliver, message)
         except RuntimeError:  # the loop closed meanwhile: the bot is gone, and so is the message

@@ -15,41 +15,54 @@ Redis Streams (``streams``). Every transport carries the same five messages, ver
   or the sentence it failed with;
 * ``Cancel``: stop these jobs.
 
-``encode``/``decode`` turn them into msgpack bytes and back: plain data only, never pickle,
-so nothing a broker or a peer sends can run code here.
+``encode``/``decode`` turn them into msgpack bytes and back (msgspec): plain data only, never
+pickle, so nothing a broker or a peer sends can run code here. The protocol's version is not
+kept by hand: ``PROTOCOL_VERSION`` is a hash of every field name and type of the messages and
+of what they carry (the recipe, the presets, a job's output ...), computed at import, so a
+change a peer would misread cannot ship without the version changing. Each message names its
+version; one from a peer on another version is refused with a sentence naming both, and so is
+one with a field this side does not know or without one it needs: never half-read.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, Protocol, cast
+import dataclasses
+import hashlib
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import Any, Protocol
 
-from bot.images.metadata import EncodedImage
+import msgspec
+
 from bot.jobs.events import EventListener, JobOutput
 from bot.jobs.recipe import Recipe
 from models.types import ModelPreset
 
 
-class _Msgpack(Protocol):
-    """The two calls of msgpack (which ships no type information) this module makes."""
-
-    UnpackException: type[Exception]
-
-    def packb(self, o: Any, *, use_bin_type: bool) -> bytes: ...
-
-    def unpackb(self, packed: bytes, *, raw: bool, strict_map_key: bool) -> Any: ...
-
-
-msgpack = cast(_Msgpack, importlib.import_module("msgpack"))
-
-#: Bumped whenever a message changes shape; a worker speaking another version is refused.
-PROTOCOL_VERSION = 3
-
-
 class ProtocolMismatch(Exception):
-    """A message this bot cannot read: another protocol version, or not a message at all."""
+    """A message this side refuses, in one sentence: from a peer on another protocol version, with a
+    field this side does not know or without one it needs, or not a message at all."""
+
+
+class VersionMismatch(ProtocolMismatch):
+    """From a peer on another protocol version. ``sender`` and ``boot`` name the worker that sent it, when
+    the message says (a worker's messages do, whatever their version), so the bot can tell it in turn."""
+
+    def __init__(self, sentence: str, *, sender: str | None = None, boot: str | None = None) -> None:
+        super().__init__(sentence)
+        self.sender = sender
+        self.boot = boot
+
+
+class Side(StrEnum):
+    """Who reads a message: the bot (from workers) or a worker (from the bot); a refusal is worded from there."""
+
+    BOT = "bot"
+    WORKER = "worker"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -131,7 +144,6 @@ class Ready:
     presets: tuple[ModelPreset, ...] = ()  # of the models it serves: what admission needs to know
     # Each model's tokenizer files, sent once per boot, so the bot counts tokens without the model.
     tokenizers: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    protocol: int = PROTOCOL_VERSION
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -182,196 +194,159 @@ MessageSink = Callable[[Message], None]
 
 # ---------------------------------------------------------------------- bytes on the wire
 
-
-def _image(image: EncodedImage) -> dict[str, Any]:
-    return {"data": image.data, "filename": image.filename, "content_type": image.content_type}
-
-
-def _image_from(value: dict[str, Any]) -> EncodedImage:
-    return EncodedImage(bytes(value["data"]), str(value["filename"]), str(value["content_type"]))
+#: How a message is laid out, in words: a change of layout changes these words, and so the version.
+FRAMING = "msgpack map: type (the class's name), protocol (the version), then every field by name; dataclasses as maps"
+#: What a refusal asks of whoever runs the two sides.
+SAME_VERSION = "run the same version of Latentcord on the bot and every worker"
 
 
-def _preset(preset: ModelPreset) -> dict[str, Any]:
-    return {field.name: getattr(preset, field.name) for field in fields(preset)}
+class _Header(msgspec.Struct):
+    """What any version's message says about itself (worker_id and boot_id: when a worker sent it)."""
+
+    protocol: Any = None
+    type: Any = None
+    worker_id: Any = None
+    boot_id: Any = None
 
 
-def _preset_from(value: dict[str, Any]) -> ModelPreset:
-    factors = value["latent_rgb_factors"]
-    bias = value["latent_rgb_bias"]
-    return ModelPreset(
-        model=str(value["model"]),
-        family=str(value["family"]),
-        width=int(value["width"]),
-        height=int(value["height"]),
-        steps=int(value["steps"]),
-        guidance=float(value["guidance"]),
-        scheduler=str(value["scheduler"]),
-        max_prompt_tokens=int(value["max_prompt_tokens"]),
-        latent_rgb_factors=None if factors is None else tuple(_triple(row) for row in factors),
-        latent_rgb_bias=None if bias is None else _triple(bias),
-    )
+class _Shapes:
+    """The messages' field annotations, walked once: a text naming every field and type, whose hash is the
+    version, and for each dataclass a msgspec Struct of the same fields that refuses any other field."""
 
+    def __init__(self) -> None:
+        self.texts: dict[str, str] = {}  # a dataclass's name -> "Name{field:type,...}"
+        self._structs: dict[type, type[msgspec.Struct]] = {}
 
-def _triple(values: list[float]) -> tuple[float, float, float]:
-    red, green, blue = values
-    return float(red), float(green), float(blue)
+    def message(self, cls: type) -> type[msgspec.Struct]:
+        """The strict Struct of a message: its fields, tagged with its name, and the version it speaks."""
+        return self._struct(cls, tagged=True)
 
-
-def _order(order: WorkOrder) -> dict[str, Any]:
-    return {
-        "job_id": order.job_id,
-        "owner": order.owner,
-        "recipe": order.recipe.to_fields(),
-        "source": order.source,
-        "classify": order.classify,
-    }
-
-
-def _order_from(value: dict[str, Any]) -> WorkOrder:
-    return WorkOrder(
-        job_id=int(value["job_id"]),
-        owner=int(value["owner"]),
-        recipe=Recipe.from_fields(value["recipe"]),
-        source=value["source"],
-        classify=bool(value["classify"]),
-    )
-
-
-def _output(output: JobOutput) -> dict[str, Any]:
-    return {
-        "job_id": output.job_id,
-        "attempt": output.attempt,
-        "token": output.token,
-        "grid": _image(output.grid),
-        "withheld": list(output.withheld),
-        "seeds": list(output.seeds),
-        "timings": dict(output.timings),
-    }
-
-
-def _output_from(value: dict[str, Any]) -> JobOutput:
-    return JobOutput(
-        job_id=int(value["job_id"]),
-        attempt=int(value["attempt"]),
-        token=str(value["token"]),
-        grid=_image_from(value["grid"]),
-        withheld=tuple(int(index) for index in value["withheld"]),
-        seeds=tuple(int(seed) for seed in value["seeds"]),
-        timings={str(key): float(seconds) for key, seconds in value["timings"].items()},
-    )
-
-
-def to_wire(message: Message) -> dict[str, Any]:
-    """A message as a dict of plain values, tagged with its type and the protocol version."""
-    body: dict[str, Any]
-    match message:
-        case Ready():
-            body = {
-                "worker_id": message.worker_id,
-                "boot_id": message.boot_id,
-                "free_slots": message.free_slots,
-                "models": list(message.models),
-                "max_batch_images": message.max_batch_images,
-                "free_vram_bytes": message.free_vram_bytes,
-                "received": message.received,
-                "presets": [_preset(preset) for preset in message.presets],
-                "tokenizers": message.tokenizers,
-            }
-        case Run():
-            body = {
-                "batch_id": message.batch_id,
-                "jobs": [
-                    {"order": _order(job.order), "attempt": job.attempt, "token": job.token} for job in message.jobs
-                ],
-                "nsfw_threshold": message.nsfw_threshold,
-                "preview_interval_s": message.preview_interval_s,
-                "queued_at": [[job_id, seconds] for job_id, seconds in message.queued_at.items()],
-            }
-        case ProgressReport():
-            body = {
-                "worker_id": message.worker_id,
-                "boot_id": message.boot_id,
-                "batch_id": message.batch_id,
-                "job_id": message.job_id,
-                "step": message.step,
-                "total": message.total,
-                "preview": message.preview,
-            }
-        case Result():
-            body = {
-                "worker_id": message.worker_id,
-                "boot_id": message.boot_id,
-                "batch_id": message.batch_id,
-                "outputs": [_output(output) for output in message.outputs],
-                "error": message.error,
-                "cancelled": list(message.cancelled),
-            }
-        case Cancel():
-            body = {"job_ids": list(message.job_ids)}
-    return {"type": type(message).__name__, "protocol": PROTOCOL_VERSION, **body}
-
-
-def from_wire(value: dict[str, Any]) -> Message:
-    if not isinstance(value, dict) or value.get("protocol") != PROTOCOL_VERSION:
-        found = value.get("protocol") if isinstance(value, dict) else None
-        raise ProtocolMismatch(f"a peer speaks worker protocol {found!r}; this bot speaks {PROTOCOL_VERSION}")
-    kind = value.get("type")
-    if kind == "Ready":
-        return Ready(
-            worker_id=str(value["worker_id"]),
-            boot_id=str(value["boot_id"]),
-            free_slots=int(value["free_slots"]),
-            models=tuple(str(model) for model in value["models"]),
-            max_batch_images=int(value["max_batch_images"]),
-            free_vram_bytes=value["free_vram_bytes"],
-            received=int(value["received"]),
-            presets=tuple(_preset_from(preset) for preset in value["presets"]),
-            tokenizers={
-                str(model): {str(name): bytes(data) for name, data in files.items()}
-                for model, files in value["tokenizers"].items()
-            },
+    def _struct(self, cls: type, *, tagged: bool = False) -> type[msgspec.Struct]:
+        known = self._structs.get(cls)
+        if known is not None:
+            return known
+        if cls.__name__ in self.texts:
+            raise TypeError(f"two types named {cls.__name__} cross to workers: rename one, the version names them")
+        hints = typing.get_type_hints(cls)
+        members: list[tuple[str, Any]] = [("protocol", str)] if tagged else []
+        texts = []
+        for each in dataclasses.fields(cls):
+            text, annotation = self._shape(hints[each.name])
+            members.append((each.name, annotation))
+            texts.append(f"{each.name}:{text}")
+        self.texts[cls.__name__] = f"{cls.__name__}{{{','.join(texts)}}}"
+        struct = self._structs[cls] = msgspec.defstruct(
+            f"Wire{cls.__name__}",
+            members,
+            forbid_unknown_fields=True,
+            tag_field="type" if tagged else None,
+            tag=cls.__name__ if tagged else None,
         )
-    if kind == "Run":
-        return Run(
-            batch_id=str(value["batch_id"]),
-            jobs=tuple(
-                RunJob(_order_from(job["order"]), int(job["attempt"]), str(job["token"])) for job in value["jobs"]
-            ),
-            nsfw_threshold=float(value["nsfw_threshold"]),
-            preview_interval_s=float(value["preview_interval_s"]),
-            queued_at={int(job_id): float(seconds) for job_id, seconds in value["queued_at"]},
-        )
-    if kind == "ProgressReport":
-        return ProgressReport(
-            worker_id=str(value["worker_id"]),
-            boot_id=str(value["boot_id"]),
-            batch_id=str(value["batch_id"]),
-            job_id=None if value["job_id"] is None else int(value["job_id"]),
-            step=int(value["step"]),
-            total=int(value["total"]),
-            preview=value["preview"],
-        )
-    if kind == "Result":
-        return Result(
-            worker_id=str(value["worker_id"]),
-            boot_id=str(value["boot_id"]),
-            batch_id=str(value["batch_id"]),
-            outputs=tuple(_output_from(output) for output in value["outputs"]),
-            error=value["error"],
-            cancelled=tuple(int(job_id) for job_id in value["cancelled"]),
-        )
-    if kind == "Cancel":
-        return Cancel(job_ids=tuple(int(job_id) for job_id in value["job_ids"]))
-    raise ProtocolMismatch(f"unknown worker message type {kind!r}")
+        return struct
+
+    def _shape(self, hint: Any) -> tuple[str, Any]:
+        """A type's text and its strict annotation (dataclasses become their Structs)."""
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if hint in (int, float, str, bytes, bool):
+            return hint.__name__, hint
+        if hint is None or hint is type(None):
+            return "None", None
+        if isinstance(hint, type) and issubclass(hint, Enum):
+            return f"{hint.__name__}({'|'.join(str(member.value) for member in hint)})", hint
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            return hint.__name__, self._struct(hint)
+        if origin in (types.UnionType, typing.Union):
+            shapes = [self._shape(arg) for arg in args]
+            return "|".join(sorted(text for text, _ in shapes)), typing.Union[tuple(shape for _, shape in shapes)]  # noqa: UP007
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            text, item = self._shape(args[0])
+            return f"tuple[{text},...]", tuple[item, ...]  # type: ignore[valid-type]
+        if origin is tuple:
+            shapes = [self._shape(arg) for arg in args]
+            return f"tuple[{','.join(text for text, _ in shapes)}]", tuple[tuple(shape for _, shape in shapes)]  # type: ignore[misc]
+        if origin in (dict, Mapping) and len(args) == 2:
+            (key_text, key), (value_text, value) = self._shape(args[0]), self._shape(args[1])
+            return f"dict[{key_text},{value_text}]", dict[key, value]  # type: ignore[valid-type]
+        raise TypeError(f"{hint!r} cannot cross to a worker: give the field a type the wire carries")
+
+
+#: The five messages, by the name each travels under.
+MESSAGES: dict[str, type[Message]] = {cls.__name__: cls for cls in (Ready, Run, ProgressReport, Result, Cancel)}
+
+
+def _derive() -> tuple[str, dict[type[msgspec.Struct], type[Message]]]:
+    shapes = _Shapes()
+    structs = {shapes.message(cls): cls for cls in MESSAGES.values()}
+    text = "\n".join([FRAMING, ",".join(MESSAGES), *sorted(shapes.texts.values())])
+    return hashlib.sha256(text.encode()).hexdigest()[:12], structs
+
+
+#: This side's version: a hash over the messages' shapes, the same on every host that runs the same code.
+PROTOCOL_VERSION, _STRUCTS = _derive()
+_FIELDS = {cls: tuple(each.name for each in dataclasses.fields(cls)) for cls in MESSAGES.values()}
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(typing.Union[tuple(_STRUCTS)])  # noqa: UP007
+_header_decoder = msgspec.msgpack.Decoder(_Header)
 
 
 def encode(message: Message) -> bytes:
-    return msgpack.packb(to_wire(message), use_bin_type=True)
+    """A message as msgpack: its type, this side's version, then its fields (nested dataclasses as maps)."""
+    cls = type(message)
+    body = {name: getattr(message, name) for name in _FIELDS[cls]}
+    return _encoder.encode({"type": cls.__name__, "protocol": PROTOCOL_VERSION, **body})
 
 
-def decode(data: bytes) -> Message:
+def decode(data: bytes, *, reader: Side = Side.BOT) -> Message:
+    """The message ``data`` holds; ``ProtocolMismatch`` (a sentence for ``reader``'s log) when it is refused."""
     try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as error:
-        raise ProtocolMismatch(f"not a worker message ({error})") from None
-    return from_wire(value)
+        wire = _decoder.decode(data)
+    except msgspec.MsgspecError as error:
+        raise _refusal(data, reader, error) from None
+    if wire.protocol != PROTOCOL_VERSION:
+        raise _refusal(data, reader, None)
+    return msgspec.convert(wire, _STRUCTS[type(wire)], from_attributes=True)
+
+
+def refusal_notice() -> bytes:
+    """What a side sends a peer it refused for its version: only this side's version, which the peer's
+    decoder (of any version) refuses in turn, so the peer's log says why as well."""
+    return _encoder.encode({"protocol": PROTOCOL_VERSION})
+
+
+def _refusal(data: bytes, reader: Side, error: msgspec.MsgspecError | None) -> ProtocolMismatch:
+    """The one sentence a message is refused with, naming both versions when it names its own."""
+    peer = "the bot" if reader == Side.WORKER else "a worker"
+    try:
+        header = _header_decoder.decode(data)
+    except msgspec.MsgspecError as undecodable:
+        return ProtocolMismatch(f"Refused a message from {peer}: it is not a worker message ({_short(undecodable)}).")
+    sender = _shown(header.worker_id) if reader == Side.BOT and header.worker_id is not None else None
+    if sender is not None:
+        peer = f"worker {sender}"
+    theirs = _shown(header.protocol)
+    if header.protocol != PROTOCOL_VERSION:
+        return VersionMismatch(
+            f"Refused {peer}: it speaks worker protocol {theirs} and this {reader} speaks {PROTOCOL_VERSION}; "
+            f"{SAME_VERSION}.",
+            sender=sender,
+            boot=_shown(header.boot_id) if header.boot_id is not None else None,
+        )
+    kind = _shown(header.type) if isinstance(header.type, str) else "message"
+    return ProtocolMismatch(
+        f"Refused a {kind} from {peer} that this {reader} cannot read ({_short(error)}), although both speak "
+        f"worker protocol {PROTOCOL_VERSION}; {SAME_VERSION}."
+    )
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _shown(value: object) -> str:
+    """A value a peer sent, fit for a log line: as it is when plain, else quoted and cut short."""
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else repr(value)
+    return text if _PLAIN.fullmatch(text) else repr(text[:64])
+
+
+def _short(error: BaseException | None) -> str:
+    """An error's text on one line, cut short: it may quote what a peer sent."""
+    return " ".join(str(error).split())[:300]
