@@ -1,4 +1,4 @@
-"""The worker protocol's version is derived from the messages' fields, and a message with other fields is refused.
+"""The worker protocol's version is derived from the messages' fields, and a peer built from other fields is refused.
 
 A peer "built from other definitions" is a real process of this repository whose ``Recipe`` has one
 field more, given to it by a ``sitecustomize`` module on its ``PYTHONPATH`` only: what an older or
@@ -7,10 +7,14 @@ newer ``python -m bot worker`` on another host looks like to the bot. Every wait
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,11 +22,16 @@ import msgspec
 import pytest
 
 from bot.images.metadata import EncodedImage
-from bot.jobs.events import JobOutput
-from bot.jobs.recipe import JobKind
+from bot.jobs.attempts import JobAttempts
+from bot.jobs.events import JobOutput, Started
+from bot.jobs.recipe import JobKind, Recipe
+from bot.workers.dispatch import Dispatcher
+from bot.workers.process_main import WorkerConfig
+from bot.workers.processes import ProcessTransport
 from bot.workers.protocol import (
     PROTOCOL_VERSION,
     ProtocolMismatch,
+    Ready,
     Result,
     Run,
     RunJob,
@@ -31,11 +40,21 @@ from bot.workers.protocol import (
     decode,
     encode,
 )
-from tests.recipes import a_recipe
+from bot.workers.streams import BOOT_FIELD, MESSAGE_FIELD, StreamKeys, StreamsTransport
+from db.store import Store
+from models.engine import DiffusionEngine
+from models.tiny import TINY_MODEL_ID
+from tests.helpers import NoNsfw, Recorder
+from tests.recipes import a_new_job, a_recipe
+from tests.valkey_server import ThreadWorker, ValkeyServer
+from tests.valkey_server import valkey as valkey_fixture
+
+valkey = valkey_fixture  # a fresh server for each test
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-WAIT_S = 120.0  # generous: a busy 2-core machine
+WAIT_S = 120.0  # generous: a child imports torch and loads the model on a busy 2-core machine
 SAME_VERSION = "run the same version of Latentcord on the bot and every worker."
+TINY_RECIPE = a_recipe(model=TINY_MODEL_ID, width=64, height=64, steps=2, guidance=7.0, seeds=(1,), negative_prompt="")
 
 #: A sitecustomize that gives this process's Recipe one field more than the repository's.
 ONE_FIELD_MORE = """
@@ -72,6 +91,17 @@ def version_in_a_process(pythonpath: str, hash_seed: str = "0") -> str:
         [sys.executable, "-c", command], env=environment, capture_output=True, text=True, timeout=WAIT_S, check=True
     )
     return done.stdout.strip()
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        await asyncio.sleep(0.1)
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.getMessage().startswith("Refused")]
 
 
 # -- the version ---------------------------------------------------------------------------------
@@ -135,3 +165,138 @@ def test_a_result_crosses_byte_for_byte() -> None:
     assert isinstance(back, Result)
     assert dataclasses.asdict(back) == dataclasses.asdict(result)
     assert back.outputs[0].grid.data == grid.data
+
+
+async def test_a_worker_given_a_run_with_a_field_it_does_not_know_runs_nothing_and_says_why(
+    valkey: ValkeyServer, tiny_engine: DiffusionEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = StreamKeys()
+    worker = ThreadWorker(valkey.url, tiny_engine, "w1").start()
+    client = valkey.client()
+    try:
+        boot = worker.runner.boot_id.encode()
+        known = dataclasses.replace(every_field_set(), batch_id="known")
+        good = Run("good", (RunJob(WorkOrder(1, 1, TINY_RECIPE), attempt=1, token="t-1"),), 0.7, 0.0)
+        unknown = with_recipe_changed(known, lambda recipe: recipe.update(sharpness=0.5))
+        client.xadd(keys.inbox("w1"), {MESSAGE_FIELD: unknown, BOOT_FIELD: boot})
+        client.xadd(keys.inbox("w1"), {MESSAGE_FIELD: encode(good), BOOT_FIELD: boot})
+
+        def results() -> dict[str, Result]:
+            messages = [decode(fields[MESSAGE_FIELD]) for _, fields in client.xrange(keys.results)]
+            return {m.batch_id: m for m in messages if isinstance(m, Result)}
+
+        def runs_taken() -> list[int]:
+            messages = [decode(fields[MESSAGE_FIELD]) for _, fields in client.xrange(keys.results)]
+            return [m.received for m in messages if isinstance(m, Ready)]
+
+        await eventually(lambda: "good" in results(), "the run after it was answered")
+        await eventually(lambda: 1 in runs_taken(), "a Ready after the run")
+        assert "known" not in results()  # read before "good", and neither run nor answered
+        assert max(runs_taken()) == 1  # the worker took one Run: the one it could read
+        assert [message for message in refusals(caplog) if "unknown field `sharpness`" in message] == [
+            "Refused a Run from the bot that this worker cannot read (Object contains unknown field `sharpness` - at "
+            f"`$.jobs[0].order.recipe`), although both speak worker protocol {PROTOCOL_VERSION}; {SAME_VERSION}"
+        ]
+    finally:
+        client.close()
+        worker.stop()
+
+
+# -- two processes built from different definitions -----------------------------------------------
+
+
+def version_sentences(ours: str, theirs: str, worker_id: str) -> tuple[str, str]:
+    """What the bot's log and the worker's log say when they refuse each other."""
+    return (
+        f"Refused worker {worker_id}: it speaks worker protocol {theirs} and this bot speaks {ours}; {SAME_VERSION}",
+        f"Refused the bot: it speaks worker protocol {ours} and this worker speaks {theirs}; {SAME_VERSION}",
+    )
+
+
+async def test_a_worker_process_with_one_recipe_field_more_and_the_bot_refuse_each_other_and_no_job_runs(
+    store: Store[Recipe],
+    other_fields: str,
+    model_cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    theirs = version_in_a_process(other_fields)
+    monkeypatch.setenv("PYTHONPATH", other_fields)  # read by the worker child (and its own children) only
+    config = WorkerConfig(
+        worker_id="local-0",
+        device="cpu",
+        cache_dir=model_cache_dir,
+        models=(TINY_MODEL_ID,),
+        max_batch_images=8,
+        heartbeat_s=0.5,
+        classifier=NoNsfw(),
+    )
+    transport = ProcessTransport([config])
+    dispatcher = Dispatcher(transport, JobAttempts(store), preview_interval_s=0.0)
+    await dispatcher.start()
+    job = await store.admit_job(a_new_job(**dataclasses.asdict(TINY_RECIPE)), limit=None)
+    recorder = Recorder()
+    try:
+        dispatcher.submit(WorkOrder(job.id, job.user_id, job.recipe), recorder)
+        (pid,) = transport.pids().values()
+
+        def child_exited() -> bool:
+            return pid not in {child.pid for child in multiprocessing.active_children()}
+
+        await eventually(child_exited, "the refused worker exited")
+        await asyncio.sleep(1.0)  # time enough for a restart, which must not come
+        assert transport.pids() == {"local-0": pid}
+    finally:
+        left = await dispatcher.stop(timeout_s=WAIT_S)
+
+    bot_says, worker_says = version_sentences(PROTOCOL_VERSION, theirs, "local-0")
+    assert refusals(caplog) == [bot_says]
+    assert worker_says in capfd.readouterr().err
+    assert not recorder.of(Started)
+    assert [order.job_id for order in left] == [job.id]  # handed back unstarted
+    record = await store.get_job(job.id)
+    assert record is not None and (record.status, record.attempt) == ("queued", 0)
+
+
+async def test_python_m_bot_worker_with_one_recipe_field_more_and_the_bot_refuse_each_other_and_no_job_runs(
+    store: Store[Recipe], valkey: ValkeyServer, other_fields: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    theirs = version_in_a_process(other_fields)
+    environment = {
+        **os.environ,
+        "REDIS_URL": valkey.url,
+        "SD_MODEL": TINY_MODEL_ID,
+        "DEVICE": "cpu",
+        "WORKER_ID": "elsewhere-1",
+        "MODEL_CACHE_DIR": str(tmp_path / "models"),
+        "PYTHONPATH": other_fields,
+    }
+    worker_log = tmp_path / "worker.log"
+    bot_says, worker_says = version_sentences(PROTOCOL_VERSION, theirs, "elsewhere-1")
+    dispatcher = Dispatcher(StreamsTransport(valkey.url, block_s=0.2), JobAttempts(store), preview_interval_s=0.0)
+    await dispatcher.start()
+    job = await store.admit_job(a_new_job(**dataclasses.asdict(TINY_RECIPE)), limit=None)
+    recorder = Recorder()
+    dispatcher.submit(WorkOrder(job.id, job.user_id, job.recipe), recorder)
+    with worker_log.open("wb") as log_file:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "worker", env=environment, cwd=tmp_path, stderr=log_file
+        )
+    try:
+        await eventually(lambda: worker_says in worker_log.read_text(errors="replace"), "the worker said why")
+        await asyncio.sleep(1.0)  # a few more heartbeats, each refused again, without a word more
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), WAIT_S) == 0
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await asyncio.wait_for(worker.wait(), 10)
+        left = await dispatcher.stop(timeout_s=WAIT_S)
+
+    assert refusals(caplog) == [bot_says]
+    assert worker_log.read_text(errors="replace").count("Refused") == 1
+    assert not recorder.of(Started)
+    assert [order.job_id for order in left] == [job.id]
+    record = await store.get_job(job.id)
+    assert record is not None and (record.status, record.attempt) == ("queued", 0)

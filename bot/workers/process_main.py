@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from bot.jobs.requests import aspect_sizes
 from bot.workers.finishing import start_side_process
-from bot.workers.protocol import Cancel, Message, ProtocolMismatch, Run, decode, encode
+from bot.workers.protocol import Cancel, Message, ProtocolMismatch, Run, Side, decode, encode
 from bot.workers.runner import WorkerRunner
 
 if TYPE_CHECKING:
@@ -149,13 +149,13 @@ def serve_pipe(inbox: Connection, outbox: Connection, config: WorkerConfig) -> N
     def read() -> None:
         while True:
             try:
-                message = decode(inbox.recv_bytes())
+                message = decode(inbox.recv_bytes(), reader=Side.WORKER)
             except (EOFError, OSError):
                 gone.set()
                 runs.put(None)
                 return
-            except ProtocolMismatch as mismatch:
-                log.error("%s; stopping", mismatch)
+            except ProtocolMismatch as mismatch:  # nothing of it runs; this worker stops
+                log.error("%s", mismatch)
                 gone.set()
                 runs.put(None)
                 return

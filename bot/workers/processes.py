@@ -11,6 +11,7 @@ the bot's own death, since the child reads end of file then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -22,7 +23,17 @@ from typing import TYPE_CHECKING
 from bot.runtime.tasks import TaskSet
 from bot.workers.dispatch import WorkerLost
 from bot.workers.process_main import WorkerConfig, serve_pipe
-from bot.workers.protocol import Cancel, Message, ProtocolMismatch, Result, Run, decode, encode
+from bot.workers.protocol import (
+    Cancel,
+    Message,
+    ProtocolMismatch,
+    Result,
+    Run,
+    VersionMismatch,
+    decode,
+    encode,
+    refusal_notice,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -139,25 +150,37 @@ class ProcessTransport:
     # -- inside -----------------------------------------------------------------------
 
     def _read(self, child: _Child) -> None:
-        """A thread per child: its messages to the loop, then ``WorkerLost`` when it is gone."""
+        """A thread per child: its messages to the loop, then ``WorkerLost`` when it is gone.
+
+        A message it cannot read ends the child: the sentence goes to the log, and a child on another
+        protocol version is told (it logs why and exits) and not started again, which would not help.
+        """
         reason = "its process exited"
+        refused = False
         while True:
             try:
                 message = decode(child.outbox.recv_bytes())
             except (EOFError, OSError):
                 break
             except ProtocolMismatch as mismatch:
+                log.error("%s", mismatch)
                 reason = str(mismatch)
+                refused = isinstance(mismatch, VersionMismatch)
+                if refused:
+                    with contextlib.suppress(OSError):  # nothing else writes to a child whose Ready was refused
+                        child.inbox.send_bytes(refusal_notice())
                 break
             self._to_loop(message)
         child.outbox.close()
         child.process.join(1)
         if child.process.exitcode is not None:
             reason = f"its process exited with code {child.process.exitcode}"
+        if refused:
+            child.inbox.close()  # a child of any version exits at the end of its inbox
         if not self._stopping:
             self._to_loop(WorkerLost(child.config.worker_id, reason))
             loop = self._loop
-            if loop is not None and not loop.is_closed():
+            if loop is not None and not loop.is_closed() and not refused:
                 try:
                     loop.call_soon_threadsafe(self._respawn, child.config)
                 except RuntimeError:  # the loop closed meanwhile

@@ -38,7 +38,7 @@ from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from bot.workers.finishing import start_side_process
 from bot.workers.process_main import WorkerConfig, classifier_factory, engine_config, worker_config
-from bot.workers.protocol import Cancel, Message, ProgressReport, ProtocolMismatch, Result, Run, decode, encode
+from bot.workers.protocol import Cancel, Message, ProgressReport, ProtocolMismatch, Result, Run, Side, decode, encode
 from bot.workers.runner import WorkerRunner
 from bot.workers.streams import (
     BOOT_FIELD,
@@ -305,9 +305,9 @@ class StreamWorker:
             log.info("dropping a message the bot sent to an earlier run of this worker")
             return
         try:
-            message = decode(data)
-        except ProtocolMismatch as mismatch:
-            log.error("ignoring a message in the inbox: %s", mismatch)
+            message = decode(data, reader=Side.WORKER)
+        except ProtocolMismatch as mismatch:  # nothing of it runs; a bot of this worker's version may come
+            log.error("%s", mismatch)
             return
         if isinstance(message, Cancel):
             runner.cancel(message.job_ids)

@@ -75,7 +75,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from bot.workers.dispatch import WorkerLost
-from bot.workers.protocol import Cancel, Message, ProgressReport, ProtocolMismatch, Ready, Result, Run, decode, encode
+from bot.workers.protocol import (
+    Cancel,
+    Message,
+    ProgressReport,
+    ProtocolMismatch,
+    Ready,
+    Result,
+    Run,
+    VersionMismatch,
+    decode,
+    encode,
+    refusal_notice,
+)
 from models.errors import ModelUnavailable
 from models.presets import declared_preset
 
@@ -238,6 +250,7 @@ class StreamsTransport:
         self._peers: dict[str, _Peer] = {}  # worker id -> its boot and the Runs sent to it
         self._unsettled: dict[str, list[bytes]] = {}  # batch id -> results entries waiting for ``settled``
         self._tokenized: set[str] = set()  # models whose tokenizer this bot has delivered
+        self._refused: set[tuple[str, str | None]] = set()  # (worker id, boot) refused for their version
         self._kept_presets: dict[str, ModelPreset] = {}  # what this bot knows the presets hash holds
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -399,7 +412,7 @@ class StreamsTransport:
             try:
                 message = decode(data)
             except ProtocolMismatch as mismatch:
-                log.error("dropping a message on %s: %s", self._keys.results, mismatch)
+                await self._refuse(mismatch)
                 done.append(entry_id)
                 continue
             if isinstance(message, Result):
@@ -487,6 +500,26 @@ class StreamsTransport:
             )
             if written is not None:
                 self._kept_presets[preset.model] = preset
+
+    async def _refuse(self, mismatch: ProtocolMismatch) -> None:
+        """Log a message dropped unread; a worker on another version is told why, once each time it boots."""
+        if not isinstance(mismatch, VersionMismatch) or mismatch.sender is None:
+            log.error("%s", mismatch)
+            return
+        if (mismatch.sender, mismatch.boot) in self._refused:
+            return  # its heartbeats: said once
+        self._refused.add((mismatch.sender, mismatch.boot))
+        log.error("%s", mismatch)
+        key = self._keys.inbox(mismatch.sender)
+        fields: dict[FieldT, EncodableT] = {MESSAGE_FIELD: refusal_notice(), BOOT_FIELD: (mismatch.boot or "").encode()}
+
+        async def tell() -> None:
+            async with self._client().pipeline(transaction=True) as pipe:
+                pipe.xadd(key, fields)
+                pipe.expire(key, INBOX_TTL_S)
+                await pipe.execute()
+
+        await self._best_effort(tell(), "telling a worker why it was refused")
 
     async def _forget(self, entry_ids: Sequence[bytes]) -> None:
         async def ack_and_delete() -> None:
