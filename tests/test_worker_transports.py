@@ -190,3 +190,20 @@ async def test_a_worker_killed_mid_batch_is_replaced_and_its_job_runs_again_then
     await wait_all(twice, timeout=120)
     (failed,) = twice.of(Failed)
     assert failed.message == LOST_TWICE
+
+
+async def test_a_worker_thread_idle_past_the_heartbeat_timeout_still_takes_jobs(tiny_engine: DiffusionEngine) -> None:
+    """WORKERS=thread: an idle worker thread says Ready as a worker process does, so a quiet spell
+    longer than the heartbeat timeout does not lose it (and with it every later job)."""
+    transport = InProcessTransport(tiny_engine, classifier=NoNsfw(), heartbeat_s=0.2)
+    dispatcher = Dispatcher(transport, MemoryAttempts(), preview_interval_s=0.0, heartbeat_timeout_s=3.0)
+    await dispatcher.start()
+    try:
+        await asyncio.sleep(8.0)  # idle for well over the timeout
+        assert dispatcher.health().workers == 1
+        recorder = Recorder()
+        dispatcher.submit(order(1, 1), recorder)
+        await wait_all(recorder)
+        assert [image.size for image in output_images(recorder.of(Finished)[0].output)] == [(64, 64)]
+    finally:
+        await dispatcher.stop(timeout_s=60)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.runtime.tasks import log_failure
 from bot.runtime.threads import background_executor
 from bot.workers.protocol import Cancel, Message, Result, Run, Side, decode, encode
 from bot.workers.runner import WorkerRunner
@@ -40,6 +41,7 @@ class InProcessTransport:
         max_batch_images: int = 8,
         worker_id: str = "in-process",
         finetunes_dir: Path | None = None,
+        heartbeat_s: float = 5.0,
     ) -> None:
         self._engine = engine
         self._classifier = classifier
@@ -52,6 +54,8 @@ class InProcessTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deliver: Callable[[Message | WorkerLost], None] | None = None
         self._running: set[asyncio.Future[None]] = set()
+        self._heartbeat_s = heartbeat_s
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self, deliver: Callable[[Message | WorkerLost], None]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -66,6 +70,8 @@ class InProcessTransport:
             finetunes_dir=self._finetunes_dir,
         )
         deliver(self._runner.ready())
+        self._heartbeat = asyncio.create_task(self._beat(), name="latentcord-in-process-heartbeat")
+        self._heartbeat.add_done_callback(log_failure("the in-process worker's heartbeat"))
 
     async def send(self, worker_id: str, message: Run | Cancel) -> None:
         runner = self._require_runner()
@@ -85,6 +91,8 @@ class InProcessTransport:
         return None  # nothing is kept anywhere but in memory
 
     async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._running:
             await asyncio.wait(set(self._running))
         self._gpu.shutdown(wait=False, cancel_futures=True)
@@ -101,6 +109,15 @@ class InProcessTransport:
         return await asyncio.to_thread(self._engine.count_prompt_tokens, model, prompt)
 
     # -- inside -----------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        """``Ready`` while idle, as a worker process's heartbeat thread sends it: without it the
+        dispatcher would declare this worker lost after a quiet minute and never send it work again."""
+        runner = self._require_runner()
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            if not self._running:
+                self._from_worker(runner.ready())
 
     def _run_then_ready(self, run: Run) -> None:
         runner = self._require_runner()
