@@ -1,10 +1,12 @@
-"""Chaos: the bot process is killed (SIGKILL) twenty times at random moments while it works.
+"""Chaos: the bot process is killed (SIGKILL) twenty times at random moments while it works; and,
+in another run, its database refuses writes for a few seconds at random moments.
 
 Ten members queue thirty jobs through the loopback Discord; then the real ``python -m bot``
 process is killed at random moments and started again, twenty times, and finally left to
 finish. Afterwards every job was delivered exactly once (one message in the channel holds
 its result) or failed with a refund, and every member's ledger equals what their delivered
-jobs cost. Seeded: ``CHAOS_SEED=<n>`` replays a run. Not part of the quick suite
+jobs cost. The storage run holds the same to account, and then asks for more jobs, which
+must run. Seeded: ``CHAOS_SEED=<n>`` replays a run. Not part of the quick suite
 (``-m chaos`` runs it; CI does).
 """
 
@@ -22,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from bot.jobs.service import STORAGE_BUSY
 from models.tiny import TINY_MODEL_ID
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeMember
 from tests.fakediscord.gateway import GatewaySession
+from tests.storage_faults import writes_refused
 
 pytestmark = pytest.mark.chaos
 
@@ -33,6 +37,29 @@ SEED = int(os.environ.get("CHAOS_SEED", "20261128"))
 KILLS = 20
 MEMBERS = 10
 JOBS = 30
+# The storage run: refusals of one to three seconds, a second or two apart, under a dozen jobs.
+REFUSALS = 6
+STORAGE_MEMBERS = 4
+STORAGE_JOBS = 12
+
+
+def bot_env(fake: FakeDiscord, tmp_path: Path, model_cache_dir: Path) -> dict[str, str]:
+    """The real bot on the tiny model, on the CPU, against the loopback Discord, its files in ``tmp_path``."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DISCORD_TOKEN": "a-secret-token-123",
+        "SD_MODEL": TINY_MODEL_ID,
+        "DEVICE": "cpu",
+        "DATABASE_PATH": str(tmp_path / "bot.sqlite3"),
+        "IMAGES_DIR": str(tmp_path / "images"),
+        "MODEL_CACHE_DIR": str(model_cache_dir),
+        "DISCORD_API_URL": fake.api_base,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "DAILY_CREDITS": "1000",
+        "QUEUE_MAX_PER_USER": "5",
+        "LOG_LEVEL": "WARNING",
+    }
 
 
 async def start_bot(fake: FakeDiscord, env: dict[str, str], log: Path, previous: GatewaySession | None):
@@ -109,21 +136,7 @@ async def test_twenty_kills_lose_no_job_and_deliver_none_twice(
     world = fake_discord.add_standard_guild()
     members = [fake_discord.add_member(world.guild, f"member{n}") for n in range(MEMBERS)]
     database = tmp_path / "bot.sqlite3"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DISCORD_TOKEN": "a-secret-token-123",
-        "SD_MODEL": TINY_MODEL_ID,
-        "DEVICE": "cpu",
-        "DATABASE_PATH": str(database),
-        "IMAGES_DIR": str(tmp_path / "images"),
-        "MODEL_CACHE_DIR": str(model_cache_dir),
-        "DISCORD_API_URL": fake_discord.api_base,
-        "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
-        "DAILY_CREDITS": "1000",
-        "QUEUE_MAX_PER_USER": "5",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = bot_env(fake_discord, tmp_path, model_cache_dir)
     log = tmp_path / "bot.log"
     process, session = await start_bot(fake_discord, env, log, None)
     try:
@@ -155,4 +168,66 @@ async def test_twenty_kills_lose_no_job_and_deliver_none_twice(
 
     jobs, balances = ledger_and_jobs(database)
     assert len(jobs) == JOBS, "a job was lost or made twice"
+    assert_each_delivered_once_or_refunded(fake_discord, world.text_channel, jobs, balances, members, SEED)
+
+
+async def test_storage_refusing_writes_at_random_moments_loses_no_job_and_the_queue_resumes(
+    fake_discord: FakeDiscord, tmp_path: Path, model_cache_dir: Path, tiny_engine: object
+) -> None:
+    rng = random.Random(SEED)
+    world = fake_discord.add_standard_guild()
+    members = [fake_discord.add_member(world.guild, f"member{n}") for n in range(STORAGE_MEMBERS)]
+    database = tmp_path / "bot.sqlite3"
+    log = tmp_path / "bot.log"
+    process, _ = await start_bot(fake_discord, bot_env(fake_discord, tmp_path, model_cache_dir), log, None)
+    admitted = 0
+
+    async def ask(n: int, *, steps: int) -> bool:
+        """One member's /imagine; whether it was admitted (else refused with the storage's sentence)."""
+        options = {"prompt": f"a lighthouse, take {n}", "count": 1 + n % 2, "steps": steps, "seed": n}
+        interaction = await fake_discord.run_slash(
+            "imagine", options, user=members[n % STORAGE_MEMBERS], channel=world.text_channel
+        )
+        if not (await interaction.wait_for_response(timeout=60)).ephemeral:
+            return True
+        # An ephemeral first answer: "thinking" while a slow check ran, then "Accepted" or the refusal.
+        said = await interaction.wait_for_message(lambda message: bool(message.content), timeout=120)
+        if said.content.startswith("Accepted"):
+            return True
+        assert said.content == STORAGE_BUSY, f"refused for another reason: {said.content!r} (seed {SEED})"
+        return False
+
+    try:
+        # 1. A dozen jobs, admitted before the storage fails.
+        for n in range(STORAGE_JOBS):
+            assert await ask(n, steps=2 + n % 3), "every job before the faults must be admitted"
+        admitted = STORAGE_JOBS
+
+        # 2. While they run, the database refuses every write for a few seconds, six times; a member
+        #    asks for a job during each refusal (refused with a sentence, or admitted if it came first).
+        for refusal in range(REFUSALS):
+            await asyncio.sleep(rng.uniform(0.5, 2.0))
+            with writes_refused(database):
+                asking = asyncio.ensure_future(ask(STORAGE_JOBS + refusal, steps=2))
+                await asyncio.sleep(rng.uniform(1.0, 3.0))
+            admitted += await asking
+
+        # 3. Storage answers again: everything settles, and jobs asked for afterwards run.
+        await fake_discord.wait_until(lambda: settled(database), timeout=300, what="every job to settle")
+        for n in range(STORAGE_JOBS + REFUSALS, STORAGE_JOBS + REFUSALS + 2):
+            assert await ask(n, steps=2), "a job after the faults must be admitted"
+        admitted += 2
+        await fake_discord.wait_until(lambda: settled(database), timeout=120, what="the later jobs to settle")
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 120)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    jobs, balances = ledger_and_jobs(database)
+    assert len(jobs) == admitted, "a job was lost or made twice"
+    assert all(job["status"] == "done" and job["delivery"] == "delivered" for job in jobs[-2:]), (
+        "the jobs after the faults did not run"
+    )
     assert_each_delivered_once_or_refunded(fake_discord, world.text_channel, jobs, balances, members, SEED)
