@@ -14,7 +14,7 @@ from PIL import Image
 
 from bot.errors import QueueFull
 from bot.images.metadata import EncodedImage
-from bot.jobs.events import Cancelled, Finished, Progress, Queued, Started
+from bot.jobs.events import Cancelled, Failed, Finished, Progress, Queued, Started
 from bot.jobs.recipe import Recipe
 from bot.workers.dispatch import Dispatcher, _Entry
 from bot.workers.fair_queue import FairQueue
@@ -103,6 +103,21 @@ def test_jobs_put_back_after_a_lost_worker_run_again_in_their_owner_s_order() ->
     queue.put_back(entries[2])
     queue.put_back(entries[1])
     assert [e.job_id for e in queue.order()] == [1, 2, 3, 4]
+
+
+def test_a_batch_whose_dispatch_was_not_recorded_goes_back_first_in_its_order() -> None:
+    queue = FairQueue(max_per_owner=4, max_total=10)
+    entries = {job_id: entry(item(job_id, owner=job_id % 3)) for job_id in range(1, 8)}
+    for job_id in range(1, 8):
+        queue.push(entries[job_id])
+    before = [e.job_id for e in queue.order()]
+    batch = queue.take_batch(max_images=3)
+    assert [e.job_id for e in batch] == [1, 2, 3]
+    # SQLite refused to record the dispatch: the batch is returned last to first.
+    for taken in reversed(batch):
+        queue.put_first(taken)
+    assert [e.job_id for e in queue.order()] == before
+    assert [e.job_id for e in queue.take_batch(max_images=3)] == [1, 2, 3]
 
 
 def test_a_job_admitted_before_a_restart_is_queued_again_past_the_bounds() -> None:
@@ -287,3 +302,23 @@ async def test_a_loop_that_keeps_crashing_stops_taking_jobs_with_a_sentence(work
     assert not worker.running
     with pytest.raises(QueueFull, match="Image generation has stopped after repeated errors"):
         worker.check_room(owner=42)
+
+
+async def test_jobs_left_waiting_when_the_loop_stops_for_good_are_told_so(worker: Dispatcher) -> None:
+    def broken() -> None:
+        raise RuntimeError("a bug in the loop")
+
+    worker._announce_positions = broken  # type: ignore[method-assign]
+    # Five jobs that cannot share a batch: each crash fails one of them, and the loop stays down after four.
+    recorders = [Recorder() for _ in range(5)]
+    for job_id, recorder in enumerate(recorders, start=1):
+        worker.submit(item(job_id, owner=1, recipe=replace(RECIPE, steps=job_id)), recorder)
+    await asyncio.wait_for(asyncio.gather(*(recorder.done.wait() for recorder in recorders)), 60)
+    assert not worker.running
+    endings = [recorder.events[-1] for recorder in recorders]
+    assert all(isinstance(ending, Failed) for ending in endings)
+    assert [e.message.startswith("Generation failed unexpectedly") for e in endings] == [True] * 4 + [False]
+    assert endings[-1].message == (
+        "Image generation has stopped after repeated errors, so this job was given up; its credits are refunded."
+    )
+    assert worker.queued_count == 0

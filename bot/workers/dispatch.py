@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
 LOST_TWICE = "The workers running this job stopped twice, so it was given up; its credits are refunded."
+STOPPED_FOR_GOOD = (
+    "Image generation has stopped after repeated errors, so this job was given up; its credits are refunded."
+)
 
 
 class _AttemptsUnrecorded(Exception):
@@ -222,7 +225,8 @@ class Dispatcher:
         """A loop that died of a bug is started again (the queue is intact), a few times at most.
 
         Past ``MAX_RESTARTS`` within ``RESTART_WINDOW_S`` it stays down, and ``check_room``
-        refuses new jobs with a sentence, so nobody is charged for a job that cannot run.
+        refuses new jobs with a sentence, so nobody is charged for a job that cannot run; the jobs
+        still waiting cannot go on either, and are failed with a sentence (the service refunds them).
         """
         if runner.cancelled() or runner.exception() is None or not self._accepting:
             return
@@ -230,6 +234,7 @@ class Dispatcher:
         self._restarts = [at for at in self._restarts if now - at < RESTART_WINDOW_S] + [now]
         if len(self._restarts) > MAX_RESTARTS:
             log.error("the dispatcher keeps failing; new jobs are refused until the bot restarts")
+            self._fail(self._queue.drain(), STOPPED_FOR_GOOD)
             return
         log.warning("restarting the dispatcher after a failure")
         self._launch()
