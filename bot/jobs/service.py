@@ -737,6 +737,7 @@ class GenerationService:
                             log.warning("job %s: could not save its result (%s); failing it", job.id, error)
                             await self._stored(self.store.mark_failed, job.id, RESULT_NOT_SAVED)
                             await self._stored(self.store.refund, job.id, job.cost, "result not saved")
+                            await self._let_go_of_picture(job.recipe.source)
                             self._publish(Failed(job.id, RESULT_NOT_SAVED))
                             return
                         if result is not None:
