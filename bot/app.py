@@ -35,6 +35,7 @@ from bot.runtime.loop_monitor import LoopLagMonitor
 from bot.runtime.tasks import log_failure
 from bot.settings import Settings
 from bot.workers.protocol import WorkerClient
+from db.errors import StorageUnavailable
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,11 @@ class LatentcordBot(commands.Bot):
         """Interaction tokens are secrets that stop working after 15 minutes: do not keep them longer."""
         while True:
             await asyncio.sleep(TOKEN_SWEEP_INTERVAL_S)
-            expired = await self.store.expire_interaction_tokens()
+            try:
+                expired = await self.store.expire_interaction_tokens()
+            except StorageUnavailable as error:  # the disk refuses writes for now: the next sweep tries again
+                log.warning("could not forget expired interaction tokens: %s", error)
+                continue
             if expired:
                 log.debug("forgot %d expired interaction tokens", expired)
 

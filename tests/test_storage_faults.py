@@ -156,3 +156,44 @@ async def test_a_result_the_disk_cannot_take_fails_its_job_with_a_sentence_and_a
         # The worker and the queue carry on.
         _, later = await imagine(core, ALICE, "a lighthouse", steps=2, seed=1)
         assert isinstance(await later.end(), Completed)
+
+
+async def test_expired_interaction_tokens_are_forgotten_once_the_disk_answers_again(
+    tmp_path: Path, tiny_engine: DiffusionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token sweeper outlives a storage fault: the tokens it could not forget then, it forgets after."""
+    import bot.app
+    from bot.app import Bot
+    from bot.jobs.attempts import JobAttempts
+    from bot.workers.dispatch import Dispatcher
+    from bot.workers.inprocess import InProcessTransport
+
+    now = [1_800_000_000.0]
+    settings = tiny_settings(tmp_path)
+    store = await Store.open(settings.database_path, recipe=Recipe, clock=lambda: now[0])
+    job = await store.admit_job(a_new_job(), limit=100)
+    await store.set_delivery(job.id, interaction_token="an-old-token", token_created_at=now[0])
+    worker = Dispatcher(InProcessTransport(tiny_engine, classifier=NoNsfw()), JobAttempts(store))
+    client = Bot(settings=settings, store=store, worker=worker)
+    monkeypatch.setattr(bot.app, "TOKEN_SWEEP_INTERVAL_S", 0.05)
+    now[0] += 16 * 60  # the token is past Discord's 15 minutes
+    sweeper = asyncio.create_task(client._expire_tokens_forever())
+    try:
+        with writes_refused(settings.database_path):
+            await asyncio.sleep(1.0)  # several sweeps meet the fault
+            stored = await store.get_job(job.id)
+            assert stored is not None and stored.interaction_token == "an-old-token"
+
+        async def forgotten() -> bool:
+            stored = await store.get_job(job.id)
+            return stored is not None and stored.interaction_token is None
+
+        async def poll() -> None:
+            while not await forgotten():
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(poll(), 60)
+        assert not sweeper.done()
+    finally:
+        sweeper.cancel()
+        await store.close()
