@@ -392,3 +392,14 @@ def test_env_example_lists_every_setting_and_its_values_are_valid() -> None:
     assert read == listed
     settings = Settings.from_env({}, env_file=root / ".env.example")
     assert settings.discord_token is None  # empty in the example: the owner fills it in
+
+
+def test_the_jpeg_fallback_of_a_prompt_too_long_for_exif_is_posted_with_its_parameters_cut() -> None:
+    recipe = replace(PARAMETERS, prompt="🦊 a red fox in snow " * 1500, negative_prompt="blurry " * 800)
+    noise = np.random.default_rng(2).integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
+    kept = encode_image(Image.fromarray(noise), recipe, stem="grid", limit_bytes=None)
+    posted = fit_upload(kept, recipe, 150_000)
+    assert posted.filename == "grid.jpg" and len(posted.data) <= 150_000
+    comment = exif_user_comment(posted.data)
+    assert comment.endswith("…") and infotext(recipe).startswith(comment[:-1])
+    assert len(comment) > 25_000  # as much as fits

@@ -152,6 +152,9 @@ IMAGE_DESCRIPTION = 0x010E
 # same way whatever the file's TIFF byte order; the Exif is written big-endian ("MM") too, so readers that
 # follow the TIFF byte order instead (ExifTool, exiv2) agree with it.
 USER_COMMENT_UNICODE = b"UNICODE\0"
+# A JPEG's EXIF is one APP1 segment of at most 64 KiB; beyond it Pillow refuses to save. Room is left for
+# the segment's own header and the IFDs around the text.
+EXIF_TEXT_BYTES = 60_000
 
 
 def jpeg_exif(text: str) -> bytes:
@@ -160,9 +163,15 @@ def jpeg_exif(text: str) -> bytes:
     ImageDescription is ASCII by the standard (Pillow writes anything else as ``?``), so it carries the
     text too only when the text is ASCII, for the viewers that show only that tag.
     """
+    comment = text.encode("utf-16-be")
+    if len(comment) + (len(text) if text.isascii() else 0) > EXIF_TEXT_BYTES:
+        # Only prompts near Discord's 6000 characters, with a style, get here: the JPEG is still posted, its
+        # parameters cut (at a whole character) rather than the upload failing.
+        text = comment[: (EXIF_TEXT_BYTES - 2) // 2 * 2].decode("utf-16-be", errors="ignore") + "…"
+        comment = text.encode("utf-16-be")
     exif = Image.Exif()
     exif.endian = ">"
-    exif[EXIF_IFD] = {USER_COMMENT: USER_COMMENT_UNICODE + text.encode("utf-16-be")}
+    exif[EXIF_IFD] = {USER_COMMENT: USER_COMMENT_UNICODE + comment}
     if text.isascii():
         exif[IMAGE_DESCRIPTION] = text
     return exif.tobytes()
