@@ -14,6 +14,7 @@ from PIL import Image
 
 from bot.images.grid import grid_cells
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent
+from bot.jobs.service import Completed, ServiceEvent
 from bot.settings import Settings
 from models.tiny import TINY_MODEL_ID
 
@@ -64,6 +65,26 @@ class Recorder:
 
     def of(self, kind: type) -> list[Any]:
         return [event for event in self.events if isinstance(event, kind)]
+
+
+class ServiceEvents:
+    """One job's events as a member's front end gets them from the service, and its end."""
+
+    def __init__(self) -> None:
+        self.events: list[ServiceEvent] = []
+        self.ended = asyncio.Event()
+
+    def __call__(self, event: ServiceEvent) -> None:
+        self.events.append(event)
+        if isinstance(event, Completed | Failed | Cancelled):
+            self.ended.set()
+
+    async def end(self, timeout: float = 300) -> ServiceEvent:
+        await asyncio.wait_for(self.ended.wait(), timeout)
+        return self.events[-1]
+
+    def ends(self) -> list[ServiceEvent]:
+        return [event for event in self.events if isinstance(event, Completed | Failed | Cancelled)]
 
 
 def tiny_settings(folder: Path, **overrides: Any) -> Settings:

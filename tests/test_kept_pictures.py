@@ -20,9 +20,9 @@ from PIL import Image
 
 from bot.errors import JobNotFound, NotAllowed, PromptRejected
 from bot.images.uploads import SOURCES_FOLDER, UNUSED_PICTURE_GRACE_S
-from bot.jobs.events import Cancelled, Failed
+from bot.jobs.events import Cancelled
 from bot.jobs.requests import ImagineOptions
-from bot.jobs.service import Completed, Origin, ServiceEvent
+from bot.jobs.service import Completed, Origin
 from bot.runtime.core import Core, open_core
 from bot.settings import Settings
 from models.engine import DiffusionEngine
@@ -30,7 +30,7 @@ from tests import discord_bot_helpers
 from tests.discord_bot_helpers import finished_grid, imagine, press_and_wait
 from tests.fakediscord import FakeDiscord, FakeUpload
 from tests.fakediscord.server import GuildSetup
-from tests.helpers import NoNsfw, tiny_settings
+from tests.helpers import NoNsfw, ServiceEvents, tiny_settings
 
 settings = discord_bot_helpers.settings
 bot = discord_bot_helpers.bot
@@ -46,23 +46,6 @@ def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
 
 
 PICTURE = png(96, 96, (200, 40, 40))
-
-
-class Ended:
-    """A listener that waits for one job's last event."""
-
-    def __init__(self) -> None:
-        self.events: list[ServiceEvent] = []
-        self.ended = asyncio.Event()
-
-    def __call__(self, event: ServiceEvent) -> None:
-        self.events.append(event)
-        if isinstance(event, Completed | Failed | Cancelled):
-            self.ended.set()
-
-    async def last(self) -> ServiceEvent:
-        await asyncio.wait_for(self.ended.wait(), 120)
-        return self.events[-1]
 
 
 def alice() -> Origin:
@@ -81,11 +64,11 @@ async def core(tmp_path: Path, tiny_engine: DiffusionEngine) -> AsyncIterator[Co
 
 async def from_picture(core: Core, prompt: str = "a red barn", **options: object) -> int:
     """An /imagine from ``PICTURE``, run to its end; its job id."""
-    ended = Ended()
+    ended = ServiceEvents()
     submitted = await core.service.imagine(
         ImagineOptions(prompt=prompt, **{"steps": 3, **options}), alice(), ended, picture=PICTURE
     )
-    await ended.last()
+    await ended.end()
     return submitted.job_id
 
 
@@ -96,9 +79,9 @@ def sources(core: Core) -> list[str]:
 
 async def test_a_picture_goes_with_the_last_result_that_may_start_from_it(core: Core) -> None:
     first_id = await from_picture(core)
-    ended = Ended()
+    ended = ServiceEvents()
     second_id = (await core.service.reroll(first_id, alice(), ended)).job_id  # 🔄: the same picture
-    assert isinstance(await ended.last(), Completed)
+    assert isinstance(await ended.end(), Completed)
     first, second = await core.store.get_job(first_id), await core.store.get_job(second_id)
     assert first is not None and second is not None
     picture = Path(str(first.recipe.source))
@@ -131,17 +114,17 @@ async def test_a_picture_no_job_was_recorded_for_or_whose_job_was_cancelled_is_l
     assert sources(core) == []
 
     # Cancelled while it waits behind a longer job of the same member: it will never start.
-    running = Ended()
+    running = ServiceEvents()
     await core.service.imagine(ImagineOptions(prompt="a long one", steps=30), alice(), running)
-    waiting = Ended()
+    waiting = ServiceEvents()
     submitted = await core.service.imagine(
         ImagineOptions(prompt="a red barn", steps=3), alice(), waiting, picture=PICTURE
     )
     assert len(sources(core)) == 1
     await core.service.cancel(submitted.job_id, actor_id=ALICE)
-    assert isinstance(await waiting.last(), Cancelled)
+    assert isinstance(await waiting.end(), Cancelled)
     assert sources(core) == []
-    await running.last()
+    await running.end()
 
     # Refused while another job may start from the same picture: it stays.
     kept_id = await from_picture(core)

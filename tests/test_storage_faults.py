@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from bot.errors import StorageBusy
-from bot.jobs.events import Cancelled, Failed
+from bot.jobs.events import Failed
 from bot.jobs.recipe import Recipe
 from bot.jobs.requests import ImagineOptions
-from bot.jobs.service import RESULT_NOT_SAVED, Completed, Origin, ServiceEvent
+from bot.jobs.service import RESULT_NOT_SAVED, Completed, Origin
 from bot.runtime.core import Core, open_core
 from db.errors import StorageUnavailable
 from db.store import Store
 from models.engine import DiffusionEngine
-from tests.helpers import NoNsfw, tiny_settings
+from tests.helpers import NoNsfw, ServiceEvents, tiny_settings
 from tests.recipes import a_new_job
 from tests.storage_faults import folder_refused, writes_refused
 
@@ -31,28 +31,8 @@ GUILD, CHANNEL = 100, 200
 ALICE, BOB, CAROL = 1, 2, 3
 
 
-class Events:
-    """One job's events as a member's front end gets them."""
-
-    def __init__(self) -> None:
-        self.events: list[ServiceEvent] = []
-        self.ended = asyncio.Event()
-
-    def __call__(self, event: ServiceEvent) -> None:
-        self.events.append(event)
-        if isinstance(event, Completed | Failed | Cancelled):
-            self.ended.set()
-
-    async def end(self, timeout: float = 300) -> ServiceEvent:
-        await asyncio.wait_for(self.ended.wait(), timeout)
-        return self.events[-1]
-
-    def ends(self) -> list[ServiceEvent]:
-        return [event for event in self.events if isinstance(event, Completed | Failed | Cancelled)]
-
-
-async def imagine(core: Core, user_id: int, prompt: str, **options: object) -> tuple[int, Events]:
-    events = Events()
+async def imagine(core: Core, user_id: int, prompt: str, **options: object) -> tuple[int, ServiceEvents]:
+    events = ServiceEvents()
     origin = Origin(user_id=user_id, guild_id=GUILD, channel_id=CHANNEL)
     submitted = await core.service.imagine(ImagineOptions(prompt=prompt, **options), origin, events)  # type: ignore[arg-type]
     return submitted.job_id, events
