@@ -31,6 +31,7 @@ from typing import Any, Final
 from models.architectures import FamilyLayers, family_layers
 from models.errors import ModelError
 from models.presets import ModelFamily
+from models.sources import PICKLE_SUFFIXES
 
 
 class FineTuneError(ModelError):
@@ -98,7 +99,6 @@ _DAMAGE: Final = (
         "That file's safetensors header is damaged (its tensors' bytes overlap or leave gaps).",
     ),
 )
-_PICKLE_SUFFIXES: Final = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 _PICKLE_STARTS: Final = (b"\x80", b"PK\x03\x04")  # a pickle protocol byte; torch.save's zip archive
 _LORA_DOWN = re.compile(r"(lora_down|lora\.down|lora_A(\.default)?|down)\.weight$")
 
@@ -118,7 +118,7 @@ class _Tensor:
 
 def refuse_pickle(filename: str, start: bytes) -> None:
     """Refuse a pickle by its name or its first bytes, before anything else looks at it."""
-    if filename.lower().endswith(_PICKLE_SUFFIXES) or start.startswith(_PICKLE_STARTS):
+    if filename.lower().endswith(tuple(PICKLE_SUFFIXES)) or start.startswith(_PICKLE_STARTS):
         raise FineTuneError(
             "That is a pickle file, which runs code when it is loaded; give the .safetensors version of it."
         )

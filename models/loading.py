@@ -17,25 +17,26 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from models.errors import ModelUnavailable, UnsafeCheckpoint
-from models.tiny import TINY_MODEL_ID, ensure_tiny_model
+from models.errors import ModelUnavailable
+from models.sources import (
+    SDXL_SINGLE_FILE_PREFIX,
+    SUPPORTED_PIPELINES,
+    ModelSource,
+    SourceKind,
+    resolve_model_source,
+    unsupported_pipeline,
+)
+from models.tiny import ensure_tiny_model
 
 if TYPE_CHECKING:
     from models.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
-
-PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
-
-# A Hugging Face repository id: owner/name, letters, digits, '-', '_', '.'.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # Weights held at 16 bits load a model's fp16 variant where it has one (``_weights_variant``).
 HALF_PRECISION = frozenset({torch.float16, torch.bfloat16})
@@ -47,58 +48,6 @@ _FP16_WEIGHTS = re.compile(r"\.fp16(-\d+-of-\d+)?\.safetensors$")
 # this many pixels on a side decode in one piece (output identical to untiled);
 # larger ones (2x upscales of SDXL images) decode in overlapping tiles.
 VAE_TILE_THRESHOLD_PX = 1024
-
-# Key prefix only SDXL single-file checkpoints have (the second, OpenCLIP-G, text encoder).
-SDXL_SINGLE_FILE_PREFIX = "conditioner.embedders.1."
-
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
-
-
-class SourceKind(StrEnum):
-    TINY = "tiny"
-    FOLDER = "folder"
-    SINGLE_FILE = "single_file"
-    HUB = "hub"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSource:
-    """Where a model reference points, decided without loading anything."""
-
-    model: str
-    kind: SourceKind
-    location: str  # a folder, a file or a hub id
-
-
-def resolve_model_source(model: str) -> ModelSource:
-    """Classify ``model`` cheaply, raising for references that can never load.
-
-    The engine calls this *before* it frees the resident pipeline, so a typo
-    or a pickle file does not cost the model everyone is using.
-    """
-    if model == TINY_MODEL_ID:
-        return ModelSource(model, SourceKind.TINY, model)
-    path = Path(model).expanduser()
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise UnsafeCheckpoint(
-            f"{model} is a pickle checkpoint, which can run arbitrary code when loaded: "
-            "convert it to .safetensors and use that file instead."
-        )
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ModelUnavailable(f"{model} is not a diffusers model folder (it has no model_index.json).")
-        return ModelSource(model, SourceKind.FOLDER, str(path))
-    if path.is_file():
-        if path.suffix.lower() == ".safetensors":
-            return ModelSource(model, SourceKind.SINGLE_FILE, str(path))
-        raise ModelUnavailable(
-            f"{model} is not a model Latentcord can load: give a diffusers folder or a .safetensors file."
-        )
-    if _HUB_ID.match(model):
-        return ModelSource(model, SourceKind.HUB, model)
-    raise ModelUnavailable(
-        f"No model named {model}: give a Hugging Face id, a local diffusers folder or a .safetensors file."
-    )
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -211,13 +160,6 @@ def _hub_files(repo_id: str) -> list[str]:
 
 def _weight_files(folder: Path) -> list[str]:
     return [path.relative_to(folder).as_posix() for path in folder.rglob("*.safetensors")]
-
-
-def unsupported_pipeline(model: str, class_name: str) -> ModelUnavailable:
-    """The refusal of a model whose ``model_index.json`` names a pipeline Latentcord does not run."""
-    return ModelUnavailable(
-        f"{model} is a {class_name or 'model of unknown type'}; Latentcord runs Stable Diffusion 1.x, 2.x and SDXL models."
-    )
 
 
 def _read_model_index(model: str, location: str, *, hub: bool) -> dict[str, Any]:

@@ -138,7 +138,7 @@ def declared_preset(model: str) -> ModelPreset | None:
     does not have (the workers' hosts may), an SD 2.x single file (512 or 768 px: its missing
     configuration says which). A model no worker could ever run is refused with its sentence.
     """
-    from models.loading import SourceKind, resolve_model_source
+    from models.sources import SourceKind, resolve_model_source
 
     try:
         source = resolve_model_source(model)
@@ -176,7 +176,7 @@ def _preset(model: str, family: ModelFamily, side: int, max_prompt_tokens: int) 
 
 def _configured_preset(model: str, read: Callable[[str], dict[str, Any] | None]) -> ModelPreset | None:
     """From a diffusers model's JSON files, as ``from_pretrained`` would read them (``read``: None if missing)."""
-    from models.loading import SUPPORTED_PIPELINES, unsupported_pipeline
+    from models.sources import SUPPORTED_PIPELINES, unsupported_pipeline
 
     index = read("model_index.json")
     if index is None:
@@ -205,7 +205,7 @@ def _configured_preset(model: str, read: Callable[[str], dict[str, Any] | None])
 def _single_file_preset(model: str, path: Path) -> ModelPreset | None:
     """From the tensor names and shapes of an original-format checkpoint, as ``load_pipeline`` tells them."""
     from models.finetunes import FineTuneError, read_header
-    from models.loading import SDXL_SINGLE_FILE_PREFIX
+    from models.sources import SDXL_SINGLE_FILE_PREFIX
 
     try:
         tensors = read_header(path)

@@ -578,6 +578,11 @@ async def test_the_bot_starts_before_any_worker_and_a_worker_started_later_runs_
         grid = await kept.wait_for_message(has_grid, timeout=240)
         assert NO_WORKER_YET not in grid.content
         assert NO_WORKER_YET not in await usage()
+
+        # 5. Generation runs elsewhere, so the bot's process never loaded torch: not at start, not for
+        #    admission, /usage, a cancel, or posting a grid and cutting its images.
+        maps = Path(f"/proc/{processes[0].pid}/maps").read_text()
+        assert "libtorch" not in maps and "libc10" not in maps
     except BaseException:
         for name, path in logs.items():
             if path.exists():

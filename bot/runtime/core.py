@@ -6,10 +6,14 @@ imagine`` exercises exactly the code that serves Discord.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.jobs.attempts import JobAttempts
 from bot.jobs.recipe import Recipe
@@ -21,8 +25,10 @@ from bot.workers.process_main import engine_config, worker_config
 from bot.workers.processes import ProcessTransport, local_worker_configs
 from bot.workers.streams import streams_transport
 from db.store import Store
-from models.engine import DiffusionEngine
-from models.safety import ImageClassifier, OpenNsfwClassifier
+
+if TYPE_CHECKING:  # torch comes with the engine: imported only where generation runs in this process
+    from models.engine import DiffusionEngine
+    from models.safety import ImageClassifier
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,9 @@ async def open_core(
         if engine is None and settings.redis_url is not None:
             transport = streams_transport(settings)  # workers on any host, through Valkey or Redis
         elif engine is not None or settings.workers == "thread":
+            from models.engine import DiffusionEngine
+            from models.safety import OpenNsfwClassifier
+
             engine = engine or DiffusionEngine(engine_config(worker_config(settings, "in-process", classifier)))
             transport = InProcessTransport(
                 engine,
@@ -65,7 +74,9 @@ async def open_core(
             )
         else:
             transport = ProcessTransport(
-                local_worker_configs(worker_config(settings, "local", classifier), local_gpus(settings))
+                local_worker_configs(
+                    worker_config(settings, "local", classifier), await asyncio.to_thread(local_gpus, settings)
+                )
             )
         worker = dispatcher(settings, store, transport)
         await worker.start()
@@ -78,13 +89,19 @@ async def open_core(
         await store.close()
 
 
+#: Asked of torch in a child process, so that the bot's own process never imports it (a few hundred MB).
+_COUNT_GPUS = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+
+
 def local_gpus(settings: Settings) -> int:
     """How many CUDA GPUs the worker processes share out (0: one worker on the CPU)."""
     if settings.device == "cpu":
         return 0
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    counted = subprocess.run([sys.executable, "-c", _COUNT_GPUS], capture_output=True, text=True, check=False)
+    if counted.returncode != 0:
+        log.warning("could not count the GPUs (%s); starting one worker", counted.stderr.strip()[-300:])
+        return 0
+    return int(counted.stdout.strip() or 0)
 
 
 def dispatcher(settings: Settings, store: Store[Recipe], transport: Transport) -> Dispatcher:
