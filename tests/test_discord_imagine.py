@@ -233,3 +233,32 @@ async def test_a_failing_discord_edit_does_not_lose_the_result(
     second = await imagine(fake_discord, world, user=world.moderator)
     assert not (await second.wait_for_response(timeout=3)).ephemeral
     assert (await finished_grid(second)).id == second.original_message_id
+
+
+async def test_an_observer_sees_every_job_s_events_and_each_result_s_delivery(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    """Metrics and a live gallery subscribe once, beside the cogs' listeners, and see each job to its end."""
+    from bot.jobs.outcomes import Delivered, ObservedEvent
+
+    _, core = bot
+    seen: list[ObservedEvent] = []
+    core.service.add_observer(seen.append)
+    running = await imagine(fake_discord, world, steps=30, user=world.moderator)
+    waiting = await imagine(fake_discord, world)
+    status = await waiting.wait_for_original(lambda m: bool(m.buttons), timeout=3)
+    press = await fake_discord.press_button(status, user=world.member, label="Cancel")
+    assert "Cancelled" in (await press.wait_for_response(timeout=3)).content
+    grid = await finished_grid(running)
+    await fake_discord.wait_until(lambda: any(isinstance(e, Delivered) for e in seen), what="the delivery observed")
+
+    def kinds(job_id: int) -> list[str]:
+        names = [type(event).__name__ for event in seen if event.job_id == job_id]
+        return [name for index, name in enumerate(names) if index == 0 or names[index - 1] != name]
+
+    done_id = next(e.job_id for e in seen if isinstance(e, Delivered))
+    cancelled_id = next(e.job_id for e in seen if e.job_id != done_id)
+    assert kinds(done_id) == ["Queued", "Started", "Progress", "Completed", "Delivered"]
+    assert next(e for e in seen if isinstance(e, Delivered)).message_id == grid.id
+    assert kinds(cancelled_id)[0] == "Queued" and kinds(cancelled_id)[-1] == "Cancelled"
+    assert "Started" not in kinds(cancelled_id)

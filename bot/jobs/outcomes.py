@@ -74,6 +74,19 @@ ServiceEvent = Queued | Started | Progress | Completed | Failed | Cancelled
 ServiceListener = Callable[[ServiceEvent], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A message now holds a finished job's result (``None``: posted where no message id came back)."""
+
+    job_id: int
+    message_id: int | None
+
+
+#: What an observer of every job sees: each job's events, and its result's delivery.
+ObservedEvent = ServiceEvent | Delivered
+JobObserver = Callable[[ObservedEvent], None]
+
+
 class ResultWriter:
     """The files of finished jobs under ``images_dir``; every method is disk work, run off the loop."""
 

@@ -11,7 +11,9 @@ image its share.
 Front ends pass a listener with each request, or listen to every job that has none
 (jobs resumed after a restart) with ``add_listener``. Listeners get ``Queued``,
 ``Started``, ``Progress``, ``Completed``, ``Failed`` and ``Cancelled``, in order,
-after SQLite has recorded the change.
+after SQLite has recorded the change. Observers (``add_observer``: metrics, a live
+gallery) get every job's events besides, and ``Delivered`` once a message holds a
+result, without touching the job's path: an observer that raises is logged and skipped.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ from bot.jobs.finetunes import FineTuneLibrary
 from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.outcomes import (
     Completed,
+    Delivered,
     DeliveryVerdict,
     Job,
+    JobObserver,
     JobResult,
+    ObservedEvent,
     ResultWriter,
     ServiceEvent,
     ServiceListener,
@@ -122,6 +127,7 @@ class GenerationService:
         self._pictures = KeptPictures(settings.images_dir, self._disk)  # members' pictures, on the disk thread
         self._writing_images: dict[int, asyncio.Future[None]] = {}
         self._listeners: list[ServiceListener] = []
+        self._observers: list[JobObserver] = []
         self._following: dict[int, _Following] = {}
         self._tasks = TaskSet("a job follower")
         self._closed = False
@@ -133,6 +139,13 @@ class GenerationService:
 
     def remove_listener(self, listener: ServiceListener) -> None:
         self._listeners.remove(listener)
+
+    def add_observer(self, observer: JobObserver) -> None:
+        """``observer`` sees every job's events, whoever listens to them, and each result's delivery."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: JobObserver) -> None:
+        self._observers.remove(observer)
 
     # -- admission ---------------------------------------------------------------------
 
@@ -543,6 +556,7 @@ class GenerationService:
     async def delivered(self, job_id: int, message_id: int | None) -> None:
         """A message now holds the job's result: stop retrying it, here and after a restart."""
         await self._stored(self.store.mark_delivered, job_id, message_id)
+        self._observe(Delivered(job_id, message_id))
 
     async def delivery_failed(self, job_id: int) -> DeliveryVerdict:
         """One try to post a result failed: when to try again, or that it was given up and refunded.
@@ -817,3 +831,11 @@ class GenerationService:
                 listener(event)
             except Exception:
                 log.exception("a listener failed on %s of job %s", type(event).__name__, event.job_id)
+        self._observe(event)
+
+    def _observe(self, event: ObservedEvent) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                log.exception("an observer failed on %s of job %s", type(event).__name__, event.job_id)
