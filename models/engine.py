@@ -18,10 +18,8 @@ import gc
 import logging
 import threading
 import time
-import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +27,9 @@ import torch
 from PIL import Image
 
 from models import preview
+from models.adapters import ResidentAdapters
 from models.errors import GenerationInterrupted, GenerationOutOfMemory, ModelUnavailable
 from models.fastpath import Bucket, Compiler, FastPath, buckets_for, default_compiler, padded, use_compile_cache
-from models.finetunes import FineTuneKind, FineTuneUnusable, load_embedding
 from models.loading import default_dtype, load_pipeline, resolve_model_source
 from models.operations import call_arguments, check_batch, operation_for, pipeline_for_call
 from models.presets import ModelFamily, preset_for
@@ -46,7 +44,6 @@ from models.types import (
     Operation,
     StepCallback,
     StepProgress,
-    embedding_token,
 )
 
 if TYPE_CHECKING:
@@ -119,10 +116,7 @@ class _Resident:
     pipeline: Pipeline
     preset: ModelPreset
     fast: FastPath | None  # None: every call eager
-    # LoRA adapters loaded into this model, least recently used first (file -> adapter name), and the
-    # embeddings added to its tokenizer and text encoder (files).
-    adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)
-    embeddings: set[str] = field(default_factory=set)
+    adapters: ResidentAdapters  # the LoRAs and embeddings loaded into it
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +176,7 @@ class DiffusionEngine:
     def adapters_loaded(self) -> int:
         """How many LoRA adapters the resident model holds (at most ``lora_cache``)."""
         resident = self._resident
-        return len(resident.adapters) if resident is not None else 0
+        return len(resident.adapters.loras) if resident is not None else 0
 
     def fast_path(self) -> FastPath | None:
         """The resident model's compiled buckets (``models.fastpath``); None when compiling is off."""
@@ -236,7 +230,11 @@ class DiffusionEngine:
             preset = preset_for(model, pipeline)
             self._token_counters[model] = _TokenCounter(copy.deepcopy(pipeline.tokenizer), threading.Lock())
             resident = _Resident(
-                model=model, pipeline=pipeline, preset=preset, fast=self._start_fast_path(pipeline, preset)
+                model=model,
+                pipeline=pipeline,
+                preset=preset,
+                fast=self._start_fast_path(pipeline, preset),
+                adapters=ResidentAdapters(self._config.lora_cache),
             )
             self._resident = resident
             log.info("loaded %s (%s) on %s as %s", model, preset.family, self._device, self._dtype)
@@ -362,9 +360,9 @@ class DiffusionEngine:
         """One pipeline call for ``tasks`` (rows ``first_task``… of the batch)."""
         # 1. A fresh scheduler and pipeline object for this call; the weights are shared.
         operation = operation_for(spec.operation)
-        self._apply_fine_tunes(resident, spec)
+        resident.adapters.apply(resident.pipeline, spec)
         pipeline = pipeline_for_call(operation, resident.pipeline, ModelFamily(resident.preset.family), spec)
-        if resident.fast is not None and not resident.adapters:
+        if resident.fast is not None and not resident.adapters.loras:
             # Compiled where a bucket is ready, eager elsewhere. A LoRA changes the UNet's modules, which the
             # compiled graphs were traced without: once one is loaded, this model runs eager.
             pipeline.unet = resident.fast.switch
@@ -405,45 +403,6 @@ class DiffusionEngine:
             raise GenerationInterrupted("The job was cancelled.")
         return operation.finish([image.convert("RGB") for image in images], tasks)
 
-    def _apply_fine_tunes(self, resident: _Resident, spec: BatchSpec) -> None:
-        """Load the batch's embeddings and LoRAs into the model (once each), and make exactly its LoRAs active."""
-        pipeline = resident.pipeline
-        for file in spec.embeddings:
-            if file not in resident.embeddings:
-                load_embedding(pipeline, _fine_tune_file(file), embedding_token(file))
-                resident.embeddings.add(file)
-        if not spec.loras:
-            if resident.adapters:
-                pipeline.disable_lora()
-            return
-        for file_id, _ in spec.loras:
-            if file_id in resident.adapters:
-                resident.adapters.move_to_end(file_id)
-                continue
-            if not resident.adapters and _qkv_fused(pipeline):
-                # Only before a model's first adapter: the check walks every module, and nothing fuses again.
-                # A LoRA's q/k/v layers are skipped by fused attention (only to_out would apply): unfuse first.
-                pipeline.unfuse_qkv_projections()
-            wanted = {wanted_id for wanted_id, _ in spec.loras}
-            while len(resident.adapters) >= self._config.lora_cache:
-                evicted = next((old for old in resident.adapters if old not in wanted), None)
-                if evicted is None:
-                    break
-                pipeline.delete_adapters(resident.adapters.pop(evicted))
-            name = f"lc_{Path(file_id).stem}"
-            try:
-                with warnings.catch_warnings():  # PEFT warns that a model with one adapter gets another: it should
-                    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-                    pipeline.load_lora_weights(str(_fine_tune_file(file_id)), adapter_name=name)
-            except (OSError, ValueError, KeyError, RuntimeError) as error:  # PEFT: "target modules not found"
-                raise FineTuneUnusable(FineTuneKind.LORA, Path(file_id).stem, error) from error
-            resident.adapters[file_id] = name
-        pipeline.enable_lora()
-        pipeline.set_adapters(
-            [resident.adapters[file_id] for file_id, _ in spec.loras],
-            adapter_weights=[weight for _, weight in spec.loras],
-        )
-
     def _call_pipeline(self, pipeline: Pipeline, arguments: dict[str, Any]) -> list[Image.Image]:
         """The single place a pipeline runs: tests point this at a stand-in to simulate a GPU OOM."""
         return list(pipeline(**arguments).images)
@@ -457,16 +416,3 @@ class DiffusionEngine:
     def latent_preview(self, latents: torch.Tensor, row: int, preset: ModelPreset, max_side: int = 128) -> Image.Image:
         """A cheap RGB impression of one row of in-flight latents (see ``models.preview``)."""
         return preview.latent_preview(latents, row, preset, max_side)
-
-
-def _fine_tune_file(file: str) -> Path:
-    path = Path(file)
-    if not path.is_file():
-        raise ModelUnavailable("A LoRA or embedding of this job is no longer stored where this worker looks.")
-    return path
-
-
-def _qkv_fused(pipeline: Pipeline) -> bool:
-    """Whether the UNet runs fused QKV attention (the fast path's set-up on CUDA)."""
-    processors = getattr(pipeline.unet, "attn_processors", {})
-    return any(type(processor).__name__.startswith("Fused") for processor in processors.values())
