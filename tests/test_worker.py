@@ -6,6 +6,7 @@ import asyncio
 import io
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -282,6 +283,30 @@ async def test_a_worker_loop_that_crashes_is_restarted_and_the_queue_still_runs(
     assert "Generation failed unexpectedly" in first.events[-1].message
     assert [type(event).__name__ for event in second.events][-1] == "Finished"
     assert worker.running
+
+
+async def test_a_bug_in_the_attempt_ledger_fails_its_batch_rather_than_retrying_it_forever(
+    worker: Dispatcher,
+) -> None:
+    """Only a storage refusal (AttemptsUnrecorded) is waited out; any other error of the ledger is a bug."""
+    ledger = worker._ledger
+    start = ledger.start_attempts
+    failures = iter([RuntimeError("a bug in the ledger")])
+
+    async def buggy(job_ids: Sequence[int], worker_id: str) -> dict[int, tuple[int, str]]:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return await start(job_ids, worker_id)
+
+    ledger.start_attempts = buggy  # type: ignore[method-assign]
+    first, second = Recorder(), Recorder()
+    worker.submit(item(1, owner=1), first)
+    await asyncio.wait_for(first.done.wait(), 60)
+    assert "Generation failed unexpectedly" in first.events[-1].message
+    worker.submit(item(2, owner=2), second)
+    await asyncio.wait_for(second.done.wait(), 60)
+    assert [type(event).__name__ for event in second.events][-1] == "Finished"
 
 
 async def test_a_loop_that_keeps_crashing_stops_taking_jobs_with_a_sentence(worker: Dispatcher) -> None:

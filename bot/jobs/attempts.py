@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from bot.workers.protocol import AttemptsUnrecorded
+from db.errors import StorageUnavailable
+
 if TYPE_CHECKING:
     from bot.jobs.recipe import Recipe
     from db.store import Store
@@ -17,7 +20,10 @@ class JobAttempts:
         self._store = store
 
     async def start_attempts(self, job_ids: Sequence[int], worker_id: str) -> dict[int, tuple[int, str]]:
-        return await self._store.start_attempts(job_ids, worker_id)
+        try:
+            return await self._store.start_attempts(job_ids, worker_id)
+        except StorageUnavailable as refused:  # the dispatcher waits and tries again; anything else is a bug
+            raise AttemptsUnrecorded(str(refused)) from refused
 
     async def requeue(self, job_id: int) -> None:
         await self._store.requeue_attempt(job_id)

@@ -29,6 +29,7 @@ from bot.runtime.backoff import Backoff
 from bot.runtime.tasks import TaskSet, log_failure
 from bot.workers.fair_queue import FairQueue
 from bot.workers.protocol import (
+    AttemptsUnrecorded,
     Cancel,
     Message,
     ProgressReport,
@@ -55,10 +56,6 @@ LOST_TWICE = "The workers running this job stopped twice, so it was given up; it
 STOPPED_FOR_GOOD = (
     "Image generation has stopped after repeated errors, so this job was given up; its credits are refunded."
 )
-
-
-class _AttemptsUnrecorded(Exception):
-    """SQLite did not take a dispatch's record (the cause says why); nothing changed, so it is tried again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +97,9 @@ class AttemptLedger(Protocol):
     """The dispatch records SQLite keeps (``bot.jobs.attempts`` over the store)."""
 
     async def start_attempts(self, job_ids: Sequence[int], worker_id: str) -> dict[int, tuple[int, str]]:
-        """Mark the jobs running on ``worker_id``: their new attempt number and token; jobs gone are left out."""
+        """Mark the jobs running on ``worker_id``: their new attempt number and token; jobs gone are left out.
+
+        Raises ``AttemptsUnrecorded`` when the storage refuses the record for now."""
         ...
 
     async def requeue(self, job_id: int) -> None:
@@ -363,7 +362,7 @@ class Dispatcher:
             try:
                 self._announce_positions()
                 await self._dispatch(worker, batch)
-            except _AttemptsUnrecorded as failure:
+            except AttemptsUnrecorded as failure:
                 # The storage refused the dispatch's one transaction, so nothing changed: the jobs wait at
                 # the head of the queue (_dispatch put them back) and the same dispatch is tried again soon.
                 delay = unrecorded.refused()
@@ -408,7 +407,7 @@ class Dispatcher:
     async def _dispatch(self, worker: _Worker, batch: list[_Entry]) -> None:
         """Record the batch's attempts, then send it to ``worker``.
 
-        Raises ``_AttemptsUnrecorded``, the jobs back at the head of the queue in their order, when
+        Raises ``AttemptsUnrecorded``, the jobs back at the head of the queue in their order, when
         SQLite did not take the record. Whatever fails, the worker's slot is free again unless the
         batch was sent.
         """
@@ -423,9 +422,9 @@ class Dispatcher:
             live = [entry for entry in batch if not entry.cancelled]
             try:
                 attempts = await self._ledger.start_attempts([entry.job_id for entry in live], worker.worker_id)
-            except Exception as error:
+            except AttemptsUnrecorded:
                 self._put_first(live)
-                raise _AttemptsUnrecorded from error
+                raise
             live = [entry for entry in live if entry.job_id in attempts and not entry.cancelled]
             if not live:
                 return

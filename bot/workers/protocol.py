@@ -43,6 +43,11 @@ from bot.jobs.recipe import Recipe
 from models.types import ModelPreset
 
 
+class AttemptsUnrecorded(Exception):
+    """The dispatch ledger's storage refused a dispatch's record for now (a disk I/O error, a full disk; the
+    cause says which); nothing changed, so the dispatch is tried again. Any other error of the ledger is a bug."""
+
+
 class ProtocolMismatch(Exception):
     """A message this side refuses, in one sentence: from a peer on another protocol version, with a
     field this side does not know or without one it needs, or not a message at all."""
