@@ -178,8 +178,6 @@ async def test_a_worker_given_a_run_with_a_field_it_does_not_know_runs_nothing_a
         known = dataclasses.replace(every_field_set(), batch_id="known")
         good = Run("good", (RunJob(WorkOrder(1, 1, TINY_RECIPE), attempt=1, token="t-1"),), 0.7, 0.0)
         unknown = with_recipe_changed(known, lambda recipe: recipe.update(sharpness=0.5))
-        client.xadd(keys.inbox("w1"), {MESSAGE_FIELD: unknown, BOOT_FIELD: boot})
-        client.xadd(keys.inbox("w1"), {MESSAGE_FIELD: encode(good), BOOT_FIELD: boot})
 
         def results() -> dict[str, Result]:
             messages = [decode(fields[MESSAGE_FIELD]) for _, fields in client.xrange(keys.results)]
@@ -188,6 +186,12 @@ async def test_a_worker_given_a_run_with_a_field_it_does_not_know_runs_nothing_a
         def runs_taken() -> list[int]:
             messages = [decode(fields[MESSAGE_FIELD]) for _, fields in client.xrange(keys.results)]
             return [m.received for m in messages if isinstance(m, Ready)]
+
+        # The worker clears its inbox as it starts (what it holds was meant for an earlier life), so Runs are
+        # sent once it has announced itself, as the bot sends them.
+        await eventually(lambda: bool(runs_taken()), "the worker's first Ready")
+        client.xadd(keys.inbox("w1"), {MESSAGE_FIELD: unknown, BOOT_FIELD: boot})
+        client.xadd(keys.inbox("w1"), {MESSAGE_FIELD: encode(good), BOOT_FIELD: boot})
 
         await eventually(lambda: "good" in results(), "the run after it was answered")
         await eventually(lambda: 1 in runs_taken(), "a Ready after the run")
