@@ -23,14 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bot.gpu.config import WorkerConfig
 from bot.jobs.attempts import JobAttempts
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent
+from bot.jobs.generation import work_order
 from bot.jobs.recipe import Recipe
 from bot.workers.dispatch import Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
-from bot.workers.process_main import WorkerConfig
 from bot.workers.processes import ProcessTransport
-from bot.workers.protocol import WorkOrder
 from db.records import NewJob
 from db.store import Store
 from models.engine import DiffusionEngine, EngineConfig
@@ -84,7 +84,7 @@ async def measure(jobs: int, kind: str) -> list[float]:
                         done.set_result(event)
 
                 started = time.perf_counter()
-                dispatcher.submit(WorkOrder(job.id, 1, job.recipe, classify=False), listener)
+                dispatcher.submit(work_order(job.id, 1, job.recipe, classify=False), listener)
                 event = await asyncio.wait_for(done, 120)
                 elapsed = time.perf_counter() - started
                 if not isinstance(event, Finished):

@@ -20,10 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_png import picture
+from bot.gpu.finishing import RawImage, finish_batch
+from bot.images.encoding import encode_image
 from bot.images.grid import compose_grid
-from bot.images.metadata import encode_image
-from bot.workers.finishing import RawImage, finish_batch
-from bot.workers.protocol import RunJob, WorkOrder
+from bot.jobs.generation import work_order
+from bot.wire import RunJob
 from tests.recipes import a_recipe
 
 JOBS, IMAGES, REPEAT = 2, 4, 5
@@ -34,7 +35,7 @@ def batch(side: int) -> list[tuple[RunJob, list[RawImage]]]:
     for number in range(1, JOBS + 1):
         recipe = a_recipe(seeds=tuple(range(IMAGES)), width=side, height=side)
         images = [RawImage.from_pil(picture(side, seed=number * IMAGES + n)) for n in range(IMAGES)]
-        jobs.append((RunJob(WorkOrder(number, number, recipe, classify=False), 1, "token"), images))
+        jobs.append((RunJob(work_order(number, number, recipe, classify=False).request, 1, "token"), images))
     return jobs
 
 
@@ -42,10 +43,10 @@ def every_file(jobs: list[tuple[RunJob, list[RawImage]]]) -> None:
     """The old way: each image's PNG and then the grid, in the side process, before the Result."""
     for job, raw in jobs:
         images = [image.to_pil() for image in raw]
-        recipe = job.order.recipe
+        parameters = job.request.parameters  # the grid's; each image's own differs only in its seed
         for n, image in enumerate(images):
-            encode_image(image, recipe.with_seeds((recipe.seeds[n],)), stem=str(n + 1))
-        encode_image(compose_grid(images), recipe, stem="grid")
+            encode_image(image, parameters, stem=str(n + 1))
+        encode_image(compose_grid(images), parameters, stem="grid")
 
 
 def best_ms(work: Callable[[], object]) -> float:

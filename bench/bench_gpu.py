@@ -151,8 +151,9 @@ def phase_bare(args: argparse.Namespace, device: torch.device) -> dict[str, floa
 
 async def phase_worker(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from bench.bench_worker import through
+    from bot.gpu.config import WorkerConfig
+    from bot.jobs.generation import work_order
     from bot.workers.dispatch import Dispatcher
-    from bot.workers.process_main import WorkerConfig
     from bot.workers.processes import ProcessTransport
     from bot.workers.protocol import WorkOrder
     from tests.helpers import MemoryAttempts
@@ -174,10 +175,10 @@ async def phase_worker(args: argparse.Namespace, device: torch.device) -> dict[s
 
         def orders(round_number: int) -> list[WorkOrder]:
             return [
-                WorkOrder(
-                    job_id=round_number * 1000 + n,
-                    owner=n,
-                    recipe=a_recipe(
+                work_order(
+                    round_number * 1000 + n,
+                    n,
+                    a_recipe(
                         prompt=f"{PROMPT}, take {n}",
                         model=model,
                         width=args.size,

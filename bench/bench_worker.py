@@ -25,13 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bot.gpu.config import WorkerConfig
+from bot.gpu.runner import image_tasks
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent
+from bot.jobs.generation import work_order
 from bot.workers.dispatch import Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
-from bot.workers.process_main import WorkerConfig
 from bot.workers.processes import ProcessTransport
 from bot.workers.protocol import WorkOrder
-from bot.workers.runner import batch_spec, image_tasks
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
 from models.types import GenerationBatch
@@ -43,10 +44,10 @@ RUNS = 5  # each phase's figure is the best of this many runs
 
 def jobs(count: int, images: int, steps: int, owners: int) -> list[WorkOrder]:
     return [
-        WorkOrder(
-            job_id=index,
-            owner=index % owners,
-            recipe=a_recipe(
+        work_order(
+            index,
+            index % owners,
+            a_recipe(
                 prompt=f"a lighthouse in a storm, study {index}",
                 negative_prompt="",
                 model=TINY_MODEL_ID,
@@ -64,7 +65,7 @@ def jobs(count: int, images: int, steps: int, owners: int) -> list[WorkOrder]:
 
 def as_batch(order: WorkOrder) -> GenerationBatch:
     """The pipeline call the worker makes for one order alone."""
-    return GenerationBatch(spec=batch_spec(order.recipe), tasks=image_tasks(order.recipe, None))
+    return GenerationBatch(spec=order.request.spec, tasks=image_tasks(order.request))
 
 
 async def through(worker: Dispatcher, items: list[WorkOrder], lags: list[float] | None = None) -> float:
@@ -113,7 +114,7 @@ async def measure(phase: str, jobs_count: int, steps: int, device: str) -> dict[
     with tempfile.TemporaryDirectory() as cache:
         engine = DiffusionEngine(EngineConfig(device=device, cache_dir=Path(cache)))
         items = jobs(jobs_count, 4, steps, owners=3)  # ids 0..n-1; the warm-up job is -1
-        warm_up_order = WorkOrder(-1, 0, jobs(1, 4, 2, 1)[0].recipe, classify=False)
+        warm_up_order = work_order(-1, 0, jobs(1, 4, 2, 1)[0].recipe, classify=False)
         warm_up = as_batch(warm_up_order)
         if phase == "direct":
             # Off the main thread, like the worker: the same calls measured ~20% slower on the main thread here.

@@ -70,9 +70,7 @@ async def main() -> None:
             grids: list[tuple[str, bytes]] = []
 
             def imagine(prompt: str, **options: Any) -> Any:
-                return lambda ends: service.imagine(
-                    ImagineOptions(prompt=prompt, steps=STEPS, **options), origin, ends
-                )
+                return lambda ends: service.imagine(ImagineOptions(prompt=prompt, steps=STEPS, **options), origin, ends)
 
             first = await finished(imagine("a red fox in snow", seed=11, negative="blurry"))
             grids.append(("txt2img", first.result.grid.data))

@@ -9,6 +9,7 @@ where: the kept pixels are the source's own.
 
 from __future__ import annotations
 
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -19,9 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_png import picture
+from bot.gpu.runner import image_tasks
 from bot.images.edits import region_mask, zoom_mask
+from bot.jobs.generation import generation_request
 from bot.jobs.recipe import JobKind
-from bot.workers.runner import batch_spec, image_tasks
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny import TINY_MODEL_ID
 from models.types import GenerationBatch
@@ -35,8 +37,14 @@ CAPTION = 18
 def edit(engine: DiffusionEngine, source: Image.Image, kind: JobKind, mask: str, seed: int) -> Image.Image:
     recipe = a_recipe(model=TINY_MODEL_ID, width=SIDE, height=SIDE, steps=8, guidance=7.0, seeds=(seed,))
     edited = recipe.as_edit(1, 0, kind, mask, (SIDE, SIDE))
-    edited = edited.with_seeds((seed,))
-    return engine.run(GenerationBatch(batch_spec(edited), image_tasks(edited, source))).images[0]
+    request = generation_request(1, edited.with_seeds((seed,)), png(source))
+    return engine.run(GenerationBatch(request.spec, image_tasks(request))).images[0]
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def main() -> None:

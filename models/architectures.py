@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from models.presets import ModelFamily
 from models.tiny import TEXT_ENCODER_CONFIG as TINY_TEXT_ENCODER
 from models.tiny import UNET_CONFIG as TINY_UNET
+from models.types import ModelFamily
 
 
 @dataclass(frozen=True, slots=True)

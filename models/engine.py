@@ -32,7 +32,7 @@ from models.errors import GenerationInterrupted, GenerationOutOfMemory, ModelUna
 from models.fastpath import Bucket, Compiler, FastPath, buckets_for, default_compiler, padded, use_compile_cache
 from models.loading import default_dtype, load_pipeline, resolve_model_source
 from models.operations import call_arguments, check_batch, operation_for, pipeline_for_call
-from models.presets import ModelFamily, preset_for
+from models.presets import preset_for
 from models.prompts import weighted_arguments
 from models.tokens import tokenizer_files
 from models.types import (
@@ -40,6 +40,7 @@ from models.types import (
     BatchSpec,
     GenerationBatch,
     ImageTask,
+    ModelFamily,
     ModelPreset,
     Operation,
     StepCallback,

@@ -30,8 +30,8 @@ from typing import Any, Final
 
 from models.architectures import FamilyLayers, family_layers
 from models.errors import ModelError
-from models.presets import ModelFamily
 from models.sources import PICKLE_SUFFIXES
+from models.types import ModelFamily
 
 
 class FineTuneError(ModelError):

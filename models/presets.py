@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.errors import ModelUnavailable, UnsafeCheckpoint
 from models.tiny import TINY_MODEL_ID
-from models.types import ModelPreset
+from models.types import ModelFamily, ModelPreset
 
 if TYPE_CHECKING:
     from models.pipeline import Pipeline
@@ -64,15 +63,6 @@ SDXL_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
     (-0.3165, -0.2492, -0.2188),
 )
 SDXL_LATENT_RGB_BIAS: tuple[float, float, float] = (0.1084, -0.0175, -0.0011)
-
-
-class ModelFamily(StrEnum):
-    """The families the engine can run; the value is ``ModelPreset.family``."""
-
-    SD1 = "sd1"
-    SD2 = "sd2"
-    SDXL = "sdxl"
-    TINY = "tiny"
 
 
 def model_family(model: str, pipeline: Pipeline) -> ModelFamily:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from models.presets import ModelFamily
+from models.types import ModelFamily
 
 
 def weighted_arguments(

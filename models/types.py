@@ -17,6 +17,15 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+class ModelFamily(StrEnum):
+    """The families the engine can run; the value is ``ModelPreset.family``."""
+
+    SD1 = "sd1"
+    SD2 = "sd2"
+    SDXL = "sdxl"
+    TINY = "tiny"
+
+
 class Operation(StrEnum):
     """What a pipeline call does with its inputs."""
 

@@ -19,7 +19,7 @@ from bot.settings import Settings
 from models.tiny import TINY_MODEL_ID
 
 if TYPE_CHECKING:
-    from bot.jobs.events import JobOutput
+    from bot.wire import JobOutput
     from tests.fakediscord.models import StoredMessage
 
 T0 = 1_700_000_000.0

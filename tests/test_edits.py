@@ -17,11 +17,11 @@ from bot.images.edits import REGIONS, edit_size, feather_px, plan_edit, region_m
 from bot.images.uploads import KeptPictures, check_attachment, fit_to, read_upload
 from bot.jobs.admission import cost_of
 from bot.jobs.events import Failed, Finished
+from bot.jobs.generation import work_order
 from bot.jobs.recipe import JobKind
 from bot.jobs.requests import nearest_aspect
 from bot.workers.dispatch import Dispatcher
 from bot.workers.inprocess import InProcessTransport
-from bot.workers.protocol import WorkOrder
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
 from tests.helpers import MemoryAttempts, NoNsfw, Recorder
@@ -154,10 +154,10 @@ async def test_edits_of_two_members_share_one_pipeline_call_and_a_lost_gpu_memor
     try:
         done = {job_id: Recorder() for job_id in (1, 2, 3)}
         blocker = replace(parent, steps=6, seeds=(1,))
-        worker.submit(WorkOrder(3, 3, blocker), done[3])
+        worker.submit(work_order(3, 3, blocker), done[3])
         for job_id, owner in ((1, 1), (2, 2)):
             recipe = parent.as_edit(9, 0, JobKind.REGION, region_mask("Centre"), (64, 64))
-            worker.submit(WorkOrder(job_id, owner, recipe, png(source)), done[job_id])
+            worker.submit(work_order(job_id, owner, recipe, png(source)), done[job_id])
         await asyncio.wait_for(asyncio.gather(*(recorder.done.wait() for recorder in done.values())), 120)
         assert calls == [1, 8]  # the blocker, then both members' four images in one call
         for job_id in (1, 2):
@@ -169,7 +169,7 @@ async def test_edits_of_two_members_share_one_pipeline_call_and_a_lost_gpu_memor
 
         monkeypatch.setattr(tiny_engine, "_call_pipeline", out_of_memory)
         panned = Recorder()
-        worker.submit(WorkOrder(4, 1, parent.as_edit(9, 0, JobKind.PAN, "pan:left", (96, 64)), png(source)), panned)
+        worker.submit(work_order(4, 1, parent.as_edit(9, 0, JobKind.PAN, "pan:left", (96, 64)), png(source)), panned)
         await asyncio.wait_for(panned.done.wait(), 120)
         (failed,) = panned.of(Failed)
         assert "does not fit in GPU memory" in failed.message

@@ -18,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bot.jobs.requests import aspect_sizes
 from bot.settings import Settings, SettingsError
 from models.engine import DiffusionEngine, EngineConfig
 from models.fastpath import Bucket, BucketState, buckets_for, compile_cache_dir, padded
+from models.sizes import aspect_sizes
 from models.tiny import TINY_MODEL_ID
 from models.types import GenerationBatch, ImageTask
 from tests.recipes import a_spec

@@ -22,9 +22,9 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 
 from bench._architectures import write_tiny_loras
+from bot.jobs.generation import batch_spec
 from bot.jobs.recipe import lora_uses
 from bot.settings import Settings
-from bot.workers.runner import batch_spec
 from db.records import FineTune
 from models.engine import DiffusionEngine, EngineConfig
 from models.finetunes import FineTuneError, check_lora_fits, inspect_fine_tune
@@ -348,9 +348,9 @@ def test_a_multi_vector_embedding_counts_whole_in_a_weighted_prompt(tmp_path: Pa
     from diffusers import StableDiffusionPipeline
 
     from models.finetunes import load_embedding
-    from models.presets import ModelFamily
     from models.prompts import weighted_arguments
     from models.tiny import ensure_tiny_model
+    from models.types import ModelFamily
 
     pipeline = StableDiffusionPipeline.from_pretrained(str(ensure_tiny_model(model_cache_dir)))
     path = tmp_path / "two.safetensors"

@@ -7,9 +7,10 @@ import io
 import numpy as np
 from PIL import Image
 
+from bot.gpu.finishing import RawImage, finish_batch
 from bot.images.grid import compose_grid, grid_cells
-from bot.workers.finishing import RawImage, finish_batch
-from bot.workers.protocol import RunJob, WorkOrder
+from bot.jobs.generation import work_order
+from bot.wire import RunJob
 from tests.helpers import NoNsfw, output_images, pixels
 from tests.recipes import a_recipe
 
@@ -20,8 +21,8 @@ def noise(seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
 
 
 def job(job_id: int, seeds: tuple[int, ...], *, classify: bool = True) -> RunJob:
-    order = WorkOrder(job_id, owner=job_id, recipe=a_recipe(seeds=seeds, width=64, height=48), classify=classify)
-    return RunJob(order, attempt=1, token=f"token-{job_id}")
+    order = work_order(job_id, job_id, a_recipe(seeds=seeds, width=64, height=48), classify=classify)
+    return RunJob(order.request, attempt=1, token=f"token-{job_id}")
 
 
 def test_a_batch_is_classified_in_one_call_and_each_job_gets_its_own_grid() -> None:
@@ -46,7 +47,7 @@ def test_a_batch_is_classified_in_one_call_and_each_job_gets_its_own_grid() -> N
         with Image.open(io.BytesIO(output.grid.data)) as grid:
             assert grid.format == "PNG" and output.grid.filename == f"latentcord-{output.job_id}.png"
             assert grid.size == compose_grid(own).size
-            assert f"Seed: {run.order.recipe.seeds[0]}," in grid.text["parameters"]
+            assert f"Seed: {run.request.seeds[0]}," in grid.text["parameters"]
         cut = output_images(output)
         assert len(cut) == output.count == len(own)
         for index, (image, original) in enumerate(zip(cut, own, strict=True)):

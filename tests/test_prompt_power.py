@@ -233,7 +233,7 @@ def test_weighted_and_long_prompts_encode_per_row_on_sd_and_sdxl_architectures(t
 
 
 def test_weighted_jobs_batch_with_weighted_jobs_of_the_same_length_only() -> None:
-    from bot.workers.runner import batch_spec
+    from bot.jobs.generation import batch_spec
     from tests.recipes import a_recipe
 
     weighted = batch_spec(a_recipe(prompt="a (red:1.3) fox"))

@@ -1,6 +1,6 @@
 """The worker protocol's version is derived from the messages' fields, and a peer built from other fields is refused.
 
-A peer "built from other definitions" is a real process of this repository whose ``Recipe`` has one
+A peer "built from other definitions" is a real process of this repository whose ``BatchSpec`` has one
 field more, given to it by a ``sitecustomize`` module on its ``PYTHONPATH`` only: what an older or
 newer ``python -m bot worker`` on another host looks like to the bot. Every wait is bounded.
 """
@@ -21,26 +21,32 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bot.images.metadata import EncodedImage
+from bot.gpu.broker import BOOT_FIELD, MESSAGE_FIELD, StreamKeys
+from bot.gpu.config import WorkerConfig
+from bot.images.encoding import EncodedImage
 from bot.jobs.attempts import JobAttempts
-from bot.jobs.events import JobOutput, Started
+from bot.jobs.events import Started
+from bot.jobs.generation import batch_spec, work_order
 from bot.jobs.recipe import JobKind, Recipe
-from bot.workers.dispatch import Dispatcher
-from bot.workers.process_main import WorkerConfig
-from bot.workers.processes import ProcessTransport
-from bot.workers.protocol import (
+from bot.wire import (
     PROTOCOL_VERSION,
+    GenerationRequest,
+    ImagePrompt,
+    ImageRole,
+    InputImage,
+    JobOutput,
     ProtocolMismatch,
     Ready,
     Result,
     Run,
     RunJob,
     Side,
-    WorkOrder,
     decode,
     encode,
 )
-from bot.workers.streams import BOOT_FIELD, MESSAGE_FIELD, StreamKeys, StreamsTransport
+from bot.workers.dispatch import Dispatcher
+from bot.workers.processes import ProcessTransport
+from bot.workers.streams import StreamsTransport
 from db.store import Store
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
@@ -56,27 +62,26 @@ WAIT_S = 120.0  # generous: a child imports torch and loads the model on a busy 
 SAME_VERSION = "run the same version of Latentcord on the bot and every worker."
 TINY_RECIPE = a_recipe(model=TINY_MODEL_ID, width=64, height=64, steps=2, guidance=7.0, seeds=(1,), negative_prompt="")
 
-#: A sitecustomize that gives this process's Recipe one field more than the repository's.
+#: A sitecustomize that gives this process's batch key (what a request carries) one field more than the repository's.
 ONE_FIELD_MORE = """
 import dataclasses
 
-import bot.jobs.recipe
+import models.types
 
-bot.jobs.recipe.Recipe = dataclasses.make_dataclass(
-    "Recipe",
+models.types.BatchSpec = dataclasses.make_dataclass(
+    "BatchSpec",
     [("sharpness", float, dataclasses.field(default=0.0))],
-    bases=(bot.jobs.recipe.Recipe,),
-    namespace={"__module__": "bot.jobs.recipe"},  # pickled by name, as the real one is
+    bases=(models.types.BatchSpec,),
+    namespace={"__module__": "models.types"},  # pickled by name, as the real one is
     frozen=True,
     slots=True,
-    kw_only=True,
 )
 """
 
 
 @pytest.fixture
 def other_fields(tmp_path: Path) -> str:
-    """A PYTHONPATH on which this repository's Recipe has one field more."""
+    """A PYTHONPATH on which this repository's BatchSpec has one field more."""
     folder = tmp_path / "other-fields"
     folder.mkdir()
     (folder / "sitecustomize.py").write_text(ONE_FIELD_MORE)
@@ -86,7 +91,7 @@ def other_fields(tmp_path: Path) -> str:
 def version_in_a_process(pythonpath: str, hash_seed: str = "0") -> str:
     """PROTOCOL_VERSION as a fresh interpreter with ``pythonpath`` computes it."""
     environment = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONHASHSEED": hash_seed}
-    command = "from bot.workers.protocol import PROTOCOL_VERSION; print(PROTOCOL_VERSION)"
+    command = "from bot.wire import PROTOCOL_VERSION; print(PROTOCOL_VERSION)"
     done = subprocess.run(
         [sys.executable, "-c", command], env=environment, capture_output=True, text=True, timeout=WAIT_S, check=True
     )
@@ -107,7 +112,7 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- the version ---------------------------------------------------------------------------------
 
 
-def test_the_version_is_the_same_in_every_process_and_another_where_the_recipe_has_one_field_more(
+def test_the_version_is_the_same_in_every_process_and_another_where_the_request_has_one_field_more(
     other_fields: str,
 ) -> None:
     # Derived, not salted: two interpreters with different hash seeds agree with this one.
@@ -131,30 +136,41 @@ def every_field_set() -> Run:
         chunks=2,
         strength=1.0,
     )
-    order = WorkOrder(job_id=9, owner=3, recipe=recipe, source=b"\x89PNG\r\n\x1a\n\x00\xff", classify=False)
-    return Run(batch_id="b1", jobs=(RunJob(order, attempt=2, token="t-9"),), nsfw_threshold=0.7, preview_interval_s=1.5)
+    request = GenerationRequest(
+        job_id=9,
+        spec=batch_spec(recipe),
+        images=(ImagePrompt("a (fox)1.2", "blurry", 2**32 - 1), ImagePrompt("a (fox)1.2", "blurry", 0)),
+        inputs=(InputImage(ImageRole.SOURCE, b"\x89PNG\r\n\x1a\n\x00\xff"), InputImage(ImageRole.MASK, b"\x00\xff")),
+        classify=False,
+        parameters="a fox\nSteps: 2",
+        stem="latentcord-9",
+        names={"a" * 64: "ink", "b" * 64: "style"},
+    )
+    return Run(
+        batch_id="b1", jobs=(RunJob(request, attempt=2, token="t-9"),), nsfw_threshold=0.7, preview_interval_s=1.5
+    )
 
 
-def with_recipe_changed(run: Run, change: Callable[[dict[str, object]], None]) -> bytes:
-    """``run``'s bytes with its first job's recipe map changed, as a peer built from other fields would send them."""
+def with_spec_changed(run: Run, change: Callable[[dict[str, object]], None]) -> bytes:
+    """``run``'s bytes with its first job's batch key changed, as a peer built from other fields would send them."""
     value = msgspec.msgpack.decode(encode(run))
-    change(value["jobs"][0]["order"]["recipe"])
+    change(value["jobs"][0]["request"]["spec"])
     return msgspec.msgpack.encode(value)
 
 
-def test_a_run_crosses_unchanged_and_one_with_a_recipe_field_the_worker_does_not_know_is_refused() -> None:
+def test_a_run_crosses_unchanged_and_one_with_a_request_field_the_worker_does_not_know_is_refused() -> None:
     run = every_field_set()
     back = decode(encode(run), reader=Side.WORKER)
     assert isinstance(back, Run) and dataclasses.asdict(back) == dataclasses.asdict(run)
 
     with pytest.raises(ProtocolMismatch) as refused:
-        decode(with_recipe_changed(run, lambda recipe: recipe.update(sharpness=0.5)), reader=Side.WORKER)
+        decode(with_spec_changed(run, lambda spec: spec.update(sharpness=0.5)), reader=Side.WORKER)
     assert str(refused.value) == (
         "Refused a Run from the bot that this worker cannot read (Object contains unknown field `sharpness` - at "
-        f"`$.jobs[0].order.recipe`), although both speak worker protocol {PROTOCOL_VERSION}; {SAME_VERSION}"
+        f"`$.jobs[0].request.spec`), although both speak worker protocol {PROTOCOL_VERSION}; {SAME_VERSION}"
     )
-    with pytest.raises(ProtocolMismatch, match="missing required field `chunks`"):
-        decode(with_recipe_changed(run, lambda recipe: recipe.pop("chunks")), reader=Side.WORKER)
+    with pytest.raises(ProtocolMismatch, match="missing required field `prompt_chunks`"):
+        decode(with_spec_changed(run, lambda spec: spec.pop("prompt_chunks")), reader=Side.WORKER)
 
 
 def test_a_result_crosses_byte_for_byte() -> None:
@@ -176,8 +192,8 @@ async def test_a_worker_given_a_run_with_a_field_it_does_not_know_runs_nothing_a
     try:
         boot = worker.runner.boot_id.encode()
         known = dataclasses.replace(every_field_set(), batch_id="known")
-        good = Run("good", (RunJob(WorkOrder(1, 1, TINY_RECIPE), attempt=1, token="t-1"),), 0.7, 0.0)
-        unknown = with_recipe_changed(known, lambda recipe: recipe.update(sharpness=0.5))
+        good = Run("good", (RunJob(work_order(1, 1, TINY_RECIPE).request, attempt=1, token="t-1"),), 0.7, 0.0)
+        unknown = with_spec_changed(known, lambda spec: spec.update(sharpness=0.5))
 
         def results() -> dict[str, Result]:
             messages = [decode(fields[MESSAGE_FIELD]) for _, fields in client.xrange(keys.results)]
@@ -199,7 +215,7 @@ async def test_a_worker_given_a_run_with_a_field_it_does_not_know_runs_nothing_a
         assert max(runs_taken()) == 1  # the worker took one Run: the one it could read
         assert [message for message in refusals(caplog) if "unknown field `sharpness`" in message] == [
             "Refused a Run from the bot that this worker cannot read (Object contains unknown field `sharpness` - at "
-            f"`$.jobs[0].order.recipe`), although both speak worker protocol {PROTOCOL_VERSION}; {SAME_VERSION}"
+            f"`$.jobs[0].request.spec`), although both speak worker protocol {PROTOCOL_VERSION}; {SAME_VERSION}"
         ]
     finally:
         client.close()
@@ -217,7 +233,7 @@ def version_sentences(ours: str, theirs: str, worker_id: str) -> tuple[str, str]
     )
 
 
-async def test_a_worker_process_with_one_recipe_field_more_and_the_bot_refuse_each_other_and_no_job_runs(
+async def test_a_worker_process_with_one_request_field_more_and_the_bot_refuse_each_other_and_no_job_runs(
     store: Store[Recipe],
     other_fields: str,
     model_cache_dir: Path,
@@ -242,7 +258,7 @@ async def test_a_worker_process_with_one_recipe_field_more_and_the_bot_refuse_ea
     job = await store.admit_job(a_new_job(**dataclasses.asdict(TINY_RECIPE)), limit=None)
     recorder = Recorder()
     try:
-        dispatcher.submit(WorkOrder(job.id, job.user_id, job.recipe), recorder)
+        dispatcher.submit(work_order(job.id, job.user_id, job.recipe), recorder)
         (pid,) = transport.pids().values()
 
         def child_exited() -> bool:
@@ -263,7 +279,7 @@ async def test_a_worker_process_with_one_recipe_field_more_and_the_bot_refuse_ea
     assert record is not None and (record.status, record.attempt) == ("queued", 0)
 
 
-async def test_python_m_bot_worker_with_one_recipe_field_more_and_the_bot_refuse_each_other_and_no_job_runs(
+async def test_python_m_bot_worker_with_one_request_field_more_and_the_bot_refuse_each_other_and_no_job_runs(
     store: Store[Recipe], valkey: ValkeyServer, other_fields: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     theirs = version_in_a_process(other_fields)
@@ -282,7 +298,7 @@ async def test_python_m_bot_worker_with_one_recipe_field_more_and_the_bot_refuse
     await dispatcher.start()
     job = await store.admit_job(a_new_job(**dataclasses.asdict(TINY_RECIPE)), limit=None)
     recorder = Recorder()
-    dispatcher.submit(WorkOrder(job.id, job.user_id, job.recipe), recorder)
+    dispatcher.submit(work_order(job.id, job.user_id, job.recipe), recorder)
     with worker_log.open("wb") as log_file:
         worker = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "worker", env=environment, cwd=tmp_path, stderr=log_file

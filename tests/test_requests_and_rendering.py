@@ -12,8 +12,9 @@ from PIL import Image
 
 from bot.errors import InvalidRequest
 from bot.images.archive import read_source_image
+from bot.images.encoding import encode_image
 from bot.images.grid import compose_grid
-from bot.images.metadata import encode_image, fit_upload, infotext
+from bot.images.metadata import fit_upload, infotext
 from bot.jobs.flags import PROMPT_FLAGS, parse_prompt_flags
 from bot.jobs.messages import (
     CONTENT_LIMIT,
@@ -320,7 +321,7 @@ def test_fewer_images_make_smaller_grids(count: int, size: tuple[int, int]) -> N
 
 
 def test_png_carries_the_parameters_in_automatic1111_format() -> None:
-    encoded = encode_image(compose_grid([solid((1, 2, 3))] * 4), PARAMETERS, stem="grid")
+    encoded = encode_image(compose_grid([solid((1, 2, 3))] * 4), infotext(PARAMETERS), stem="grid")
     assert encoded.filename == "grid.png" and encoded.content_type == "image/png"
     with Image.open(io.BytesIO(encoded.data)) as image:
         text = image.text["parameters"]
@@ -335,7 +336,7 @@ def test_a_grid_too_big_for_png_falls_back_to_jpeg_under_the_limit() -> None:
     noise = np.random.default_rng(0).integers(0, 256, size=(512, 512, 3), dtype=np.uint8)
     image = Image.fromarray(noise)
     limit = 200_000
-    encoded = encode_image(image, PARAMETERS, stem="grid", limit_bytes=limit)
+    encoded = encode_image(image, infotext(PARAMETERS), stem="grid", limit_bytes=limit)
     assert encoded.filename == "grid.jpg" and encoded.content_type == "image/jpeg"
     assert len(encoded.data) <= limit
     with Image.open(io.BytesIO(encoded.data)) as decoded:
@@ -356,7 +357,7 @@ def exif_user_comment(jpeg: bytes) -> str:
 def test_the_jpeg_fallback_keeps_a_japanese_prompt_with_an_emoji_readable() -> None:
     recipe = replace(PARAMETERS, prompt="雪の中の赤い狐 🦊, 夕暮れ", negative_prompt="ぼやけた")
     noise = np.random.default_rng(1).integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
-    kept = encode_image(Image.fromarray(noise), recipe, stem="grid", limit_bytes=None)
+    kept = encode_image(Image.fromarray(noise), infotext(recipe), stem="grid", limit_bytes=None)
     posted = fit_upload(kept, recipe, 60_000)
     assert posted.filename == "grid.jpg" and len(posted.data) <= 60_000
     assert exif_user_comment(posted.data) == infotext(recipe)
@@ -397,7 +398,7 @@ def test_env_example_lists_every_setting_and_its_values_are_valid() -> None:
 def test_the_jpeg_fallback_of_a_prompt_too_long_for_exif_is_posted_with_its_parameters_cut() -> None:
     recipe = replace(PARAMETERS, prompt="🦊 a red fox in snow " * 1500, negative_prompt="blurry " * 800)
     noise = np.random.default_rng(2).integers(0, 256, size=(256, 256, 3), dtype=np.uint8)
-    kept = encode_image(Image.fromarray(noise), recipe, stem="grid", limit_bytes=None)
+    kept = encode_image(Image.fromarray(noise), infotext(recipe), stem="grid", limit_bytes=None)
     posted = fit_upload(kept, recipe, 150_000)
     assert posted.filename == "grid.jpg" and len(posted.data) <= 150_000
     comment = exif_user_comment(posted.data)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.__main__ import SecretRedactionFilter
+from bot.logs import SecretRedactionFilter
 from models.tiny import TINY_MODEL_ID
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.fixtures import serving_fake_discord
@@ -242,9 +242,8 @@ def test_a_hub_warning_is_printed_once(tmp_path: Path) -> None:
     """huggingface_hub has a handler of its own; with ours as well, each download retry printed twice."""
     script = (
         "import logging\n"
-        "from bot.__main__ import configure_logging\n"
-        "from bot.settings import Settings\n"
-        "configure_logging(Settings())\n"
+        "from bot.logs import configure_logging\n"
+        "configure_logging('INFO')\n"
         "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -22,12 +22,15 @@ from typing import Any
 
 import pytest
 
+from bot.gpu.stream_main import STALE_RUN, StreamWorker
 from bot.jobs.events import Finished, Progress, Queued, Started
+from bot.jobs.generation import work_order
 from bot.jobs.service import NO_WORKER_YET
+from bot.runtime.worker import worker_main
 from bot.settings import Settings, SettingsError
+from bot.wire import Cancel, Message, Ready, Result, Run, RunJob, decode, encode
 from bot.workers.dispatch import Dispatcher, WorkerLost
-from bot.workers.protocol import Cancel, Message, Ready, Result, Run, RunJob, WorkOrder, decode, encode
-from bot.workers.stream_main import STALE_RUN, StreamWorker, worker_main
+from bot.workers.protocol import WorkOrder
 from bot.workers.streams import (
     BOOT_FIELD,
     GROUP,
@@ -60,13 +63,13 @@ WAIT_S = 60.0  # generous: CI is a busy 2-core machine
 
 
 def item(job_id: int, owner: int, seeds: tuple[int, ...] = (1,)) -> WorkOrder:
-    return WorkOrder(job_id=job_id, owner=owner, recipe=replace(RECIPE, seeds=seeds))
+    return work_order(job_id, owner, replace(RECIPE, seeds=seeds))
 
 
 def a_run(batch_id: str, job_id: int = 1) -> Run:
     return Run(
         batch_id=batch_id,
-        jobs=(RunJob(item(job_id, owner=1), attempt=1, token=f"token-{batch_id}"),),
+        jobs=(RunJob(item(job_id, owner=1).request, attempt=1, token=f"token-{batch_id}"),),
         nsfw_threshold=0.7,
         preview_interval_s=0.0,
     )

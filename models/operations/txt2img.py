@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.operations.base import PipelineOperation, no_extra_check
-from models.presets import ModelFamily
-from models.types import BatchSpec, ImageTask
+from models.types import BatchSpec, ImageTask, ModelFamily
 
 PIPELINE_CLASSES = {
     ModelFamily.SD1: "StableDiffusionPipeline",

@@ -22,16 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.images.archive import grid_stem
+from bot.images.encoding import encode_image
 from bot.images.grid import compose_grid
-from bot.images.metadata import encode_image
-from bot.jobs.events import JobOutput
+from bot.wire import JobOutput
 from models.safety import blurred_placeholder, withheld_indices
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from bot.workers.protocol import RunJob
+    from bot.wire import RunJob
     from models.safety import ImageClassifier
 
 
@@ -96,7 +95,7 @@ def finish_batch(
     started = time.perf_counter()
     classifier = classifier if classifier is not None else _side_classifier
     images = [[image.to_pil() for image in raw] for _, raw in jobs]
-    checked = [index for index, (job, _) in enumerate(jobs) if job.order.classify and classifier is not None]
+    checked = [index for index, (job, _) in enumerate(jobs) if job.request.classify and classifier is not None]
     batch = [image for index in checked for image in images[index]]
     scores = classifier.nsfw_scores(batch) if classifier is not None and batch else []
     withheld: dict[int, frozenset[int]] = {}
@@ -112,15 +111,15 @@ def finish_batch(
         job = jobs[index][0]
         hidden = withheld.get(index, frozenset())
         shown = [blurred_placeholder(image) if n in hidden else image for n, image in enumerate(images[index])]
-        recipe = job.order.recipe
-        grid = encode_image(compose_grid(shown), recipe, stem=grid_stem(job.order.job_id), limit_bytes=None)
+        request = job.request
+        grid = encode_image(compose_grid(shown), request.parameters, stem=request.stem, limit_bytes=None)
         return JobOutput(
-            job_id=job.order.job_id,
+            job_id=request.job_id,
             attempt=job.attempt,
             token=job.token,
             grid=grid,
             withheld=tuple(sorted(hidden)),
-            seeds=recipe.seeds,
+            seeds=request.seeds,
             timings={**timings[index], "finishing_s": classified_s + time.perf_counter() - began},
         )
 

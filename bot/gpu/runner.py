@@ -1,7 +1,7 @@
 """A GPU worker's own loop body: run one ``Run`` on the engine and report, whatever carries the messages.
 
 ``WorkerRunner.run`` is called in the thread that owns the GPU (a thread of the bot, or the
-main thread of a worker process). It decodes the source images, runs the batch, sends a
+main thread of a worker process). It decodes the jobs' input images, runs the batch, sends a
 ``ProgressReport`` from the step callback (a preview every ``preview_interval_s`` per job,
 the first one interval in, and a heartbeat at most every ``HEARTBEAT_INTERVAL_S`` between),
 then hands the batch's images to the finishing executor (``finish_batch``: classification
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import threading
 import time
 import uuid
@@ -24,17 +23,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.images.edits import plan_edit
+from bot.gpu.finishing import RawImage, finish_batch
+from bot.images.encoding import encode_preview
 from bot.images.grid import compose_grid
-from bot.images.metadata import encode_preview
-from bot.jobs.events import JobOutput
-from bot.jobs.prompts import compel_prompt, has_weights
-from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe, embedding_uses, lora_uses
-from bot.workers.finishing import RawImage, finish_batch
-from bot.workers.protocol import Message, ProgressReport, Ready, Result, Run, RunJob
+from bot.wire import GenerationRequest, ImageRole, JobOutput, Message, ProgressReport, Ready, Result, Run, RunJob
 from models.errors import GenerationInterrupted, ModelError
 from models.finetunes import FineTuneUnusable
-from models.types import BatchSpec, GenerationBatch, ImageTask, Operation, StepProgress, embedding_token
+from models.types import BatchSpec, GenerationBatch, ImageTask, StepProgress
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,17 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OPERATIONS = {
-    JobKind.IMAGINE: Operation.TXT2IMG,
-    JobKind.REROLL: Operation.TXT2IMG,
-    JobKind.VARIATION: Operation.VARIATION,
-    JobKind.UPSCALE: Operation.UPSCALE,
-    JobKind.IMAGE: Operation.VARIATION,  # img2img from the member's picture, fitted to the job's size
-    JobKind.REGION: Operation.INPAINT,
-    JobKind.ZOOM: Operation.INPAINT,
-    JobKind.PAN: Operation.INPAINT,
-}
-
 #: The edge of a progress preview's cells, in pixels.
 PREVIEW_CELL_PX = 64
 #: Step callbacks report at most this often when no preview is due: enough for a lost-worker check that
@@ -63,55 +47,31 @@ PREVIEW_CELL_PX = 64
 HEARTBEAT_INTERVAL_S = 0.5
 
 
-def batch_spec(recipe: Recipe) -> BatchSpec:
-    """What must be equal for jobs to share one pipeline call."""
-    return BatchSpec(
-        model=recipe.model,
-        operation=OPERATIONS[recipe.kind],
-        width=recipe.width,
-        height=recipe.height,
-        steps=recipe.steps,
-        guidance=recipe.guidance,
-        scheduler=recipe.scheduler,
-        strength=recipe.strength,
-        loras=tuple((use.sha256, use.weight) for use in lora_uses(recipe)),
-        embeddings=tuple(sorted(sha256 for _, sha256 in embedding_uses(recipe))),
-        weighted=encoded_with_compel(recipe),
-        prompt_chunks=recipe.chunks,
-    )
-
-
-def encoded_with_compel(recipe: Recipe) -> bool:
-    """Whether the worker encodes the prompts with compel: weights in them, or longer than one window."""
-    return recipe.chunks > 1 or has_weights(recipe.prompt) or has_weights(recipe.negative_prompt)
-
-
-def image_tasks(recipe: Recipe, source: Image.Image | None) -> tuple[ImageTask, ...]:
-    """One task per seed; an edit's canvas and mask made once (a member's picture comes fitted already)."""
-    mask: Image.Image | None = None
-    if recipe.kind in EDIT_KINDS and recipe.mask is not None and source is not None:
-        plan = plan_edit(recipe.mask, source)
-        source, mask = plan.canvas, plan.mask
-    prompt, negative = recipe.prompt, recipe.negative_prompt
-    for name, sha256 in embedding_uses(recipe):  # the name a guild gave it -> the file's own token
-        word = re.compile(rf"(?<![A-Za-z0-9_-]){re.escape(name)}(?![A-Za-z0-9_-])", re.IGNORECASE)
-        prompt = word.sub(embedding_token(sha256), prompt)
-        negative = word.sub(embedding_token(sha256), negative)
-    if encoded_with_compel(recipe):
-        prompt, negative = compel_prompt(prompt), compel_prompt(negative)
-    return tuple(
-        ImageTask(prompt=prompt, negative_prompt=negative, seed=seed, init_image=source, mask_image=mask)
-        for seed in recipe.seeds
-    )
-
-
-def decode_source(data: bytes | None) -> Image.Image | None:
+def decoded(data: bytes | None, *, mode: str | None = None) -> Image.Image | None:
+    """An input image as Pillow's, in ``mode`` if given (an edit's mask keeps its own)."""
     if data is None:
         return None
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as opened:
-        return opened.convert("RGB")
+        opened.load()
+        return opened.convert(mode) if mode is not None else opened.copy()
+
+
+def image_tasks(request: GenerationRequest) -> tuple[ImageTask, ...]:
+    """A request's images as the engine takes them: each one's prompts and seed, and the inputs they share."""
+    source = decoded(request.input(ImageRole.SOURCE), mode="RGB")
+    mask = decoded(request.input(ImageRole.MASK))
+    return tuple(
+        ImageTask(
+            prompt=image.prompt,
+            negative_prompt=image.negative_prompt,
+            seed=image.seed,
+            init_image=source,
+            mask_image=mask,
+        )
+        for image in request.images
+    )
 
 
 @dataclass(slots=True, eq=False)
@@ -201,12 +161,12 @@ class WorkerRunner:
     def run(self, run: Run) -> None:
         """In the GPU's thread: the batch on the engine, then its jobs off to finishing. Never raises."""
         started = self._clock()
-        spec = batch_spec(run.jobs[0].order.recipe)
+        spec = run.jobs[0].request.spec
         rows = 0
         with self._lock:
             for job in run.jobs:
-                self._running[job.order.job_id] = _Running(job, rows, job.order.recipe.count, started)
-                rows += job.order.recipe.count
+                self._running[job.request.job_id] = _Running(job, rows, job.request.count, started)
+                rows += job.request.count
         try:
             raw = self._generate(run, spec)
         except GenerationInterrupted:
@@ -227,19 +187,19 @@ class WorkerRunner:
             return
         finally:
             with self._lock:
-                states = {job.order.job_id: self._running.pop(job.order.job_id, None) for job in run.jobs}
+                states = {job.request.job_id: self._running.pop(job.request.job_id, None) for job in run.jobs}
         generation_s = self._clock() - started
         cancelled = tuple(job_id for job_id, state in states.items() if state is None or state.cancelled)
         jobs = [
             (job, raw[state.first_row : state.first_row + state.rows])
             for job in run.jobs
-            if (state := states[job.order.job_id]) is not None and not state.cancelled
+            if (state := states[job.request.job_id]) is not None and not state.cancelled
         ]
         if not jobs:
             self._report(run, (), cancelled=cancelled)
             return
         timings = [
-            {"queued_s": run.queued_at.get(job.order.job_id, 0.0), "generation_s": generation_s} for job, _ in jobs
+            {"queued_s": run.queued_at.get(job.request.job_id, 0.0), "generation_s": generation_s} for job, _ in jobs
         ]
         future = self._finishing.submit(finish_batch, jobs, run.nsfw_threshold, timings, self._classifier)
         future.add_done_callback(lambda done: self._report_finished(run, done, cancelled))
@@ -265,9 +225,7 @@ class WorkerRunner:
     def _generate(self, run: Run, spec: BatchSpec) -> list[RawImage]:
         spec = self._files(spec)
         preset = self._loaded(spec.model)
-        tasks = tuple(
-            task for job in run.jobs for task in image_tasks(job.order.recipe, decode_source(job.order.source))
-        )
+        tasks = tuple(task for job in run.jobs for task in image_tasks(job.request))
 
         def on_step(progress: StepProgress) -> None:
             now = self._clock()
@@ -276,7 +234,7 @@ class WorkerRunner:
             with self._lock:
                 due = [
                     state
-                    for state in (self._running.get(job.order.job_id) for job in run.jobs)
+                    for state in (self._running.get(job.request.job_id) for job in run.jobs)
                     if state is not None
                     and not state.cancelled
                     and state.first_row in batch_rows
@@ -296,7 +254,7 @@ class WorkerRunner:
                         self.worker_id,
                         self.boot_id,
                         run.batch_id,
-                        state.job.order.job_id,
+                        state.job.request.job_id,
                         progress.step,
                         progress.total,
                         preview,
@@ -312,7 +270,7 @@ class WorkerRunner:
         def should_interrupt() -> bool:
             with self._lock:
                 return all(
-                    state.cancelled for state in (self._running.get(job.order.job_id) for job in run.jobs) if state
+                    state.cancelled for state in (self._running.get(job.request.job_id) for job in run.jobs) if state
                 )
 
         output = self._engine.run(
@@ -321,7 +279,7 @@ class WorkerRunner:
         return [RawImage.from_pil(image) for image in output.images]
 
     def _cancelled(self, run: Run) -> tuple[int, ...]:
-        return tuple(job.order.job_id for job in run.jobs)
+        return tuple(job.request.job_id for job in run.jobs)
 
     def _report_finished(self, run: Run, done: Future[list[JobOutput]], cancelled: tuple[int, ...]) -> None:
         """The batch's outputs once finishing is over, or its error sentence."""
@@ -344,11 +302,9 @@ class WorkerRunner:
 def _named(error: FineTuneUnusable, run: Run) -> str:
     """The sentence for a LoRA or embedding the batch could not apply, by the name its guild gave it."""
     for job in run.jobs:
-        recipe = job.order.recipe
-        names = [use.name for use in lora_uses(recipe) if use.sha256 == error.sha256]
-        names += [name for name, sha256 in embedding_uses(recipe) if sha256 == error.sha256]
-        if names:
-            return error.sentence_for(names[0], recipe.model)
+        name = job.request.names.get(error.sha256)
+        if name is not None:
+            return error.sentence_for(name, job.request.spec.model)
     return str(error)
 
 

@@ -1,14 +1,14 @@
 """``python -m bot worker``: a GPU worker on any host, reached through the Valkey or Redis server at ``REDIS_URL``.
 
 It loads the configured models (the default last, so it stays resident), announces itself
-and serves whichever bot reads the same server; ``streams.py`` describes the keys. Four
-threads share the process, as in ``process_main``'s pipe worker: the main one owns the GPU
+and serves whichever bot reads the same server; ``bot.workers.streams`` describes the keys. Four
+threads share the process, as in ``pipe_main``'s pipe worker: the main one owns the GPU
 and runs one ``Run`` at a time; a reader takes the worker's inbox (XREAD BLOCK, a second at
 a time): a ``Cancel`` acts at once, a ``Run`` waits its turn; a heartbeat sends ``Ready``
 while the worker is idle; a sender writes ``Ready`` and ``Result`` to the results stream,
 retrying while the server cannot be reached (a result is kept as long as the worker lives),
 and publishes ``ProgressReport`` (dropped while it cannot). Every retry waits a time drawn
-from this worker's own random numbers (``streams.Outage``), so the workers of a restarted
+from this worker's own random numbers (``broker.Outage``), so the workers of a restarted
 server come back spread out. Classification and PNG encoding run in a side process. SIGTERM
 or Ctrl-C: the worker stops reading, announces that it has no free slot, runs what it had
 received, sends the results and exits; a second Ctrl-C quits at once. The bot may come and
@@ -26,7 +26,6 @@ import random
 import re
 import signal
 import socket
-import sys
 import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -36,11 +35,7 @@ from typing import TYPE_CHECKING
 import redis
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
-from bot.workers.finishing import start_side_process
-from bot.workers.process_main import WorkerConfig, classifier_factory, engine_config, worker_config
-from bot.workers.protocol import Cancel, Message, ProgressReport, ProtocolMismatch, Result, Run, Side, decode, encode
-from bot.workers.runner import WorkerRunner
-from bot.workers.streams import (
+from bot.gpu.broker import (
     BOOT_FIELD,
     FAILED,
     MESSAGE_FIELD,
@@ -54,10 +49,13 @@ from bot.workers.streams import (
     stream_entries,
     unreachable,
 )
-from models.errors import ModelError
+from bot.gpu.config import WorkerConfig, classifier_factory, engine_config
+from bot.gpu.finishing import start_side_process
+from bot.gpu.runner import WorkerRunner
+from bot.wire import Cancel, Message, ProgressReport, ProtocolMismatch, Result, Run, Side, decode, encode
 
 if TYPE_CHECKING:
-    from bot.settings import Settings
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +68,6 @@ MAX_QUEUED_PROGRESS = 32
 def default_worker_id() -> str:
     """The host's name and this process's id, in the characters a worker id may hold."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", f"{socket.gethostname()}-{os.getpid()}")[-64:]
-
-
-def worker_main(settings: Settings) -> int:
-    """``python -m bot worker``: serve until SIGTERM or Ctrl-C; 2 with a sentence when it cannot start."""
-    if settings.redis_url is None:
-        print(
-            "error: REDIS_URL is not set: a worker needs the URL of the Valkey or Redis server the bot reads "
-            "(REDIS_URL=redis://host:6379/0).",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        serve_streams(settings.redis_url, worker_config(settings, settings.worker_id or default_worker_id()))
-    except (BrokerUnreachable, ModelError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 def serve_streams(redis_url: str, config: WorkerConfig) -> None:

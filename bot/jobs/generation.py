@@ -1,0 +1,124 @@
+"""The one translation point: a job's recipe, and the image it starts from, as the request a GPU worker runs.
+
+A ``Recipe`` is the bot's: SQL's columns, the guild's names for its LoRAs and embeddings, the
+edit a button asked for. A worker gets a ``bot.wire.GenerationRequest`` made here, once, when
+the job is queued: the operation and the batch key the dispatcher batches on; each image's
+prompt, negative prompt and seed in the model's terms (an embedding's name replaced by its
+file's token, weighted-prompt syntax translated for compel); the input images by role, with
+an edit's canvas and mask already laid out; and the text the grid's file carries. So a new
+kind of job, or an option that reaches the GPU, is translated here and run there, and a worker
+knows nothing of recipes, guilds or policy.
+
+``generation_request`` is CPU work when the job edits an image (the canvas and mask are made
+and encoded): callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from PIL import Image
+
+from bot.images.archive import grid_stem
+from bot.images.edits import plan_edit
+from bot.images.metadata import infotext
+from bot.jobs.prompts import compel_prompt, has_weights
+from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe, embedding_uses, lora_uses
+from bot.wire import GenerationRequest, ImagePrompt, ImageRole, InputImage
+from bot.workers.protocol import WorkOrder
+from models.types import BatchSpec, Operation, embedding_token
+
+#: What the pipeline does for each kind of job.
+OPERATIONS = {
+    JobKind.IMAGINE: Operation.TXT2IMG,
+    JobKind.REROLL: Operation.TXT2IMG,
+    JobKind.VARIATION: Operation.VARIATION,
+    JobKind.UPSCALE: Operation.UPSCALE,
+    JobKind.IMAGE: Operation.VARIATION,  # img2img from the member's picture, fitted to the job's size
+    JobKind.REGION: Operation.INPAINT,
+    JobKind.ZOOM: Operation.INPAINT,
+    JobKind.PAN: Operation.INPAINT,
+}
+
+
+def work_order(
+    job_id: int, owner: int, recipe: Recipe, source: bytes | None = None, *, classify: bool = True
+) -> WorkOrder:
+    """A job for the queue: its recipe and the request it compiles to (CPU work for an edit: not on the event loop)."""
+    return WorkOrder(job_id, owner, recipe, generation_request(job_id, recipe, source, classify=classify))
+
+
+def generation_request(
+    job_id: int, recipe: Recipe, source: bytes | None, *, classify: bool = True
+) -> GenerationRequest:
+    """Job ``job_id`` as a worker runs it; ``source``: the encoded image it starts from, if it starts from one."""
+    names = {sha256: name for name, sha256 in reversed(_fine_tunes(recipe))}  # the first name of each file wins
+    return GenerationRequest(
+        job_id=job_id,
+        spec=batch_spec(recipe),
+        images=image_prompts(recipe),
+        inputs=input_images(recipe, source),
+        classify=classify,
+        parameters=infotext(recipe),
+        stem=grid_stem(job_id),
+        names=names,
+    )
+
+
+def batch_spec(recipe: Recipe) -> BatchSpec:
+    """What must be equal for jobs to share one pipeline call."""
+    return BatchSpec(
+        model=recipe.model,
+        operation=OPERATIONS[recipe.kind],
+        width=recipe.width,
+        height=recipe.height,
+        steps=recipe.steps,
+        guidance=recipe.guidance,
+        scheduler=recipe.scheduler,
+        strength=recipe.strength,
+        loras=tuple((use.sha256, use.weight) for use in lora_uses(recipe)),
+        embeddings=tuple(sorted(sha256 for _, sha256 in embedding_uses(recipe))),
+        weighted=encoded_with_compel(recipe),
+        prompt_chunks=recipe.chunks,
+    )
+
+
+def encoded_with_compel(recipe: Recipe) -> bool:
+    """Whether the worker encodes the prompts with compel: weights in them, or longer than one window."""
+    return recipe.chunks > 1 or has_weights(recipe.prompt) or has_weights(recipe.negative_prompt)
+
+
+def image_prompts(recipe: Recipe) -> tuple[ImagePrompt, ...]:
+    """One image per seed, its prompts in the model's terms: embedding tokens, compel's syntax where it is used."""
+    prompt, negative = recipe.prompt, recipe.negative_prompt
+    for name, sha256 in embedding_uses(recipe):  # the name a guild gave it -> the file's own token
+        word = re.compile(rf"(?<![A-Za-z0-9_-]){re.escape(name)}(?![A-Za-z0-9_-])", re.IGNORECASE)
+        prompt = word.sub(embedding_token(sha256), prompt)
+        negative = word.sub(embedding_token(sha256), negative)
+    if encoded_with_compel(recipe):
+        prompt, negative = compel_prompt(prompt), compel_prompt(negative)
+    return tuple(ImagePrompt(prompt, negative, seed) for seed in recipe.seeds)
+
+
+def input_images(recipe: Recipe, source: bytes | None) -> tuple[InputImage, ...]:
+    """The images a job starts from, by role: an edit's canvas and mask made here; any other source as given."""
+    if source is None:
+        return ()
+    if recipe.kind not in EDIT_KINDS or recipe.mask is None:
+        return (InputImage(ImageRole.SOURCE, source),)
+    with Image.open(io.BytesIO(source)) as opened:
+        plan = plan_edit(recipe.mask, opened.convert("RGB"))
+    return (InputImage(ImageRole.SOURCE, _png(plan.canvas)), InputImage(ImageRole.MASK, _png(plan.mask)))
+
+
+def _fine_tunes(recipe: Recipe) -> list[tuple[str, str]]:
+    """(name, sha256) of each LoRA and embedding the recipe uses, in the order its guild's names appear."""
+    return [(use.name, use.sha256) for use in lora_uses(recipe)] + embedding_uses(recipe)
+
+
+def _png(image: Image.Image) -> bytes:
+    """Lossless, and quick to make: what the worker decodes is exactly what was laid out here."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
