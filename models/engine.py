@@ -8,7 +8,10 @@ the batch, how the batch was split, or what ran before it.
 
 What differs between operations (pipeline class, arguments, checks) lives in
 ``models.operations``; the latent preview in ``models.preview``; turning a model
-reference into a pipeline in ``models.loading``.
+reference into a pipeline in ``models.loading``. Beside the resident pipeline, the
+engine keeps a bounded cache of components (``models.components``: ControlNets,
+upscalers, captioners); an operation that runs one of those instead of a pipeline
+(a ``ComponentOperation``) leaves the resident model as it is.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +31,19 @@ from PIL import Image
 
 from models import preview
 from models.adapters import ResidentAdapters
+from models.components import ComponentCache, ComponentKey, ComponentKind, ComponentLoader
 from models.errors import GenerationInterrupted, GenerationOutOfMemory, ModelUnavailable
 from models.fastpath import Bucket, Compiler, FastPath, buckets_for, default_compiler, padded, use_compile_cache
 from models.loading import default_dtype, load_pipeline, resolve_model_source
-from models.operations import call_arguments, check_batch, operation_for, pipeline_for_call
+from models.operations import (
+    ComponentOperation,
+    TaskOutputs,
+    call_arguments,
+    check_batch,
+    operation_for,
+    pipeline_for_call,
+    pipeline_operation_for,
+)
 from models.presets import preset_for
 from models.prompts import weighted_arguments
 from models.tokens import tokenizer_files
@@ -107,6 +119,10 @@ class EngineConfig:
     bucket_sizes: Callable[[ModelPreset], Sequence[tuple[int, int]]] = own_size
     compiler: Compiler = default_compiler
     lora_cache: int = 8  # how many LoRAs stay loaded in a model; the least recently used go first
+    # Components beside the model (models.components): the loader of each kind this worker can load, and how
+    # many stay loaded at once, the least recently used dropped first.
+    component_loaders: Mapping[ComponentKind, ComponentLoader] = field(default_factory=dict)
+    component_cache: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +183,9 @@ class DiffusionEngine:
         self._token_counters: dict[str, _TokenCounter] = {}
         # Loading is the one thing another thread might also ask for (a preset at start-up).
         self._load_lock = threading.RLock()
+        self._components = ComponentCache(
+            config.component_loaders, config.component_cache, device=self._device, dtype=self._dtype
+        )
         _silence_same_dtype_cast_warning()
         _disable_library_progress_bars()
 
@@ -178,6 +197,10 @@ class DiffusionEngine:
         """How many LoRA adapters the resident model holds (at most ``lora_cache``)."""
         resident = self._resident
         return len(resident.adapters.loras) if resident is not None else 0
+
+    def resident_components(self) -> tuple[ComponentKey, ...]:
+        """The components loaded beside the model (at most ``component_cache``), least recently used first."""
+        return self._components.resident()
 
     def fast_path(self) -> FastPath | None:
         """The resident model's compiled buckets (``models.fastpath``); None when compiling is off."""
@@ -274,7 +297,8 @@ class DiffusionEngine:
                 scheduler=preset.scheduler,
             )
             tasks = tuple(ImageTask("", "", seed) for seed in range(bucket.images))
-            call = pipeline_for_call(operation_for(Operation.TXT2IMG), pipeline, ModelFamily(preset.family), spec)
+            txt2img = pipeline_operation_for(Operation.TXT2IMG)
+            call = pipeline_for_call(txt2img, pipeline, ModelFamily(preset.family), spec)
             assert fast is not None
             call.unet = fast.switch
             generators = [torch.Generator(device=self._device).manual_seed(task.seed) for task in tasks]
@@ -292,12 +316,16 @@ class DiffusionEngine:
         on_step: StepCallback | None = None,
         should_interrupt: Callable[[], bool] | None = None,
     ) -> BatchOutput:
-        """Generate one RGB image per task, in task order. Blocking; call from the GPU thread.
+        """Generate one RGB image per task, in task order (or, for a captioning operation, one text per
+        task). Blocking; call from the GPU thread.
 
         Raises ``ModelUnavailable`` if the model cannot load, ``GenerationInterrupted``
         when ``should_interrupt`` returns true, ``GenerationOutOfMemory`` when even
         a single image does not fit, ``InvalidBatch`` for a spec it cannot run.
         """
+        operation = operation_for(batch.spec.operation)
+        if isinstance(operation, ComponentOperation):
+            return self._run_component(operation, batch, should_interrupt)
         # 1. Check the batch, load its model.
         resident = self._ensure_loaded(batch.spec.model)
         check_batch(batch, resident.pipeline)
@@ -309,26 +337,59 @@ class DiffusionEngine:
         tasks = batch.tasks
         if resident.fast is not None:
             tasks = padded(tasks, resident.fast.rows_for(len(tasks), batch.spec.width, batch.spec.height))
-        images, calls = self._generate_splitting(resident, batch.spec, tasks, 0, on_step, should_interrupt)
+
+        def generate(part: Sequence[ImageTask], first_task: int) -> TaskOutputs:
+            return TaskOutputs(
+                images=tuple(self._generate(resident, batch.spec, part, first_task, on_step, should_interrupt))
+            )
+
+        outputs, calls = self._splitting(batch.spec, tasks, 0, generate)
         return BatchOutput(
-            images=tuple(images[: len(batch.tasks)]),
+            images=outputs.images[: len(batch.tasks)],
             seeds=tuple(task.seed for task in batch.tasks),
             pipeline_calls=calls,
             seconds=time.perf_counter() - started,
         )
 
-    def _generate_splitting(
+    def _run_component(
+        self, operation: ComponentOperation, batch: GenerationBatch, should_interrupt: Callable[[], bool] | None
+    ) -> BatchOutput:
+        """``run`` for an operation that calls a cached component on the sources: no pipeline, no steps."""
+        # 1. Check the batch, take its component from the cache (loading it there if need be); the resident
+        #    model stays as it is.
+        operation.check(batch)
+        if should_interrupt is not None and should_interrupt():
+            raise GenerationInterrupted("The job was cancelled before it started.")
+        component = self._components.get(ComponentKey(operation.kind, batch.spec.model))
+
+        # 2. Run, halving the batch whenever the GPU runs out of memory.
+        started = time.perf_counter()
+
+        def call(part: Sequence[ImageTask], _first_task: int) -> TaskOutputs:
+            if should_interrupt is not None and should_interrupt():
+                raise GenerationInterrupted("The job was cancelled.")
+            with torch.inference_mode():
+                return operation.run(component, batch.spec, part)
+
+        outputs, calls = self._splitting(batch.spec, batch.tasks, 0, call)
+        return BatchOutput(
+            images=outputs.images,
+            seeds=tuple(task.seed for task in batch.tasks),
+            pipeline_calls=calls,
+            seconds=time.perf_counter() - started,
+            texts=outputs.texts,
+        )
+
+    def _splitting(
         self,
-        resident: _Resident,
         spec: BatchSpec,
         tasks: Sequence[ImageTask],
         first_task: int,
-        on_step: StepCallback | None,
-        should_interrupt: Callable[[], bool] | None,
-    ) -> tuple[list[Image.Image], int]:
-        """The images for ``tasks`` and how many pipeline calls made them."""
+        call: Callable[[Sequence[ImageTask], int], TaskOutputs],
+    ) -> tuple[TaskOutputs, int]:
+        """What ``call`` makes of ``tasks`` (rows ``first_task``… of the batch), and in how many calls."""
         try:
-            return self._generate(resident, spec, tasks, first_task, on_step, should_interrupt), 1
+            return call(tasks, first_task), 1
         except torch.cuda.OutOfMemoryError as exc:
             detail = str(exc)  # a string keeps nothing of the failed call alive
         # Recover outside the except block: the exception's traceback keeps the failed
@@ -341,12 +402,8 @@ class DiffusionEngine:
             )
         log.info("out of GPU memory with %d images; retrying in halves", len(tasks))
         half = (len(tasks) + 1) // 2
-        first, first_calls = self._generate_splitting(
-            resident, spec, tasks[:half], first_task, on_step, should_interrupt
-        )
-        second, second_calls = self._generate_splitting(
-            resident, spec, tasks[half:], first_task + half, on_step, should_interrupt
-        )
+        first, first_calls = self._splitting(spec, tasks[:half], first_task, call)
+        second, second_calls = self._splitting(spec, tasks[half:], first_task + half, call)
         return first + second, first_calls + second_calls
 
     def _generate(
@@ -360,7 +417,7 @@ class DiffusionEngine:
     ) -> list[Image.Image]:
         """One pipeline call for ``tasks`` (rows ``first_task``… of the batch)."""
         # 1. A fresh scheduler and pipeline object for this call; the weights are shared.
-        operation = operation_for(spec.operation)
+        operation = pipeline_operation_for(spec.operation)
         resident.adapters.apply(resident.pipeline, spec)
         pipeline = pipeline_for_call(operation, resident.pipeline, ModelFamily(resident.preset.family), spec)
         if resident.fast is not None and not resident.adapters.loras:

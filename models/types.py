@@ -27,12 +27,15 @@ class ModelFamily(StrEnum):
 
 
 class Operation(StrEnum):
-    """What a pipeline call does with its inputs."""
+    """What a batch does with its inputs: a diffusion pipeline call, or a call of a cached component."""
 
     TXT2IMG = "txt2img"
     VARIATION = "variation"  # img2img from a chosen image with new seeds
     UPSCALE = "upscale"  # resize to the target size, then low-strength img2img
     INPAINT = "inpaint"  # redraw where the mask is white; the source comes back where it is black
+    # Components (``models.components``), no diffusion: ``BatchSpec.model`` names the component.
+    SUPER_RESOLUTION = "super_resolution"  # enlarge each source with an upscaler net, to the spec's size
+    CAPTION = "caption"  # describe each source in words with a captioner: texts, not images
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,9 @@ class BatchSpec:
 
     ``width``/``height`` are the size of the output images. ``strength`` only
     matters for img2img operations (variation, upscale) and is 0.0 for txt2img.
+    For an operation that runs a component instead of the diffusion model
+    (super-resolution, caption), ``model`` is the component's reference and
+    the diffusion fields (steps, guidance, scheduler) are not read.
     """
 
     model: str
@@ -90,18 +96,20 @@ class GenerationBatch:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class BatchOutput:
-    """What ``DiffusionEngine.run`` made of a batch: one RGB image per task, in task order.
+    """What ``DiffusionEngine.run`` made of a batch: one RGB image per task, in task order, or (an
+    operation that describes, such as a caption) one text per task and no images.
 
-    ``seeds[i]`` is the seed ``images[i]`` was drawn from (the batch's own task
-    seeds, echoed so a caller need not zip them back). ``pipeline_calls`` is 1
-    unless the GPU ran out of memory and the batch was split; ``seconds`` is the
-    wall time of the whole run, model loading excluded.
+    ``seeds[i]`` is the seed of task ``i`` (the batch's own task seeds, echoed
+    so a caller need not zip them back). ``pipeline_calls`` is 1 unless the GPU
+    ran out of memory and the batch was split (a component's calls count the
+    same); ``seconds`` is the wall time of the whole run, model loading excluded.
     """
 
     images: tuple[Image.Image, ...]
     seeds: tuple[int, ...]
     pipeline_calls: int
     seconds: float
+    texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

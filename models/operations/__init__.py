@@ -1,7 +1,9 @@
-"""The pipeline calls the engine can make, one module per operation (txt2img, img2img, inpaint).
+"""The operations the engine can run, one module per operation.
 
-The engine asks this package for an operation's pipeline object and arguments;
-everything that differs between operations lives in their modules.
+Most are pipeline calls on the resident model (txt2img, img2img, inpaint); some run a component from the
+engine's cache instead (super-resolution, caption: ``ComponentOperation``). The engine asks this package for
+an operation's pipeline object and arguments, or for its component's call; everything that differs between
+operations lives in their modules.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from models.operations import img2img, inpaint, txt2img
+from models.errors import InvalidBatch
+from models.operations import caption, img2img, inpaint, super_resolution, txt2img
 from models.operations.base import (
+    ComponentOperation,
     PipelineOperation,
     StepEnd,
+    TaskOutputs,
     check_common,
     common_arguments,
     pipeline_for_call,
@@ -25,36 +30,49 @@ if TYPE_CHECKING:
     from models.pipeline import Pipeline
 
 __all__ = [
+    "ComponentOperation",
     "PipelineOperation",
     "StepEnd",
+    "TaskOutputs",
     "call_arguments",
     "check_batch",
     "operation_for",
     "pipeline_for_call",
+    "pipeline_operation_for",
     "planned_steps",
 ]
 
-_OPERATIONS: dict[Operation, PipelineOperation] = {
+_OPERATIONS: dict[Operation, PipelineOperation | ComponentOperation] = {
     Operation.TXT2IMG: txt2img.OPERATION,
     Operation.VARIATION: img2img.OPERATION,  # img2img from a chosen image with new seeds
     Operation.UPSCALE: img2img.OPERATION,  # the resize to the target size is the upscale
     Operation.INPAINT: inpaint.OPERATION,  # Vary (Region), Zoom Out and Pan
+    Operation.SUPER_RESOLUTION: super_resolution.OPERATION,  # an upscaler net, no diffusion
+    Operation.CAPTION: caption.OPERATION,  # a captioner: texts, no images
 }
 
 
-def operation_for(operation: Operation) -> PipelineOperation:
+def operation_for(operation: Operation) -> PipelineOperation | ComponentOperation:
     return _OPERATIONS[operation]
 
 
+def pipeline_operation_for(operation: Operation) -> PipelineOperation:
+    """The pipeline call of ``operation``, which must be one (not a component's)."""
+    found = _OPERATIONS[operation]
+    if not isinstance(found, PipelineOperation):
+        raise InvalidBatch(f"A {operation} runs a component, not a diffusion pipeline.")
+    return found
+
+
 def planned_steps(spec: BatchSpec) -> int:
-    """How many denoising steps a batch with ``spec`` runs (``StepProgress.total``)."""
+    """How many denoising steps a batch with ``spec`` runs (``StepProgress.total``); 0 for a component's."""
     return operation_for(spec.operation).planned_steps(spec)
 
 
 def check_batch(batch: GenerationBatch, pipeline: Pipeline) -> None:
     """Reject what diffusers would reject, with a sentence instead of a traceback."""
     check_common(batch, pipeline)
-    operation_for(batch.spec.operation).check(batch)
+    pipeline_operation_for(batch.spec.operation).check(batch)
 
 
 def call_arguments(
@@ -63,5 +81,5 @@ def call_arguments(
     """Everything one pipeline call for ``tasks`` is given."""
     return {
         **common_arguments(spec, tasks, generators, step_end),
-        **operation_for(spec.operation).arguments(spec, tasks),
+        **pipeline_operation_for(spec.operation).arguments(spec, tasks),
     }
