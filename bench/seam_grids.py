@@ -25,6 +25,7 @@ from PIL import Image
 from bench._architectures import write_tiny_loras
 from bench._tiny import tiny_settings
 from bot.jobs.events import Cancelled, Failed
+from bot.jobs.moderation import ModerationService
 from bot.jobs.requests import ImagineOptions
 from bot.jobs.service import Completed, Origin, ServiceEvent
 from bot.runtime.core import open_core
@@ -103,7 +104,8 @@ async def main() -> None:
             async def read() -> bytes:
                 return data
 
-            await service.add_fine_tune(
+            moderation = ModerationService(store=core.store, settings=settings, worker=core.worker)
+            await moderation.add_fine_tune(
                 GUILD, "lora", "inkstyle", filename="ink.safetensors", size=len(data), read=read, actor_id=MODERATOR
             )
             with_lora = await finished(imagine("a lighthouse <lora:inkstyle:0.8>", seed=15, count=2))

@@ -16,9 +16,10 @@ import pytest
 
 from bot.errors import StorageBusy
 from bot.jobs.events import Failed
+from bot.jobs.lifecycle import RESULT_NOT_SAVED
 from bot.jobs.recipe import Recipe
 from bot.jobs.requests import ImagineOptions
-from bot.jobs.service import RESULT_NOT_SAVED, Completed, Origin
+from bot.jobs.service import Completed, Origin
 from bot.runtime.core import Core, open_core
 from db.errors import StorageUnavailable
 from db.store import Store

@@ -25,7 +25,7 @@ import pytest
 from bot.gpu.stream_main import STALE_RUN, StreamWorker
 from bot.jobs.events import Finished, Progress, Queued, Started
 from bot.jobs.generation import work_order
-from bot.jobs.service import NO_WORKER_YET
+from bot.jobs.lifecycle import NO_WORKER_YET
 from bot.runtime.worker import worker_main
 from bot.settings import Settings, SettingsError
 from bot.wire import Cancel, Message, Ready, Result, Run, RunJob, decode, encode

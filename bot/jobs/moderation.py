@@ -1,32 +1,39 @@
 """What moderators change on their server, and what they and members may read of it.
 
-The one way the Discord edge changes a guild's policy: each change is audited by the
-store in the same transaction, and filter terms are normalised here, the way the
-content filter reads prompts, before they are kept.
+The one way the Discord edge changes a guild's policy (the filter, NSFW, quotas, styles, the
+models it allows, its LoRAs and embeddings): each change is audited by the store in the same
+transaction, and filter terms are normalised here, the way the content filter reads prompts,
+before they are kept.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest
+from bot.jobs.finetunes import FineTuneLibrary
 from bot.jobs.permutations import MAX_LIMIT as MAX_PERMUTATIONS
 from bot.policy import content_filter
 from bot.policy.nsfw import NsfwMode
-from db.records import AuditEntry, Style, Usage
+from db.records import AuditEntry, FineTune, Style, Usage
+from models.finetunes import FineTuneKind
 
 STYLE_NAME = re.compile(r"[A-Za-z0-9_-]{2,32}")
 
 if TYPE_CHECKING:
     from bot.settings import Settings
+    from bot.workers.protocol import WorkerClient
     from db.store import Store
 
 
 class ModerationService:
-    def __init__(self, *, store: Store, settings: Settings) -> None:
+    def __init__(self, *, store: Store, settings: Settings, worker: WorkerClient) -> None:
         self._store = store
         self._settings = settings
+        self._worker = worker  # the models' presets: which families a LoRA or embedding must fit
+        self._finetunes = FineTuneLibrary(settings, store)
 
     # -- the filter ------------------------------------------------------------------
 
@@ -115,6 +122,44 @@ class ModerationService:
         if not enabled and model == self._settings.sd_model:
             raise InvalidRequest(f"{model} is the bot's default model (SD_MODEL); it cannot be disabled.")
         return await self._store.set_model_enabled(guild_id, model, enabled, actor_id=actor_id)
+
+    # -- LoRAs and embeddings ---------------------------------------------------------------------
+
+    async def add_fine_tune(
+        self,
+        guild_id: int,
+        kind: str,
+        name: str,
+        *,
+        filename: str,
+        size: int,
+        read: Callable[[], Awaitable[bytes]],
+        actor_id: int,
+        weight: float = 1.0,
+        nsfw: bool = False,
+    ) -> tuple[FineTune, AuditEntry]:
+        """A moderator's upload (``kind``: "lora" or "embedding"), checked against the families of the
+        guild's enabled models before it is kept."""
+        enabled = [model for model, on in await self.model_states(guild_id) if on]
+        families = sorted({(await self._worker.preset(model)).family for model in enabled})
+        return await self._finetunes.add(
+            guild_id,
+            FineTuneKind(kind),
+            name,
+            filename=filename,
+            size=size,
+            read=read,
+            families=families,
+            actor_id=actor_id,
+            weight=weight,
+            nsfw=nsfw,
+        )
+
+    async def remove_fine_tune(self, guild_id: int, kind: str, name: str, *, actor_id: int) -> AuditEntry:
+        return await self._finetunes.remove(guild_id, FineTuneKind(kind), name, actor_id=actor_id)
+
+    async def fine_tunes(self, guild_id: int, kind: str | None = None) -> list[FineTune]:
+        return await self._finetunes.listed(guild_id, None if kind is None else FineTuneKind(kind))
 
 
 def _normalised_term(term: str) -> str:

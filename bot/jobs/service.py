@@ -1,12 +1,16 @@
-"""The service: admits jobs, hands them to the worker, records and delivers outcomes.
+"""The service front ends call: it admits jobs, and is the one door to the parts that follow them.
 
-The facade front ends call. A request is checked in this order, and nothing is charged
-or queued unless it passes every check: options (done by the caller with
-``bot.jobs.requests``), the prompt filter and NSFW policy of the channel, the text
-encoder's token limit, room in the queue, then the quota check-and-charge (one SQLite
-transaction that also records the job). Outcomes are written back to SQLite and
-whatever was not delivered is refunded: a failed or cancelled job entirely, a withheld
-image its share.
+A request is checked in this order, and nothing is charged or queued unless it passes every
+check: options (done by the caller with ``bot.jobs.requests``), the prompt filter and NSFW
+policy of the channel, the text encoder's token limit, room in the queue, then the quota
+check-and-charge (one SQLite transaction that also records the job). That is this module's own
+concern. The rest is delegated, by concern:
+
+* ``bot.jobs.lifecycle.JobLifecycle``: an admitted job compiled into its request, queued,
+  followed through its events, recorded, refunded, its files written; listeners and observers;
+* ``bot.jobs.delivery.Deliveries``: whether a result reached Discord, and when to try again;
+* ``bot.jobs.library.Library``: a guild's models, styles and fine-tunes and a member's defaults,
+  as admission reads them (moderators change a guild's through ``bot.jobs.moderation``).
 
 Front ends pass a listener with each request, or listen to every job that has none
 (jobs resumed after a restart) with ``add_listener``. Listeners get ``Queued``,
@@ -21,30 +25,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded, StorageBusy
-from bot.images.archive import read_source_image
 from bot.images.edits import describe, edit_size
-from bot.images.uploads import KeptPictures, fit_to, read_upload
+from bot.images.uploads import fit_to, read_upload
 from bot.jobs import permutations
 from bot.jobs.admission import Admission, Origin, cost_of
-from bot.jobs.events import Cancelled, Failed, Finished, JobEvent, Progress, Queued, Started
-from bot.jobs.finetunes import FineTuneLibrary
+from bot.jobs.delivery import Deliveries
 from bot.jobs.flags import parse_prompt_flags
-from bot.jobs.generation import work_order
+from bot.jobs.library import Library
+from bot.jobs.lifecycle import NOT_PREPARED, JobLifecycle
 from bot.jobs.outcomes import (
     Completed,
-    Delivered,
     DeliveryVerdict,
     Job,
     JobObserver,
     JobResult,
-    ObservedEvent,
-    ResultWriter,
     ServiceEvent,
     ServiceListener,
     SubmittedJob,
@@ -65,15 +65,9 @@ from bot.jobs.requests import (
     resolve_imagine,
     styled,
 )
-from bot.policy.nsfw import NsfwDecision
-from bot.policy.pricing import refund_for_withheld
-from bot.runtime.backoff import Backoff
-from bot.runtime.tasks import TaskSet
-from bot.runtime.threads import background_executor
 from bot.workers.protocol import WorkerClient
 from db.errors import QuotaExhausted, StorageUnavailable
-from db.records import AuditEntry, Delivery, FineTune, MemberPreferences, NewJob, QuotaRule, Style
-from models.finetunes import FineTuneKind
+from db.records import FineTune, MemberPreferences, NewJob, QuotaRule, Style
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -81,28 +75,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DELIVERY_MAX_BACKOFF_S = 60.0
-#: Told with a job accepted while no GPU worker is online (workers on other hosts not started yet, say).
-NO_WORKER_YET = "No GPU worker is online yet; your job starts when one is."
 #: Told when the database refuses to record a new job (its disk failing, or full).
 STORAGE_BUSY = "The bot cannot record new jobs at the moment; nothing was charged. Try again in a few minutes."
-#: Told when a job's images were made but could not be written to ``IMAGES_DIR`` (a full disk, say).
-RESULT_NOT_SAVED = "Its images were made but could not be saved on the bot's disk, so its credits are refunded."
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["GenerationService", "Origin"]
-
-
-@dataclass(slots=True, eq=False)
-class _Following:
-    """What the service keeps of a job between admission and its last event."""
-
-    job: Job
-    decision: NsfwDecision
-    listener: ServiceListener | None
-    task: asyncio.Task[None] | None = None
+# What front ends name with the service: the events its listeners get, and who asks.
+__all__ = ["Completed", "GenerationService", "JobResult", "Origin", "ServiceEvent"]
 
 
 class GenerationService:
@@ -119,34 +99,31 @@ class GenerationService:
         self.worker = worker
         self._clock = clock
         self._admission = Admission(store=store, worker=worker, clock=clock)
-        self.finetunes = FineTuneLibrary(settings, store)
-        self._results = ResultWriter(settings.images_dir)
-        # Writing the files a worker made: below the event loop's priority, never in its way. Grids go
-        # first, on their own thread; each image's own file is cut from its grid afterwards, on another.
-        self._disk = background_executor(1, "latentcord-disk")
-        self._image_files = background_executor(1, "latentcord-images")
-        self._pictures = KeptPictures(settings.images_dir, self._disk)  # members' pictures, on the disk thread
-        self._writing_images: dict[int, asyncio.Future[None]] = {}
-        self._listeners: list[ServiceListener] = []
-        self._observers: list[JobObserver] = []
-        self._following: dict[int, _Following] = {}
-        self._tasks = TaskSet("a job follower")
-        self._closed = False
+        self.library = Library(settings=settings, store=store)
+        self.jobs = JobLifecycle(images_dir=settings.images_dir, store=store, worker=worker)
+        self.deliveries = Deliveries(
+            settings=settings,
+            store=store,
+            stored_result=self.jobs.stored_result,
+            observe=self.jobs.observe,
+            clock=clock,
+        )
+        self._pictures = self.jobs.pictures
 
     # -- listeners -------------------------------------------------------------------
 
     def add_listener(self, listener: ServiceListener) -> None:
-        self._listeners.append(listener)
+        self.jobs.add_listener(listener)
 
     def remove_listener(self, listener: ServiceListener) -> None:
-        self._listeners.remove(listener)
+        self.jobs.remove_listener(listener)
 
     def add_observer(self, observer: JobObserver) -> None:
         """``observer`` sees every job's events, whoever listens to them, and each result's delivery."""
-        self._observers.append(observer)
+        self.jobs.add_observer(observer)
 
     def remove_observer(self, observer: JobObserver) -> None:
-        self._observers.remove(observer)
+        self.jobs.remove_observer(observer)
 
     # -- admission ---------------------------------------------------------------------
 
@@ -170,7 +147,7 @@ class GenerationService:
             submitted = await self.submit(recipe, origin, listener, notices=notices)
         except Exception:
             self._pictures.release(recipe.source)
-            await self._let_go_of_picture(recipe.source)
+            await self.jobs.let_go_of_picture(recipe.source)
             raise
         except BaseException:
             self._pictures.release(recipe.source)
@@ -185,14 +162,14 @@ class GenerationService:
         # 1. Options and the flags typed in the prompt through the one parser, the member's own defaults for
         #    what neither gave (one the server no longer allows is left out, with a notice), every value
         #    checked, before a model is loaded for them.
-        options, notices = await self._with_member_defaults(parse_prompt_flags(options), origin)
+        options, notices = await self.library.with_member_defaults(parse_prompt_flags(options), origin)
         checked = options.checked(models=self.settings.models, max_prompt_chars=self.settings.prompt_max_chars)
         if origin.guild_id is not None and checked.model in await self.store.disabled_models(origin.guild_id):
             raise InvalidRequest(
                 f"The model {checked.model} is not enabled on this server; /model list shows which are."
             )
         if checked.style is not None:
-            style = await self._style(origin.guild_id, checked.style)
+            style = await self.library.style(origin.guild_id, checked.style)
             prompt, negative = styled(checked.prompt, checked.negative, style.prompt, style.negative)
             checked = replace(
                 checked,
@@ -201,7 +178,7 @@ class GenerationService:
                 style=style.name,
             )
         # 2. The guild's LoRAs (tags taken out of the prompt) and embeddings (named in the prompts).
-        fine = await self.finetunes.resolve(origin.guild_id, checked.prompt, checked.negative, options.lora)
+        fine = await self.library.finetunes.resolve(origin.guild_id, checked.prompt, checked.negative, options.lora)
         if fine.prompt != checked.prompt:
             checked = replace(checked, prompt=check_prompt_text(fine.prompt, max_chars=self.settings.prompt_max_chars))
         # 3. The chosen model's defaults.
@@ -348,7 +325,7 @@ class GenerationService:
         names = [use.name for use in lora_uses(recipe)] + [name for name, _ in embedding_uses(recipe)]
         if names:
             await self._admission.check_prompt(" ".join(names), origin, decision)
-        flagged = await self.finetunes.nsfw_names(origin.guild_id, recipe)
+        flagged = await self.library.finetunes.nsfw_names(origin.guild_id, recipe)
         if flagged and not decision.allow_nsfw_prompts:
             raise PromptRejected(
                 f"{', '.join(flagged)} is marked NSFW by this server's moderators: use it in an age-restricted channel.",
@@ -360,7 +337,7 @@ class GenerationService:
         recipe = replace(recipe, chunks=await self._admission.prompt_chunks(recipe, preset))
         # 3. Room in the queue, before anything is charged.
         self.worker.check_room(origin.user_id)
-        source = await self._source_of(recipe)
+        source = await self.jobs.source_of(recipe)
         # 4. Check and charge the quota and record the job, in one transaction.
         cost = cost_of(recipe, preset)
         limit = None if origin.console else QuotaRule(origin.role_ids, self.settings.daily_credits)
@@ -381,13 +358,13 @@ class GenerationService:
             raise StorageBusy(STORAGE_BUSY) from None
         # 5. Queue it. A queue that filled up in between refunds at once.
         try:
-            position = await self._enqueue(_Following(job, decision, listener), source)
+            position = await self.jobs.queue(job, decision, listener, source)
         except QueueFull:
             await self.store.mark_failed(job.id, "the queue was full")
             await self.store.refund(job.id, cost, "queue full")
             raise
         except Exception:  # it could not be made into a request: a bug, which charges nothing
-            await self.store.mark_failed(job.id, "it could not be prepared for the workers")
+            await self.store.mark_failed(job.id, NOT_PREPARED)
             await self.store.refund(job.id, cost, "not prepared")
             raise
         return SubmittedJob(
@@ -399,287 +376,86 @@ class GenerationService:
             waiting=self.waiting_reason(),
         )
 
-    # -- jobs after admission ------------------------------------------------------------
+    # -- jobs after admission (bot.jobs.lifecycle) -----------------------------------------
 
     async def cancel(self, job_id: int, *, actor_id: int, is_moderator: bool = False) -> None:
-        job = await self._job(job_id)
-        if job.user_id != actor_id and not is_moderator:
-            raise NotAllowed("Only the person who asked for this job or a moderator can cancel it.")
-        if not self.worker.cancel(job_id):
-            raise InvalidRequest("This job has already finished.")
+        await self.jobs.cancel(job_id, actor_id=actor_id, is_moderator=is_moderator)
 
     async def resume(self) -> list[int]:
-        """Requeue jobs a crash or a restart left unfinished, in their original order, uncharged; then delete
-        the members' pictures no job may start from any more that the last run left (``KeptPictures.sweep``)."""
-        resumed: list[int] = []
-        for job in await self.store.requeue_unfinished():
-            try:
-                source = await self._source_of(job.recipe)
-            except (InvalidRequest, JobNotFound) as missing:
-                log.warning("job %s cannot resume: %s", job.id, missing)
-                await self.store.mark_failed(job.id, str(missing))
-                await self.store.refund(job.id, job.cost, "source image gone")
-                continue
-            decision = NsfwDecision(allow_nsfw_prompts=job.nsfw_allowed, classify_images=not job.nsfw_allowed)
-            try:
-                await self._enqueue(_Following(job, decision, None), source, resumed=True)
-            except QueueFull:
-                log.warning("job %s stays queued: no room after the restart", job.id)
-                continue
-            except Exception:
-                log.exception("job %s cannot resume: it could not be prepared for the workers", job.id)
-                await self.store.mark_failed(job.id, "it could not be prepared for the workers")
-                await self.store.refund(job.id, job.cost, "not prepared")
-                continue
-            resumed.append(job.id)
-        try:  # tidying, which must not stop a start: the next one tries again
-            swept = await self._pictures.sweep(await self.store.sources_in_use())
-        except Exception:
-            log.warning("could not sweep the members' pictures no job uses", exc_info=True)
-        else:
-            if swept:
-                log.info("deleted %d members' pictures no job uses", len(swept))
-        return resumed
+        """Requeue jobs a crash or a restart left unfinished, in their original order, uncharged."""
+        return await self.jobs.resume()
 
     def waiting_reason(self) -> str | None:
-        """Why queued jobs do not start, in a sentence (no GPU worker is online: they wait for one); else None."""
-        return None if self.worker.health().workers > 0 else NO_WORKER_YET
+        return self.jobs.waiting_reason()
 
     def waiting_jobs(self, user_id: int) -> list[WaitingJob]:
-        """A member's jobs still to finish, in the order they will run (position 0: running now)."""
-        return [
-            WaitingJob(order.job_id, self.worker.position(order.job_id) or 0, order.recipe.prompt)
-            for order in self.worker.pending_jobs(user_id)
-        ]
+        return self.jobs.waiting_jobs(user_id)
 
     async def shown(self, job_id: int, *, actor_id: int, guild_id: int | None, is_moderator: bool) -> JobResult:
-        """A finished job's result to post again (``/show``): its requester's, or any of a moderator's server."""
-        job = await self.store.get_job(job_id)
-        if job is None:
-            raise JobNotFound(f"Job {job_id} does not exist.")
-        moderates_it = is_moderator and guild_id is not None and job.guild_id == guild_id
-        if job.user_id != actor_id and not moderates_it:
-            raise NotAllowed(f"Job {job_id} is not yours: only its requester or a moderator of its server can show it.")
-        if job.status != "done":
-            raise InvalidRequest(f"Job {job_id} has not finished, so it has no images to show.")
-        try:
-            return await asyncio.to_thread(self._results.stored, job)
-        except OSError:
-            raise JobNotFound(f"The images of job {job_id} are no longer available.") from None
+        return await self.jobs.shown(job_id, actor_id=actor_id, guild_id=guild_id, is_moderator=is_moderator)
 
     async def job(self, job_id: int) -> Job | None:
         """A job as recorded, or ``None`` if there is no such job."""
         return await self.store.get_job(job_id)
 
     async def result_deleted(self, job_id: int, message_id: int, *, actor_id: int, is_moderator: bool = False) -> None:
-        """Its requester or a moderator deleted the message ``message_id`` holding a job's result (Delete, ❌).
+        await self.jobs.result_deleted(job_id, message_id, actor_id=actor_id, is_moderator=is_moderator)
 
-        The member's picture it started from is deleted with it once no other job may start from it.
-        """
-        job = await self._job(job_id)
-        if job.user_id != actor_id and not is_moderator:
-            raise NotAllowed("Only the person who asked for this image or a moderator can delete it.")
-        if await self.store.mark_result_deleted(job_id, message_id=message_id):
-            await self._let_go_of_picture(job.recipe.source)
+    async def image_files(self, job: Job) -> tuple[Path, ...]:
+        return await self.jobs.image_files(job)
 
-    # -- fine-tunes and models of a guild -----------------------------------------------------
+    # -- a guild's and a member's choices (bot.jobs.library) --------------------------------
 
     async def enabled_models(self, guild_id: int | None) -> list[str]:
-        """The configured models a guild may use (``/model enable|disable``), the default first."""
-        disabled = await self.store.disabled_models(guild_id) if guild_id is not None else set()
-        return [model for model in self.settings.models if model not in disabled]
+        return await self.library.enabled_models(guild_id)
 
-    async def add_fine_tune(
-        self,
-        guild_id: int,
-        kind: str,
-        name: str,
-        *,
-        filename: str,
-        size: int,
-        read: Callable[[], Awaitable[bytes]],
-        actor_id: int,
-        weight: float = 1.0,
-        nsfw: bool = False,
-    ) -> tuple[FineTune, AuditEntry]:
-        """A moderator's upload (``kind``: "lora" or "embedding"), checked against the families of the
-        guild's enabled models before it is kept."""
-        families = sorted({(await self.worker.preset(model)).family for model in await self.enabled_models(guild_id)})
-        return await self.finetunes.add(
-            guild_id,
-            FineTuneKind(kind),
-            name,
-            filename=filename,
-            size=size,
-            read=read,
-            families=families,
-            actor_id=actor_id,
-            weight=weight,
-            nsfw=nsfw,
-        )
-
-    async def remove_fine_tune(self, guild_id: int, kind: str, name: str, *, actor_id: int) -> AuditEntry:
-        return await self.finetunes.remove(guild_id, FineTuneKind(kind), name, actor_id=actor_id)
+    async def styles(self, guild_id: int | None) -> list[Style]:
+        return await self.library.styles(guild_id)
 
     async def fine_tunes(self, guild_id: int | None, kind: str | None = None) -> list[FineTune]:
-        if guild_id is None:
-            return []
-        return await self.finetunes.listed(guild_id, None if kind is None else FineTuneKind(kind))
+        return await self.library.fine_tunes(guild_id, kind)
 
     async def preferences(self, user_id: int) -> MemberPreferences:
-        return await self.store.member_preferences(user_id)
+        return await self.library.preferences(user_id)
 
     async def set_default(self, user_id: int, name: str, value: str | int | float | None) -> MemberPreferences:
-        """Set one of a member's ``/settings`` defaults (``None``: the server's), checked like the option it fills."""
-        if value is not None:
-            options = {name: value} if name != "negative" else {"negative": str(value)}
-            ImagineOptions(prompt="x", **options).checked(
-                models=self.settings.models, max_prompt_chars=self.settings.prompt_max_chars
-            )
-        return await self.store.set_member_default(user_id, name, value)
+        return await self.library.set_default(user_id, name, value)
 
     async def reset_preferences(self, user_id: int) -> MemberPreferences:
-        return await self.store.reset_member_preferences(user_id)
+        return await self.library.reset_preferences(user_id)
 
     async def remix_enabled(self, user_id: int) -> bool:
-        """Whether a member's buttons first open the Remix window (``/prefer remix``)."""
-        return (await self.store.member_preferences(user_id)).remix
+        return await self.library.remix_enabled(user_id)
 
     async def toggle_remix(self, user_id: int) -> bool:
-        """Flip a member's Remix switch; whether it is on now."""
-        return (await self.store.toggle_remix(user_id)).remix
+        return await self.library.toggle_remix(user_id)
+
+    # -- delivery of results (bot.jobs.delivery) -------------------------------------------
 
     async def record_status_message(
         self, job_id: int, *, message_id: int | None, interaction_token: str, token_created_at: float
     ) -> None:
-        """Where a job's status message is, and the interaction token that may edit it for 15 minutes."""
-        await self._stored(
-            self.store.set_delivery,
-            job_id,
-            message_id=message_id,
-            interaction_token=interaction_token,
-            token_created_at=token_created_at,
+        await self.deliveries.record_status_message(
+            job_id, message_id=message_id, interaction_token=interaction_token, token_created_at=token_created_at
         )
-
-    # -- delivery of results ------------------------------------------------------------
 
     async def delivered(self, job_id: int, message_id: int | None) -> None:
-        """A message now holds the job's result: stop retrying it, here and after a restart."""
-        await self._stored(self.store.mark_delivered, job_id, message_id)
-        self._observe(Delivered(job_id, message_id))
+        await self.deliveries.delivered(job_id, message_id)
 
     async def delivery_failed(self, job_id: int) -> DeliveryVerdict:
-        """One try to post a result failed: when to try again, or that it was given up and refunded.
-
-        Tries back off from ``DELIVERY_FIRST_RETRY_S`` (doubling, at most a minute apart) for
-        ``DELIVERY_GIVE_UP_S`` after the result was ready, counted across restarts. Past that the
-        job's remaining credits are refunded in the same transaction that gives it up.
-        """
-        job = await self._stored(self.store.record_delivery_failure, job_id)
-        if job.delivery != Delivery.PENDING:
-            return DeliveryVerdict(retry_in_s=None, refunded=0)
-        started = job.delivery_started_at if job.delivery_started_at is not None else self._clock()
-        first = self.settings.delivery_first_retry_s
-        delay = min(DELIVERY_MAX_BACKOFF_S, first * 2 ** max(job.delivery_attempts - 1, 0))
-        if self._clock() + delay <= started + self.settings.delivery_give_up_s:
-            return DeliveryVerdict(retry_in_s=delay, refunded=0)
-        refunded = await self._stored(self.store.abandon_delivery, job_id, "result could not be posted to Discord")
-        log.warning(
-            "gave up posting the result of job %s after %d tries; refunded %d", job_id, job.delivery_attempts, refunded
-        )
-        return DeliveryVerdict(retry_in_s=None, refunded=refunded)
+        return await self.deliveries.delivery_failed(job_id)
 
     async def undelivered_results(self) -> list[JobResult]:
-        """Results a restart left unposted, rebuilt from SQLite and the files on disk, oldest first.
-
-        A result whose files are gone cannot be posted any more: it is given up and refunded.
-        """
-        results: list[JobResult] = []
-        for job in await self.store.pending_deliveries():
-            try:
-                results.append(await asyncio.to_thread(self._results.stored, job))
-            except OSError as missing:
-                log.warning("the result of job %s is gone from disk (%s); refunding it", job.id, missing)
-                await self.store.abandon_delivery(job.id, "result files missing")
-        return results
+        return await self.deliveries.undelivered_results()
 
     async def close(self) -> None:
         """Stop taking jobs, let the running batch finish, and leave the rest queued in SQLite."""
-        if self._closed:
-            return
-        self._closed = True
-        left = await self.worker.stop()
-        if left:
-            log.info("%d queued jobs stay queued and resume on the next start", len(left))
-        for order in left:  # they will never get another event
-            following = self._following.pop(order.job_id, None)
-            if following is not None and following.task is not None:
-                following.task.cancel()
-        await self._tasks.wait(within_s=30)
-        self._tasks.cancel()
-        self._disk.shutdown(wait=True)
-        self._image_files.shutdown(wait=True)  # images of posted grids: written now, or cut on the next use
+        await self.jobs.close()
 
     # -- inside ---------------------------------------------------------------------------
 
-    async def _stored(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """``call(...)`` to the store, tried again while the storage refuses it (a disk I/O error, a full disk).
-
-        What happens to a job is recorded before anyone is told of it, so its outcome waits for the disk
-        rather than being lost (a follower that gave up left the job unfinished and unrefunded until the
-        bot restarted). Each try is one transaction that changed nothing when it was refused.
-        """
-        refused = Backoff()
-        what = f"{call.__name__} of job {args[0]}" if args else call.__name__
-        while True:
-            try:
-                result = await call(*args, **kwargs)
-            except StorageUnavailable as error:
-                delay = refused.refused()
-                if refused.worth_logging:
-                    log.warning("%s was refused (%s); trying again every few seconds", what, error)
-                await asyncio.sleep(delay)
-                continue
-            if refusals := refused.reset():
-                log.warning("%s was recorded after %d refusal(s)", what, refusals)
-            return result
-
     async def _job(self, job_id: int) -> Job:
-        job = await self.store.get_job(job_id)
-        if job is None:
-            raise JobNotFound(f"Job {job_id} does not exist (it may have been deleted).")
-        return job
-
-    async def _with_member_defaults(self, options: ImagineOptions, origin: Origin) -> tuple[ImagineOptions, list[str]]:
-        """``options`` with the member's ``/settings`` defaults where nothing was given; notices for any skipped."""
-        preferences = await self.store.member_preferences(origin.user_id)
-        notices: list[str] = []
-        given: dict[str, object] = {}
-        if options.model is None and preferences.model is not None:
-            if preferences.model in await self.enabled_models(origin.guild_id):
-                given["model"] = preferences.model
-            else:
-                notices.append(f"Your default model {preferences.model} is not available here; the server's was used.")
-        for name in ("aspect", "steps", "guidance", "count", "negative"):
-            value = getattr(preferences, name)
-            if value is not None and getattr(options, name) in (None, ""):
-                given[name] = value
-        if options.style is None and preferences.style is not None:
-            styles = {style.name.casefold() for style in await self.styles(origin.guild_id)}
-            if preferences.style.casefold() in styles:
-                given["style"] = preferences.style
-            else:
-                notices.append(f"Your default style {preferences.style} is not on this server; no style was used.")
-        return replace(options, **given), notices  # type: ignore[arg-type]
-
-    async def styles(self, guild_id: int | None) -> list[Style]:
-        return await self.store.styles(guild_id) if guild_id is not None else []
-
-    async def _style(self, guild_id: int | None, name: str) -> Style:
-        for style in await self.styles(guild_id):
-            if style.name.casefold() == name.casefold():
-                return style
-        raise InvalidRequest(f"This server has no style named `{name[:40]}`; /style list shows them.")
+        return await self.jobs.job_named(job_id)
 
     def _remixed(self, recipe: Recipe, prompt: str | None) -> Recipe:
         """``recipe`` with the prompt a member typed in the Remix window, checked like any prompt."""
@@ -697,157 +473,3 @@ class GenerationService:
         if index in parent.withheld:
             raise NotAllowed("That image was withheld by the content filter, so it cannot be upscaled or varied.")
         return parent
-
-    async def _source_of(self, recipe: Recipe) -> bytes | None:
-        """The encoded image a job starts from (a parent's image, or a member's picture), read off the event loop."""
-        if recipe.from_upload and recipe.source is not None:
-            try:
-                return await asyncio.to_thread(read_source_image, Path(recipe.source))
-            except InvalidRequest:
-                raise JobNotFound("The picture this job starts from is no longer available.") from None
-        if not recipe.from_image or recipe.parent_job_id is None or recipe.parent_image is None:
-            return None
-        parent = await self._job(recipe.parent_job_id)
-        if recipe.parent_image >= len(parent.image_paths):
-            raise JobNotFound(f"Job {parent.id} has no image {recipe.parent_image + 1}.")
-        paths = await self.image_files(parent)
-        try:
-            return await asyncio.to_thread(read_source_image, paths[recipe.parent_image])
-        except InvalidRequest:
-            # Say which job, not where the server keeps its files.
-            raise JobNotFound(
-                f"The images of job {parent.id} are no longer available, so they cannot be used."
-            ) from None
-
-    async def _let_go_of_picture(self, source: str | None) -> None:
-        """Delete a member's picture once no job may start from it: none waits or runs, no result of one is posted.
-
-        Tidying only: whatever stops it is logged, never passed on to cost a member the outcome being told (the
-        next start-up's sweep deletes what it left).
-        """
-        if source is None or not self._pictures.owns(source):
-            return
-        try:
-            if not await self.store.source_in_use(source):
-                await self._pictures.let_go(source)
-        except Exception:
-            log.warning("could not delete a member's picture no job uses (%s)", source, exc_info=True)
-
-    async def _enqueue(self, following: _Following, source: bytes | None, *, resumed: bool = False) -> int:
-        """Compile the job into the request a worker runs (in a thread: an edit's canvas is laid out), and queue it."""
-        job = following.job
-        inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
-        classify = following.decision.classify_images
-        order = await asyncio.to_thread(work_order, job.id, job.user_id, job.recipe, source, classify=classify)
-        position = self.worker.submit(order, inbox.put_nowait, resumed=resumed)
-        # Only once the worker took it: a refused job must leave nothing waiting forever.
-        self._following[job.id] = following
-        following.task = self._tasks.spawn(self._follow(following, inbox), name=f"job-{job.id}")
-        return position
-
-    async def _follow(self, following: _Following, inbox: asyncio.Queue[JobEvent]) -> None:
-        """Record one job's events in order and pass them on, until it ends."""
-        job = following.job
-        try:
-            while True:
-                event = await inbox.get()
-                match event:
-                    case Queued() | Progress():
-                        self._publish(event)
-                    case Started():  # the dispatcher recorded it, with the attempt's token
-                        self._publish(event)
-                    case Finished():
-                        try:
-                            result = await self._finish(following, event)
-                        except OSError as error:  # the grid could not be written: the job cannot go on
-                            log.warning("job %s: could not save its result (%s); failing it", job.id, error)
-                            await self._stored(self.store.mark_failed, job.id, RESULT_NOT_SAVED)
-                            await self._stored(self.store.refund, job.id, job.cost, "result not saved")
-                            await self._let_go_of_picture(job.recipe.source)
-                            self._publish(Failed(job.id, RESULT_NOT_SAVED))
-                            return
-                        if result is not None:
-                            self._publish(Completed(job.id, result))  # the grid is posted first...
-                            if not self._closed:  # ...while each image's file is cut from it (else: on use)
-                                self._write_images(result.job)
-                        return
-                    case Failed(message=message):
-                        await self._stored(self.store.mark_failed, job.id, message)
-                        await self._stored(self.store.refund, job.id, job.cost, "failed")
-                        await self._let_go_of_picture(job.recipe.source)
-                        self._publish(event)
-                        return
-                    case Cancelled():
-                        await self._stored(self.store.mark_cancelled, job.id)
-                        await self._stored(self.store.refund, job.id, job.cost, "cancelled")
-                        await self._let_go_of_picture(job.recipe.source)
-                        self._publish(event)
-                        return
-        finally:
-            self._following.pop(job.id, None)
-
-    async def _finish(self, following: _Following, finished: Finished) -> JobResult | None:
-        """Write the files the worker made, then record the job done, if its attempt is still the current one."""
-        job, output = following.job, finished.output
-        loop = asyncio.get_running_loop()
-        paths = await loop.run_in_executor(self._disk, self._results.write, job.id, output)
-        recorded = await self._stored(
-            self.store.mark_done,
-            job.id,
-            image_paths=[str(path) for path in paths],
-            withheld=output.withheld,
-            timings=dict(output.timings),
-            attempt_token=output.token,
-        )
-        if not recorded:
-            log.info("job %s: a result of attempt %d came after the job moved on; dropped", job.id, output.attempt)
-            return None
-        refunded = 0
-        if output.withheld:
-            refunded = refund_for_withheld(job.cost, output.count, len(output.withheld))
-            await self._stored(self.store.refund, job.id, refunded, "withheld by the image classifier")
-        stored = await self._stored(self._job, job.id)
-        return JobResult(stored, output.grid, tuple(paths), frozenset(output.withheld), refunded)
-
-    def _write_images(self, job: Job) -> asyncio.Future[None]:
-        """Write the job's image files from its grid, once at a time; a failure is logged, and retried on use."""
-        writing = self._writing_images.get(job.id)
-        if writing is None:
-            writing = asyncio.get_running_loop().run_in_executor(self._image_files, self._results.write_images, job)
-            self._writing_images[job.id] = writing
-
-            def written(done: asyncio.Future[None]) -> None:
-                self._writing_images.pop(job.id, None)
-                if not done.cancelled() and (error := done.exception()) is not None:
-                    log.warning("could not write the images of job %s: %s", job.id, error)
-
-            writing.add_done_callback(written)
-        return writing
-
-    async def image_files(self, job: Job) -> tuple[Path, ...]:
-        """A finished job's image files, each cut from its grid first if it is not written yet.
-
-        The files may still be missing when the grid itself is gone; callers check.
-        """
-        try:
-            await asyncio.shield(self._write_images(job))
-        except (OSError, ValueError):  # the grid is gone or damaged (logged where it was written)
-            pass
-        return tuple(Path(path) for path in job.image_paths)
-
-    def _publish(self, event: ServiceEvent) -> None:
-        following = self._following.get(event.job_id)
-        own = following.listener if following is not None else None
-        for listener in [own] if own is not None else list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("a listener failed on %s of job %s", type(event).__name__, event.job_id)
-        self._observe(event)
-
-    def _observe(self, event: ObservedEvent) -> None:
-        for observer in list(self._observers):
-            try:
-                observer(event)
-            except Exception:
-                log.exception("an observer failed on %s of job %s", type(event).__name__, event.job_id)

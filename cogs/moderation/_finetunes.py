@@ -134,7 +134,7 @@ class FineTuneCommands(ModeratorCommands):
         nsfw: bool = False,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        fine_tune, entry = await self.bot.service.add_fine_tune(
+        fine_tune, entry = await self.moderation.add_fine_tune(
             guild_of(interaction),
             kind,
             name,
@@ -156,11 +156,11 @@ class FineTuneCommands(ModeratorCommands):
         await post_to_modlog(self.bot, guild_of(interaction), describe_change(entry))
 
     async def _remove(self, interaction: discord.Interaction[Any], kind: str, name: str) -> None:
-        entry = await self.bot.service.remove_fine_tune(guild_of(interaction), kind, name, actor_id=interaction.user.id)
+        entry = await self.moderation.remove_fine_tune(guild_of(interaction), kind, name, actor_id=interaction.user.id)
         await self._changed(interaction, entry, f"The {kind} `{name}` is no longer on this server's list.")
 
     async def _list(self, interaction: discord.Interaction[Any], kind: str) -> None:
-        items = await self.bot.service.fine_tunes(guild_of(interaction), kind)
+        items = await self.moderation.fine_tunes(guild_of(interaction), kind)
         if not items:
             await reply_ephemeral(interaction, f"This server has no {kind}s yet: /{kind} add adds one.")
             return
