@@ -1,5 +1,6 @@
 """Midjourney-style flags typed in the prompt (``--ar 16:9 --seed 42 --no text``).
 
+Which flags there are, and which option each sets, is the option table's (``bot.jobs.options``).
 ``parse_prompt_flags`` moves them into an ``ImagineOptions``; ``ImagineOptions.checked``
 (``bot.jobs.requests``) then checks every value once, whichever way it came.
 """
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bot.errors import InvalidRequest
 from bot.jobs.messages import quote_excerpt
+from bot.jobs.options import OPTIONS, NumberOption, Option, TextOption
 
 if TYPE_CHECKING:
     from bot.jobs.requests import ImagineOptions
@@ -46,23 +48,20 @@ def _read_float(flag: str, raw: str) -> float:
         raise InvalidRequest(f"--{flag} takes a number, not {quote_excerpt(raw)}.") from None
 
 
-#: Every flag the prompt accepts. The parser reads this table and the unknown-flag
-#: sentence lists its names, so a flag cannot be accepted without being read and checked.
+def _reader(option: Option) -> Callable[[str, str], str | int | float]:
+    """How a flag's text becomes the value of the option it sets."""
+    if isinstance(option, NumberOption):
+        return _read_int if option.kind is int else _read_float
+    if isinstance(option, TextOption):
+        return _read_text
+    raise TypeError(f"the option {option.name} cannot be set by a flag")
+
+
+#: Every flag the prompt accepts, from the option table (``bot.jobs.options``). The parser reads this
+#: table and the unknown-flag sentence lists its names, so a flag cannot be accepted without being
+#: read and checked.
 PROMPT_FLAGS: Final[Mapping[str, PromptFlag]] = MappingProxyType(
-    {
-        "ar": PromptFlag("aspect", _read_text),
-        "aspect": PromptFlag("aspect", _read_text),
-        "seed": PromptFlag("seed", _read_int),
-        "no": PromptFlag("negative", _read_text),
-        "steps": PromptFlag("steps", _read_int),
-        "guidance": PromptFlag("guidance", _read_float),
-        "cfg": PromptFlag("guidance", _read_float),
-        "count": PromptFlag("count", _read_int),
-        "model": PromptFlag("model", _read_text),
-        "strength": PromptFlag("strength", _read_float),
-        "style": PromptFlag("style", _read_text),
-        "repeat": PromptFlag("repeat", _read_int),
-    }
+    {flag: PromptFlag(option.name, _reader(option)) for option in OPTIONS.values() for flag in option.flags}
 )
 
 _FLAG = re.compile(r"(?:^|\s)--([a-zA-Z]+)")

@@ -4,7 +4,8 @@ Both front ends (the command line and Discord) build an ``ImagineOptions`` from
 what the user typed. ``ImagineOptions.checked`` is the one way in: it moves the
 flags typed in the prompt (``--ar 16:9 --seed 42``) into the options first, then
 checks every option once, whichever way it came, and raises ``InvalidRequest``
-with a sentence naming the allowed values. ``resolve_imagine`` then fills in the
+with a sentence naming the allowed values; the ranges, defaults and choices are the
+option table's (``bot.jobs.options``). ``resolve_imagine`` then fills in the
 chosen model's defaults. Out-of-range values are rejected, never silently clamped,
 and a sentence repeats at most a short, escaped excerpt of what the user typed.
 """
@@ -19,18 +20,21 @@ from bot.errors import InvalidRequest
 from bot.images.edits import describe, edit_size
 from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
-from bot.jobs.recipe import MAX_SEED, JobKind, Recipe, consecutive_seeds, img2img_steps, random_seeds
+from bot.jobs.options import ASPECT, COUNT, GUIDANCE, OPTIONS, REPEAT, STEPS, STRENGTH, NumberOption
+from bot.jobs.options import check_range as check_range  # the service's name for it
+from bot.jobs.recipe import JobKind, Recipe, consecutive_seeds, img2img_steps, random_seeds
 from models.presets import DRAFT_SCHEDULER as DRAFT_SCHEDULER  # the cogs' name for it
 from models.sizes import ASPECT_RATIOS, size_for_aspect
 from models.types import ModelPreset
 
-MIN_STEPS, MAX_STEPS = 1, 100
-MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
-MIN_COUNT, MAX_COUNT = 1, 4
+# The options' ranges, as the option table (bot.jobs.options) declares them.
+MIN_STEPS, MAX_STEPS = STEPS.low, STEPS.high
+MIN_GUIDANCE, MAX_GUIDANCE = GUIDANCE.low, GUIDANCE.high
+MIN_COUNT, MAX_COUNT = COUNT.low, COUNT.high
 #: ``--repeat N``: the same prompt as N jobs.
-MIN_REPEAT, MAX_REPEAT = 2, 4
+MIN_REPEAT, MAX_REPEAT = REPEAT.low, REPEAT.high
 #: How much of a member's picture /imagine redraws (its ``strength``), and the default.
-MIN_STRENGTH, MAX_STRENGTH, DEFAULT_STRENGTH = 0.05, 1.0, 0.6
+MIN_STRENGTH, MAX_STRENGTH, DEFAULT_STRENGTH = STRENGTH.low, STRENGTH.high, STRENGTH.default
 MAX_SIDE = 2048
 # An "unknown model" sentence names at most this many of the allowed models.
 MAX_MODELS_NAMED = 10
@@ -74,19 +78,11 @@ class ImagineOptions:
             raise InvalidRequest(
                 f"The negative prompt is {len(negative)} characters long; the limit is {max_prompt_chars}."
             )
-        aspect = check_aspect(options.aspect or "1:1")
-        if options.steps is not None:
-            check_range("Steps", options.steps, MIN_STEPS, MAX_STEPS)
-        if options.guidance is not None:
-            check_range("Guidance", options.guidance, MIN_GUIDANCE, MAX_GUIDANCE)
-        count = options.count if options.count is not None else MAX_COUNT
-        check_range("Count", count, MIN_COUNT, MAX_COUNT)
-        if options.seed is not None:
-            check_range("Seed", options.seed, 0, MAX_SEED)
-        if options.strength is not None:
-            check_range("Strength", options.strength, MIN_STRENGTH, MAX_STRENGTH)
-        if options.repeat is not None:
-            check_range("Repeat", options.repeat, MIN_REPEAT, MAX_REPEAT)
+        aspect = check_aspect(options.aspect or ASPECT.default)
+        for option in OPTIONS.values():  # each number in its range (bot.jobs.options)
+            if isinstance(option, NumberOption) and (value := getattr(options, option.name)) is not None:
+                option.check(value)
+        count = options.count if options.count is not None else COUNT.default
         return CheckedOptions(
             prompt=prompt,
             negative=negative,
@@ -147,8 +143,10 @@ def check_model(requested: str | None, models: Sequence[str]) -> str:
 
 
 def check_aspect(aspect: str) -> str:
-    if aspect not in ASPECT_RATIOS:
-        raise InvalidRequest(f"Unknown aspect ratio {quote_excerpt(aspect)}: choose one of {', '.join(ASPECT_RATIOS)}.")
+    if aspect not in ASPECT.choices:
+        raise InvalidRequest(
+            f"Unknown aspect ratio {quote_excerpt(aspect)}: choose one of {', '.join(ASPECT.choices)}."
+        )
     return aspect
 
 
@@ -184,16 +182,6 @@ def check_prompt_text(prompt: str, *, max_chars: int, what: str = "prompt") -> s
     if len(text) > max_chars:
         raise InvalidRequest(f"The {what} is {len(text)} characters long; the limit is {max_chars}.")
     return text
-
-
-def check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise InvalidRequest(f"{name} must be between {_number(low)} and {_number(high)}, not {_number(value)}.")
-
-
-def _number(value: float) -> str:
-    # A typed number can have thousands of digits: show its start.
-    return excerpt(str(value) if isinstance(value, int) else f"{value:g}")
 
 
 def draft_steps(preset: ModelPreset) -> int:
