@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,21 +17,16 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from bot.errors import USER_FACING_ERRORS, InvalidRequest
 from bot.images.edits import PAN_DIRECTIONS, REGIONS, ZOOM_FACTORS, pan_mask, region_slug, zoom_mask
 from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
-from bot.jobs.requests import (
-    ASPECT_RATIOS,
-    DEFAULT_STRENGTH,
-    MAX_COUNT,
-    MAX_STRENGTH,
-    MIN_COUNT,
-    MIN_STRENGTH,
-    ImagineOptions,
-)
+from bot.jobs.options import OPTIONS, NumberOption, Option, PictureOption
+from bot.jobs.requests import ImagineOptions
 from bot.jobs.service import Completed, GenerationService, JobResult, Origin, ServiceEvent
 from bot.runtime.core import open_core
 from bot.settings import DEFAULT_MODEL, Settings
 from db.errors import StoreError
 
 CONSOLE_USER_ID = 0
+#: The options the command line takes, in the table's order.
+COMMAND_LINE_OPTIONS = tuple(option for option in OPTIONS.values() if option.cli is not None)
 
 _IMAGINE_DESCRIPTION = f"""\
 Generate a grid of images from a prompt with the same service and worker as the
@@ -60,34 +56,31 @@ def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "prompt",
-        help='what to draw; Midjourney-style flags such as "--ar 16:9" work inside it, and "{a, b}" or '
-        '"--repeat N" make several grids',
-    )
-    parser.add_argument(
         "--out", type=Path, required=True, help="where to write the grid (PNG); several grids: OUT-1.png, OUT-2.png ..."
     )
-    parser.add_argument("--negative", help="what to keep out of the image")
-    parser.add_argument("--seed", type=int, help="seed of the first image; the others use the next seeds")
-    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
-    parser.add_argument("--ar", dest="aspect", help=f"aspect ratio: {', '.join(ASPECT_RATIOS)} (default 1:1)")
-    parser.add_argument("--count", type=int, help=f"how many images, {MIN_COUNT}-{MAX_COUNT} (default 4)")
-    parser.add_argument(
-        "--model", help="hub id, local diffusers folder, .safetensors file or builtin:tiny (default: SD_MODEL)"
-    )
-    parser.add_argument("--image", type=Path, help="a PNG, JPEG or WebP picture to start from (img2img)")
-    parser.add_argument(
-        "--strength",
-        type=float,
-        help=f"with --image: how much of it to redraw, {MIN_STRENGTH:g}-{MAX_STRENGTH:g} (default {DEFAULT_STRENGTH:g})",
-    )
+    for option in COMMAND_LINE_OPTIONS:  # from the option table (bot.jobs.options)
+        _add_option_argument(parser, option)
     edits = parser.add_mutually_exclusive_group()
     edits.add_argument("--zoom", choices=ZOOM_FACTORS, help="with --image: zoom out by this factor and draw the border")
     edits.add_argument("--pan", choices=PAN_DIRECTIONS, help="with --image: widen it this way and draw the new strip")
     edits.add_argument(
         "--region", choices=[region_slug(label) for label in REGIONS], help="with --image: redraw this part of it"
     )
+
+
+def _add_option_argument(parser: argparse.ArgumentParser, option: Option) -> None:
+    """The argument of one option of the table: a number's type, a picture's path, its help."""
+    if option.cli is None:
+        return
+    kind: Callable[[str], object] = str  # how argparse reads its text
+    if isinstance(option, NumberOption):
+        kind = option.kind
+    elif isinstance(option, PictureOption):
+        kind = Path
+    if not option.cli.startswith("-"):  # positional: argparse names it by itself
+        parser.add_argument(option.cli, type=kind, help=option.cli_description)
+    else:
+        parser.add_argument(option.cli, dest=option.name, type=kind, help=option.cli_description)
 
 
 async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
@@ -104,18 +97,13 @@ async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
         edit = f"region:{args.region}"
     if args.image is None and (edit is not None or args.strength is not None):
         raise InvalidRequest("--strength, --zoom, --pan and --region work on a picture: give it with --image FILE.")
-    options = ImagineOptions(
-        prompt=args.prompt,
-        negative=args.negative,
-        aspect=args.aspect,
-        seed=args.seed,
-        steps=args.steps,
-        guidance=args.guidance,
-        model=args.model,
-        count=args.count,
-        strength=args.strength,
-        edit=edit,
-    )
+    # Every option the command line takes but the picture, which travels beside them as bytes.
+    given = {
+        option.name: getattr(args, option.name)
+        for option in COMMAND_LINE_OPTIONS
+        if not isinstance(option, PictureOption)
+    }
+    options = ImagineOptions(**given, edit=edit)
     picture = _read_picture(args.image) if args.image is not None else None
     # While the bar is shown, log lines (the model loading) are written above it, not into it.
     with logging_redirect_tqdm():
