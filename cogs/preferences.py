@@ -18,8 +18,8 @@ from discord.ext import commands
 
 from bot.app import send_ephemeral
 from bot.jobs.messages import fit_content
+from bot.jobs.options import ASPECT, COUNT, GUIDANCE, OPTIONS, STEPS, NumberOption
 from bot.jobs.records import MemberPreferences
-from bot.jobs.requests import ASPECT_RATIOS, MAX_COUNT, MIN_COUNT
 from cogs._shared.replies import reply_ephemeral
 from cogs._shared.windows import submitted_value
 
@@ -33,10 +33,17 @@ REMIX_OFF = "Remix mode is now off: those buttons start at once with the same pr
 DEFAULT = "default"  # the value of a menu's "the server's default" entry
 NEGATIVE_WINDOW_ID = "lcset-window:negative"
 NEGATIVE_INPUT_ID = "negative"
-STEP_PRESETS = (10, 20, 25, 30, 40, 50)
-GUIDANCE_PRESETS = (None, 3.0, 5.0, 7.0, 9.0, 12.0)
-ASPECT_PRESETS = (None, *ASPECT_RATIOS)
-COUNT_PRESETS = (None, *range(MIN_COUNT, MAX_COUNT + 1))
+# What the panel offers, from the option table (bot.jobs.options); None: the server's default.
+STEP_PRESETS = STEPS.presets
+GUIDANCE_PRESETS = (None, *GUIDANCE.presets)
+ASPECT_PRESETS = (None, *ASPECT.choices)
+COUNT_PRESETS = (None, *range(COUNT.low, COUNT.high + 1))
+#: The buttons that step through presets, by the option each sets.
+STEPPED: dict[str, tuple[Any, ...]] = {
+    ASPECT.name: ASPECT_PRESETS,
+    GUIDANCE.name: GUIDANCE_PRESETS,
+    COUNT.name: COUNT_PRESETS,
+}
 
 
 def _next(presets: tuple[Any, ...], current: Any) -> Any:
@@ -121,9 +128,10 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"l
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         values = interaction.data.get("values") if interaction.data else None
         chosen = str(values[0]) if isinstance(values, list) and values else DEFAULT
-        value: str | int | None = None if chosen == DEFAULT else chosen
-        if self.what == "steps" and value is not None:
-            value = int(value)
+        value: str | int | float | None = None if chosen == DEFAULT else chosen
+        option = OPTIONS[self.what]
+        if isinstance(option, NumberOption) and value is not None:
+            value = option.kind(value)
         await _change(interaction, lambda service, user: service.set_default(user, self.what, value))
 
 
@@ -156,16 +164,9 @@ class SettingButton(
         user = interaction.user.id
         current = await service.preferences(user)
         match self.what:
-            case "aspect":
-                await _change(
-                    interaction, lambda s, u: s.set_default(u, "aspect", _next(ASPECT_PRESETS, current.aspect))
-                )
-            case "guidance":
-                await _change(
-                    interaction, lambda s, u: s.set_default(u, "guidance", _next(GUIDANCE_PRESETS, current.guidance))
-                )
-            case "count":
-                await _change(interaction, lambda s, u: s.set_default(u, "count", _next(COUNT_PRESETS, current.count)))
+            case what if what in STEPPED:
+                chosen = _next(STEPPED[what], getattr(current, what))
+                await _change(interaction, lambda s, u: s.set_default(u, what, chosen))
             case "remix":
                 await _change(interaction, lambda s, u: s.toggle_remix(u))
             case "reset":

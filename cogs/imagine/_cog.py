@@ -11,18 +11,22 @@ from discord.ext import commands
 from bot.app import send_ephemeral
 from bot.errors import InvalidRequest
 from bot.images.uploads import check_attachment
-from bot.jobs.messages import CHOICE_TEXT_LIMIT, STRING_OPTION_LIMIT, fit_content, fit_select_options
-from bot.jobs.outcomes import ServiceListener, SubmittedJob
-from bot.jobs.recipe import MAX_SEED
-from bot.jobs.requests import (
-    ASPECT_RATIOS,
-    MAX_COUNT,
-    MAX_GUIDANCE,
-    MAX_STEPS,
-    MAX_STRENGTH,
-    MIN_STRENGTH,
-    ImagineOptions,
+from bot.jobs.messages import CHOICE_TEXT_LIMIT, fit_content, fit_select_options
+from bot.jobs.options import (
+    COUNT,
+    GUIDANCE,
+    LORA,
+    NEGATIVE,
+    OPTIONS,
+    PROMPT,
+    SEED,
+    STEPS,
+    STRENGTH,
+    STYLE,
+    TextOption,
 )
+from bot.jobs.outcomes import ServiceListener, SubmittedJob
+from bot.jobs.requests import ImagineOptions
 from cogs._shared.moderators import is_moderator
 from cogs._shared.origin import origin_of
 from cogs._shared.replies import reply_ephemeral
@@ -48,6 +52,13 @@ from cogs.imagine._wording import headline
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
 
+#: /imagine's fixed choices, from the option table.
+IMAGINE_CHOICES: dict[str, list[app_commands.Choice[str]]] = {
+    option.name: [app_commands.Choice(name=choice, value=choice) for choice in option.choices]
+    for option in OPTIONS.values()
+    if option.slash and isinstance(option, TextOption) and option.choices
+}
+
 
 class Imagine(commands.Cog):
     # The buttons find this cog by its name, "Imagine".
@@ -72,38 +83,26 @@ class Imagine(commands.Cog):
     # -- /imagine ----------------------------------------------------------------------
 
     @app_commands.command(name="imagine", description="Draw four images from a prompt.")
-    @app_commands.describe(
-        prompt="What to draw; flags such as --ar 16:9 --seed 42 --no text work here too",
-        negative="What to keep out of the image",
-        aspect="Aspect ratio (default 1:1)",
-        seed="Seed of the first image; the others use the next seeds",
-        steps="Denoising steps (default: the model's)",
-        guidance="How closely to follow the prompt (default: the model's)",
-        model="Which model to use",
-        count="How many images (default 4)",
-        image="A picture to start from (PNG, JPEG or WebP, up to 10 MB)",
-        strength="With a picture: how much of it to redraw, 0.05-1 (default 0.6)",
-        lora="A LoRA of this server (more: write <lora:name:0.8> in the prompt)",
-        style="A style of this server, around your prompt (also --style name)",
-    )
-    @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
+    # Descriptions, choices and bounds are the option table's (bot.jobs.options); discord.py reads the
+    # parameters from the signature, which tests/test_options.py holds to the table both ways.
+    @app_commands.describe(**{option.name: option.description for option in OPTIONS.values() if option.slash})
+    @app_commands.choices(**IMAGINE_CHOICES)
     @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
     async def imagine(
         self,
         interaction: discord.Interaction[LatentcordBot],
-        # Discord's own cap; the server's PROMPT_MAX_CHARS is checked by the service, with a sentence.
-        prompt: app_commands.Range[str, 1, STRING_OPTION_LIMIT],
-        negative: app_commands.Range[str, 1, STRING_OPTION_LIMIT] | None = None,
+        prompt: app_commands.Range[str, 1, PROMPT.max_length],
+        negative: app_commands.Range[str, 1, NEGATIVE.max_length] | None = None,
         aspect: app_commands.Choice[str] | None = None,
-        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
-        guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] | None = None,
+        seed: app_commands.Range[int, SEED.low, SEED.high] | None = None,
+        steps: app_commands.Range[int, STEPS.low, STEPS.high] | None = None,
+        guidance: app_commands.Range[float, GUIDANCE.low, GUIDANCE.high] | None = None,
         model: str | None = None,
-        count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
+        count: app_commands.Range[int, COUNT.low, COUNT.high] | None = None,
         image: discord.Attachment | None = None,
-        strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
-        lora: app_commands.Range[str, 1, 64] | None = None,
-        style: app_commands.Range[str, 1, 64] | None = None,
+        strength: app_commands.Range[float, STRENGTH.low, STRENGTH.high] | None = None,
+        lora: app_commands.Range[str, 1, LORA.max_length] | None = None,
+        style: app_commands.Range[str, 1, STYLE.max_length] | None = None,
     ) -> None:
         if interaction.guild_id is None and not self.bot.settings.allow_dms:
             await reply_ephemeral(interaction, "/imagine is turned off in direct messages; use it in a server.")
