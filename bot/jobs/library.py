@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest
 from bot.jobs.finetunes import FineTuneLibrary
+from bot.jobs.options import OPTIONS
 from bot.jobs.requests import ImagineOptions
 from db.records import FineTune, MemberPreferences, Style
 from models.finetunes import FineTuneKind
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
     from bot.settings import Settings
     from db.store import Store
 
-#: The ``/settings`` defaults that fill an option left empty, as they are named in both.
-MEMBER_DEFAULTS = ("aspect", "steps", "guidance", "count", "negative")
+#: The ``/settings`` defaults that fill an option left empty, as they are named in both (the model and the style
+#: are checked against what the server allows first, below).
+MEMBER_DEFAULTS = tuple(name for name, option in OPTIONS.items() if option.setting and name not in ("model", "style"))
 
 
 class Library:

@@ -39,6 +39,7 @@ from bot.jobs.delivery import Deliveries
 from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.library import Library
 from bot.jobs.lifecycle import NOT_PREPARED, JobLifecycle
+from bot.jobs.options import REPEAT, SEED
 from bot.jobs.outcomes import (
     Completed,
     DeliveryVerdict,
@@ -54,13 +55,10 @@ from bot.jobs.prompts import check_prompt_weights
 from bot.jobs.recipe import MAX_SEED, UPSCALE_FACTOR, JobKind, Recipe, embedding_uses, lora_entry, lora_uses
 from bot.jobs.requests import (
     MAX_COUNT,
-    MAX_REPEAT,
     MAX_SIDE,
-    MIN_REPEAT,
     ImagineOptions,
     Picture,
     check_prompt_text,
-    check_range,
     picture_size,
     resolve_imagine,
     styled,
@@ -216,9 +214,9 @@ class GenerationService:
         parsed = parse_prompt_flags(options)
         repeat = parsed.repeat or 1
         if parsed.repeat is not None:
-            check_range("Repeat", parsed.repeat, MIN_REPEAT, MAX_REPEAT)
+            REPEAT.check(parsed.repeat)
         if parsed.seed is not None:  # before repeats count on from it
-            check_range("Seed", parsed.seed, 0, MAX_SEED)
+            SEED.check(parsed.seed)
         settings = await self.store.guild_settings(origin.guild_id) if origin.guild_id is not None else None
         limit = (settings.permutations if settings is not None else None) or permutations.DEFAULT_LIMIT
         if origin.console:  # the owner at the terminal: no server's limit
