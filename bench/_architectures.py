@@ -8,6 +8,11 @@ model's (the text towers' cost does not depend on it), so nothing is downloaded.
 
 Random weights are drawn with a variance of 1/fan-in, a little under, so activations stay
 finite through every block in bf16 and fp16; the images are noise, the work is real.
+
+The flow-matching families of issue 23 are here by their denoisers (``flow_denoiser``): FLUX.2 [klein]
+4B's and Z-Image-Turbo's transformers at their published configurations, built on the meta device
+(no memory, no time) and given random weights on the device that runs them; ``smoke`` is the
+transformer of ``builtin:tiny-klein`` / ``builtin:tiny-zimage`` (``models/tiny_flow.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,49 @@ from models.tiny import build_tokenizer
 ARCHITECTURES = ("sd15", "sdxl")
 GAIN = 0.8
 
+FLOW_DENOISERS = ("klein", "zimage")
+
+#: FLUX.2 [klein] 4B's transformer (3.88 G parameters): the ``transformer/config.json`` of
+#: https://huggingface.co/black-forest-labs/FLUX.2-klein-4B (as uploaded by the diffusers team, copied at
+#: https://huggingface.co/YuCollection/FLUX.2-klein-4B-Diffusers/commit/b5957b7ef3fbc838e9494059666e5d742f327ae2).
+#: ``joint_attention_dim`` is three stacked hidden states of Qwen3-4B (3 x 2560); no guidance embedding.
+KLEIN_4B_TRANSFORMER: dict[str, Any] = {
+    "patch_size": 1,
+    "in_channels": 128,
+    "out_channels": None,
+    "num_layers": 5,
+    "num_single_layers": 20,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 7680,
+    "timestep_guidance_channels": 256,
+    "mlp_ratio": 3.0,
+    "axes_dims_rope": (32, 32, 32, 32),
+    "rope_theta": 2000,
+    "eps": 1e-06,
+    "guidance_embeds": False,
+}
+#: Z-Image-Turbo's transformer (6.15 G parameters): the ``transformer/config.json`` of
+#: https://huggingface.co/Tongyi-MAI/Z-Image-Turbo (diffusers 0.36.0.dev0; note ``axes_lens`` differs from
+#: ``ZImageTransformer2DModel``'s default of (1024, 512, 512)). ``cap_feat_dim`` is Qwen3-4B's width.
+ZIMAGE_TURBO_TRANSFORMER: dict[str, Any] = {
+    "all_patch_size": (2,),
+    "all_f_patch_size": (1,),
+    "in_channels": 16,
+    "dim": 3840,
+    "n_layers": 30,
+    "n_refiner_layers": 2,
+    "n_heads": 30,
+    "n_kv_heads": 30,
+    "norm_eps": 1e-05,
+    "qk_norm": True,
+    "cap_feat_dim": 2560,
+    "rope_theta": 256.0,
+    "t_scale": 1000.0,
+    "axes_dims": (32, 48, 48),
+    "axes_lens": (1536, 512, 512),
+}
+
 
 def _tame(module: torch.nn.Module) -> None:
     for layer in module.modules():
@@ -31,6 +79,42 @@ def _tame(module: torch.nn.Module) -> None:
             torch.nn.init.normal_(layer.weight, 0.0, GAIN / math.sqrt(fan_in))
             if layer.bias is not None:
                 torch.nn.init.zeros_(layer.bias)
+
+
+def flow_denoiser(
+    arch: str, scale: str = "full", device: torch.device | str = "meta", dtype: torch.dtype = torch.bfloat16
+) -> torch.nn.Module:
+    """klein's or Z-Image's transformer at ``scale``, built on the meta device; on any other ``device``
+    its storage is allocated there (in ``dtype``, never first in fp32 on the host) and filled with
+    random weights: linear layers as ``_tame`` draws them, norms' scales one, the rest (Z-Image's pad
+    tokens) zero, as their constructors set them."""
+    from diffusers import Flux2Transformer2DModel, ZImageTransformer2DModel
+
+    from models.tiny_flow import KLEIN_TRANSFORMER_CONFIG, ZIMAGE_TRANSFORMER_CONFIG
+
+    if arch not in FLOW_DENOISERS:
+        raise SystemExit(f"the flow denoisers are {', '.join(FLOW_DENOISERS)}, not {arch}")
+    full = scale == "full"
+    if arch == "klein":
+        model_class: Any = Flux2Transformer2DModel
+        config = KLEIN_4B_TRANSFORMER if full else KLEIN_TRANSFORMER_CONFIG
+    else:
+        model_class = ZImageTransformer2DModel
+        config = ZIMAGE_TURBO_TRANSFORMER if full else ZIMAGE_TRANSFORMER_CONFIG
+    with torch.device("meta"):
+        model: torch.nn.Module = model_class(**config).to(dtype)
+    if torch.device(device).type == "meta":
+        return model
+    model = model.to_empty(device=device)
+    with torch.no_grad():
+        _tame(model)
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.Linear | torch.nn.Conv2d):
+                continue
+            for name, parameter in layer.named_parameters(recurse=False):
+                scale_of_norm = "Norm" in type(layer).__name__ and name == "weight"
+                parameter.fill_(1.0 if scale_of_norm else 0.0)
+    return model
 
 
 def _text_config(vocab: int, scale: str, *, width: int, layers: int, heads: int, act: str) -> Any:

@@ -259,3 +259,23 @@ def test_a_tiny_lora_changes_the_image_and_at_weight_zero_gives_it_back_exactly(
     assert np.array_equal(draw(pipeline, family, seed=9), styled)
     pipeline.delete_adapters("style")
     assert np.array_equal(draw(pipeline, family, seed=9), plain)
+
+
+def test_the_published_transformers_build_on_the_meta_device_with_every_knob_the_tiny_ones_set() -> None:
+    from bench._architectures import KLEIN_4B_TRANSFORMER, ZIMAGE_TURBO_TRANSFORMER, flow_denoiser, parameters
+    from models.tiny_flow import KLEIN_TRANSFORMER_CONFIG, ZIMAGE_TRANSFORMER_CONFIG
+
+    klein, zimage = flow_denoiser("klein"), flow_denoiser("zimage")
+    assert next(klein.parameters()).device.type == "meta"
+    # FLUX.2 [klein] "4B" and Z-Image's "6B" are their transformers' sizes.
+    assert 3.85e9 < parameters(klein) < 3.9e9
+    assert 6.1e9 < parameters(zimage) < 6.2e9
+    # The tiny models differ from these in sizes only: each sets every field the published ones do.
+    assert set(KLEIN_4B_TRANSFORMER) == {*KLEIN_TRANSFORMER_CONFIG, "out_channels"}
+    assert set(ZIMAGE_TURBO_TRANSFORMER) == set(ZIMAGE_TRANSFORMER_CONFIG)
+    assert KLEIN_4B_TRANSFORMER["joint_attention_dim"] == 3 * 2560  # three hidden states of Qwen3-4B
+
+    # Off the meta device the weights are drawn: finite, norms at one.
+    smoke = flow_denoiser("zimage", "smoke", device="cpu", dtype=torch.float32)
+    assert all(torch.isfinite(parameter).all() for parameter in smoke.parameters())
+    assert torch.equal(smoke.layers[0].attention_norm1.weight, torch.ones_like(smoke.layers[0].attention_norm1.weight))
