@@ -134,7 +134,8 @@ ZIMAGE_TRANSFORMER_CONFIG: Mapping[str, Any] = {
 _VAE_LEVELS = (8, 16, 16, 16)
 _KLEIN_LATENT_CHANNELS = 4  # FLUX.2's VAE has 32
 _ZIMAGE_LATENT_CHANNELS = 16  # as FLUX.1's VAE, which Z-Image uses
-# FLUX.2 [klein]'s scheduler, as FLUX.2 [dev]'s scheduler_config.json: the shift follows the image's size.
+# FLUX.2 [dev]'s scheduler_config.json (klein's own was not at hand): the shift follows the image's size, through
+# the ``mu`` that klein's pipeline computes for every call and only a dynamically shifting scheduler reads.
 KLEIN_SCHEDULER_CONFIG: Mapping[str, Any] = {
     "num_train_timesteps": 1000,
     "shift": 3.0,
