@@ -10,7 +10,8 @@ Random weights are drawn with a variance of 1/fan-in, a little under, so activat
 finite through every block in bf16 and fp16; the images are noise, the work is real.
 
 The flow-matching families of issue 23 are here by their denoisers (``flow_denoiser``): FLUX.2 [klein]
-4B's and Z-Image-Turbo's transformers at their published configurations, built on the meta device
+4B's and Z-Image-Turbo's transformers at their published configurations (``models.architectures``, where
+the LoRA checks read them too, with their sources), built on the meta device
 (no memory, no time) and given random weights on the device that runs them; ``smoke`` is the
 transformer of ``builtin:tiny-klein`` / ``builtin:tiny-zimage`` (``models/tiny_flow.py``).
 """
@@ -23,53 +24,13 @@ from typing import Any
 
 import torch
 
+from models.architectures import KLEIN_4B_TRANSFORMER, ZIMAGE_TURBO_TRANSFORMER
 from models.tiny import build_tokenizer
 
 ARCHITECTURES = ("sd15", "sdxl")
 GAIN = 0.8
 
 FLOW_DENOISERS = ("klein", "zimage")
-
-#: FLUX.2 [klein] 4B's transformer (3.88 G parameters): the ``transformer/config.json`` of
-#: https://huggingface.co/black-forest-labs/FLUX.2-klein-4B (as uploaded by the diffusers team, copied at
-#: https://huggingface.co/YuCollection/FLUX.2-klein-4B-Diffusers/commit/b5957b7ef3fbc838e9494059666e5d742f327ae2).
-#: ``joint_attention_dim`` is three stacked hidden states of Qwen3-4B (3 x 2560); no guidance embedding.
-KLEIN_4B_TRANSFORMER: dict[str, Any] = {
-    "patch_size": 1,
-    "in_channels": 128,
-    "out_channels": None,
-    "num_layers": 5,
-    "num_single_layers": 20,
-    "attention_head_dim": 128,
-    "num_attention_heads": 24,
-    "joint_attention_dim": 7680,
-    "timestep_guidance_channels": 256,
-    "mlp_ratio": 3.0,
-    "axes_dims_rope": (32, 32, 32, 32),
-    "rope_theta": 2000,
-    "eps": 1e-06,
-    "guidance_embeds": False,
-}
-#: Z-Image-Turbo's transformer (6.15 G parameters): the ``transformer/config.json`` of
-#: https://huggingface.co/Tongyi-MAI/Z-Image-Turbo (diffusers 0.36.0.dev0; note ``axes_lens`` differs from
-#: ``ZImageTransformer2DModel``'s default of (1024, 512, 512)). ``cap_feat_dim`` is Qwen3-4B's width.
-ZIMAGE_TURBO_TRANSFORMER: dict[str, Any] = {
-    "all_patch_size": (2,),
-    "all_f_patch_size": (1,),
-    "in_channels": 16,
-    "dim": 3840,
-    "n_layers": 30,
-    "n_refiner_layers": 2,
-    "n_heads": 30,
-    "n_kv_heads": 30,
-    "norm_eps": 1e-05,
-    "qk_norm": True,
-    "cap_feat_dim": 2560,
-    "rope_theta": 256.0,
-    "t_scale": 1000.0,
-    "axes_dims": (32, 48, 48),
-    "axes_lens": (1536, 512, 512),
-}
 
 
 def _tame(module: torch.nn.Module) -> None:

@@ -3,8 +3,11 @@
 One ``ResidentAdapters`` per loaded model. Embeddings are added to its tokenizer and text encoder once per
 file and stay; LoRAs load as named PEFT adapters, at most ``lora_cache`` of them, least recently used out
 first, and each batch makes exactly its own LoRAs active at its own weights, so jobs batch together only
-when their adapter sets are equal (the ``BatchSpec`` says which). Adapters that come later (IP-Adapter)
-belong here too, beside the pipeline rather than inside the engine's run.
+when their adapter sets are equal (the ``BatchSpec`` says which). The same calls serve every family:
+diffusers' LoRA mixins (Stable Diffusion's on the UNet and text encoders, ``Flux2LoraLoaderMixin`` and
+``ZImageLoraLoaderMixin`` on the transformer) load, weight, switch off and delete adapters alike; only
+unfusing QKV attention is Stable Diffusion's (its fast path fuses it). Adapters that come later
+(IP-Adapter) belong here too, beside the pipeline rather than inside the engine's run.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from models.errors import ModelUnavailable
 from models.finetunes import FineTuneKind, FineTuneUnusable, load_embedding
@@ -21,6 +24,21 @@ from models.types import BatchSpec, embedding_token
 
 if TYPE_CHECKING:
     from models.pipeline import Pipeline
+
+
+class _ListsAdapters(Protocol):
+    """diffusers' ``get_list_adapters``: each LoRA-loadable component's adapters (``{"transformer": [...]}``)."""
+
+    def get_list_adapters(self) -> dict[str, list[str]]: ...
+
+
+class NoMatchingLayers(ValueError):
+    """A LoRA file that loaded without error into none of the model's components.
+
+    The flow families' loaders only warn when nothing of a file is the transformer's (diffusers'
+    own layout without its ``transformer.`` prefix, say), so ``set_adapters`` would fail later on
+    an adapter that does not exist; this names it as a LoRA that does not fit instead.
+    """
 
 
 @dataclass(slots=True)
@@ -60,7 +78,10 @@ class ResidentAdapters:
                 with warnings.catch_warnings():  # PEFT warns that a model with one adapter gets another: it should
                     warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
                     pipeline.load_lora_weights(str(_fine_tune_file(file_id)), adapter_name=name)
-            except (OSError, ValueError, KeyError, RuntimeError) as error:  # PEFT: "target modules not found"
+                if not _holds(pipeline, name):
+                    raise NoMatchingLayers(f"none of the layers of {file_id} is one of this model's")
+            except (OSError, ValueError, KeyError, RuntimeError) as error:  # PEFT: "target modules not found";
+                # torch: a layer of another width (a FLUX.2 klein 9B LoRA on 4B), which diffusers undoes whole
                 raise FineTuneUnusable(FineTuneKind.LORA, Path(file_id).stem, error) from error
             self.loras[file_id] = name
         pipeline.enable_lora()
@@ -77,7 +98,14 @@ def _fine_tune_file(file: str) -> Path:
     return path
 
 
+def _holds(pipeline: Pipeline, name: str) -> bool:
+    """Whether an adapter called ``name`` is in any of the pipeline's components."""
+    listed = cast("_ListsAdapters", pipeline).get_list_adapters()
+    return any(name in adapters for adapters in listed.values())
+
+
 def _qkv_fused(pipeline: Pipeline) -> bool:
-    """Whether the UNet runs fused QKV attention (the fast path's set-up on CUDA)."""
-    processors = getattr(pipeline.unet, "attn_processors", {})
+    """Whether the UNet runs fused QKV attention (the fast path's set-up on CUDA); a transformer family has none."""
+    unet = getattr(pipeline, "unet", None)  # a flow pipeline has no UNet, and diffusers says so by AttributeError
+    processors = getattr(unet, "attn_processors", {})
     return any(type(processor).__name__.startswith("Fused") for processor in processors.values())

@@ -6,6 +6,13 @@ model, knows a family's layers from its published configuration alone (the UNet'
 encoders' ``config.json`` fields that shape their modules, tiny's from ``models.tiny``): the
 modules are built on torch's meta device, without weights, once per family and process (SD 1.x
 in about 0.2 s, SDXL in about 0.7 s), and their names kept.
+
+The flow-matching families (FLUX.2 klein, Z-Image) take LoRAs on their transformer alone, and one
+model's LoRA does not load into a model of another width (diffusers refuses the shapes), so their
+transformers are kept by name and width: every layer a LoRA can target there is a ``Linear``. FLUX.2
+klein comes as 4B (3072 wide) and 9B (4096 wide) under one family, which a LoRA's header cannot tell from
+the family alone; its configuration here is 4B's, the one whose published source is at hand, so a 9B LoRA
+is refused as one for another size of FLUX.2 klein.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from typing import Any, Final
 
 from models.tiny import TEXT_ENCODER_CONFIG as TINY_TEXT_ENCODER
 from models.tiny import UNET_CONFIG as TINY_UNET
+from models.tiny_flow import KLEIN_TRANSFORMER_CONFIG as TINY_KLEIN_TRANSFORMER
+from models.tiny_flow import ZIMAGE_TRANSFORMER_CONFIG as TINY_ZIMAGE_TRANSFORMER
 from models.types import ModelFamily
 
 
@@ -151,3 +160,103 @@ def family_layers(family: ModelFamily) -> FamilyLayers:
         xl=architecture.xl,
         flattened=frozenset(component for component, encoder in encoders.items() if not hasattr(encoder, "text_model")),
     )
+
+
+# -- the flow-matching families' transformers ---------------------------------------------------------------
+
+#: FLUX.2 [klein] 4B's transformer (3.88 G parameters): the ``transformer/config.json`` of
+#: https://huggingface.co/black-forest-labs/FLUX.2-klein-4B (as uploaded by the diffusers team, copied at
+#: https://huggingface.co/YuCollection/FLUX.2-klein-4B-Diffusers/commit/b5957b7ef3fbc838e9494059666e5d742f327ae2).
+#: ``joint_attention_dim`` is three stacked hidden states of Qwen3-4B (3 x 2560); no guidance embedding.
+KLEIN_4B_TRANSFORMER: Final[Mapping[str, Any]] = {
+    "patch_size": 1,
+    "in_channels": 128,
+    "out_channels": None,
+    "num_layers": 5,
+    "num_single_layers": 20,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 7680,
+    "timestep_guidance_channels": 256,
+    "mlp_ratio": 3.0,
+    "axes_dims_rope": (32, 32, 32, 32),
+    "rope_theta": 2000,
+    "eps": 1e-06,
+    "guidance_embeds": False,
+}
+#: Z-Image-Turbo's transformer (6.15 G parameters): the ``transformer/config.json`` of
+#: https://huggingface.co/Tongyi-MAI/Z-Image-Turbo (diffusers 0.36.0.dev0; note ``axes_lens`` differs from
+#: ``ZImageTransformer2DModel``'s default of (1024, 512, 512)). ``cap_feat_dim`` is Qwen3-4B's width.
+ZIMAGE_TURBO_TRANSFORMER: Final[Mapping[str, Any]] = {
+    "all_patch_size": (2,),
+    "all_f_patch_size": (1,),
+    "in_channels": 16,
+    "dim": 3840,
+    "n_layers": 30,
+    "n_refiner_layers": 2,
+    "n_heads": 30,
+    "n_kv_heads": 30,
+    "norm_eps": 1e-05,
+    "qk_norm": True,
+    "cap_feat_dim": 2560,
+    "rope_theta": 256.0,
+    "t_scale": 1000.0,
+    "axes_dims": (32, 48, 48),
+    "axes_lens": (1536, 512, 512),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowArchitecture:
+    """A flow-matching family's transformer, and the diffusers LoRA loader its pipelines read a file with."""
+
+    model: str  # the model whose configuration this is, for a sentence: "FLUX.2 klein 4B"
+    transformer: str  # the diffusers class: "Flux2Transformer2DModel", "ZImageTransformer2DModel"
+    config: Mapping[str, Any]  # its config.json's fields
+    lora_loader: str  # the pipelines' LoRA loader mixin, in ``diffusers.loaders``
+
+
+_KLEIN_LOADER = "Flux2LoraLoaderMixin"  # Flux2KleinPipeline and Flux2KleinInpaintPipeline
+_ZIMAGE_LOADER = "ZImageLoraLoaderMixin"  # ZImagePipeline, ZImageImg2ImgPipeline and ZImageInpaintPipeline
+
+#: Cheapest first: recognising a file builds each in turn until one fits.
+FLOW_ARCHITECTURES: Final[Mapping[ModelFamily, FlowArchitecture]] = {
+    ModelFamily.TINY_KLEIN: FlowArchitecture(
+        "builtin:tiny-klein", "Flux2Transformer2DModel", TINY_KLEIN_TRANSFORMER, _KLEIN_LOADER
+    ),
+    ModelFamily.TINY_ZIMAGE: FlowArchitecture(
+        "builtin:tiny-zimage", "ZImageTransformer2DModel", TINY_ZIMAGE_TRANSFORMER, _ZIMAGE_LOADER
+    ),
+    ModelFamily.KLEIN: FlowArchitecture(
+        "FLUX.2 klein 4B", "Flux2Transformer2DModel", KLEIN_4B_TRANSFORMER, _KLEIN_LOADER
+    ),
+    ModelFamily.ZIMAGE: FlowArchitecture(
+        "Z-Image-Turbo", "ZImageTransformer2DModel", ZIMAGE_TURBO_TRANSFORMER, _ZIMAGE_LOADER
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TransformerLayers:
+    """What a LoRA loader needs to know of a flow family's transformer: its loader, and each layer's widths."""
+
+    model: str
+    lora_loader: str
+    linears: Mapping[str, tuple[int, int]]  # module name -> (in_features, out_features)
+
+
+@functools.cache
+def transformer_layers(family: ModelFamily) -> TransformerLayers:
+    """``family``'s transformer layers, from its configuration built on the meta device: no weights, no download."""
+    import diffusers
+    import torch
+
+    architecture = FLOW_ARCHITECTURES[family]
+    with torch.device("meta"):
+        transformer: torch.nn.Module = getattr(diffusers, architecture.transformer)(**architecture.config)
+    linears = {
+        name: (module.in_features, module.out_features)
+        for name, module in transformer.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+    return TransformerLayers(architecture.model, architecture.lora_loader, linears)

@@ -7,29 +7,44 @@ says and as long as its dtype and shape need, for every dtype the library knows)
 smallest tensor of each dtype to see that torch can compute with it, and tells from the tensor
 names and shapes what the file is:
 
-- a LoRA in kohya/A1111 (``lora_unet_..._attn2_to_k.lora_down.weight``), diffusers
-  (``unet.<module>.to_k.lora.down.weight``) or PEFT (``..._to_k.lora_A.weight``) layout;
+- a Stable Diffusion LoRA in kohya/A1111 (``lora_unet_..._attn2_to_k.lora_down.weight``),
+  diffusers (``unet.<module>.to_k.lora.down.weight``) or PEFT (``..._to_k.lora_A.weight``) layout;
+- a FLUX.2 klein or Z-Image LoRA in any layout the family's diffusers loader reads: diffusers'
+  own (``transformer.<module>.lora_A.weight``), kohya's (``lora_unet_double_blocks_0_img_attn_qkv
+  .lora_down.weight``; Z-Image ``lora_unet_layers_0_attention_to_q``), ai-toolkit's
+  (``diffusion_model.`` before BFL's ``double_blocks``/``single_blocks`` names for klein, before
+  the transformer's own names for Z-Image), PEFT's ``base_model.model.`` (klein);
 - a textual-inversion embedding in A1111 (``emb_params``; SDXL ``clip_l`` + ``clip_g``) or
   diffusers (one tensor named by its token) layout;
 
-and for which model family: the width of the text its cross-attention reads (768 for SD 1.x,
-1024 for SD 2.x, 2048 for SDXL, 32 for ``builtin:tiny``). Pickles (``.pt``, ``.ckpt``,
-``.bin``, ``.pth``) are refused by name and by their first bytes: loading one runs code.
-``check_lora_fits`` then compares a LoRA's layers with those of its family's models
-(``models.architectures``), so one that fits none is refused when it is added, not at its first job.
+and for which model family: for Stable Diffusion, the width of the text its cross-attention reads
+(768 for SD 1.x, 1024 for SD 2.x, 2048 for SDXL, 32 for ``builtin:tiny``); for the flow-matching
+families, the transformer whose layers the LoRA names at the widths it has them, read as that
+family's pipeline would load it (``models.architectures``: FLUX.2 klein 4B, Z-Image-Turbo and the
+builtin tiny builds). Pickles (``.pt``, ``.ckpt``, ``.bin``, ``.pth``) are refused by name and by
+their first bytes: loading one runs code. ``check_lora_fits`` then compares a LoRA's layers with
+those of its family's models, so one that fits none is refused when it is added, not at its first job.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from models.architectures import FamilyLayers, family_layers
+from models.architectures import (
+    FLOW_ARCHITECTURES,
+    FamilyLayers,
+    TransformerLayers,
+    family_layers,
+    transformer_layers,
+)
 from models.errors import ModelError
+from models.families import family_label, supported_families
 from models.sources import PICKLE_SUFFIXES
 from models.types import ModelFamily
 
@@ -76,7 +91,13 @@ class FineTuneUnusable(ModelError):
 CONTEXT_WIDTHS: Final = {768: "sd1", 1024: "sd2", 2048: "sdxl", 32: "tiny"}
 #: A text encoder's width, by family, for embeddings and text-encoder LoRAs.
 TEXT_WIDTHS: Final = {768: "sd1", 1024: "sd2", 32: "tiny"}
-FAMILY_NAMES: Final = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "tiny": "builtin:tiny"}
+FAMILY_NAMES: Final = {
+    "sd1": "SD 1.x",
+    "sd2": "SD 2.x",
+    "sdxl": "SDXL",
+    "tiny": "builtin:tiny",
+    **{family.value: family_label(family) for family in FLOW_ARCHITECTURES},
+}
 
 _DAMAGED: Final = "That file's safetensors header is damaged."
 _NOT_ITS_DATA: Final = (
@@ -106,7 +127,7 @@ _LORA_DOWN = re.compile(r"(lora_down|lora\.down|lora_A(\.default)?|down)\.weight
 @dataclass(frozen=True, slots=True)
 class FineTuneInfo:
     kind: FineTuneKind
-    family: str  # a ModelPreset.family: "sd1", "sd2", "sdxl" or "tiny"
+    family: str  # a ModelPreset.family: "sd1", "sd2", "sdxl", "tiny", "flux2-klein", "z-image", "tiny-klein", ...
     tensors: int
 
 
@@ -187,12 +208,13 @@ def inspect_fine_tune(path: Path, filename: str) -> FineTuneInfo:
     tensors = read_header(path)
     names = list(tensors)
     if any(_LORA_DOWN.search(name) and "lora" in name.lower() for name in names):
-        return FineTuneInfo(FineTuneKind.LORA, _lora_family(tensors), len(tensors))
+        family = _sd_lora_family(tensors) or _flow_lora_family(path)
+        return FineTuneInfo(FineTuneKind.LORA, family, len(tensors))
     return FineTuneInfo(FineTuneKind.EMBEDDING, _embedding_family(tensors), len(tensors))
 
 
-def _lora_family(tensors: dict[str, _Tensor]) -> str:
-    """The family from what the LoRA's cross-attention keys read, else from its text-encoder layers."""
+def _sd_lora_family(tensors: dict[str, _Tensor]) -> str | None:
+    """The SD family from what the LoRA's cross-attention keys read, else from its text-encoder layers."""
     for name, tensor in tensors.items():
         lowered = name.lower()
         if "attn2" in lowered and ("to_k" in lowered or "to_v" in lowered) and _LORA_DOWN.search(name):
@@ -204,34 +226,81 @@ def _lora_family(tensors: dict[str, _Tensor]) -> str:
         if name.startswith(("lora_te_", "text_encoder.")) and _LORA_DOWN.search(name) and len(tensor.shape) == 2:
             if tensor.shape[1] in TEXT_WIDTHS:
                 return TEXT_WIDTHS[tensor.shape[1]]
-    raise FineTuneError("That file looks like a LoRA, but not one for a Stable Diffusion 1.x, 2.x or SDXL model.")
+    return None
+
+
+def _flow_lora_family(path: Path) -> str:
+    """The flow-matching family whose transformer has the LoRA's layers at its widths, as its pipeline loads it.
+
+    The families' loaders read different names (klein's blocks are not Z-Image's), and the builds of
+    one family differ in width only (builtin:tiny-klein's 32 against FLUX.2 klein 4B's 3072), so at
+    most one fits. One whose names are a family's but not its widths is for another size of that model.
+    """
+    state = _stand_ins(path, _flow_value)
+    nearest: tuple[int, ModelFamily] | None = None
+    for family in FLOW_ARCHITECTURES:
+        layers = transformer_layers(family)
+        try:
+            fit = _flow_fit(_flow_targets(state, layers), layers)
+        except _UNREADABLE:
+            continue  # not in a layout this family's loader reads
+        if fit.fits:
+            return family.value
+        if fit.named and (nearest is None or fit.named > nearest[0]):
+            nearest = (fit.named, family)
+    if nearest is not None:
+        raise FineTuneError(_another_size(nearest[1]))
+    raise FineTuneError(
+        f"That file looks like a LoRA, but not one for a model of a family this bot runs ({supported_families()})."
+    )
 
 
 def check_lora_fits(path: Path, family: str) -> None:
     """Refuse a LoRA none of whose layers is a layer of ``family``'s models, before it is kept.
 
     Its names are read as the family's pipeline reads them in ``load_lora_weights``: diffusers'
-    own conversions of the kohya, diffusers and PEFT layouts, the UNet's and each text encoder's
-    part apart, and PEFT's own matching of target modules against module names. The weights are
-    stand-ins on the meta device; only kohya's alphas (one number each) are read. A file of which
-    some layers fit is kept: diffusers applies those and leaves out the rest.
+    own conversions of the kohya, diffusers and PEFT layouts (and ai-toolkit's for the flow
+    families), the UNet's and each text encoder's part apart, and PEFT's own matching of target
+    modules against module names. The weights are stand-ins on the meta device; only kohya's
+    alphas (one number each) are read, and the few values FLUX.2's kohya conversion looks at
+    (``_flow_value``). A file of which some layers fit is kept: diffusers applies those and
+    leaves out the rest. A flow family's transformer takes a LoRA only at its own widths: one layer
+    of another width and diffusers refuses the whole file, so every layer it has must fit.
     """
+    model_family = ModelFamily(family)
+    if model_family in FLOW_ARCHITECTURES:
+        _check_flow_lora_fits(path, model_family)
+        return
+    state = _stand_ins(path, lambda name: name.endswith(".alpha"))
+    count = _layer_count(state)  # before the conversion, which takes kohya's names out of ``state``
+    layers = family_layers(model_family)
+    targets = _lora_targets(state, layers)
+    if not any(_fits_one(names, layers.layers[component]) for component, names in targets.items()):
+        raise FineTuneError(_fits_none(count, family))
+
+
+def _layer_count(state: dict[str, Any]) -> int:
+    return sum(1 for name in state if _LORA_DOWN.search(name))
+
+
+def _fits_none(count: int, family: str) -> str:
+    which = "its one layer is not" if count == 1 else f"none of its {count} layers is"
+    return f"That LoRA does not fit {FAMILY_NAMES.get(family, family)} models: {which} one of theirs."
+
+
+def _stand_ins(path: Path, read: Callable[[str], bool]) -> dict[str, Any]:
+    """A LoRA file's tensors as diffusers' conversions take them: the values of those ``read`` names (as F32), and
+    for the rest empty tensors of their shapes on the meta device, which cost nothing."""
     import torch
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as file:
-        state: dict[str, Any] = {
-            name: file.get_tensor(name)
-            if name.endswith(".alpha")
+        return {
+            name: file.get_tensor(name).to(torch.float32)
+            if read(name)
             else torch.empty(file.get_slice(name).get_shape(), device="meta")
             for name in file.keys()
         }
-    count = sum(1 for name in state if _LORA_DOWN.search(name))
-    layers = family_layers(ModelFamily(family))
-    targets = _lora_targets(state, layers)
-    if not any(_fits_one(names, layers.layers[component]) for component, names in targets.items()):
-        which = "its one layer is not" if count == 1 else f"none of its {count} layers is"
-        raise FineTuneError(f"That LoRA does not fit {FAMILY_NAMES.get(family, family)} models: {which} one of theirs.")
 
 
 def _lora_targets(state: dict[str, Any], layers: FamilyLayers) -> dict[str, set[str]]:
@@ -293,6 +362,118 @@ def _embedding_family(tensors: dict[str, _Tensor]) -> str:
         "That file is neither a LoRA nor a textual-inversion embedding (A1111 or diffusers layout) "
         "for a Stable Diffusion model."
     )
+
+
+# -- the flow-matching families --------------------------------------------------------------------------
+
+#: What a loader's conversion raises on names it cannot read (a leftover key, a block number that is not one),
+#: and torch on a computation the stand-ins cannot make.
+_UNREADABLE: Final = (KeyError, IndexError, ValueError, RuntimeError, NotImplementedError)
+#: kohya's names for FLUX.2's fused q/k/v projections, whose up weights its conversion splits by their values.
+_KOHYA_FUSED_UP = re.compile(r"^lora_unet_.*_qkv\.lora_up\.weight$")
+
+
+@dataclass(frozen=True, slots=True)
+class _FlowFit:
+    """How a LoRA's layers meet a transformer's: how many it has by name, and how many of those at their widths."""
+
+    named: int
+    sized: int
+
+    @property
+    def fits(self) -> bool:
+        return self.named > 0 and self.sized == self.named
+
+
+def _flow_value(name: str) -> bool:
+    """Whether the flow loaders' conversions compute with this tensor's values: an alpha, or kohya's fused q/k/v
+    up weight, which FLUX.2's conversion splits by whether it is block-diagonal."""
+    return name.endswith(".alpha") or bool(_KOHYA_FUSED_UP.match(name))
+
+
+def _flow_targets(state: dict[str, Any], layers: TransformerLayers) -> dict[str, tuple[int | None, int | None]]:
+    """The transformer modules a LoRA targets as its family's pipeline loads it, with the (in, out) widths its
+    ``lora_A`` and ``lora_B`` weights give them; one of ``_UNREADABLE`` where the loader cannot read the file."""
+    import diffusers.loaders
+    from diffusers.utils import convert_unet_state_dict_to_peft
+
+    # 1. The loader's own conversion (kohya's, ai-toolkit's and PEFT's names to diffusers'), as load_lora_weights
+    #    makes it, and that method's own check that what comes out is a LoRA.
+    loader = getattr(diffusers.loaders, layers.lora_loader)
+    converted = loader.lora_state_dict(_with_kohya_alphas(state, layers))
+    if not all("lora" in key or "lokr" in key for key in converted):
+        raise ValueError("not a LoRA once converted")
+    # 2. The transformer's part in PEFT's names, as the transformer's load_lora_adapter takes it.
+    part = {
+        key.removeprefix("transformer."): value for key, value in converted.items() if key.startswith("transformer.")
+    }
+    if part and "lora_A" not in next(iter(part)):
+        part = convert_unet_state_dict_to_peft(part)
+    # 3. Each module's widths: lora_A reads its input, lora_B writes its output.
+    widths: dict[str, tuple[int | None, int | None]] = {}
+    for key, value in part.items():
+        if value.ndim != 2:  # a bias of lora_B
+            continue
+        module = key.split(".lora")[0]
+        inner, outer = widths.get(module, (None, None))
+        if "lora_A" in key:
+            inner = int(value.shape[1])
+        elif "lora_B" in key:
+            outer = int(value.shape[0])
+        widths[module] = (inner, outer)
+    return widths
+
+
+def _with_kohya_alphas(state: dict[str, Any], layers: TransformerLayers) -> dict[str, Any]:
+    """A copy of ``state`` (the loaders convert in place), with the alpha FLUX.2's kohya conversion takes for a
+    layer that has none (its rank) written out, so that no stand-in's value is asked for."""
+    import torch
+
+    state = dict(state)
+    if layers.lora_loader != "Flux2LoraLoaderMixin":
+        return state
+    suffix = ".lora_down.weight"
+    for name, value in list(state.items()):
+        if name.endswith(suffix):
+            state.setdefault(name.removesuffix(suffix) + ".alpha", torch.tensor(float(value.shape[0])))
+    return state
+
+
+def _flow_fit(widths: dict[str, tuple[int | None, int | None]], layers: TransformerLayers) -> _FlowFit:
+    """Which of a LoRA's modules the transformer has, matched as PEFT matches target modules (the name, or a
+    name ending in ``.<target>``), and whether each has the widths the LoRA's weights need."""
+    named = sized = 0
+    for module, (inner, outer) in widths.items():
+        found = [shape for name, shape in layers.linears.items() if name == module or name.endswith(f".{module}")]
+        if not found:
+            continue
+        named += 1
+        sized += all(inner in (None, have_in) and outer in (None, have_out) for have_in, have_out in found)
+    return _FlowFit(named, sized)
+
+
+def _another_size(family: ModelFamily) -> str:
+    model = transformer_layers(family).model
+    return (
+        f"That LoRA is for a {FAMILY_NAMES[family.value]} model of another size: its layers have the names of "
+        f"{model}'s but not their widths."
+    )
+
+
+def _check_flow_lora_fits(path: Path, family: ModelFamily) -> None:
+    state = _stand_ins(path, _flow_value)
+    layers = transformer_layers(family)
+    try:
+        fit = _flow_fit(_flow_targets(state, layers), layers)
+    except _UNREADABLE as error:  # the family's loader refuses its names: another family's layout
+        raise FineTuneError(
+            f"That LoRA does not fit {FAMILY_NAMES[family.value]} models: their diffusers loader cannot read its "
+            f"layers ({type(error).__name__})."
+        ) from None
+    if fit.named == 0:
+        raise FineTuneError(_fits_none(_layer_count(state), family.value))
+    if not fit.fits:
+        raise FineTuneError(_another_size(family))
 
 
 def load_embedding(pipeline: Any, path: Path, token: str) -> None:
