@@ -60,6 +60,9 @@ class Settings:
     upscale_strength: float = 0.3
     nsfw_threshold: float = 0.7
     allow_dms: bool = False
+    # The bot is run commercially: a model whose licence forbids that, or whose licence is unknown, stops
+    # start-up (bot/runtime/worker.py's commercial_use_refusals; the licences are models/licences.py's).
+    commercial_use: bool = False
     log_level: str = "INFO"
     # Only for testing against a Discord-compatible server: the REST base (".../api/v10") and gateway URL.
     discord_api_url: str | None = None
@@ -118,6 +121,7 @@ class Settings:
             upscale_strength=reader.number("UPSCALE_STRENGTH", 0.3, 0.05, 1.0),
             nsfw_threshold=reader.number("NSFW_THRESHOLD", 0.7, 0.0, 1.0),
             allow_dms=reader.boolean("ALLOW_DMS", False),
+            commercial_use=reader.boolean("COMMERCIAL_USE", False),
             log_level=reader.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             discord_api_url=reader.url("DISCORD_API_URL"),
             discord_gateway_url=reader.url("DISCORD_GATEWAY_URL"),

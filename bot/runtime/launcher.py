@@ -13,8 +13,10 @@ The bot is one gateway connection unless SHARD_COUNT is set or Discord's
 ``AutoShardedBot`` with that many (``bot.app.ShardedLatentcordBot``).
 
 A login that fails (a token Discord refuses, Discord out of reach) ends start-up
-with one sentence and exit code 2. Once logged in, a dropped connection is
-discord.py's to retry, with backoff, as ever.
+with one sentence and exit code 2, as do, with COMMERCIAL_USE on, configured models
+whose licence forbids commercial use or is unknown: a sentence each, before anything
+connects, loads or starts (``REDIS_URL`` or not). Once logged in, a dropped
+connection is discord.py's to retry, with backoff, as ever.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
 from bot.runtime.core import Core, open_core
+from bot.runtime.worker import refused_by_licence
 from bot.settings import Settings, SettingsError
 from bot.workers.streams import BrokerUnreachable, redacted
 from db.errors import StoreError
@@ -80,6 +83,8 @@ _REPORTED: tuple[type[Exception], ...] = (StoreError, DiscordLoginFailed, Broker
 
 
 def run_bot(settings: Settings) -> int:
+    if refused_by_licence(settings):
+        return 2
     try:
         token = settings.require_token()
     except SettingsError as error:
