@@ -8,8 +8,10 @@ before they are kept.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest
@@ -18,14 +20,31 @@ from bot.jobs.permutations import MAX_LIMIT as MAX_PERMUTATIONS
 from bot.policy import content_filter
 from bot.policy.nsfw import NsfwMode
 from db.records import AuditEntry, FineTune, Style, Usage
+from models.errors import ModelError
+from models.families import family_label
 from models.finetunes import FineTuneKind
+from models.licences import Licence, licence_of
+from models.presets import declared_preset
 
 STYLE_NAME = re.compile(r"[A-Za-z0-9_-]{2,32}")
+#: A model's family where no worker has announced it and this host's files cannot tell it.
+FAMILY_NOT_KNOWN = "family not known yet"
 
 if TYPE_CHECKING:
     from bot.settings import Settings
     from bot.workers.protocol import WorkerClient
     from db.store import Store
+    from models.types import ModelPreset
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """A configured model as /model list shows it."""
+
+    model: str
+    enabled: bool  # whether this server may use it
+    family: str  # as members read it ("SDXL", "FLUX.2 klein"), or FAMILY_NOT_KNOWN
+    licence: Licence
 
 
 class ModerationService:
@@ -111,10 +130,34 @@ class ModerationService:
 
     # -- the models a server may use -----------------------------------------------------------
 
-    async def model_states(self, guild_id: int) -> list[tuple[str, bool]]:
-        """Each configured model (SD_MODEL first) and whether this server may use it."""
+    async def model_states(self, guild_id: int) -> list[ModelState]:
+        """Each configured model (SD_MODEL first): whether this server may use it, its family and its licence."""
         disabled = await self._store.disabled_models(guild_id)
-        return [(model, model not in disabled) for model in self._settings.models]
+        models = self._settings.models
+        families = await asyncio.gather(*(self._family_of(model) for model in models))
+        licences = await asyncio.gather(*(asyncio.to_thread(licence_of, model) for model in models))
+        return [
+            ModelState(model, model not in disabled, family, licence)
+            for model, family, licence in zip(models, families, licences, strict=True)
+        ]
+
+    async def _family_of(self, model: str) -> str:
+        """A model's family as members read it, told without loading the model or waiting for a worker.
+
+        With workers on other hosts (REDIS_URL), the worker seam's preset: as one announced it, else as told
+        from the model's files here, never waiting. Otherwise those files alone (``declared_preset``: the
+        builtins, folders, single files, this host's Hugging Face cache), which the bot's own workers share:
+        asking a worker in this process for a preset would load the model.
+        """
+        preset: ModelPreset | None
+        try:
+            if self._settings.redis_url is not None:
+                preset = await self._worker.preset(model)
+            else:
+                preset = await asyncio.to_thread(declared_preset, model)
+        except ModelError:  # ModelUnavailable: not announced and not told here; a pickle file; a pipeline not run
+            return FAMILY_NOT_KNOWN
+        return FAMILY_NOT_KNOWN if preset is None else family_label(preset.family)
 
     async def set_model_enabled(self, guild_id: int, model: str, enabled: bool, *, actor_id: int) -> AuditEntry:
         if model not in self._settings.models:
@@ -140,7 +183,8 @@ class ModerationService:
     ) -> tuple[FineTune, AuditEntry]:
         """A moderator's upload (``kind``: "lora" or "embedding"), checked against the families of the
         guild's enabled models before it is kept."""
-        enabled = [model for model, on in await self.model_states(guild_id) if on]
+        disabled = await self._store.disabled_models(guild_id)
+        enabled = [model for model in self._settings.models if model not in disabled]
         families = sorted({(await self._worker.preset(model)).family for model in enabled})
         return await self._finetunes.add(
             guild_id,

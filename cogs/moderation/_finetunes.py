@@ -88,11 +88,16 @@ class FineTuneCommands(ModeratorCommands):
 
     # -- /model --------------------------------------------------------------------------------
 
-    @model_group.command(name="list", description="Show the bot's models and which this server may use.")
+    @model_group.command(
+        name="list", description="Show the bot's models, their families and licences, and which this server may use."
+    )
     @moderators_only()
     async def model_list(self, interaction: discord.Interaction[Any]) -> None:
         states = await self.moderation.model_states(guild_of(interaction))
-        lines = [f"{'✅' if enabled else '🚫'} `{model}`" for model, enabled in states]
+        lines = [
+            f"{'✅' if state.enabled else '🚫'} `{state.model}` · {state.family} · {state.licence.name}"
+            for state in states
+        ]
         await reply_ephemeral(interaction, "Models on this server:\n" + "\n".join(lines))
 
     @model_group.command(name="enable", description="Let this server use a model.")
