@@ -21,6 +21,7 @@ import gc
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from models import preview
 from models.adapters import ResidentAdapters
 from models.components import ComponentCache, ComponentKey, ComponentKind, ComponentLoader
 from models.errors import GenerationInterrupted, GenerationOutOfMemory, ModelUnavailable
+from models.families import FAMILIES
 from models.fastpath import Bucket, Compiler, FastPath, buckets_for, default_compiler, padded, use_compile_cache
 from models.loading import default_dtype, load_pipeline, resolve_model_source
 from models.operations import (
@@ -103,6 +105,20 @@ def _silence_same_dtype_cast_warning() -> None:
         lora.addFilter(_UnetOnlyLoraFilter())
 
 
+#: GPU memory per resident model, for the default of MODELS_RESIDENT: an SDXL or FLUX.2 klein 4B model and its
+#: batches' activations fit in 24 GiB; one more model for each 24 GiB more.
+GIB_PER_RESIDENT_MODEL = 24
+
+
+def default_models_resident(device: torch.device) -> int:
+    """How many models a worker keeps loaded when MODELS_RESIDENT is not set: one per 24 GiB of GPU memory
+    (at least one, at most four); one on a CPU."""
+    if device.type != "cuda":
+        return 1
+    total = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return max(1, min(4, int(total // GIB_PER_RESIDENT_MODEL)))
+
+
 def own_size(preset: ModelPreset) -> Sequence[tuple[int, int]]:
     return ((preset.width, preset.height),)
 
@@ -123,11 +139,14 @@ class EngineConfig:
     # many stay loaded at once, the least recently used dropped first.
     component_loaders: Mapping[ComponentKind, ComponentLoader] = field(default_factory=dict)
     component_cache: int = 2
+    # How many models stay loaded at once (MODELS_RESIDENT); the least recently used is freed first. 0: by the
+    # GPU's memory (``default_models_resident``).
+    models_resident: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class _Resident:
-    """The one loaded model: its name, weights and defaults."""
+    """A loaded model: its name, weights and defaults."""
 
     model: str
     pipeline: Pipeline
@@ -166,7 +185,7 @@ def _resolve_device(name: str) -> torch.device:
 
 
 class DiffusionEngine:
-    """Owns the one resident pipeline and runs batches on it, in the caller's thread."""
+    """Owns the loaded pipelines (``models_resident`` at most) and runs batches on them, in the caller's thread."""
 
     def __init__(self, config: EngineConfig) -> None:
         self._config = config
@@ -177,7 +196,9 @@ class DiffusionEngine:
         self._compiles = config.compile == "on" or (config.compile == "auto" and self._device.type == "cuda")
         if self._compiles:
             use_compile_cache(config.cache_dir)
-        self._resident: _Resident | None = None
+        self._models_resident = config.models_resident or default_models_resident(self._device)
+        # The loaded models, the least recently used first.
+        self._residents: OrderedDict[str, _Resident] = OrderedDict()
         # A private tokenizer copy per model ever loaded, so prompts can be measured from any
         # thread while the GPU thread uses (and reconfigures) the pipeline's own tokenizer.
         self._token_counters: dict[str, _TokenCounter] = {}
@@ -210,11 +231,11 @@ class DiffusionEngine:
     # -- loading -----------------------------------------------------------------
 
     def load(self, model: str) -> ModelPreset:
-        """Make ``model`` the resident pipeline (freeing any other) and return its preset.
+        """Load ``model`` (if it is not loaded) and return its preset; it becomes the most recently used.
 
-        The old pipeline is freed *before* the new one loads: two SDXL models
-        do not fit on most GPUs at once. References that can never load (a
-        pickle file, a missing path) are rejected first, so they cost nothing.
+        Beyond ``models_resident`` the least recently used model is freed *before* the new one loads:
+        two SDXL models do not fit on most GPUs at once. References that can never load (a pickle file,
+        a missing path) are rejected first, so they cost nothing.
         """
         return self._ensure_loaded(model).preset
 
@@ -240,17 +261,37 @@ class DiffusionEngine:
         with counter.lock:
             return tokenizer_files(counter.tokenizer)
 
+    @property
+    def _resident(self) -> _Resident | None:
+        """The model used last."""
+        return next(reversed(self._residents.values()), None)
+
+    def resident_models(self) -> tuple[str, ...]:
+        """The models loaded now (at most ``models_resident``), the least recently used first."""
+        return tuple(self._residents)
+
     def _ensure_loaded(self, model: str) -> _Resident:
         with self._load_lock:
-            resident = self._resident
-            if resident is not None and resident.model == model:
+            resident = self._residents.get(model)
+            if resident is not None:
+                self._residents.move_to_end(model)
                 return resident
-            # 1. Reject what can never load before giving up the resident model.
+            # 1. Reject what can never load before giving up a loaded model.
             resolve_model_source(model)
-            # 2. Free the old pipeline.
-            self._unload()
-            # 3. Load, choose the preset, and start compiling in the background if asked.
-            pipeline = load_pipeline(model, device=self._device, dtype=self._dtype, cache_dir=self._config.cache_dir)
+            # 2. Make room: the least recently used go first (two SDXL models do not fit most GPUs at once).
+            while len(self._residents) >= self._models_resident:
+                self._unload(next(iter(self._residents)))
+            # 3. Load, choose the preset, and start compiling in the background if asked. A model that does not
+            #    fit beside the others is tried once more alone.
+            try:
+                pipeline = self._load(model)
+            except ModelUnavailable as refused:
+                if not self._residents or not isinstance(refused.__cause__, torch.cuda.OutOfMemoryError):
+                    raise
+                log.info("%s does not fit beside %s; freeing them and trying again", model, ", ".join(self._residents))
+                while self._residents:
+                    self._unload(next(iter(self._residents)))
+                pipeline = self._load(model)
             preset = preset_for(model, pipeline)
             self._token_counters[model] = _TokenCounter(copy.deepcopy(pipeline.tokenizer), threading.Lock())
             resident = _Resident(
@@ -260,23 +301,26 @@ class DiffusionEngine:
                 fast=self._start_fast_path(pipeline, preset),
                 adapters=ResidentAdapters(self._config.lora_cache),
             )
-            self._resident = resident
-            log.info("loaded %s (%s) on %s as %s", model, preset.family, self._device, self._dtype)
+            self._residents[model] = resident
+            log.info("loaded %s (%s) on %s as %s", model, preset.family, self._device, pipeline.dtype)
             return resident
 
-    def _unload(self) -> None:
-        if self._resident is None:
-            return
-        if self._resident.fast is not None:
-            self._resident.fast.stop()
-        self._resident = None
+    def _load(self, model: str) -> Pipeline:
+        return load_pipeline(model, device=self._device, dtype=self._dtype, cache_dir=self._config.cache_dir)
+
+    def _unload(self, model: str) -> None:
+        resident = self._residents.pop(model)
+        if resident.fast is not None:
+            resident.fast.stop()
+        del resident
         gc.collect()
         self._free_cached_memory()
+        log.info("freed %s", model)
 
     def _start_fast_path(self, pipeline: Pipeline, preset: ModelPreset) -> FastPath | None:
         """Compile the UNet bucket by bucket in the background (``models.fastpath``); None when off."""
-        if not self._compiles:
-            return None
+        if not self._compiles or not FAMILIES[ModelFamily(preset.family)].sd:
+            return None  # the fast path compiles a UNet: the transformer families run eager
         if self._device.type == "cuda":
             # Both pay only compiled (0.92x eager without): channels_last convolutions, one QKV matmul.
             pipeline.unet.to(memory_format=torch.channels_last)
@@ -302,7 +346,9 @@ class DiffusionEngine:
             assert fast is not None
             call.unet = fast.switch
             generators = [torch.Generator(device=self._device).manual_seed(task.seed) for task in tasks]
-            arguments = call_arguments(spec, tasks, generators, lambda _pipe, _index, _t, tensors: tensors)
+            arguments = call_arguments(
+                spec, tasks, generators, lambda _pipe, _index, _t, tensors: tensors, ModelFamily(preset.family)
+            )
             call(**{**arguments, "output_type": "latent"})
 
         fast = FastPath.start(pipeline.unet, buckets, warm_up, model=preset.model, compiler=self._config.compiler)
@@ -328,7 +374,7 @@ class DiffusionEngine:
             return self._run_component(operation, batch, should_interrupt)
         # 1. Check the batch, load its model.
         resident = self._ensure_loaded(batch.spec.model)
-        check_batch(batch, resident.pipeline)
+        check_batch(batch, resident.pipeline, ModelFamily(resident.preset.family))
         if should_interrupt is not None and should_interrupt():
             raise GenerationInterrupted("The job was cancelled before it started.")
         # 2. Pad up to a compiled bucket (the padding's images are dropped), and generate,
@@ -446,7 +492,7 @@ class DiffusionEngine:
 
         # 4. Arguments: lists, one entry per task, as the operation wants them; weighted or long prompts
         #    as embeddings per row instead of text.
-        arguments = call_arguments(spec, tasks, generators, step_end)
+        arguments = call_arguments(spec, tasks, generators, step_end, ModelFamily(resident.preset.family))
         if spec.weighted:
             prompts, negatives = arguments.pop("prompt"), arguments.pop("negative_prompt")
             family = ModelFamily(resident.preset.family)

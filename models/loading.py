@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from models.errors import ModelUnavailable
+from models.families import BY_INDEX_CLASS, family
 from models.sources import (
     SDXL_SINGLE_FILE_PREFIX,
     SUPPORTED_PIPELINES,
@@ -31,7 +32,8 @@ from models.sources import (
     resolve_model_source,
     unsupported_pipeline,
 )
-from models.tiny import ensure_tiny_model
+from models.tiny import TINY_MODEL_ID, ensure_tiny_model
+from models.tiny_flow import ensure_tiny_flow_model
 
 if TYPE_CHECKING:
     from models.pipeline import Pipeline
@@ -77,7 +79,9 @@ def load_pipeline(
     try:
         match source.kind:
             case SourceKind.TINY:
-                folder = ensure_tiny_model(cache_dir)
+                folder = (
+                    ensure_tiny_model(cache_dir) if model == TINY_MODEL_ID else ensure_tiny_flow_model(model, cache_dir)
+                )
                 pipeline = _from_pretrained(model, str(folder), dtype)
             case SourceKind.FOLDER:
                 pipeline = _from_pretrained(model, source.location, dtype)
@@ -117,6 +121,7 @@ def _from_pretrained(model: str, location: str, dtype: torch.dtype, *, hub: bool
     if class_name not in SUPPORTED_PIPELINES:
         raise unsupported_pipeline(model, class_name)
     pipeline_class = getattr(diffusers, class_name)
+    dtype = _family_dtype(class_name, dtype)
     return pipeline_class.from_pretrained(
         location,
         dtype=dtype,
@@ -195,6 +200,13 @@ def _from_single_file(model: str, path: Path, dtype: torch.dtype) -> Pipeline:
     class_name = "StableDiffusionXLPipeline" if is_sdxl else "StableDiffusionPipeline"
     pipeline_class = getattr(diffusers, class_name)
     return pipeline_class.from_single_file(str(path), dtype=dtype, **_no_safety_checker(class_name))
+
+
+def _family_dtype(class_name: str, dtype: torch.dtype) -> torch.dtype:
+    """``dtype``, or the family's own 16-bit type where it is held at 16 bits (FLUX.2 and Z-Image: bfloat16,
+    whose range their activations need; fp16 overflows to black images)."""
+    wanted = family(BY_INDEX_CLASS[class_name]).half_dtype
+    return getattr(torch, wanted) if wanted is not None and dtype in HALF_PRECISION else dtype
 
 
 def _no_safety_checker(class_name: str) -> dict[str, Any]:

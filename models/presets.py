@@ -15,24 +15,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.errors import ModelUnavailable, UnsafeCheckpoint
+from models.families import (
+    BY_INDEX_CLASS,
+    CLIP_MAX_TOKENS,
+    FAMILIES,
+    supported_families,
+)
 from models.tiny import TINY_MODEL_ID
+from models.tiny_flow import TINY_KLEIN_MODEL_ID, TINY_ZIMAGE_MODEL_ID
 from models.types import ModelFamily, ModelPreset
 
 if TYPE_CHECKING:
     from models.pipeline import Pipeline
-
-DEFAULT_SCHEDULER = "EulerAncestralDiscreteScheduler"
-# Draft mode (/draft): DPM++ 2M, a second-order multistep solver that gets close to Euler a's image
-# in well under half its steps, and draws no noise of its own, so the seed still decides the image.
-DRAFT_SCHEDULER = "DPMSolverMultistepScheduler"
-
-# CLIP's context length; every family here uses CLIP text encoders.
-CLIP_MAX_TOKENS = 77
 
 # The width of the text the UNet's cross-attention reads: CLIP ViT-L (SD 1.x) or OpenCLIP ViT-H (SD 2.x).
 SD1_TEXT_WIDTH = 768
@@ -40,45 +38,27 @@ SD2_TEXT_WIDTH = 1024
 # A tensor of an original-format SD 1.x/2.x checkpoint whose last side is that width (as diffusers tells v2).
 _SINGLE_FILE_CROSS_ATTENTION_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
 
-# Steps for the builtin tiny model: it draws noise either way, so the count only
-# has to exercise the loop while a 4-image 64 px job stays at a few CPU seconds.
-TINY_DEFAULT_STEPS = 20
-_TINY_SIDE = 64
-
-# Linear maps from a 4-channel latent to RGB in [-1, 1] (rows: latent channels;
-# columns: R, G, B). These are the widely used public approximations, fitted by
-# regressing decoded images on latents. SD2 shares SD1's VAE and so its factors.
-SD1_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
-    (0.3512, 0.2297, 0.3227),
-    (0.3250, 0.4974, 0.2350),
-    (-0.2829, 0.1762, 0.2721),
-    (-0.2120, -0.2616, -0.7177),
-)
-SD1_LATENT_RGB_BIAS: tuple[float, float, float] | None = None  # the SD1 fit has none
-
-SDXL_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-SDXL_LATENT_RGB_BIAS: tuple[float, float, float] = (0.1084, -0.0175, -0.0011)
+#: The builtin tiny models of the flow-matching families, by id: their own families (as builtin:tiny's).
+_TINY_FLOW_FAMILIES = {TINY_KLEIN_MODEL_ID: ModelFamily.TINY_KLEIN, TINY_ZIMAGE_MODEL_ID: ModelFamily.TINY_ZIMAGE}
 
 
 def model_family(model: str, pipeline: Pipeline) -> ModelFamily:
     """Tell the family from the loaded components, since names say nothing reliable.
 
-    SDXL has a second text encoder; SD2 uses OpenCLIP ViT-H (1024-wide
-    embeddings) where SD1 uses CLIP ViT-L (768-wide).
+    SDXL has a second text encoder; SD2 uses OpenCLIP ViT-H (1024-wide embeddings) where SD1 uses
+    CLIP ViT-L (768-wide); every other family is its pipeline's class (``models.families``).
     """
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if isinstance(pipeline, StableDiffusionXLPipeline):
         return ModelFamily.SDXL
     if not isinstance(pipeline, StableDiffusionPipeline):
-        raise ModelUnavailable(
-            f"{model} is a {type(pipeline).__name__}; Latentcord runs Stable Diffusion 1.x, 2.x and SDXL models."
-        )
+        found = BY_INDEX_CLASS.get(type(pipeline).__name__)
+        if found is None:
+            raise ModelUnavailable(
+                f"{model} is a {type(pipeline).__name__}; Latentcord runs {supported_families()} models."
+            )
+        return _TINY_FLOW_FAMILIES.get(model, found)
     if model == TINY_MODEL_ID:
         return ModelFamily.TINY
     if pipeline.unet.config.cross_attention_dim == SD2_TEXT_WIDTH:
@@ -86,35 +66,20 @@ def model_family(model: str, pipeline: Pipeline) -> ModelFamily:
     return ModelFamily.SD1
 
 
-def _max_prompt_tokens(pipeline: Pipeline) -> int:
-    """The tokenizer's context length; tokenizers without one report a huge sentinel."""
+def _max_prompt_tokens(pipeline: Pipeline, family: ModelFamily) -> int:
+    """What the text encoder reads: a CLIP tokenizer's context length (tokenizers without one report a huge
+    sentinel), or the family's own limit where its pipeline sets one (the Qwen3 encoders read 512)."""
+    if not FAMILIES[family].sd:
+        return FAMILIES[family].max_prompt_tokens
     length = getattr(pipeline.tokenizer, "model_max_length", CLIP_MAX_TOKENS)
     return int(length) if 0 < length <= 4096 else CLIP_MAX_TOKENS
-
-
-@dataclass(frozen=True, slots=True)
-class _FamilyDefaults:
-    side: int | None  # None: read the UNet's native size from the checkpoint
-    steps: int
-    guidance: float
-    latent_rgb_factors: tuple[tuple[float, float, float], ...]
-    latent_rgb_bias: tuple[float, float, float] | None
-
-
-_FAMILY_DEFAULTS = {
-    ModelFamily.SD1: _FamilyDefaults(512, 25, 7.0, SD1_LATENT_RGB_FACTORS, SD1_LATENT_RGB_BIAS),
-    # SD2 comes as 512 px (epsilon) and 768 px (v-prediction) checkpoints; the UNet tells them apart.
-    ModelFamily.SD2: _FamilyDefaults(None, 25, 7.0, SD1_LATENT_RGB_FACTORS, SD1_LATENT_RGB_BIAS),
-    ModelFamily.SDXL: _FamilyDefaults(1024, 25, 6.0, SDXL_LATENT_RGB_FACTORS, SDXL_LATENT_RGB_BIAS),
-    ModelFamily.TINY: _FamilyDefaults(_TINY_SIDE, TINY_DEFAULT_STEPS, 7.0, SD1_LATENT_RGB_FACTORS, SD1_LATENT_RGB_BIAS),
-}
 
 
 def preset_for(model: str, pipeline: Pipeline) -> ModelPreset:
     """Defaults for ``model`` chosen by the family of its loaded ``pipeline``."""
     family = model_family(model, pipeline)
-    side = _FAMILY_DEFAULTS[family].side or int(pipeline.unet.config.sample_size) * int(pipeline.vae_scale_factor)
-    return _preset(model, family, side, _max_prompt_tokens(pipeline))
+    side = FAMILIES[family].side or int(pipeline.unet.config.sample_size) * int(pipeline.vae_scale_factor)
+    return _preset(model, family, side, _max_prompt_tokens(pipeline, family))
 
 
 def declared_preset(model: str) -> ModelPreset | None:
@@ -138,7 +103,8 @@ def declared_preset(model: str) -> ModelPreset | None:
         return None
     match source.kind:
         case SourceKind.TINY:
-            return _preset(model, ModelFamily.TINY, _side(ModelFamily.TINY), CLIP_MAX_TOKENS)
+            family = _TINY_FLOW_FAMILIES.get(model, ModelFamily.TINY)
+            return _preset(model, family, _side(family), FAMILIES[family].max_prompt_tokens)
         case SourceKind.SINGLE_FILE:
             return _single_file_preset(model, Path(source.location))
         case SourceKind.FOLDER:
@@ -149,18 +115,19 @@ def declared_preset(model: str) -> ModelPreset | None:
 
 
 def _preset(model: str, family: ModelFamily, side: int, max_prompt_tokens: int) -> ModelPreset:
-    defaults = _FAMILY_DEFAULTS[family]
+    entry = FAMILIES[family]
     return ModelPreset(
         model=model,
         family=family.value,
         width=side,
         height=side,
-        steps=defaults.steps,
-        guidance=defaults.guidance,
-        scheduler=DEFAULT_SCHEDULER,
+        steps=entry.steps,
+        guidance=entry.guidance,
+        scheduler=entry.scheduler,
         max_prompt_tokens=max_prompt_tokens,
-        latent_rgb_factors=defaults.latent_rgb_factors,
-        latent_rgb_bias=defaults.latent_rgb_bias,
+        draft_scheduler=entry.draft_scheduler,
+        latent_rgb_factors=entry.latent_rgb_factors,
+        latent_rgb_bias=entry.latent_rgb_bias,
     )
 
 
@@ -174,6 +141,9 @@ def _configured_preset(model: str, read: Callable[[str], dict[str, Any] | None])
     class_name = str(index.get("_class_name", ""))
     if class_name not in SUPPORTED_PIPELINES:
         raise unsupported_pipeline(model, class_name)
+    family = BY_INDEX_CLASS[class_name]
+    if not FAMILIES[family].sd:
+        return _preset(model, family, _side(family), FAMILIES[family].max_prompt_tokens)
     tokenizer = read("tokenizer/tokenizer_config.json") or {}
     tokens = _token_limit(tokenizer.get("model_max_length"))
     if class_name == "StableDiffusionXLPipeline":
@@ -210,7 +180,7 @@ def _single_file_preset(model: str, path: Path) -> ModelPreset | None:
 
 
 def _side(family: ModelFamily) -> int:
-    side = _FAMILY_DEFAULTS[family].side
+    side = FAMILIES[family].side
     if side is None:
         raise ValueError(f"the {family} family's size is read from its checkpoint")
     return side

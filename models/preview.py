@@ -16,7 +16,9 @@ def latent_preview(latents: torch.Tensor, row: int, preset: ModelPreset, max_sid
     small uint8 result crosses to the CPU. No VAE, so it costs microseconds.
     """
     with torch.no_grad():
-        latent = latents[row].float()  # (C, h, w)
+        latent = latents[row].float()  # (C, h, w); a transformer's packed latents are (tokens, C)
+        if latent.ndim == 2:
+            latent = _unpacked(latent)
         factors = preset.latent_rgb_factors
         if factors is not None and len(factors) == latent.shape[0]:
             weight = torch.tensor(factors, device=latent.device, dtype=torch.float32)
@@ -37,3 +39,11 @@ def latent_preview(latents: torch.Tensor, row: int, preset: ModelPreset, max_sid
     scale = max_side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR)
+
+
+def _unpacked(tokens: torch.Tensor) -> torch.Tensor:
+    """Packed latents (tokens x channels, row by row) as channels x h x w, h the largest divisor of the token
+    count up to its square root: the image's own shape for a square one, a fair impression of any other."""
+    count = tokens.shape[0]
+    height = max(divisor for divisor in range(1, int(count**0.5) + 1) if count % divisor == 0)
+    return tokens.T.reshape(tokens.shape[1], height, count // height)

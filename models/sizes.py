@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from models.families import FAMILIES
+from models.types import ModelFamily
+
 if TYPE_CHECKING:
     from models.types import ModelPreset
 
@@ -23,6 +26,14 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 SIZE_MULTIPLE = 8  # latent space is 1/8 of the image in every Stable Diffusion VAE
 
 
+def size_multiple(preset: ModelPreset) -> int:
+    """What the model's sides are a multiple of: 8 for Stable Diffusion, 16 for the flow transformers."""
+    try:
+        return FAMILIES[ModelFamily(preset.family)].size_multiple
+    except ValueError:  # a family this side does not know yet (a newer worker's): Stable Diffusion's
+        return SIZE_MULTIPLE
+
+
 def size_for_aspect(preset: ModelPreset, aspect: str) -> tuple[int, int]:
     """Width and height with about the model's native pixel count, rounded to the latent grid.
 
@@ -32,9 +43,10 @@ def size_for_aspect(preset: ModelPreset, aspect: str) -> tuple[int, int]:
     area = preset.width * preset.height
     width = math.sqrt(area * ratio_w / ratio_h)
     height = area / width
+    multiple = size_multiple(preset)
 
     def snap(side: float) -> int:
-        return max(SIZE_MULTIPLE, round(side / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+        return max(multiple, round(side / multiple) * multiple)
 
     return snap(width), snap(height)
 

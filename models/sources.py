@@ -13,7 +13,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from models.errors import ModelUnavailable, UnsafeCheckpoint
+from models.families import BY_INDEX_CLASS, supported_families
 from models.tiny import TINY_MODEL_ID
+from models.tiny_flow import TINY_KLEIN_MODEL_ID, TINY_ZIMAGE_MODEL_ID
 
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 
@@ -23,7 +25,10 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Key prefix only SDXL single-file checkpoints have (the second, OpenCLIP-G, text encoder).
 SDXL_SINGLE_FILE_PREFIX = "conditioner.embedders.1."
 
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+#: The pipeline classes a ``model_index.json`` may name: one per family (``models.families``).
+SUPPORTED_PIPELINES = tuple(BY_INDEX_CLASS)
+#: The models built here, from configurations, for tests and a first run without downloads.
+BUILTIN_MODELS = (TINY_MODEL_ID, TINY_KLEIN_MODEL_ID, TINY_ZIMAGE_MODEL_ID)
 
 
 class SourceKind(StrEnum):
@@ -48,7 +53,7 @@ def resolve_model_source(model: str) -> ModelSource:
     The engine calls this *before* it frees the resident pipeline, so a typo
     or a pickle file does not cost the model everyone is using.
     """
-    if model == TINY_MODEL_ID:
+    if model in BUILTIN_MODELS:
         return ModelSource(model, SourceKind.TINY, model)
     path = Path(model).expanduser()
     if path.suffix.lower() in PICKLE_SUFFIXES:
@@ -76,5 +81,5 @@ def resolve_model_source(model: str) -> ModelSource:
 def unsupported_pipeline(model: str, class_name: str) -> ModelUnavailable:
     """The refusal of a model whose ``model_index.json`` names a pipeline Latentcord does not run."""
     return ModelUnavailable(
-        f"{model} is a {class_name or 'model of unknown type'}; Latentcord runs Stable Diffusion 1.x, 2.x and SDXL models."
+        f"{model} is a {class_name or 'model of unknown type'}; Latentcord runs {supported_families()} models."
     )

@@ -18,12 +18,16 @@ if TYPE_CHECKING:
 
 
 class ModelFamily(StrEnum):
-    """The families the engine can run; the value is ``ModelPreset.family``."""
+    """The families the engine can run (``models.families`` describes each); the value is ``ModelPreset.family``."""
 
     SD1 = "sd1"
     SD2 = "sd2"
     SDXL = "sdxl"
     TINY = "tiny"
+    KLEIN = "flux2-klein"
+    ZIMAGE = "z-image"
+    TINY_KLEIN = "tiny-klein"  # builtin:tiny-klein
+    TINY_ZIMAGE = "tiny-zimage"  # builtin:tiny-zimage
 
 
 class Operation(StrEnum):
@@ -117,13 +121,14 @@ class ModelPreset:
     """Defaults a model is good at, and how to preview its latents cheaply."""
 
     model: str
-    family: str  # "sd1", "sd2", "sdxl", "tiny"
+    family: str  # a ModelFamily value: "sd1", "sd2", "sdxl", "tiny", "flux2-klein", "z-image"
     width: int
     height: int
     steps: int
     guidance: float
     scheduler: str  # a diffusers scheduler class name, e.g. "EulerAncestralDiscreteScheduler"
     max_prompt_tokens: int
+    draft_scheduler: str = "DPMSolverMultistepScheduler"  # what a draft channel draws with (models.families)
     # Rows are latent channels, columns R, G, B; None where no approximation is known.
     latent_rgb_factors: tuple[tuple[float, float, float], ...] | None = None
     latent_rgb_bias: tuple[float, float, float] | None = None

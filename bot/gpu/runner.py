@@ -133,7 +133,7 @@ class WorkerRunner:
             worker_id=self.worker_id,
             boot_id=self.boot_id,
             free_slots=free_slots,
-            models=tuple(preset.model for preset in presets),
+            models=self._engine.resident_models(),
             max_batch_images=self._max_batch_images,
             received=received,
             presets=presets,

@@ -29,6 +29,7 @@ SAMPLER_NAMES = {
     "LMSDiscreteScheduler": "LMS",
     "HeunDiscreteScheduler": "Heun",
     "UniPCMultistepScheduler": "UniPC",
+    "FlowMatchEulerDiscreteScheduler": "Euler",  # FLUX.2 and Z-Image: Euler on the flow's sigmas
 }
 
 

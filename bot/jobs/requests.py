@@ -23,7 +23,7 @@ from bot.jobs.messages import CHOICE_TEXT_LIMIT, excerpt, quote_excerpt
 from bot.jobs.options import ASPECT, COUNT, GUIDANCE, OPTIONS, REPEAT, STEPS, STRENGTH, NumberOption
 from bot.jobs.options import check_range as check_range  # the service's name for it
 from bot.jobs.recipe import JobKind, Recipe, consecutive_seeds, img2img_steps, random_seeds
-from models.presets import DRAFT_SCHEDULER as DRAFT_SCHEDULER  # the cogs' name for it
+from models.families import DRAFT_SCHEDULER as DRAFT_SCHEDULER  # the cogs' name for it
 from models.sizes import ASPECT_RATIOS, size_for_aspect
 from models.types import ModelPreset
 
@@ -216,7 +216,7 @@ def resolve_imagine(
         steps=options.steps if options.steps is not None else draft_steps(preset) if draft else preset.steps,
         guidance=options.guidance if options.guidance is not None else preset.guidance,
         seeds=seeds,
-        scheduler=DRAFT_SCHEDULER if draft else preset.scheduler,
+        scheduler=preset.draft_scheduler if draft else preset.scheduler,
     )
     if picture is None:
         return drawn

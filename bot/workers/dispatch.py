@@ -379,12 +379,16 @@ class Dispatcher:
         return min(free, key=lambda worker: len(worker.batches)) if free else None
 
     def _worker_for(self, batch: list[_Entry], chosen: _Worker) -> _Worker:
-        """Prefer a worker the batch's jobs were not lost on, when another is free."""
+        """Prefer a worker the batch's jobs were not lost on, when another is free; among those, one that has the
+        batch's model loaded already (a load takes seconds to minutes, and frees another model)."""
         avoided = {entry.avoid for entry in batch if entry.avoid}
+        free = [w for w in self._workers.values() if w.free_slots > 0 and w.worker_id not in avoided]
         if chosen.worker_id not in avoided:
+            free.insert(0, chosen)
+        if not free:
             return chosen
-        others = [w for w in self._workers.values() if w.free_slots > 0 and w.worker_id not in avoided]
-        return others[0] if others else chosen
+        model = batch[0].spec.model
+        return next((worker for worker in free if model in worker.models), free[0])
 
     def _announce_positions(self) -> None:
         """Tell every waiting job whose place moved up, so users see the queue advance."""

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+
 from models.errors import InvalidBatch
+from models.families import FAMILIES
 from models.operations import caption, img2img, inpaint, super_resolution, txt2img
 from models.operations.base import (
     ComponentOperation,
@@ -22,7 +25,7 @@ from models.operations.base import (
     common_arguments,
     pipeline_for_call,
 )
-from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
+from models.types import BatchSpec, GenerationBatch, ImageTask, ModelFamily, Operation
 
 if TYPE_CHECKING:
     import torch
@@ -69,17 +72,31 @@ def planned_steps(spec: BatchSpec) -> int:
     return operation_for(spec.operation).planned_steps(spec)
 
 
-def check_batch(batch: GenerationBatch, pipeline: Pipeline) -> None:
+def check_batch(batch: GenerationBatch, pipeline: Pipeline, family: ModelFamily) -> None:
     """Reject what diffusers would reject, with a sentence instead of a traceback."""
-    check_common(batch, pipeline)
+    entry = FAMILIES[family]
+    check_common(batch, pipeline, entry.size_multiple)
+    if batch.spec.weighted and not entry.weighted_prompts:
+        raise InvalidBatch(f"{entry.label} models do not read prompt weights: send the prompt without them.")
+    if batch.spec.embeddings and not entry.embeddings:
+        raise InvalidBatch(f"{entry.label} models take no textual-inversion embeddings.")
     pipeline_operation_for(batch.spec.operation).check(batch)
 
 
 def call_arguments(
-    spec: BatchSpec, tasks: Sequence[ImageTask], generators: list[torch.Generator], step_end: StepEnd
+    spec: BatchSpec,
+    tasks: Sequence[ImageTask],
+    generators: list[torch.Generator],
+    step_end: StepEnd,
+    family: ModelFamily,
 ) -> dict[str, Any]:
-    """Everything one pipeline call for ``tasks`` is given."""
-    return {
-        **common_arguments(spec, tasks, generators, step_end),
-        **pipeline_operation_for(spec.operation).arguments(spec, tasks),
-    }
+    """Everything one pipeline call for ``tasks`` is given, as ``family``'s pipeline takes it."""
+    operation = pipeline_operation_for(spec.operation)
+    arguments = {**common_arguments(spec, tasks, generators, step_end), **operation.arguments(spec, tasks)}
+    entry = FAMILIES[family]
+    if not entry.negative_prompt:  # its pipeline takes none (FLUX.2 klein)
+        del arguments["negative_prompt"]
+    if entry.img2img_as_inpaint and operation.name == "img2img":  # an inpaint of the whole image
+        arguments["mask_image"] = [Image.new("L", image.size, 255) for image in arguments["image"]]
+        arguments["width"], arguments["height"] = spec.width, spec.height
+    return arguments

@@ -77,10 +77,14 @@ def no_extra_check(_batch: GenerationBatch) -> None:
     """For operations the common checks cover entirely."""
 
 
-def check_common(batch: GenerationBatch, pipeline: Pipeline) -> None:
-    """Reject what diffusers would reject for any operation, with a sentence instead of a traceback."""
+def check_common(batch: GenerationBatch, pipeline: Pipeline, size_multiple: int = 8) -> None:
+    """Reject what diffusers would reject for any operation, with a sentence instead of a traceback.
+
+    Sizes are multiples of the VAE's scale, or of the family's ``size_multiple`` where that is larger (a
+    transformer packs 2x2 latents into a token: FLUX.2 klein would round a size down, Z-Image refuse it).
+    """
     spec = batch.spec
-    multiple = int(pipeline.vae_scale_factor)
+    multiple = max(int(pipeline.vae_scale_factor), size_multiple)
     if not batch.tasks:
         raise InvalidBatch("A batch needs at least one image.")
     if spec.width <= 0 or spec.height <= 0 or spec.width % multiple or spec.height % multiple:

@@ -11,15 +11,11 @@ from typing import Any
 from PIL import Image
 
 from models.errors import InvalidBatch
+from models.families import FAMILIES
 from models.operations.base import PipelineOperation
-from models.types import BatchSpec, GenerationBatch, ImageTask, ModelFamily
+from models.types import BatchSpec, GenerationBatch, ImageTask
 
-PIPELINE_CLASSES = {
-    ModelFamily.SD1: "StableDiffusionImg2ImgPipeline",
-    ModelFamily.SD2: "StableDiffusionImg2ImgPipeline",
-    ModelFamily.TINY: "StableDiffusionImg2ImgPipeline",
-    ModelFamily.SDXL: "StableDiffusionXLImg2ImgPipeline",
-}
+PIPELINE_CLASSES = {name: entry.pipelines["img2img"] for name, entry in FAMILIES.items()}
 
 
 def planned_steps(spec: BatchSpec) -> int:

@@ -20,16 +20,12 @@ import numpy as np
 from PIL import Image
 
 from models.errors import InvalidBatch
+from models.families import FAMILIES
 from models.operations.base import PipelineOperation
 from models.operations.img2img import check_strength, planned_steps
-from models.types import BatchSpec, GenerationBatch, ImageTask, ModelFamily
+from models.types import BatchSpec, GenerationBatch, ImageTask
 
-PIPELINE_CLASSES = {
-    ModelFamily.SD1: "StableDiffusionInpaintPipeline",
-    ModelFamily.SD2: "StableDiffusionInpaintPipeline",
-    ModelFamily.TINY: "StableDiffusionInpaintPipeline",
-    ModelFamily.SDXL: "StableDiffusionXLInpaintPipeline",
-}
+PIPELINE_CLASSES = {name: entry.pipelines["inpaint"] for name, entry in FAMILIES.items()}
 
 
 def check(batch: GenerationBatch) -> None:

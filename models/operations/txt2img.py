@@ -5,15 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from models.families import FAMILIES
 from models.operations.base import PipelineOperation, no_extra_check
-from models.types import BatchSpec, ImageTask, ModelFamily
+from models.types import BatchSpec, ImageTask
 
-PIPELINE_CLASSES = {
-    ModelFamily.SD1: "StableDiffusionPipeline",
-    ModelFamily.SD2: "StableDiffusionPipeline",
-    ModelFamily.TINY: "StableDiffusionPipeline",
-    ModelFamily.SDXL: "StableDiffusionXLPipeline",
-}
+PIPELINE_CLASSES = {name: entry.pipelines["txt2img"] for name, entry in FAMILIES.items()}
 
 
 def planned_steps(spec: BatchSpec) -> int:
