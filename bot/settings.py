@@ -45,6 +45,7 @@ class Settings:
     lora_max_mb: int = 400
     lora_max_per_job: int = 3
     lora_cache: int = 8
+    models_resident: int = 0  # MODELS_RESIDENT: models a worker keeps loaded; 0: one per 24 GiB of GPU memory
     # "off" until a GPU run shows the compiled path faster and stable; "auto": compiled where CUDA is.
     sd_compile: str = "off"
     queue_max_per_user: int = 5
@@ -109,6 +110,7 @@ class Settings:
             lora_max_mb=reader.integer("LORA_MAX_MB", 400, 1, 10_000),
             lora_max_per_job=reader.integer("LORA_MAX_PER_JOB", 3, 1, 10),
             lora_cache=reader.integer("LORA_CACHE", 8, 1, 64),
+            models_resident=reader.integer("MODELS_RESIDENT", 0, 0, 16),
             queue_max_per_user=reader.integer("QUEUE_MAX_PER_USER", 5, 1, 100),
             queue_max_total=reader.integer("QUEUE_MAX_TOTAL", 100, 1, 10_000),
             batch_max_images=reader.integer("BATCH_MAX_IMAGES", 8, 1, 64),
