@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bot.policy.pricing import job_cost, refund_for_withheld
+from models.compute import flops_per_pixel_step
 
-SD15 = {"native_width": 512, "native_height": 512, "default_steps": 25}
-SDXL = {"native_width": 1024, "native_height": 1024, "default_steps": 30}
+# Jobs on SD_MODEL itself: one credit is one of its images at its native size and default steps
+# (tests/test_compute_cost.py prices the other models against it).
+SD15: dict[str, Any] = {
+    "reference_width": 512,
+    "reference_height": 512,
+    "reference_steps": 25,
+    "flops_per_pixel_step": flops_per_pixel_step("sd1"),
+    "reference_flops_per_pixel_step": flops_per_pixel_step("sd1"),
+}
+SDXL: dict[str, Any] = {
+    "reference_width": 1024,
+    "reference_height": 1024,
+    "reference_steps": 30,
+    "flops_per_pixel_step": flops_per_pixel_step("sdxl"),
+    "reference_flops_per_pixel_step": flops_per_pixel_step("sdxl"),
+}
 
 
 @pytest.mark.parametrize("model", [SD15, SDXL])
-def test_a_default_imagine_costs_four(model: dict[str, int]) -> None:
-    size = model["native_width"]
-    assert job_cost(images=4, width=size, height=size, steps=model["default_steps"], **model) == 4
+def test_a_default_imagine_costs_four(model: dict[str, Any]) -> None:
+    size = model["reference_width"]
+    assert job_cost(images=4, width=size, height=size, steps=model["reference_steps"], **model) == 4
 
 
 def test_an_sdxl_upscale_costs_more_than_a_tiny_variation() -> None:
@@ -39,7 +56,9 @@ def test_cost_scales_with_images_pixels_and_steps(
     assert job_cost(images=images, width=width, height=height, steps=steps, **SD15) == expected
 
 
-@pytest.mark.parametrize("field", ["images", "width", "steps", "default_steps"])
+@pytest.mark.parametrize(
+    "field", ["images", "width", "steps", "reference_steps", "flops_per_pixel_step", "reference_flops_per_pixel_step"]
+)
 def test_cost_rejects_non_positive_inputs(field: str) -> None:
     kwargs = {"images": 4, "width": 512, "height": 512, "steps": 25, **SD15, field: 0}
     with pytest.raises(ValueError, match=field):

@@ -19,6 +19,7 @@ from bot.policy import content_filter
 from bot.policy.nsfw import NsfwDecision, NsfwMode, decide
 from bot.policy.pricing import job_cost
 from db.records import DM_GUILD_ID  # quotas of direct messages are kept under guild 0
+from models.compute import flops_per_pixel_step
 
 if TYPE_CHECKING:
     from bot.jobs.recipe import Recipe
@@ -110,15 +111,19 @@ class Admission:
         )
 
 
-def cost_of(recipe: Recipe, preset: ModelPreset) -> int:
+def cost_of(recipe: Recipe, preset: ModelPreset, *, reference: ModelPreset) -> int:
+    """Credits for ``recipe`` on ``preset``'s model, one credit being a default image of ``reference`` (SD_MODEL's
+    preset): a member pays for the GPU work, whichever model does it (``bot.policy.pricing``)."""
     return job_cost(
         images=recipe.count,
         width=recipe.width,
         height=recipe.height,
         steps=recipe.steps,
-        native_width=preset.width,
-        native_height=preset.height,
-        default_steps=preset.steps,
+        flops_per_pixel_step=flops_per_pixel_step(preset.family),
+        reference_width=reference.width,
+        reference_height=reference.height,
+        reference_steps=reference.steps,
+        reference_flops_per_pixel_step=flops_per_pixel_step(reference.family),
     )
 
 

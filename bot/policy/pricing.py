@@ -2,27 +2,36 @@
 
 The formula
 -----------
-One credit is one image at the model's native size (512x512 for SD 1.5,
-1024x1024 for SDXL) with the model's default number of steps. Every other job
-costs in proportion to images x pixels x steps, rounded up, and at least 1:
+One credit is the GPU work of one image on the bot's own model (``SD_MODEL``) at its native size
+(512x512 for SD 1.5, 1024x1024 for SDXL) with its default number of steps. A job costs the share of
+that work it asks for: images x pixels x steps x what one step of its model's denoiser costs per
+pixel (``models.compute``: FLOPs counted once per family), rounded up, and at least 1:
 
-    cost = max(1, ceil(images x (width x height) / (native_width x native_height)
-                              x steps / default_steps))
+    cost = max(1, ceil(images x (width x height) x steps x flops_per_pixel_step(model)
+                       / (reference_width x reference_height x reference_steps
+                          x flops_per_pixel_step(SD_MODEL))))
 
-So a default ``/imagine`` (4 images, native size, default steps) costs 4 on
-every model; an upscale to twice the width and height costs 4 per image (four
-times the pixels); a variation at half the width and height costs a quarter;
-doubling the steps doubles the cost. The reference is the model's own size and
-steps, so the same request costs the same on any model and a member never has
-to know which checkpoint is loaded.
+So a default ``/imagine`` (4 images at native size and default steps) on ``SD_MODEL`` costs 4; an
+upscale to twice the width and height costs 4 per image (four times the pixels); a variation at
+half the width and height costs a quarter; doubling the steps doubles the cost. Another model costs
+in proportion to its work, so a member's credits buy the same GPU time whichever model they pick:
+with SD 1.5 as ``SD_MODEL``, a default ``/imagine`` on SDXL (four times the pixels, and a UNet that
+does 2.1 times the FLOPs per pixel) costs 34, and one on FLUX.2 klein 4B (four times the pixels at
+5.4 times the FLOPs per pixel, but 4 steps where SD 1.5 takes 25) costs 14.
 
-Examples (SDXL, native 1024x1024, 30 steps; SD 1.5, native 512x512, 25 steps):
+Examples, SD_MODEL SD 1.5 (512x512, 25 steps):
 
-    /imagine on either model, 4 images                       -> 4
-    SDXL upscale of one image to 2048x2048, 30 steps         -> 4
+    /imagine on SD 1.5, 4 images at 512x512, 25 steps        -> 4
+    /imagine on SDXL, 4 images at 1024x1024, 25 steps        -> 34
+    /imagine on FLUX.2 klein 4B, 4 at 1024x1024, 4 steps     -> 14
+    /imagine on Z-Image-Turbo, 4 at 1024x1024, 8 steps       -> 45
     SD 1.5 variation, 1 image at 512x512, 25 steps           -> 1
     SD 1.5, 4 images at 256x256                              -> 1
-    SDXL, 4 images at 1024x1024 with 60 steps                -> 8
+    SD 1.5, 4 images at 512x512 with 50 steps                -> 8
+    SDXL upscale of one image to 2048x2048, 25 steps         -> 34
+
+and SD_MODEL SDXL (1024x1024, 25 steps): a default ``/imagine`` costs 1 on SD 1.5, 4 on SDXL,
+2 on FLUX.2 klein 4B and 6 on Z-Image-Turbo.
 
 Refunds for images the NSFW classifier withholds are proportional to the share
 of images withheld, rounded down, and the whole cost when all are withheld.
@@ -40,25 +49,38 @@ def job_cost(
     width: int,
     height: int,
     steps: int,
-    native_width: int,
-    native_height: int,
-    default_steps: int,
+    flops_per_pixel_step: Fraction | int,
+    reference_width: int,
+    reference_height: int,
+    reference_steps: int,
+    reference_flops_per_pixel_step: Fraction | int,
 ) -> int:
-    """Credits for a job; see the module docstring for the formula and why."""
+    """Credits for a job; see the module docstring for the formula and why.
+
+    ``reference_*`` describe what one credit buys: one image of ``SD_MODEL`` at its native size and
+    default steps, on a denoiser of ``reference_flops_per_pixel_step``.
+    """
     for name, value in (
         ("images", images),
         ("width", width),
         ("height", height),
         ("steps", steps),
-        ("native_width", native_width),
-        ("native_height", native_height),
-        ("default_steps", default_steps),
+        ("reference_width", reference_width),
+        ("reference_height", reference_height),
+        ("reference_steps", reference_steps),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}.")
+    for name, rate in (
+        ("flops_per_pixel_step", flops_per_pixel_step),
+        ("reference_flops_per_pixel_step", reference_flops_per_pixel_step),
+    ):
+        if isinstance(rate, bool) or not isinstance(rate, int | Fraction) or rate <= 0:
+            raise ValueError(f"{name} must be a positive whole number or fraction, not {rate!r}.")
     # Exact arithmetic: 4 images at native size must be 4, never 4.000000001 rounded up to 5.
-    share = Fraction(images * width * height * steps, native_width * native_height * default_steps)
-    return max(1, ceil(share))
+    work = images * width * height * steps * Fraction(flops_per_pixel_step)
+    credit = reference_width * reference_height * reference_steps * Fraction(reference_flops_per_pixel_step)
+    return max(1, ceil(work / credit))
 
 
 def refund_for_withheld(cost: int, images: int, withheld: int) -> int:
