@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidRequest, PromptRejected
-from bot.jobs.prompts import check_prompt_weights, plain_words
+from bot.jobs.prompts import check_prompt_weights, has_weights, plain_words
 from bot.policy import content_filter
 from bot.policy.nsfw import NsfwDecision, NsfwMode, decide
 from bot.policy.pricing import job_cost
 from db.records import DM_GUILD_ID  # quotas of direct messages are kept under guild 0
 from models.compute import flops_per_pixel_step
+from models.families import family
 
 if TYPE_CHECKING:
     from bot.jobs.recipe import Recipe
@@ -109,6 +110,24 @@ class Admission:
             f"This job costs {exhausted.cost} credits but you have {left} of {exhausted.limit} left "
             f"in the last 24 hours{when}."
         )
+
+
+def fit_to_family(recipe: Recipe, preset: ModelPreset) -> tuple[Recipe, list[str]]:
+    """``recipe`` as its model's family reads a prompt, and a notice for each thing it leaves out.
+
+    Weight syntax on a family without weighting (FLUX.2 klein, Z-Image) is taken out, and a negative
+    prompt on one that reads none (FLUX.2 klein) is dropped: the job runs, and the member is told; the
+    recipe keeps what was run, so its image's parameters say so too.
+    """
+    entry = family(preset.family)
+    notices: list[str] = []
+    if not entry.weighted_prompts and (has_weights(recipe.prompt) or has_weights(recipe.negative_prompt)):
+        recipe = replace(recipe, prompt=plain_words(recipe.prompt), negative_prompt=plain_words(recipe.negative_prompt))
+        notices.append(f"Prompt weights were ignored: {entry.label} models do not read them.")
+    if not entry.negative_prompt and recipe.negative_prompt:
+        recipe = replace(recipe, negative_prompt="")
+        notices.append(f"The negative prompt was ignored: {entry.label} models do not use one.")
+    return recipe, notices
 
 
 def cost_of(recipe: Recipe, preset: ModelPreset, *, reference: ModelPreset) -> int:

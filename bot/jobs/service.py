@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded, StorageBusy
 from bot.images.edits import describe, edit_size
+from bot.images.metadata import sampler_name
 from bot.images.uploads import fit_to, read_upload
 from bot.jobs import permutations
-from bot.jobs.admission import Admission, Origin, cost_of
+from bot.jobs.admission import Admission, Origin, cost_of, fit_to_family
 from bot.jobs.delivery import Deliveries
+from bot.jobs.finetunes import Resolved
 from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.library import Library
 from bot.jobs.lifecycle import NOT_PREPARED, JobLifecycle
@@ -66,10 +68,13 @@ from bot.jobs.requests import (
 from bot.workers.protocol import WorkerClient
 from db.errors import QuotaExhausted, StorageUnavailable
 from db.records import FineTune, MemberPreferences, NewJob, QuotaRule, Style
+from models.families import family, family_label
+from models.presets import declared_preset
 
 if TYPE_CHECKING:
     from bot.settings import Settings
     from db.store import Store
+    from models.types import ModelPreset
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +184,9 @@ class GenerationService:
         fine = await self.library.finetunes.resolve(origin.guild_id, checked.prompt, checked.negative, options.lora)
         if fine.prompt != checked.prompt:
             checked = replace(checked, prompt=check_prompt_text(fine.prompt, max_chars=self.settings.prompt_max_chars))
-        # 3. The chosen model's defaults.
+        # 3. The chosen model's defaults; its fine-tunes must be of its family.
         preset = await self.worker.preset(checked.model)
+        await self._check_families(origin.guild_id, fine, preset)
         # 4. A channel the moderators put in draft mode (/draft) gets fast previews.
         draft = (
             origin.guild_id is not None
@@ -202,8 +208,28 @@ class GenerationService:
             style=checked.style,
         )
         if draft:
-            notices.append(f"Draft channel: a fast preview, DPM++ 2M at {recipe.steps} steps.")
+            notices.append(f"Draft channel: a fast preview, {sampler_name(recipe.scheduler)} at {recipe.steps} steps.")
         return recipe, notices
+
+    async def _reference(self) -> ModelPreset:
+        """SD_MODEL's preset: a credit is one default image of it, whichever model does the work. Told from its
+        files where this host can (so pricing a job never loads SD_MODEL in an in-process worker), else the
+        workers'."""
+        declared = await asyncio.to_thread(declared_preset, self.settings.sd_model)
+        return declared if declared is not None else await self.worker.preset(self.settings.sd_model)
+
+    async def _check_families(self, guild_id: int | None, fine: Resolved, preset: ModelPreset) -> None:
+        """Refuse a LoRA or an embedding made for another family than the model's, naming both."""
+        if not fine.loras and not fine.embeddings:
+            return
+        files = {item.sha256: item for item in await self.library.fine_tunes(guild_id)}
+        used = [files[use.sha256] for use in fine.loras if use.sha256 in files] + list(fine.embeddings)
+        for item in used:
+            if item.family != preset.family:
+                raise InvalidRequest(
+                    f"The {item.kind} {item.name} is for {family_label(item.family)} models; {preset.model} is a "
+                    f"{family_label(preset.family)} model."
+                )
 
     async def expand(self, options: ImagineOptions, origin: Origin) -> list[ImagineOptions]:
         """The jobs one ``/imagine`` makes: each ``{a, b}`` permutation of its prompt, ``--repeat`` times each.
@@ -238,7 +264,7 @@ class GenerationService:
         recipe, _ = await self._recipe_for(options, origin, None)
         decision = await self._admission.nsfw_decision(origin)
         await self._admission.check_prompt(recipe.prompt, origin, decision)
-        return cost_of(recipe, await self.worker.preset(recipe.model))
+        return cost_of(recipe, await self.worker.preset(recipe.model), reference=await self._reference())
 
     async def reroll(
         self, job_id: int, origin: Origin, listener: ServiceListener | None = None, *, prompt: str | None = None
@@ -329,15 +355,25 @@ class GenerationService:
                 f"{', '.join(flagged)} is marked NSFW by this server's moderators: use it in an age-restricted channel.",
                 rule=f"NSFW fine-tune {', '.join(flagged)}",
             )
-        # 2. The text encoder's limit: a longer prompt runs, but never cut without saying so.
+        # 2. What the model's family reads of a prompt (weights and a negative where it has them), and the text
+        #    encoder's limit: a longer prompt runs, but never cut without saying so.
         preset = await self.worker.preset(recipe.model)
         check_prompt_weights(recipe.negative_prompt)
-        recipe = replace(recipe, chunks=await self._admission.prompt_chunks(recipe, preset))
+        recipe, read = fit_to_family(recipe, preset)
+        chunks = await self._admission.prompt_chunks(recipe, preset)
+        if chunks > 1 and not family(preset.family).weighted_prompts:
+            read.append(
+                f"The prompt is longer than the {preset.max_prompt_tokens} tokens {family_label(preset.family)} "
+                "models read; its end was left out."
+            )
+            chunks = 1
+        recipe = replace(recipe, chunks=chunks)
+        notices = [*notices, *read]
         # 3. Room in the queue, before anything is charged.
         self.worker.check_room(origin.user_id)
         source = await self.jobs.source_of(recipe)
         # 4. Check and charge the quota and record the job, in one transaction.
-        cost = cost_of(recipe, preset)
+        cost = cost_of(recipe, preset, reference=await self._reference())
         limit = None if origin.console else QuotaRule(origin.role_ids, self.settings.daily_credits)
         new = NewJob(
             recipe=recipe,
