@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from cogs._shared.origin import origin_of
 from cogs._shared.replies import reply_ephemeral
-from cogs._shared.usage_text import describe_usage
+from cogs._shared.usage_text import credits, describe_usage
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
@@ -34,7 +34,7 @@ class Usage(commands.Cog):
             lines.append("Your jobs in the queue:")
             for job in waiting:
                 where = "running now" if job.position == 0 else f"position {job.position}"
-                lines.append(f"• job {job.job_id} ({where}): {job.prompt[:80]}")
+                lines.append(f"• job {job.job_id} ({where}, {credits(job.cost)}): {job.prompt[:80]}")
         else:
             lines.append("You have no jobs in the queue.")
         waiting_reason = self.bot.service.waiting_reason()

@@ -264,9 +264,11 @@ async def test_imagine_on_flow_models_through_discord_posts_grids_and_u1_upscale
     )
     async with running_bot(fake_discord, settings, flow_engine):
         for model in FLOW_MODELS:
-            grid = await finished_grid(
-                await discord_imagine(fake_discord, world, prompt="a red fox", model=model, seed=4)
-            )
+            ix = await discord_imagine(fake_discord, world, prompt="a red fox", model=model, seed=4)
+            # Less work than a default image of builtin:tiny (SD_MODEL) each, so the least a job costs.
+            # (The status, publicly: the first answer may be a "thinking" while the model loads on a busy machine.)
+            await ix.wait_for_message(lambda message: "Cost: 1 credit." in message.content, timeout=180)
+            grid = await finished_grid(ix)
             image = grid.attachments[0].open_image()
             assert image.size == (128, 128) and f'Model: "{model}"' in image.text["parameters"]
             upscaled = await press_and_wait(fake_discord, grid, "U1", world)

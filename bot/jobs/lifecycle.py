@@ -198,9 +198,15 @@ class JobLifecycle:
     def waiting_jobs(self, user_id: int) -> list[WaitingJob]:
         """A member's jobs still to finish, in the order they will run (position 0: running now)."""
         return [
-            WaitingJob(order.job_id, self.worker.position(order.job_id) or 0, order.recipe.prompt)
+            WaitingJob(
+                order.job_id, self.worker.position(order.job_id) or 0, order.recipe.prompt, self._cost(order.job_id)
+            )
             for order in self.worker.pending_jobs(user_id)
         ]
+
+    def _cost(self, job_id: int) -> int:
+        following = self._following.get(job_id)
+        return following.job.cost if following is not None else 0
 
     # -- finished jobs ---------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class WaitingJob:
     job_id: int
     position: int  # 0: running now; 1: next
     prompt: str
+    cost: int = 0  # the credits it was charged
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ from bot.jobs.requests import (
 from bot.workers.protocol import WorkerClient
 from db.errors import QuotaExhausted, StorageUnavailable
 from db.records import FineTune, MemberPreferences, NewJob, QuotaRule, Style
+from models.errors import ModelError
 from models.families import family, family_label
 from models.presets import declared_preset
 
@@ -211,12 +212,20 @@ class GenerationService:
             notices.append(f"Draft channel: a fast preview, {sampler_name(recipe.scheduler)} at {recipe.steps} steps.")
         return recipe, notices
 
-    async def _reference(self) -> ModelPreset:
-        """SD_MODEL's preset: a credit is one default image of it, whichever model does the work. Told from its
-        files where this host can (so pricing a job never loads SD_MODEL in an in-process worker), else the
-        workers'."""
-        declared = await asyncio.to_thread(declared_preset, self.settings.sd_model)
-        return declared if declared is not None else await self.worker.preset(self.settings.sd_model)
+    async def _reference(self, preset: ModelPreset) -> ModelPreset:
+        """SD_MODEL's preset: a credit is one default image of it, whichever model (``preset``'s) does the work.
+
+        Told from its files where this host can (so pricing a job never loads SD_MODEL in an in-process worker),
+        else the workers'. While SD_MODEL cannot be had (a path that does not load, say), a job on another model
+        is priced against its own model's defaults, as before there was a reference: 4 for a default /imagine.
+        """
+        model = self.settings.sd_model
+        try:
+            declared = await asyncio.to_thread(declared_preset, model)
+            return declared if declared is not None else await self.worker.preset(model)
+        except ModelError as unavailable:
+            log.warning("pricing against %s's own defaults: SD_MODEL is not available (%s)", preset.model, unavailable)
+            return preset
 
     async def _check_families(self, guild_id: int | None, fine: Resolved, preset: ModelPreset) -> None:
         """Refuse a LoRA or an embedding made for another family than the model's, naming both."""
@@ -264,7 +273,8 @@ class GenerationService:
         recipe, _ = await self._recipe_for(options, origin, None)
         decision = await self._admission.nsfw_decision(origin)
         await self._admission.check_prompt(recipe.prompt, origin, decision)
-        return cost_of(recipe, await self.worker.preset(recipe.model), reference=await self._reference())
+        preset = await self.worker.preset(recipe.model)
+        return cost_of(recipe, preset, reference=await self._reference(preset))
 
     async def reroll(
         self, job_id: int, origin: Origin, listener: ServiceListener | None = None, *, prompt: str | None = None
@@ -373,7 +383,7 @@ class GenerationService:
         self.worker.check_room(origin.user_id)
         source = await self.jobs.source_of(recipe)
         # 4. Check and charge the quota and record the job, in one transaction.
-        cost = cost_of(recipe, preset, reference=await self._reference())
+        cost = cost_of(recipe, preset, reference=await self._reference(preset))
         limit = None if origin.console else QuotaRule(origin.role_ids, self.settings.daily_credits)
         new = NewJob(
             recipe=recipe,

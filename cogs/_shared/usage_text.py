@@ -12,3 +12,8 @@ def describe_usage(usage: Usage, limit: int, now: float) -> str:
     if usage.next_free_at is not None and usage.next_free_credits:
         text += f" {usage.next_free_credits} free up {describe_wait(usage.next_free_at - now)}."
     return text
+
+
+def credits(count: int) -> str:
+    """A number of credits as said: "1 credit", "4 credits"."""
+    return f"{count} credit" if count == 1 else f"{count} credits"

@@ -19,6 +19,7 @@ from bot.jobs.messages import fit_content
 from bot.jobs.outcomes import ServiceEvent, SubmittedJob
 from bot.jobs.service import GenerationService, Origin
 from cogs._shared.moderators import post_to_modlog
+from cogs._shared.usage_text import credits
 from cogs.imagine._buttons import EDIT_MASKS, ButtonAction, cancel_button
 from cogs.imagine._delivery import Deliveries, Delivery
 from cogs.imagine._wording import headline, queued
@@ -93,6 +94,7 @@ async def admit(
             )
         return
     delivery.headline = headline(submitted.recipe, interaction.user.id)
+    delivery.headline += f"\nCost: {credits(submitted.cost)}."
     if submitted.notice:
         delivery.headline += f"\n⚠️ {submitted.notice}"
     status = f"{delivery.headline}\n{queued(submitted.position, submitted.waiting)}"
