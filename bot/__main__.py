@@ -9,7 +9,7 @@ from bot.logs import configure_logging
 from bot.settings import DEFAULT_MODEL, Settings, SettingsError
 
 _DESCRIPTION = """\
-Latentcord: a Stable Diffusion bot for Discord.
+Latentcord: an image-generation bot for Discord (Stable Diffusion, FLUX.2 klein, Z-Image).
 
 With no command, it starts the Discord bot: it loads the model (SD_MODEL),
 connects to Discord with DISCORD_TOKEN and serves /imagine until Ctrl-C or

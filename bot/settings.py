@@ -22,7 +22,9 @@ from bot.jobs.messages import STRING_OPTION_LIMIT
 
 T = TypeVar("T")
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# The default for a new install (README, "Models": the table of GPU memory and the model to pick): FLUX.2 klein
+# 4B, Apache-2.0, 4 steps, and editing-friendly; it needs a 16 GB GPU, where SD 1.5 or SDXL is the pick below that.
+DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-4B"
 # A worker's name (WORKER_ID): it is part of a key on the Valkey or Redis server.
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 

@@ -162,7 +162,7 @@ def test_imagine_help_says_the_default_model_is_a_download_and_tiny_works_offlin
         main(["imagine", "--help"])
     assert exited.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "The default is a Hugging Face model, stable-diffusion-v1-5/stable-diffusion-v1-5, downloaded" in text
+    assert "The default is a Hugging Face model, black-forest-labs/FLUX.2-klein-4B, downloaded" in text
     assert "SD_MODEL=builtin:tiny works offline" in text
 
 
