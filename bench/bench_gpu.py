@@ -1,11 +1,11 @@
 """The GPU benchmark on real-size architectures: bare diffusers, the worker, and the whole bot, side by side.
 
-    python bench/bench_gpu.py --arch sd15|sdxl --device cuda|cpu [--steps 25] [--compile auto|off]
+    python bench/bench_gpu.py --arch sd15|sdxl|klein|zimage --device cuda|cpu [--steps 25] [--compile auto|off]
                               [--members 8,16] [--compile-wait-s 1200]
 
-It builds an SD1.5- or SDXL-architecture pipeline with random weights (``bench/_architectures.py``:
-the published configurations on CUDA, the same blocks at a small width on a CPU, where the run is
-a smoke test), saves it, and runs each part in a process of its own:
+For ``sd15`` and ``sdxl`` it builds an SD1.5- or SDXL-architecture pipeline with random weights
+(``bench/_architectures.py``: the published configurations on CUDA, the same blocks at a small width on
+a CPU, where the run is a smoke test), saves it, and runs each part in a process of its own:
 
   unet     one UNet call of 4 images with guidance (8 rows): FLOP counted, time, TFLOP/s, and its
            fraction of an 8192^3 bf16 matmul measured in the same process (1024^3 fp32 on a CPU)
@@ -15,6 +15,20 @@ a smoke test), saves it, and runs each part in a process of its own:
   bot      the real ``python -m bot`` against the loopback Discord: 8 and 16 members send /imagine
            at once (4 images each): images delivered per second; then the idle /imagine-to-grid time
 
+For ``klein`` (FLUX.2 [klein] 4B) and ``zimage`` (Z-Image-Turbo) nothing is saved (their random-weight
+pipelines would be 16 and 20 GB on disk): each phase builds what it measures in memory on the device, in
+bf16 (``flow_denoiser``, ``flow_pipeline``), at 1024 px and the family's steps (4, 8) on CUDA:
+
+  denoiser  one denoising step, a transformer call, of 1 and 4 images with the pipeline's own inputs (klein:
+            4096 packed latent tokens of 128 channels and the prompt's 512 tokens of 3 x 2560, with their 4-axis
+            positions, the timestep / 1000, no guidance; Z-Image: lists of 16 x 1 x 128 x 128 latents and of
+            64 x 2560 caption features): FLOP counted, time, TFLOP/s, the matmul fraction, peak memory
+  pipeline  txt2img calls of 1 and 4 images (Qwen3-4B text encoder, the transformer, the family's VAE,
+            PIL images out, as the worker calls it): seconds, images/s, peak memory
+
+The UNet phase, the worker and the bot are Stable Diffusion's here (the worker's fast path compiles a UNet,
+compel weights CLIP prompts, and the worker and the bot load a model folder); a flow run says so in a line.
+
 Figures go in the README with the date, the GPU and the commit.
 """
 
@@ -22,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,10 +55,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from bench._architectures import build, parameters
+from bench._architectures import FLOW_ARCHS, build, flow_denoiser, flow_pipeline, parameters
+from bench.count_flops import FLOW_PATCH, KLEIN_TEXT_TOKENS, VAE_FACTOR, ZIMAGE_CAPTION_TOKENS
+from models.families import FAMILIES
 from models.loading import default_dtype
+from models.types import ModelFamily
 
 PROMPT = "a lighthouse on a cliff in a storm, oil painting"
+
+#: Each ``--arch`` and the family whose defaults (side, steps, guidance) it runs with.
+ARCH_FAMILIES: dict[str, ModelFamily] = {
+    "sd15": ModelFamily.SD1,
+    "sdxl": ModelFamily.SDXL,
+    **{arch: spec.family for arch, spec in FLOW_ARCHS.items()},
+}
+#: What a flow run leaves out, and why, one printed line each.
+FLOW_SKIPPED = (
+    ("the UNet phase", "this family's denoiser is a transformer, which the step above measures"),
+    (
+        "the worker and bot phases",
+        "they load a model folder, and this random-weight pipeline would be {gb:.3g} GB written to disk "
+        "(its builtin tiny model runs through them in tests/test_flow_families.py)",
+    ),
+    ("--compile", "the worker's fast path compiles a UNet; the transformer families run eager"),
+    ("compel", "weighted and long prompts are Stable Diffusion's; the Qwen3 encoders read a prompt as it is"),
+)
 
 
 def sync(device: torch.device) -> None:
@@ -61,6 +98,44 @@ def timed(device: torch.device, call: Callable[[], Any], repeat: int) -> float:
         sync(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def scale_of(device: torch.device) -> str:
+    return "full" if device.type == "cuda" else "smoke"
+
+
+def flow_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on a GPU, as the engine holds these families (fp16 overflows in them); fp32 on a CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def matmul_rate(device: torch.device) -> float:
+    """TFLOP/s of an 8192^3 bf16 matmul on a GPU (1024^3 fp32 on a CPU), the yardstick of the denoisers' rates."""
+    side = 8192 if device.type == "cuda" else 1024
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(side, side, device=device, dtype=dtype) for _ in range(2))
+    seconds = timed(device, lambda: a @ b, 10)
+    return 2 * side**3 / seconds / 1e12
+
+
+def one_thread_on_cpu(device: torch.device) -> None:
+    """A smoke test's tiny widths gain nothing from threads, and on a shared CPU they spin against other processes'
+    (a tenth of the speed when the cores are busy), so a flow phase on a CPU keeps to one."""
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(device: torch.device) -> float:
+    """The most GPU memory allocated since ``reset_peak``; on a CPU, the process's peak resident size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def load(folder: Path, device: torch.device) -> Any:
@@ -96,11 +171,7 @@ def call_pipeline(pipeline: Any, images: int, size: int, steps: int, device: tor
 def phase_unet(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    side = 8192 if device.type == "cuda" else 1024
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    a, b = (torch.randn(side, side, device=device, dtype=dtype) for _ in range(2))
-    matmul_s = timed(device, lambda: a @ b, 10)
-    matmul_tflops = 2 * side**3 / matmul_s / 1e12
+    matmul_tflops = matmul_rate(device)
 
     pipeline = load(args.model_dir, device)
     unet = pipeline.unet
@@ -287,11 +358,126 @@ async def phase_bot(args: argparse.Namespace, device: torch.device) -> dict[str,
     return figures
 
 
+def denoiser_inputs(arch: str, transformer: Any, images: int, side: int, device: torch.device) -> dict[str, Any]:
+    """One denoising step's inputs for ``images`` images at ``side`` px, shaped as the family's pipeline makes them."""
+    dtype = transformer.dtype
+    timestep = torch.full((images,), 0.5, device=device)  # the pipelines pass the flow's time in [0, 1]
+    if arch == "zimage":
+        # ZImagePipeline: one (C, 1, H/8, W/8) latent and one (tokens, 2560) caption per image, in lists.
+        latent = side // VAE_FACTOR
+        channels, width = transformer.config.in_channels, transformer.config.cap_feat_dim
+        return {
+            "x": [torch.randn(channels, 1, latent, latent, device=device, dtype=dtype) for _ in range(images)],
+            "t": timestep,
+            "cap_feats": [torch.randn(ZIMAGE_CAPTION_TOKENS, width, device=device, dtype=dtype) for _ in range(images)],
+        }
+    # Flux2KleinPipeline: 2x2-patched latents packed into tokens, the prompt padded to 512 tokens of three stacked
+    # Qwen3 layers, positions on four axes (T, H, W, L): the image's grid, and the prompt along L.
+    grid = side // (VAE_FACTOR * FLOW_PATCH)
+    rows, columns = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    zeros = torch.zeros(grid * grid, dtype=torch.long)
+    image_ids = torch.stack([zeros, rows.flatten(), columns.flatten(), zeros], dim=-1)
+    text_zeros = torch.zeros(KLEIN_TEXT_TOKENS, dtype=torch.long)
+    text_ids = torch.stack([text_zeros, text_zeros, text_zeros, torch.arange(KLEIN_TEXT_TOKENS)], dim=-1)
+    config = transformer.config
+    return {
+        "hidden_states": torch.randn(images, grid * grid, config.in_channels, device=device, dtype=dtype),
+        "encoder_hidden_states": torch.randn(
+            images, KLEIN_TEXT_TOKENS, config.joint_attention_dim, device=device, dtype=dtype
+        ),
+        "timestep": timestep,
+        "img_ids": image_ids.expand(images, -1, -1).to(device),
+        "txt_ids": text_ids.expand(images, -1, -1).to(device),
+        "guidance": None,
+    }
+
+
+def phase_denoiser(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    one_thread_on_cpu(device)
+    matmul_tflops = matmul_rate(device)
+    # 1. FLOPs of one image's step, counted on the meta device, where attention is matmuls the counter sees (it
+    #    misses a CPU's fused attention kernel): the count models/compute.py prices, from bench/count_flops.py.
+    meta = torch.device("meta")
+    shadow: Any = flow_denoiser(args.arch, scale_of(device), device=meta, dtype=flow_dtype(device))
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        shadow(**denoiser_inputs(args.arch, shadow, 1, args.size, meta), return_dict=False)
+
+    # 2. The transformer itself, timed at 1 and 4 images, with the peak memory of each.
+    transformer: Any = flow_denoiser(args.arch, scale_of(device), device=device, dtype=flow_dtype(device)).eval()
+    figures = {
+        "matmul_tflops": matmul_tflops,
+        "params": float(parameters(transformer)),
+        "weights_gib": sum(p.numel() * p.element_size() for p in transformer.parameters()) / 2**30,
+        "tokens": (args.size // (VAE_FACTOR * FLOW_PATCH)) ** 2,  # both see the latents as 2x2 patches
+        "text_tokens": KLEIN_TEXT_TOKENS if args.arch == "klein" else ZIMAGE_CAPTION_TOKENS,
+        "tflop": counter.get_total_flops() / 1e12,
+    }
+    with torch.inference_mode():
+        for images in (1, 4):
+            inputs = denoiser_inputs(args.arch, transformer, images, args.size, device)
+
+            def step(inputs: dict[str, Any] = inputs) -> Any:
+                return transformer(**inputs, return_dict=False)
+
+            reset_peak(device)
+            seconds = timed(device, step, 10 if device.type == "cuda" else 2)
+            figures[f"step_{images}_ms"] = seconds * 1000
+            figures[f"tflops_{images}"] = images * figures["tflop"] / seconds
+            figures[f"peak_{images}_gib"] = peak_gib(device)
+    return figures
+
+
+def phase_pipeline(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    import diffusers
+    import transformers
+
+    one_thread_on_cpu(device)
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    entry = FAMILIES[ARCH_FAMILIES[args.arch]]
+    with tempfile.TemporaryDirectory(prefix="latentcord-flow-bench-") as scratch:
+        pipeline = flow_pipeline(args.arch, scale_of(device), device, flow_dtype(device), Path(scratch))
+    parts = {"text_encoder": pipeline.text_encoder, "transformer": pipeline.transformer, "vae": pipeline.vae}
+    figures = {f"{name}_params": float(parameters(part)) for name, part in parts.items()}
+    figures["weights_gb"] = (
+        sum(p.numel() * p.element_size() for part in parts.values() for p in part.parameters()) / 1e9
+    )
+
+    def txt2img(images: int) -> Any:
+        """As the worker calls it (``models.operations.call_arguments``): the family's guidance, a negative prompt
+        only where its pipeline reads one, one generator per image, PIL images out."""
+        negative = {"negative_prompt": [""] * images} if entry.negative_prompt else {}
+        return pipeline(
+            prompt=[PROMPT] * images,
+            **negative,
+            num_inference_steps=args.steps,
+            guidance_scale=entry.guidance,
+            width=args.size,
+            height=args.size,
+            generator=[torch.Generator(device=device).manual_seed(n) for n in range(images)],
+            output_type="pil",
+        )
+
+    with torch.inference_mode():
+        for images in (1, 4):
+            reset_peak(device)
+            seconds = timed(device, functools.partial(txt2img, images), args.repeat)
+            figures[f"pipeline_{images}"] = images / seconds
+            figures[f"pipeline_{images}_s"] = seconds
+            figures[f"pipeline_peak_{images}_gib"] = peak_gib(device)
+    return figures
+
+
 PHASES: dict[str, Callable[[argparse.Namespace, torch.device], Any]] = {
     "unet": phase_unet,
     "bare": phase_bare,
     "worker": phase_worker,
     "bot": phase_bot,
+    "denoiser": phase_denoiser,
+    "pipeline": phase_pipeline,
 }
 
 
@@ -301,49 +487,57 @@ def run_phase(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     return dict(json.loads(output.stdout.strip().splitlines()[-1]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=("sd15", "sdxl"), default="sd15")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, help="denoising steps (default 25 on CUDA, 2 on a CPU)")
-    parser.add_argument("--size", type=int, help="image side for unet/bare/worker (default the model's own)")
-    parser.add_argument("--compile", choices=("auto", "off"), default="auto", help="SD_COMPILE for the worker and bot")
-    parser.add_argument("--members", default=None, help="comma-separated wave sizes (default 8,16; 2 on a CPU)")
-    parser.add_argument("--jobs", type=int, default=16, help="4-image jobs per worker round")
-    parser.add_argument("--repeat", type=int, default=None, help="timed calls per bare figure (5; 1 on a CPU)")
-    parser.add_argument("--compile-wait-s", type=float, default=None, help="rounds go on this long while compiling")
-    parser.add_argument("--max-rounds", type=int, default=12)
-    parser.add_argument("--phase", choices=tuple(PHASES), help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    cuda = args.device == "cuda"
-    args.steps = args.steps or (25 if cuda else 2)
-    args.size = args.size or ((1024 if args.arch == "sdxl" else 512) if cuda else 64)
-    args.members = [int(n) for n in (args.members or ("8,16" if cuda else "2")).split(",")]
-    args.repeat = args.repeat or (5 if cuda else 1)
-    args.compile_wait_s = args.compile_wait_s if args.compile_wait_s is not None else (1200.0 if cuda else 0.0)
-    if cuda and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but no CUDA GPU is visible; --device cpu runs the smoke test")
+def as_parameters(number: float) -> str:
+    return f"{number / 1e9:.2f} G" if number >= 1e9 else f"{number / 1e6:.3g} M"
 
-    if args.phase:
-        device = torch.device(args.device)
-        result = PHASES[args.phase](args, device)
-        if asyncio.iscoroutine(result):
-            result = asyncio.run(result)
-        print(json.dumps(result))
-        return
 
+def report_flow(args: argparse.Namespace, cuda: bool, scale: str) -> None:
+    """klein's or Z-Image's run: the denoiser and the whole pipeline, each built in memory by its own process."""
+    entry = FAMILIES[ARCH_FAMILIES[args.arch]]
+    where = torch.cuda.get_device_name() if cuda else "CPU (smoke test: small widths)"
+    memory = "GPU memory" if cuda else "resident memory"
+    print(
+        f"{args.arch} architecture ({scale}): {entry.label}, random weights in {'bf16' if cuda else 'fp32'}, "
+        f"on {where}; {args.size} px, {args.steps} steps, FlowMatch Euler, guidance {entry.guidance:g}"
+    )
+
+    step = run_phase("denoiser", args)
+    matmul = step["matmul_tflops"]
+    print(
+        f"  transformer {as_parameters(step['params'])} parameters ({step['weights_gib']:.2f} GiB); a step at "
+        f"{args.size} px reads {step['tokens']:.0f} image and {step['text_tokens']:.0f} text tokens an image: "
+        f"{step['tflop']:.3g} TFLOP"
+    )
+    print(
+        f"  a step (one transformer call) of 1 / 4 images: {step['step_1_ms']:.1f} / {step['step_4_ms']:.1f} ms = "
+        f"{step['tflops_1']:.3g} / {step['tflops_4']:.3g} TFLOP/s, {step['tflops_1'] / matmul:.0%} / "
+        f"{step['tflops_4'] / matmul:.0%} of the measured matmul rate ({matmul:.3g} TFLOP/s); "
+        f"peak {memory} {step['peak_1_gib']:.2f} / {step['peak_4_gib']:.2f} GiB"
+    )
+
+    whole = run_phase("pipeline", args)
+    shares = [args.steps * step[f"step_{n}_ms"] / 1000 / whole[f"pipeline_{n}_s"] for n in (1, 4)]
+    print(
+        f"  whole pipeline, txt2img of 1 / 4 images a call: {whole['pipeline_1_s']:.2f} / "
+        f"{whole['pipeline_4_s']:.2f} s = {whole['pipeline_1']:.2f} / {whole['pipeline_4']:.2f} images/s, "
+        f"the transformer's steps about {shares[0]:.0%} / {shares[1]:.0%} of it; "
+        f"peak {memory} {whole['pipeline_peak_1_gib']:.2f} / {whole['pipeline_peak_4_gib']:.2f} GiB"
+    )
+    print(
+        f"  (built in memory: text encoder {as_parameters(whole['text_encoder_params'])}, transformer "
+        f"{as_parameters(whole['transformer_params'])}, VAE {as_parameters(whole['vae_params'])} parameters, "
+        f"{whole['weights_gb']:.3g} GB)"
+    )
+    for what, why in FLOW_SKIPPED:
+        print(f"  skipped, {what}: {why.format(gb=whole['weights_gb'])}")
+
+
+def report_sd(args: argparse.Namespace, cuda: bool, scale: str) -> None:
+    """SD1.5's or SDXL's run: the pipeline saved once, then the UNet, bare diffusers, the worker and the bot."""
     with tempfile.TemporaryDirectory(prefix="latentcord-gpu-bench-") as tmp:
-        scale = "full" if cuda else "smoke"
         folder = build(args.arch, scale, Path(tmp) / f"{args.arch}-{scale}")
         cache = Path(tmp) / "cache"
-        args.passed = [
-            *("--arch", args.arch, "--device", args.device, "--steps", str(args.steps), "--size", str(args.size)),
-            *("--compile", args.compile, "--members", ",".join(map(str, args.members)), "--jobs", str(args.jobs)),
-            *("--repeat", str(args.repeat), "--compile-wait-s", str(args.compile_wait_s)),
-            *("--max-rounds", str(args.max_rounds), "--model-dir", str(folder), "--cache-dir", str(cache)),
-        ]
+        args.passed += ["--model-dir", str(folder), "--cache-dir", str(cache)]
         where = torch.cuda.get_device_name() if cuda else "CPU (smoke test: small widths)"
         print(
             f"{args.arch} architecture ({scale}), random weights, on {where}; {args.steps} steps, Euler a, guidance 7"
@@ -368,7 +562,7 @@ def main() -> None:
             f"({rounds[-1] / bare['bare_8']:.2f}x bare at 8); rounds: {', '.join(f'{r:.2f}' for r in rounds)}"
         )
         bot = run_phase("bot", args)
-        if args.size != (1024 if args.arch == "sdxl" else 512):
+        if args.size != FAMILIES[ARCH_FAMILIES[args.arch]].side:
             print(f"  (the bot makes the model's own size; the figures above are at {args.size} px)")
         for count in args.members:
             rounds = bot[f"bot_{count}_rounds"]
@@ -380,6 +574,56 @@ def main() -> None:
             f"  idle /imagine to grid posted: {bot['idle_s']:.2f} s, the bare 4-image call "
             f"+{bot['idle_s'] - bare['bare_4_s']:.2f} s"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=tuple(ARCH_FAMILIES), default="sd15")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--steps", type=int, help="denoising steps (default the family's on CUDA: 25, 25, 4, 8; 2 on a CPU)"
+    )
+    parser.add_argument("--size", type=int, help="image side (default the model's own: 512 for sd15, else 1024)")
+    parser.add_argument("--compile", choices=("auto", "off"), default="auto", help="SD_COMPILE for the worker and bot")
+    parser.add_argument("--members", default=None, help="comma-separated wave sizes (default 8,16; 2 on a CPU)")
+    parser.add_argument("--jobs", type=int, default=16, help="4-image jobs per worker round")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="timed calls per bare or flow pipeline figure (5; 1 on a CPU)"
+    )
+    parser.add_argument("--compile-wait-s", type=float, default=None, help="rounds go on this long while compiling")
+    parser.add_argument("--max-rounds", type=int, default=12)
+    parser.add_argument("--phase", choices=tuple(PHASES), help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cuda = args.device == "cuda"
+    entry = FAMILIES[ARCH_FAMILIES[args.arch]]
+    args.steps = args.steps or (entry.steps if cuda else 2)
+    args.size = args.size or ((entry.side or 512) if cuda else 64)
+    args.members = [int(n) for n in (args.members or ("8,16" if cuda else "2")).split(",")]
+    args.repeat = args.repeat or (5 if cuda else 1)
+    args.compile_wait_s = args.compile_wait_s if args.compile_wait_s is not None else (1200.0 if cuda else 0.0)
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but no CUDA GPU is visible; --device cpu runs the smoke test")
+    if args.size % entry.size_multiple:
+        raise SystemExit(f"--size must be a multiple of {entry.size_multiple} for {args.arch}, not {args.size}")
+
+    if args.phase:
+        device = torch.device(args.device)
+        result = PHASES[args.phase](args, device)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        print(json.dumps(result))
+        return
+
+    args.passed = [
+        *("--arch", args.arch, "--device", args.device, "--steps", str(args.steps), "--size", str(args.size)),
+        *("--compile", args.compile, "--members", ",".join(map(str, args.members)), "--jobs", str(args.jobs)),
+        *("--repeat", str(args.repeat), "--compile-wait-s", str(args.compile_wait_s)),
+        *("--max-rounds", str(args.max_rounds)),
+    ]
+    scale = "full" if cuda else "smoke"
+    (report_flow if args.arch in FLOW_ARCHS else report_sd)(args, cuda, scale)
 
 
 if __name__ == "__main__":
