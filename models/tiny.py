@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -68,24 +68,27 @@ _BUILD_LOCK = threading.Lock()
 
 
 def ensure_tiny_model(cache_dir: Path) -> Path:
-    """Return the folder of the tiny pipeline under ``cache_dir``, building it once.
+    """Return the folder of the tiny pipeline under ``cache_dir``, building it once (``built_once``)."""
+    return built_once(Path(cache_dir), _FOLDER_NAME, _build_into)
 
-    The build happens in a private temporary folder that is renamed into place
-    in one step, so a reader never sees half a model, and when two processes
-    race the loser simply discards its copy and uses the winner's (identical)
-    one.
+
+def built_once(cache_dir: Path, folder_name: str, build: Callable[[Path], object]) -> Path:
+    """``cache_dir / folder_name``, made by ``build(folder)`` the first time it is asked for.
+
+    The build happens in a private temporary folder that is renamed into place in one step, so a
+    reader never sees half a model, and when two processes race the loser simply discards its copy
+    and uses the winner's (identical) one. Builds in this process take turns (``_BUILD_LOCK``).
     """
-    cache_dir = Path(cache_dir)
-    target = cache_dir / _FOLDER_NAME
+    target = cache_dir / folder_name
     if (target / _COMPLETE_MARKER).is_file():
         return target
     with _BUILD_LOCK:
         if (target / _COMPLETE_MARKER).is_file():  # another thread built it while we waited
             return target
         cache_dir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{_FOLDER_NAME}-", dir=cache_dir))
+        scratch = Path(tempfile.mkdtemp(prefix=f".{folder_name}-", dir=cache_dir))
         try:
-            _build_into(scratch / "model")
+            build(scratch / "model")
             try:
                 os.rename(scratch / "model", target)
             except OSError:

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from models.tiny import built_once
 
 if TYPE_CHECKING:
     import torch
@@ -194,30 +194,10 @@ TINY_FLOW_MODELS: Mapping[str, TinyFlowModel] = {
 
 
 def ensure_tiny_flow_model(model_id: str, cache_dir: Path) -> Path:
-    """Return the folder of ``model_id`` (one of ``TINY_FLOW_MODELS``) under ``cache_dir``, building it once.
-
-    As ``models.tiny.ensure_tiny_model``: the build happens in a private temporary folder that is
-    renamed into place in one step, so a reader never sees half a model, and when two processes
-    race the loser discards its (identical) copy.
-    """
+    """Return the folder of ``model_id`` (one of ``TINY_FLOW_MODELS``) under ``cache_dir``, building it once, as
+    ``models.tiny.ensure_tiny_model`` does (``built_once``)."""
     recipe = TINY_FLOW_MODELS[model_id]
-    cache_dir = Path(cache_dir)
-    target = cache_dir / recipe.folder_name
-    if (target / _COMPLETE_MARKER).is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{recipe.folder_name}-", dir=cache_dir))
-    try:
-        recipe.build(scratch / "model")
-        try:
-            os.rename(scratch / "model", target)
-        except OSError:
-            # Another process (or thread) renamed its build into place first.
-            if not (target / _COMPLETE_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return built_once(Path(cache_dir), recipe.folder_name, recipe.build)
 
 
 # -- the tokenizer ---------------------------------------------------------------------------------
