@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from bot.errors import InvalidRequest
+from bot.images.edits import feather_px
 from bot.images.grid import grid_cells
 from bot.jobs.events import Cancelled, Failed
 from bot.jobs.requests import ImagineOptions
@@ -187,6 +188,25 @@ async def test_a_variation_upscale_and_zoom_out_of_a_flow_job_finish(core: Core)
         assert isinstance(ended, Completed), ended
         with Image.open(io.BytesIO(ended.result.grid.data)) as grid:
             assert grid.size == size
+
+
+async def test_a_pan_of_a_wide_flow_image_keeps_to_the_transformer_s_grid(core: Core) -> None:
+    _, first = await imagine(core, "a harbour", TINY_KLEIN_MODEL_ID, seed=8, aspect="16:9", count=1)
+    assert (first.result.job.recipe.width, first.result.job.recipe.height) == (80, 48)
+    ends = Ends()
+    origin = Origin(user_id=MEMBER, guild_id=GUILD, channel_id=CHANNEL)
+    await core.service.edit(first.result.job.id, 0, "pan:left", origin, ends)
+    ended = await asyncio.wait_for(ends.done, 300)
+    assert isinstance(ended, Completed), ended
+    # Half of 80 is 40, which klein's 16-pixel grid cannot take: the new strip is 32 wide (SD's would be 40).
+    assert (ended.result.job.recipe.width, ended.result.job.recipe.height) == (112, 48)
+    with Image.open(io.BytesIO(ended.result.grid.data)) as grid:
+        cells = [pixels(cell) for cell in grid_cells(grid.convert("RGB"), 4)]
+    with Image.open(io.BytesIO(first.result.grid.data)) as source:
+        kept = pixels(source.convert("RGB"))
+    band = feather_px(112, 48)  # the ramp along the seam, inside the kept picture
+    # The picture itself is kept, pixel for pixel, beyond the ramp.
+    assert all(np.array_equal(cell[:, 32 + band :], kept[:, band:]) for cell in cells)
 
 
 async def test_an_sd_embedding_on_a_flow_model_is_refused_naming_both_families(core: Core, tmp_path: Path) -> None:

@@ -90,13 +90,14 @@ def describe(mask: str) -> str:
     return mask
 
 
-def edit_size(mask: str, width: int, height: int) -> tuple[int, int]:
-    """The size of an edit's images, from its source's size."""
+def edit_size(mask: str, width: int, height: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """The size of an edit's images, from its source's size; a Pan's new strip is a ``multiple`` of pixels wide
+    (the model's: 8 for Stable Diffusion, 16 for the transformer families)."""
     what, argument = _parse(mask)
     if what == "pan":
         if argument in ("left", "right"):
-            return width + _strip(width), height
-        return width, height + _strip(height)
+            return width + _strip(width, multiple), height
+        return width, height + _strip(height, multiple)
     return width, height
 
 
@@ -113,8 +114,9 @@ class EditPlan:
     mask: Image.Image
 
 
-def plan_edit(mask: str, source: Image.Image) -> EditPlan:
-    """The canvas and mask of the edit ``mask`` on ``source``."""
+def plan_edit(mask: str, source: Image.Image, size: tuple[int, int] | None = None) -> EditPlan:
+    """The canvas and mask of the edit ``mask`` on ``source``; ``size``: the edit's (its recipe's), else
+    ``edit_size``'s for Stable Diffusion."""
     what, argument = _parse(mask)
     pixels = np.asarray(source.convert("RGB"))
     height, width = pixels.shape[:2]
@@ -131,7 +133,7 @@ def plan_edit(mask: str, source: Image.Image) -> EditPlan:
         kept = (x0, y0, x0 + inner_w, y0 + inner_h)
         canvas = np.pad(shrunk, ((y0, height - inner_h - y0), (x0, width - inner_w - x0), (0, 0)), mode="edge")
         return EditPlan(Image.fromarray(canvas, "RGB"), _mask(width, height, kept=kept))
-    new_w, new_h = edit_size(mask, width, height)
+    new_w, new_h = size or edit_size(mask, width, height)
     pads = {
         "left": ((0, 0), (new_w - width, 0)),
         "right": ((0, 0), (0, new_w - width)),
@@ -151,9 +153,9 @@ def _parse(mask: str) -> tuple[str, str]:
     return what, argument
 
 
-def _strip(side: int) -> int:
+def _strip(side: int, multiple: int) -> int:
     """Half a side, rounded to the model's multiple (at least one multiple)."""
-    return max(SIZE_MULTIPLE, round(side / 2 / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    return max(multiple, round(side / 2 / multiple) * multiple)
 
 
 def _mask(

@@ -108,7 +108,7 @@ def input_images(recipe: Recipe, source: bytes | None) -> tuple[InputImage, ...]
     if recipe.kind not in EDIT_KINDS or recipe.mask is None:
         return (InputImage(ImageRole.SOURCE, source),)
     with Image.open(io.BytesIO(source)) as opened:
-        plan = plan_edit(recipe.mask, opened.convert("RGB"))
+        plan = plan_edit(recipe.mask, opened.convert("RGB"), (recipe.width, recipe.height))
     return (InputImage(ImageRole.SOURCE, _png(plan.canvas)), InputImage(ImageRole.MASK, _png(plan.mask)))
 
 

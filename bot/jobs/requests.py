@@ -24,7 +24,7 @@ from bot.jobs.options import ASPECT, COUNT, GUIDANCE, OPTIONS, REPEAT, STEPS, ST
 from bot.jobs.options import check_range as check_range  # the service's name for it
 from bot.jobs.recipe import JobKind, Recipe, consecutive_seeds, img2img_steps, random_seeds
 from models.families import DRAFT_SCHEDULER as DRAFT_SCHEDULER  # the cogs' name for it
-from models.sizes import ASPECT_RATIOS, size_for_aspect
+from models.sizes import ASPECT_RATIOS, size_for_aspect, size_multiple
 from models.types import ModelPreset
 
 # The options' ranges, as the option table (bot.jobs.options) declares them.
@@ -222,7 +222,8 @@ def resolve_imagine(
         return drawn
     if options.edit is not None:
         kind = JobKind(options.edit.partition(":")[0])
-        edited = drawn.as_edit(None, None, kind, options.edit, edit_size(options.edit, width, height))
+        size = edit_size(options.edit, width, height, size_multiple(preset))
+        edited = drawn.as_edit(None, None, kind, options.edit, size)
         return replace(edited, seeds=seeds, source=picture.path)
     strength = options.strength if options.strength is not None else DEFAULT_STRENGTH
     return replace(

@@ -71,6 +71,7 @@ from db.records import FineTune, MemberPreferences, NewJob, QuotaRule, Style
 from models.errors import ModelError
 from models.families import family, family_label
 from models.presets import declared_preset
+from models.sizes import size_multiple
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -317,7 +318,8 @@ class GenerationService:
         """Vary (Region), Zoom Out or Pan (``mask``, from ``bot.images.edits``) on image ``index`` of a job."""
         parent = await self._finished_image(job_id, index)
         recipe = parent.recipe
-        width, height = edit_size(mask, recipe.width, recipe.height)
+        multiple = size_multiple(await self.worker.preset(recipe.model))
+        width, height = edit_size(mask, recipe.width, recipe.height, multiple)
         if max(width, height) > MAX_SIDE:
             raise InvalidRequest(
                 f"This image is {recipe.width}x{recipe.height}; {describe(mask)} would make it {width}x{height}, "
