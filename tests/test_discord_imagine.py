@@ -102,7 +102,8 @@ async def test_quota_running_out(fake_discord: FakeDiscord, world: GuildSetup, b
     _, core = bot
     await core.store.set_quota_override(world.guild.id, user_id=world.member.user.id, credits=5, actor_id=1)
     ok = await imagine(fake_discord, world, steps=None)  # 4 credits
-    assert "Cost: 4 credits." in (await ok.wait_for_response(timeout=3)).content
+    # The status message says the cost (the first answer may be a "thinking" on a busy machine: wait for it).
+    await ok.wait_for_message(lambda message: "Cost: 4 credits." in message.content, timeout=180)
     await finished_grid(ok)
     refused = await imagine(fake_discord, world, steps=None)
     first = await refused.wait_for_response(timeout=3)
