@@ -40,7 +40,7 @@ FROM jobs AS j
 """
 
 
-# A job may still start from its member's picture (``source``) while it waits or runs, and once done until its
+# A job may still start from its member's picture (``source``), or be guided by its references, while it waits or runs, and once done until its
 # result is deleted (its re-roll button starts from the same picture). A failed or cancelled job has no buttons.
 _MAY_USE_SOURCE = "(j.status IN ('queued', 'running') OR (j.status = 'done' AND j.result_deleted_at IS NULL))"
 
@@ -360,14 +360,23 @@ class JobQueries(StoreAccess, Generic[R]):
         return await self._write(body)
 
     async def source_in_use(self, source: str) -> bool:
-        """Whether a job may still start from the picture ``source`` (see ``_MAY_USE_SOURCE``)."""
-        rows = await self._read(f"SELECT 1 FROM jobs AS j WHERE j.source = ? AND {_MAY_USE_SOURCE} LIMIT 1", (source,))
+        """Whether a job may still start from, or be guided by, the picture ``source`` (see ``_MAY_USE_SOURCE``),
+        or a moodboard holds it."""
+        rows = await self._read(
+            f"SELECT 1 FROM jobs AS j WHERE j.source = ? AND {_MAY_USE_SOURCE} "
+            f"UNION ALL SELECT 1 FROM jobs AS j, json_each(j.reference_images) AS r "
+            f"WHERE r.value = ? AND {_MAY_USE_SOURCE} "
+            "UNION ALL SELECT 1 FROM moodboard_images WHERE path = ? LIMIT 1",
+            (source, source, source),
+        )
         return bool(rows)
 
     async def sources_in_use(self) -> set[str]:
-        """Every picture a job may still start from."""
+        """Every picture a job may still start from or be guided by, and every moodboard's."""
         rows = await self._read(
-            f"SELECT DISTINCT j.source FROM jobs AS j WHERE j.source IS NOT NULL AND {_MAY_USE_SOURCE}"
+            f"SELECT j.source FROM jobs AS j WHERE j.source IS NOT NULL AND {_MAY_USE_SOURCE} "
+            f"UNION SELECT r.value FROM jobs AS j, json_each(j.reference_images) AS r WHERE {_MAY_USE_SOURCE} "
+            "UNION SELECT path FROM moodboard_images"
         )
         return {str(row[0]) for row in rows}
 

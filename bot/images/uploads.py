@@ -35,6 +35,8 @@ MAX_UPLOAD_BYTES: Final = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS: Final = 4096 * 4096
 ACCEPTED_FORMATS: Final = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _ACCEPTED_SUFFIXES: Final = (".png", ".jpg", ".jpeg", ".webp")
+#: A reference image is kept at most this large (its aspect kept): FLUX.2 klein reads no more of one.
+REFERENCE_MAX_PIXELS: Final = 1024 * 1024
 SOURCES_FOLDER: Final = "sources"
 #: A picture no job names is deleted at start-up once it was last given longer ago than this: time enough for
 #: an admission between keeping the picture and recording its job, in this process or another on the same
@@ -91,6 +93,15 @@ def fit_to(image: Image.Image, width: int, height: int) -> Image.Image:
     if image.size == (width, height):
         return image
     return ImageOps.fit(image.convert("RGB"), (width, height), Image.Resampling.LANCZOS)
+
+
+def bounded(image: Image.Image, max_pixels: int = REFERENCE_MAX_PIXELS) -> Image.Image:
+    """``image`` scaled down, its aspect kept, to at most ``max_pixels`` (a reference: the model reads no more)."""
+    if image.width * image.height <= max_pixels:
+        return image
+    scale = (max_pixels / (image.width * image.height)) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def encode_upload(image: Image.Image) -> bytes:

@@ -34,10 +34,13 @@ class JobKind(StrEnum):
     REGION = "region"  # Vary (Region): one region of an image redrawn
     ZOOM = "zoom"  # Zoom Out: an image shrunk inside its own frame, the border drawn
     PAN = "pan"  # Pan: the frame grown on one side, the new strip drawn
+    EDIT = "edit"  # /edit or the Edit button: an image changed as an instruction says, on an edit-capable model
 
 
 #: Jobs that redraw part of an image (inpainting); ``Recipe.mask`` says which part.
 EDIT_KINDS = frozenset({JobKind.REGION, JobKind.ZOOM, JobKind.PAN})
+#: A reference that is an image of a job: "job:<id>:<n>", n from 1 (bot.jobs.references).
+JOB_IMAGE_PREFIX = "job:"
 #: Edits draw their new part from noise: nothing of what was there shows through.
 EDIT_STRENGTH = 1.0
 
@@ -73,6 +76,9 @@ class Recipe:
     embeddings: tuple[str, ...] = ()  # "name:sha256" for each embedding its prompts name
     style: str | None = None  # the guild style its prompt was made with
     chunks: int = 1  # the text encoder's windows its prompt fills (more than one: a long prompt, never cut)
+    # The images that guide it, in order (bot.jobs.references): a kept picture's path, or "job:<id>:<n>".
+    reference_images: tuple[str, ...] = ()
+    mood: str | None = None  # the guild moodboard its references were taken from
 
     @property
     def count(self) -> int:
@@ -82,8 +88,14 @@ class Recipe:
     def from_image(self) -> bool:
         """Whether it starts from one of its parent's images (variations, upscales and edits)."""
         return (
-            self.kind in (JobKind.VARIATION, JobKind.UPSCALE) or self.kind in EDIT_KINDS
+            self.kind in (JobKind.VARIATION, JobKind.UPSCALE, JobKind.EDIT) or self.kind in EDIT_KINDS
         ) and self.parent_image is not None
+
+    @property
+    def pictures(self) -> tuple[str, ...]:
+        """The kept pictures it names: what it starts from (a member's), and its references that are pictures."""
+        named = (self.source, *self.reference_images)
+        return tuple(path for path in named if path is not None and not path.startswith(JOB_IMAGE_PREFIX))
 
     @property
     def from_upload(self) -> bool:
@@ -95,9 +107,10 @@ class Recipe:
     def as_reroll(self, job_id: int) -> Recipe:
         """The same request with new seeds, as a re-roll of job ``job_id``.
 
-        A job drawn from a picture or an edit stays what it was, on the same source: only the seeds change.
+        A job drawn from a picture or an edit stays what it was, on the same source and references: only the
+        seeds change.
         """
-        if self.kind == JobKind.IMAGE or self.kind in EDIT_KINDS:
+        if self.kind in (JobKind.IMAGE, JobKind.EDIT) or self.kind in EDIT_KINDS:
             return replace(self, seeds=random_seeds(self.count))
         return replace(
             self,
@@ -125,6 +138,8 @@ class Recipe:
             parent_image=index,
             source=None,
             mask=None,
+            reference_images=(),
+            mood=None,
         )
 
     def as_upscale(self, job_id: int, index: int, *, strength: float) -> Recipe:
@@ -141,6 +156,8 @@ class Recipe:
             parent_image=index,
             source=None,
             mask=None,
+            reference_images=(),
+            mood=None,
         )
 
     def as_edit(self, job_id: int | None, index: int | None, kind: JobKind, mask: str, size: tuple[int, int]) -> Recipe:
@@ -162,6 +179,8 @@ class Recipe:
             parent_image=index,
             source=None,
             mask=mask,
+            reference_images=(),
+            mood=None,
         )
 
     def with_prompt(self, prompt: str) -> Recipe:
