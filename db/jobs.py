@@ -40,8 +40,9 @@ FROM jobs AS j
 """
 
 
-# A job may still start from its member's picture (``source``), or be guided by its references, while it waits or runs, and once done until its
-# result is deleted (its re-roll button starts from the same picture). A failed or cancelled job has no buttons.
+# A job may still start from its member's picture (``source``), or be guided by its references, while it waits or
+# runs, and once done until its result is deleted (its re-roll button starts from the same picture). A failed or
+# cancelled job has no buttons.
 _MAY_USE_SOURCE = "(j.status IN ('queued', 'running') OR (j.status = 'done' AND j.result_deleted_at IS NULL))"
 
 
