@@ -39,6 +39,9 @@ class Settings:
     sd_model: str = DEFAULT_MODEL
     # Further models users may pick with `model:`; the default model always comes first.
     extra_models: tuple[str, ...] = ()
+    # SD_EDIT_MODEL: what /edit, the Edit button and reference images run on; None: the first edit-capable model
+    # (FLUX.2 klein) among the two above (bot.jobs.service.GenerationService.edit_model).
+    edit_model: str | None = None
     database_path: Path = Path("data/bot.sqlite3")
     images_dir: Path = Path("data/images")
     model_cache_dir: Path = Path("data/models")
@@ -85,8 +88,9 @@ class Settings:
 
     @property
     def models(self) -> tuple[str, ...]:
-        """Every model users may choose, the default first and without repeats."""
-        return tuple(dict.fromkeys((self.sd_model, *self.extra_models)))
+        """Every model users may choose, the default first and without repeats (SD_EDIT_MODEL last, where set)."""
+        edit = (self.edit_model,) if self.edit_model else ()
+        return tuple(dict.fromkeys((self.sd_model, *self.extra_models, *edit)))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: Path | None = Path(".env")) -> Settings:
@@ -103,6 +107,7 @@ class Settings:
             discord_token=reader.text("DISCORD_TOKEN", None),
             sd_model=reader.text("SD_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
             extra_models=reader.csv("SD_EXTRA_MODELS"),
+            edit_model=reader.text("SD_EDIT_MODEL", None) or None,
             database_path=reader.path("DATABASE_PATH", Path("data/bot.sqlite3")),
             images_dir=reader.path("IMAGES_DIR", Path("data/images")),
             model_cache_dir=reader.path("MODEL_CACHE_DIR", Path("data/models")),

@@ -74,6 +74,7 @@ class ImageRole(StrEnum):
 
     SOURCE = "source"  # what img2img, an upscale or an edit starts from (an edit's canvas, already laid out)
     MASK = "mask"  # an edit's mask: white where the image is drawn anew
+    REFERENCE = "reference"  # an image that guides a referenced call, in order (after the source it edits)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -120,6 +121,10 @@ class GenerationRequest:
     def input(self, role: ImageRole) -> bytes | None:
         """The encoded input image of ``role``, if the job has one."""
         return next((image.data for image in self.inputs if image.role == role), None)
+
+    def inputs_of(self, role: ImageRole) -> tuple[bytes, ...]:
+        """Every encoded input image of ``role``, in order (a job's references)."""
+        return tuple(image.data for image in self.inputs if image.role == role)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

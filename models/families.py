@@ -57,7 +57,8 @@ class Family:
 
     family: ModelFamily
     label: str  # as members read it: "SD 1.x", "FLUX.2 klein"
-    #: The diffusers class that runs each pipeline operation ("txt2img", "img2img", "inpaint").
+    #: The diffusers class that runs each pipeline operation ("txt2img", "img2img", "inpaint", and "referenced" on
+    #: a family that edits by instruction and takes reference images).
     pipelines: Mapping[str, str]
     #: ``model_index.json``'s ``_class_name`` values that are this family (the first is what it loads as).
     index_classes: tuple[str, ...]
@@ -78,6 +79,13 @@ class Family:
     latent_rgb_bias: tuple[float, float, float] | None = None
     #: The 16-bit type its weights must be held in on a GPU ("bfloat16" where fp16 overflows); None: the engine's.
     half_dtype: str | None = None
+    #: How many images one referenced call reads at most (an edit's picture and its references); 0: it edits none.
+    max_references: int = 0
+
+    @property
+    def edits(self) -> bool:
+        """Whether it edits by instruction and takes reference images (a "referenced" pipeline)."""
+        return self.max_references > 0 and "referenced" in self.pipelines
 
     @property
     def sd(self) -> bool:
@@ -159,11 +167,17 @@ def _flow(family: ModelFamily, label: str, *, side: int, pipelines: Mapping[str,
     )
 
 
+#: Images a FLUX.2 klein call reads besides its prompt: an /edit's three and a moodboard's five, and no more
+#: (each one lengthens the transformer's sequence by its own tokens, at every step).
+MAX_KLEIN_REFERENCES = 8
+
+
 def _klein(family: ModelFamily, label: str, *, side: int) -> Family:
     pipelines = {
         "txt2img": "Flux2KleinPipeline",
         "img2img": "Flux2KleinInpaintPipeline",
         "inpaint": "Flux2KleinInpaintPipeline",
+        "referenced": "Flux2KleinPipeline",  # its image list: the picture edited first, then the references
     }
     return _flow(
         family,
@@ -174,6 +188,7 @@ def _klein(family: ModelFamily, label: str, *, side: int) -> Family:
         guidance=1.0,
         negative_prompt=False,
         img2img_as_inpaint=True,
+        max_references=MAX_KLEIN_REFERENCES,
     )
 
 
@@ -200,7 +215,8 @@ FAMILIES: Final[Mapping[ModelFamily, Family]] = MappingProxyType(
         ),
         # FLUX.2 [klein] 4B and 9B (Black Forest Labs): a step- and guidance-distilled flow transformer read through
         # Qwen3; 4 steps, no negative prompt (its pipeline takes none), guidance ignored by the distilled models.
-        # Its img2img is reference editing, so a variation is an inpaint of the whole image at the job's strength.
+        # Its img2img is reference editing, so a variation is an inpaint of the whole image at the job's strength;
+        # that reference editing is its "referenced" call (/edit, references, moodboards).
         ModelFamily.KLEIN: _klein(ModelFamily.KLEIN, "FLUX.2 klein", side=1024),
         # Z-Image-Turbo (Tongyi-MAI): a 6B single-stream flow transformer read through Qwen3; 8 steps, its guidance
         # is pos + g * (pos - neg), so 0 is none (where SD's 1 is), and a negative prompt counts only above 0.

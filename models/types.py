@@ -37,6 +37,9 @@ class Operation(StrEnum):
     VARIATION = "variation"  # img2img from a chosen image with new seeds
     UPSCALE = "upscale"  # resize to the target size, then low-strength img2img
     INPAINT = "inpaint"  # redraw where the mask is white; the source comes back where it is black
+    # Text to image guided by reference images (FLUX.2 klein's image list); an edit by instruction is one whose
+    # first image is the picture to change, drawn at its size.
+    REFERENCED = "referenced"
     # Components (``models.components``), no diffusion: ``BatchSpec.model`` names the component.
     SUPER_RESOLUTION = "super_resolution"  # enlarge each source with an upscaler net, to the spec's size
     CAPTION = "caption"  # describe each source in words with a captioner: texts, not images
@@ -70,6 +73,9 @@ class BatchSpec:
     # reads: ``prompt_chunks`` of its length); rows of one call must agree, as their shapes do.
     weighted: bool = False
     prompt_chunks: int = 1
+    # A referenced call's images, by the SHA-256 of their encoded bytes, in the order the model reads them: the
+    # pipeline takes one list for the whole call, so only jobs guided by the same images share one.
+    references: tuple[str, ...] = ()
 
 
 def embedding_token(file: str) -> str:
@@ -83,6 +89,8 @@ class ImageTask:
 
     ``mask_image`` (inpainting) is an "L" image of the source's size: 255 where the image is
     redrawn, 0 where the source's own pixels come back exactly, a ramp between the two.
+    ``references`` guide a referenced call (``Operation.REFERENCED``), after ``init_image`` where
+    the call edits one.
     """
 
     prompt: str
@@ -90,6 +98,7 @@ class ImageTask:
     seed: int
     init_image: Image.Image | None = None
     mask_image: Image.Image | None = None
+    references: tuple[Image.Image, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, eq=False)

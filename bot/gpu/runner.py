@@ -62,6 +62,7 @@ def image_tasks(request: GenerationRequest) -> tuple[ImageTask, ...]:
     """A request's images as the engine takes them: each one's prompts and seed, and the inputs they share."""
     source = decoded(request.input(ImageRole.SOURCE), mode="RGB")
     mask = decoded(request.input(ImageRole.MASK))
+    references = tuple(decoded(data, mode="RGB") for data in request.inputs_of(ImageRole.REFERENCE))
     return tuple(
         ImageTask(
             prompt=image.prompt,
@@ -69,6 +70,7 @@ def image_tasks(request: GenerationRequest) -> tuple[ImageTask, ...]:
             seed=image.seed,
             init_image=source,
             mask_image=mask,
+            references=tuple(image for image in references if image is not None),
         )
         for image in request.images
     )

@@ -14,7 +14,8 @@ from PIL import Image
 
 from bot.images.edits import describe
 from bot.images.encoding import EncodedImage, encode_image
-from bot.jobs.recipe import lora_tags, lora_uses
+from bot.jobs.recipe import JobKind, lora_tags, lora_uses
+from bot.jobs.references import describe_edit, describe_references
 
 if TYPE_CHECKING:
     from bot.jobs.recipe import Recipe
@@ -61,6 +62,8 @@ def infotext(recipe: Recipe) -> str:
     edit = edit_of(recipe)
     if edit:
         fields.append(("Edit", edit))
+    elif recipe.reference_images and recipe.kind != JobKind.EDIT:
+        fields.append(("References", describe_references(recipe)))
     if recipe.style:
         fields.append(("Style", recipe.style))
     uses = lora_uses(recipe)
@@ -68,7 +71,10 @@ def infotext(recipe: Recipe) -> str:
         fields.append(("Lora hashes", ", ".join(f"{use.name}: {use.sha256[:12]}" for use in uses)))
     if len(recipe.seeds) > 1:
         fields.append(("Seeds", ", ".join(str(seed) for seed in recipe.seeds)))
-    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
+    written = ", ".join(f"{key}: {_quote(value)}" for key, value in fields)
+    if recipe.kind == JobKind.EDIT:  # last and as people read it: Edit: "make it night" of job 12, image 1; ...
+        written += f", {describe_edit(recipe)}"
+    lines.append(written)
     return "\n".join(lines)
 
 

@@ -130,9 +130,10 @@ def fit_to_family(recipe: Recipe, preset: ModelPreset) -> tuple[Recipe, list[str
     return recipe, notices
 
 
-def cost_of(recipe: Recipe, preset: ModelPreset, *, reference: ModelPreset) -> int:
+def cost_of(recipe: Recipe, preset: ModelPreset, *, reference: ModelPreset, input_pixels: int = 0) -> int:
     """Credits for ``recipe`` on ``preset``'s model, one credit being a default image of ``reference`` (SD_MODEL's
-    preset): a member pays for the GPU work, whichever model does it (``bot.policy.pricing``)."""
+    preset): a member pays for the GPU work, whichever model does it (``bot.policy.pricing``); ``input_pixels``:
+    those of the images it reads (an edit's picture, its references)."""
     return job_cost(
         images=recipe.count,
         width=recipe.width,
@@ -143,6 +144,7 @@ def cost_of(recipe: Recipe, preset: ModelPreset, *, reference: ModelPreset) -> i
         reference_height=reference.height,
         reference_steps=reference.steps,
         reference_flops_per_pixel_step=flops_per_pixel_step(reference.family),
+        input_pixels=input_pixels,
     )
 
 

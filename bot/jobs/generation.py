@@ -15,6 +15,7 @@ and encoded): callers run it in a thread.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 
@@ -39,26 +40,36 @@ OPERATIONS = {
     JobKind.REGION: Operation.INPAINT,
     JobKind.ZOOM: Operation.INPAINT,
     JobKind.PAN: Operation.INPAINT,
+    JobKind.EDIT: Operation.REFERENCED,  # the picture it changes first in the model's image list
 }
 
 
 def work_order(
-    job_id: int, owner: int, recipe: Recipe, source: bytes | None = None, *, classify: bool = True
+    job_id: int,
+    owner: int,
+    recipe: Recipe,
+    source: bytes | None = None,
+    references: tuple[bytes, ...] = (),
+    *,
+    classify: bool = True,
 ) -> WorkOrder:
     """A job for the queue: its recipe and the request it compiles to (CPU work for an edit: not on the event loop)."""
-    return WorkOrder(job_id, owner, recipe, generation_request(job_id, recipe, source, classify=classify))
+    request = generation_request(job_id, recipe, source, references, classify=classify)
+    return WorkOrder(job_id, owner, recipe, request)
 
 
 def generation_request(
-    job_id: int, recipe: Recipe, source: bytes | None, *, classify: bool = True
+    job_id: int, recipe: Recipe, source: bytes | None, references: tuple[bytes, ...] = (), *, classify: bool = True
 ) -> GenerationRequest:
-    """Job ``job_id`` as a worker runs it; ``source``: the encoded image it starts from, if it starts from one."""
+    """Job ``job_id`` as a worker runs it; ``source``: the encoded image it starts from, if it starts from one;
+    ``references``: the encoded images that guide it, in its recipe's order."""
     names = {sha256: name for name, sha256 in reversed(_fine_tunes(recipe))}  # the first name of each file wins
+    inputs = input_images(recipe, source, references)
     return GenerationRequest(
         job_id=job_id,
-        spec=batch_spec(recipe),
+        spec=batch_spec(recipe, read=_read_images(inputs) if operation_of(recipe) == Operation.REFERENCED else ()),
         images=image_prompts(recipe),
-        inputs=input_images(recipe, source),
+        inputs=inputs,
         classify=classify,
         parameters=infotext(recipe),
         stem=grid_stem(job_id),
@@ -66,11 +77,16 @@ def generation_request(
     )
 
 
-def batch_spec(recipe: Recipe) -> BatchSpec:
-    """What must be equal for jobs to share one pipeline call."""
+def operation_of(recipe: Recipe) -> Operation:
+    """What the pipeline does for a job: its kind's operation, or a referenced call where images guide it."""
+    return Operation.REFERENCED if recipe.reference_images else OPERATIONS[recipe.kind]
+
+
+def batch_spec(recipe: Recipe, *, read: tuple[str, ...] = ()) -> BatchSpec:
+    """What must be equal for jobs to share one pipeline call; ``read``: a referenced call's images, by hash."""
     return BatchSpec(
         model=recipe.model,
-        operation=OPERATIONS[recipe.kind],
+        operation=operation_of(recipe),
         width=recipe.width,
         height=recipe.height,
         steps=recipe.steps,
@@ -81,6 +97,7 @@ def batch_spec(recipe: Recipe) -> BatchSpec:
         embeddings=tuple(sorted(sha256 for _, sha256 in embedding_uses(recipe))),
         weighted=encoded_with_compel(recipe),
         prompt_chunks=recipe.chunks,
+        references=read,
     )
 
 
@@ -101,15 +118,27 @@ def image_prompts(recipe: Recipe) -> tuple[ImagePrompt, ...]:
     return tuple(ImagePrompt(prompt, negative, seed) for seed in recipe.seeds)
 
 
-def input_images(recipe: Recipe, source: bytes | None) -> tuple[InputImage, ...]:
-    """The images a job starts from, by role: an edit's canvas and mask made here; any other source as given."""
+def input_images(recipe: Recipe, source: bytes | None, references: tuple[bytes, ...] = ()) -> tuple[InputImage, ...]:
+    """The images a job starts from, by role: an edit's canvas and mask made here; any other source as given;
+    then the references that guide it."""
+    if len(references) != len(recipe.reference_images):
+        raise ValueError(f"the recipe names {len(recipe.reference_images)} references, not {len(references)}")
+    guides = tuple(InputImage(ImageRole.REFERENCE, data) for data in references)
     if source is None:
-        return ()
+        return guides
     if recipe.kind not in EDIT_KINDS or recipe.mask is None:
-        return (InputImage(ImageRole.SOURCE, source),)
+        return (InputImage(ImageRole.SOURCE, source), *guides)
     with Image.open(io.BytesIO(source)) as opened:
         plan = plan_edit(recipe.mask, opened.convert("RGB"), (recipe.width, recipe.height))
     return (InputImage(ImageRole.SOURCE, _png(plan.canvas)), InputImage(ImageRole.MASK, _png(plan.mask)))
+
+
+def _read_images(inputs: tuple[InputImage, ...]) -> tuple[str, ...]:
+    """A referenced call's images by hash, in the order it reads them (its source first): its batch key."""
+    read = [image for image in inputs if image.role == ImageRole.SOURCE] + [
+        image for image in inputs if image.role == ImageRole.REFERENCE
+    ]
+    return tuple(hashlib.sha256(image.data).hexdigest() for image in read)
 
 
 def _fine_tunes(recipe: Recipe) -> list[tuple[str, str]]:

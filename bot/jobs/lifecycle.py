@@ -34,6 +34,7 @@ from bot.jobs.outcomes import (
     ServiceListener,
     WaitingJob,
 )
+from bot.jobs.references import job_image
 from bot.jobs.stored import stored
 from bot.policy.nsfw import NsfwDecision
 from bot.policy.pricing import refund_for_withheld
@@ -114,6 +115,7 @@ class JobLifecycle:
         decision: NsfwDecision,
         listener: ServiceListener | None,
         source: bytes | None,
+        references: tuple[bytes, ...] = (),
         *,
         resumed: bool = False,
     ) -> int:
@@ -121,7 +123,9 @@ class JobLifecycle:
         and queue it; its place in the queue. Raises ``QueueFull``, or what compiling raised (a bug)."""
         inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
         classify = decision.classify_images
-        order = await asyncio.to_thread(work_order, job.id, job.user_id, job.recipe, source, classify=classify)
+        order = await asyncio.to_thread(
+            work_order, job.id, job.user_id, job.recipe, source, references, classify=classify
+        )
         position = self.worker.submit(order, inbox.put_nowait, resumed=resumed)
         # Only once the worker took it: a refused job must leave nothing waiting forever.
         following = self._following[job.id] = _Following(job, decision, listener)
@@ -149,6 +153,30 @@ class JobLifecycle:
                 f"The images of job {parent.id} are no longer available, so they cannot be used."
             ) from None
 
+    async def references_of(self, recipe: Recipe) -> tuple[bytes, ...]:
+        """The encoded images that guide a job, in its recipe's order (kept pictures, images of jobs), read off
+        the event loop; ``JobNotFound`` with a sentence naming the one that is gone."""
+        read: list[bytes] = []
+        for entry in recipe.reference_images:
+            image = job_image(entry)
+            if image is None:
+                try:
+                    read.append(await asyncio.to_thread(read_source_image, Path(entry)))
+                except InvalidRequest:
+                    raise JobNotFound("A picture this job is guided by is no longer available.") from None
+                continue
+            job = await self.job_named(image.job_id)
+            if not 1 <= image.n <= len(job.image_paths):
+                raise JobNotFound(f"Job {job.id} has no image {image.n}.")
+            paths = await self.image_files(job)
+            try:
+                read.append(await asyncio.to_thread(read_source_image, paths[image.n - 1]))
+            except InvalidRequest:
+                raise JobNotFound(
+                    f"The images of job {job.id} are no longer available, so they cannot be used."
+                ) from None
+        return tuple(read)
+
     async def resume(self) -> list[int]:
         """Requeue jobs a crash or a restart left unfinished, in their original order, uncharged; then delete
         the members' pictures no job may start from any more that the last run left (``KeptPictures.sweep``)."""
@@ -156,6 +184,7 @@ class JobLifecycle:
         for job in await self.store.requeue_unfinished():
             try:
                 source = await self.source_of(job.recipe)
+                references = await self.references_of(job.recipe)
             except (InvalidRequest, JobNotFound) as missing:
                 log.warning("job %s cannot resume: %s", job.id, missing)
                 await self.store.mark_failed(job.id, str(missing))
@@ -163,7 +192,7 @@ class JobLifecycle:
                 continue
             decision = NsfwDecision(allow_nsfw_prompts=job.nsfw_allowed, classify_images=not job.nsfw_allowed)
             try:
-                await self.queue(job, decision, None, source, resumed=True)
+                await self.queue(job, decision, None, source, references, resumed=True)
             except QueueFull:
                 log.warning("job %s stays queued: no room after the restart", job.id)
                 continue
@@ -245,7 +274,7 @@ class JobLifecycle:
         if job.user_id != actor_id and not is_moderator:
             raise NotAllowed("Only the person who asked for this image or a moderator can delete it.")
         if await self.store.mark_result_deleted(job_id, message_id=message_id):
-            await self.let_go_of_picture(job.recipe.source)
+            await self.let_go_of_pictures(job.recipe)
 
     async def image_files(self, job: Job) -> tuple[Path, ...]:
         """A finished job's image files, each cut from its grid first if it is not written yet.
@@ -257,6 +286,11 @@ class JobLifecycle:
         except (OSError, ValueError):  # the grid is gone or damaged (logged where it was written)
             pass
         return tuple(Path(path) for path in job.image_paths)
+
+    async def let_go_of_pictures(self, recipe: Recipe) -> None:
+        """Delete the kept pictures a job named (its source, its references) that no job or moodboard names now."""
+        for path in recipe.pictures:
+            await self.let_go_of_picture(path)
 
     async def let_go_of_picture(self, source: str | None) -> None:
         """Delete a member's picture once no job may start from it: none waits or runs, no result of one is posted.
@@ -309,7 +343,7 @@ class JobLifecycle:
                             log.warning("job %s: could not save its result (%s); failing it", job.id, error)
                             await stored(self.store.mark_failed, job.id, RESULT_NOT_SAVED)
                             await stored(self.store.refund, job.id, job.cost, "result not saved")
-                            await self.let_go_of_picture(job.recipe.source)
+                            await self.let_go_of_pictures(job.recipe)
                             self._publish(Failed(job.id, RESULT_NOT_SAVED))
                             return
                         if result is not None:
@@ -320,13 +354,13 @@ class JobLifecycle:
                     case Failed(message=message):
                         await stored(self.store.mark_failed, job.id, message)
                         await stored(self.store.refund, job.id, job.cost, "failed")
-                        await self.let_go_of_picture(job.recipe.source)
+                        await self.let_go_of_pictures(job.recipe)
                         self._publish(event)
                         return
                     case Cancelled():
                         await stored(self.store.mark_cancelled, job.id)
                         await stored(self.store.refund, job.id, job.cost, "cancelled")
-                        await self.let_go_of_picture(job.recipe.source)
+                        await self.let_go_of_pictures(job.recipe)
                         self._publish(event)
                         return
         finally:

@@ -119,8 +119,13 @@ class PictureOption(Option):
     """A picture to start from: a file on the command line, an attachment on Discord.
 
     It travels beside the options as bytes (``GenerationService.imagine(picture=...)``), so it is no
-    field of ``ImagineOptions``.
+    field of ``ImagineOptions``. ``many`` pictures of it may be given on the command line (its flag repeated).
     """
+
+    many: int = 1
+
+    def _placeholders(self) -> dict[str, str]:
+        return {"many": str(self.many)}
 
 
 PROMPT: Final = TextOption(
@@ -240,6 +245,30 @@ STYLE: Final = TextOption(
     setting=True,
     default=None,
 )
+REFERENCE: Final = PictureOption(
+    name="reference",
+    help="A picture to guide the images (keep this character, this style); needs FLUX.2 klein",
+    cli="--reference",
+    cli_help="a picture to guide the images (keep this character, this style); up to {many} (--reference each); "
+    "runs on an edit-capable model (SD_EDIT_MODEL)",
+    many=3,
+)
+REFERENCE2: Final = PictureOption(name="reference2", help="A second picture to guide the images")
+REFERENCE3: Final = PictureOption(name="reference3", help="A third picture to guide the images")
+MOOD: Final = TextOption(
+    name="mood",
+    help="A moodboard of this server: its pictures guide the images (also --mood name)",
+    flags=("mood",),
+    max_length=NAME_LENGTH_LIMIT,
+    default=None,
+)
+REF: Final = TextOption(
+    name="ref",
+    help="Images already posted on this server that guide the new ones: --ref 12:1 (job 12, image 1)",
+    flags=("ref",),
+    slash=False,
+    default=None,
+)
 REPEAT: Final = NumberOption(
     name="repeat",
     help="The same prompt as this many jobs",  # a flag only (bot.jobs.permutations)
@@ -268,6 +297,11 @@ OPTIONS: Final[Mapping[str, Option]] = MappingProxyType(
             STRENGTH,
             LORA,
             STYLE,
+            REFERENCE,
+            REFERENCE2,
+            REFERENCE3,
+            MOOD,
+            REF,
             REPEAT,
         )
     }

@@ -60,6 +60,8 @@ class ImagineOptions:
     lora: str | None = None  # a LoRA of the guild by name (also written <lora:name:0.8> in the prompt)
     style: str | None = None  # a style of the guild by name (also --style name)
     repeat: int | None = None  # --repeat N: the same prompt as N jobs (bot.jobs.permutations)
+    mood: str | None = None  # a moodboard of the guild by name (also --mood name): its pictures guide the images
+    ref: str | None = None  # --ref 12:1: images of jobs posted here that guide the images (bot.jobs.references)
 
     def checked(self, *, models: Sequence[str], max_prompt_chars: int) -> CheckedOptions:
         """Flags typed in the prompt first, then every option checked once.
@@ -95,6 +97,8 @@ class ImagineOptions:
             strength=options.strength,
             edit=options.edit,
             style=options.style,
+            mood=options.mood,
+            ref=options.ref,
         )
 
 
@@ -116,6 +120,8 @@ class CheckedOptions:
     strength: float | None = None
     edit: str | None = None
     style: str | None = None
+    mood: str | None = None
+    ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

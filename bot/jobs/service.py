@@ -37,11 +37,12 @@ from bot.images.uploads import fit_to, read_upload
 from bot.jobs import permutations
 from bot.jobs.admission import Admission, Origin, cost_of, fit_to_family
 from bot.jobs.delivery import Deliveries
+from bot.jobs.editing import Editing, Guides
 from bot.jobs.finetunes import Resolved
 from bot.jobs.flags import parse_prompt_flags
 from bot.jobs.library import Library
 from bot.jobs.lifecycle import NOT_PREPARED, JobLifecycle
-from bot.jobs.options import REPEAT, SEED
+from bot.jobs.options import REPEAT, SEED, STEPS
 from bot.jobs.outcomes import (
     Completed,
     DeliveryVerdict,
@@ -54,7 +55,18 @@ from bot.jobs.outcomes import (
     WaitingJob,
 )
 from bot.jobs.prompts import check_prompt_weights
-from bot.jobs.recipe import MAX_SEED, UPSCALE_FACTOR, JobKind, Recipe, embedding_uses, lora_entry, lora_uses
+from bot.jobs.recipe import (
+    MAX_SEED,
+    UPSCALE_FACTOR,
+    VARIATION_COUNT,
+    JobKind,
+    Recipe,
+    consecutive_seeds,
+    embedding_uses,
+    lora_entry,
+    lora_uses,
+    random_seeds,
+)
 from bot.jobs.requests import (
     MAX_COUNT,
     MAX_SIDE,
@@ -114,6 +126,9 @@ class GenerationService:
             clock=clock,
         )
         self._pictures = self.jobs.pictures
+        self.editing = Editing(
+            settings=settings, worker=worker, library=self.library, jobs=self.jobs, pictures=self._pictures
+        )
 
     # -- listeners -------------------------------------------------------------------
 
@@ -139,36 +154,63 @@ class GenerationService:
         listener: ServiceListener | None = None,
         *,
         picture: bytes | None = None,
+        references: Sequence[bytes] = (),
     ) -> SubmittedJob:
-        """Check, charge and queue a new ``/imagine``, from ``picture`` (the encoded bytes a member gave) if given.
+        """Check, charge and queue a new ``/imagine``, from ``picture`` (the encoded bytes a member gave) if given,
+        guided by ``references`` (pictures a member gave) and the ``ref``/``mood`` options if given.
 
         Raises a ``DomainError`` or ``ModelError``.
         """
-        recipe, notices = await self._recipe_for(options, origin, picture)
-        if picture is None or recipe.source is None:
-            return await self.submit(recipe, origin, listener, notices=notices)
-        # The picture kept for it is held until its job is recorded, and let go of if it never is.
+        recipe, notices, held = await self._recipe_for(options, origin, picture, references)
+        return await self._submit_holding(recipe, origin, listener, notices=notices, held=held)
+
+    async def _submit_holding(
+        self,
+        recipe: Recipe,
+        origin: Origin,
+        listener: ServiceListener | None,
+        *,
+        notices: Sequence[str] = (),
+        held: Sequence[str] = (),
+    ) -> SubmittedJob:
+        """``submit``, the pictures kept for it (``held``) held until its job is recorded, let go of if it never is."""
         try:
             submitted = await self.submit(recipe, origin, listener, notices=notices)
         except Exception:
-            self._pictures.release(recipe.source)
-            await self.jobs.let_go_of_picture(recipe.source)
+            self.editing.release(held)
+            for path in held:
+                await self.jobs.let_go_of_picture(path)
             raise
         except BaseException:
-            self._pictures.release(recipe.source)
+            self.editing.release(held)
             raise
-        self._pictures.release(recipe.source)
+        self.editing.release(held)
         return submitted
 
     async def _recipe_for(
-        self, options: ImagineOptions, origin: Origin, picture: bytes | None
-    ) -> tuple[Recipe, list[str]]:
-        """The recipe an ``/imagine`` makes, and the notices to give with it; nothing is charged or queued."""
+        self, options: ImagineOptions, origin: Origin, picture: bytes | None, references: Sequence[bytes] = ()
+    ) -> tuple[Recipe, list[str], tuple[str, ...]]:
+        """The recipe an ``/imagine`` makes, the notices to give with it, and the kept pictures held for it (the
+        caller releases them); nothing is charged or queued."""
+        chosen = parse_prompt_flags(options).model  # what the member chose here, before their own default
         # 1. Options and the flags typed in the prompt through the one parser, the member's own defaults for
         #    what neither gave (one the server no longer allows is left out, with a notice), every value
         #    checked, before a model is loaded for them.
         options, notices = await self.library.with_member_defaults(parse_prompt_flags(options), origin)
         checked = options.checked(models=self.settings.models, max_prompt_chars=self.settings.prompt_max_chars)
+        guided = bool(references or checked.ref or checked.mood)
+        if guided:
+            # 1b. Reference images need a model that reads them: the edit model, unless the member chose one.
+            if picture is not None:
+                raise InvalidRequest(
+                    "A picture to start from and reference images do not go together: to change a picture as "
+                    "words say, use /edit."
+                )
+            if checked.edit is not None:
+                raise InvalidRequest("An edit of a picture takes no reference images.")
+            if chosen or not await self.editing.edits(checked.model):
+                preset = await self.editing.edit_model(origin.guild_id, chosen)
+                checked = replace(checked, model=preset.model)
         if origin.guild_id is not None and checked.model in await self.store.disabled_models(origin.guild_id):
             raise InvalidRequest(
                 f"The model {checked.model} is not enabled on this server; /model list shows which are."
@@ -198,20 +240,30 @@ class GenerationService:
         #    fitted to the model's size at the aspect preset nearest to its shape; last, as it is held from
         #    here until ``imagine`` releases it.
         kept: Picture | None = None
-        if picture is not None:
-            image = await asyncio.to_thread(read_upload, picture)
-            width, height = picture_size(preset, image.width, image.height)
-            fitted = await asyncio.to_thread(fit_to, image, width, height)
-            kept = Picture(str(await self._pictures.keep(fitted)), width, height)
+        guides = Guides()
+        if guided:
+            guides = await self.editing.guides(origin, references, ref=checked.ref, mood=checked.mood)
+        try:
+            if picture is not None:
+                image = await asyncio.to_thread(read_upload, picture)
+                width, height = picture_size(preset, image.width, image.height)
+                fitted = await asyncio.to_thread(fit_to, image, width, height)
+                kept = Picture(str(await self._pictures.keep(fitted)), width, height)
+        except BaseException:
+            self.editing.release(guides.held)
+            raise
         recipe = replace(
             resolve_imagine(checked, preset, kept, draft=draft),
             loras=tuple(lora_entry(use) for use in fine.loras),
             embeddings=tuple(f"{item.name}:{item.sha256}" for item in fine.embeddings),
             style=checked.style,
+            reference_images=guides.entries,
+            mood=guides.mood,
         )
         if draft:
             notices.append(f"Draft channel: a fast preview, {sampler_name(recipe.scheduler)} at {recipe.steps} steps.")
-        return recipe, notices
+        held = (*guides.held, *((kept.path,) if kept is not None else ()))
+        return recipe, notices, held
 
     async def _reference(self, preset: ModelPreset) -> ModelPreset:
         """SD_MODEL's preset: a credit is one default image of it, whichever model (``preset``'s) does the work.
@@ -271,11 +323,111 @@ class GenerationService:
 
     async def quote(self, options: ImagineOptions, origin: Origin) -> int:
         """What ``imagine(options)`` would charge, checked as it would be (prompt, filter, model), charging nothing."""
-        recipe, _ = await self._recipe_for(options, origin, None)
+        recipe, _, held = await self._recipe_for(options, origin, None)
+        self.editing.release(held)
         decision = await self._admission.nsfw_decision(origin)
         await self._admission.check_prompt(recipe.prompt, origin, decision)
         preset = await self.worker.preset(recipe.model)
-        return cost_of(recipe, preset, reference=await self._reference(preset))
+        return await self._cost(recipe, preset, None, await self.jobs.references_of(recipe))
+
+    async def _cost(
+        self, recipe: Recipe, preset: ModelPreset, source: bytes | None, references: tuple[bytes, ...]
+    ) -> int:
+        """What ``recipe`` is charged on ``preset``'s model, the images it reads counted (``bot.policy.pricing``)."""
+        pixels = await self.editing.input_pixels(recipe, source, references)
+        return cost_of(recipe, preset, reference=await self._reference(preset), input_pixels=pixels)
+
+    async def _nsfw_moodboards(self, guild_id: int | None) -> set[str]:
+        if guild_id is None:
+            return set()
+        return {board.name for board in await self.library.moodboards(guild_id) if board.nsfw}
+
+    # -- edits by instruction (bot.jobs.editing) -----------------------------------------------
+
+    async def edit_pictures(
+        self,
+        instruction: str,
+        pictures: Sequence[bytes],
+        origin: Origin,
+        listener: ServiceListener | None = None,
+        *,
+        model: str | None = None,
+        mood: str | None = None,
+    ) -> SubmittedJob:
+        """``/edit``: four edits of the first of ``pictures`` as ``instruction`` says, the others its references.
+
+        ``--seed``, ``--steps``, ``--mood`` and ``--ref`` may be typed in the instruction. Raises a ``DomainError``.
+        """
+        if not pictures:
+            raise InvalidRequest("/edit needs a picture to change.")
+        parsed = parse_prompt_flags(ImagineOptions(prompt=instruction, model=model, mood=mood))
+        others = sorted(
+            name
+            for name in ("negative", "aspect", "guidance", "count", "strength", "style", "repeat")
+            if getattr(parsed, name) not in (None, "")
+        )
+        if others:
+            raise InvalidRequest(
+                f"/edit takes --seed, --steps, --mood and --ref in its instruction, not --{others[0]}: "
+                "an edit keeps its picture's size."
+            )
+        text = check_prompt_text(parsed.prompt, max_chars=self.settings.prompt_max_chars, what="instruction")
+        if parsed.seed is not None:
+            SEED.check(parsed.seed)
+        if parsed.steps is not None:
+            STEPS.check(parsed.steps)
+        preset = await self.editing.edit_model(origin.guild_id, parsed.model)
+        guides = await self.editing.guides(origin, pictures[1:], ref=parsed.ref, mood=parsed.mood, besides=1)
+        try:
+            edited = await self.editing.edited_picture(pictures[0], preset)
+        except BaseException:
+            self.editing.release(guides.held)
+            raise
+        seeds = (
+            consecutive_seeds(parsed.seed, VARIATION_COUNT)
+            if parsed.seed is not None
+            else random_seeds(VARIATION_COUNT)
+        )
+        recipe = Recipe(
+            kind=JobKind.EDIT,
+            prompt=text,
+            negative_prompt="",
+            model=preset.model,
+            width=edited.width,
+            height=edited.height,
+            steps=parsed.steps if parsed.steps is not None else preset.steps,
+            guidance=preset.guidance,
+            seeds=seeds,
+            scheduler=preset.scheduler,
+            source=edited.path,
+            reference_images=guides.entries,
+            mood=guides.mood,
+        )
+        return await self._submit_holding(recipe, origin, listener, held=(edited.path, *guides.held))
+
+    async def edit_image(
+        self, job_id: int, index: int, instruction: str, origin: Origin, listener: ServiceListener | None = None
+    ) -> SubmittedJob:
+        """The Edit button: four edits of image ``index`` of a job as ``instruction`` says, at its aspect."""
+        text = check_prompt_text(instruction, max_chars=self.settings.prompt_max_chars, what="instruction")
+        parent = await self._finished_image(job_id, index)
+        preset = await self.editing.edit_model(origin.guild_id)
+        width, height = picture_size(preset, parent.recipe.width, parent.recipe.height)
+        recipe = Recipe(
+            kind=JobKind.EDIT,
+            prompt=text,
+            negative_prompt="",
+            model=preset.model,
+            width=width,
+            height=height,
+            steps=preset.steps,
+            guidance=preset.guidance,
+            seeds=random_seeds(VARIATION_COUNT),
+            scheduler=preset.scheduler,
+            parent_job_id=parent.id,
+            parent_image=index,
+        )
+        return await self.submit(recipe, origin, listener)
 
     async def reroll(
         self, job_id: int, origin: Origin, listener: ServiceListener | None = None, *, prompt: str | None = None
@@ -362,6 +514,8 @@ class GenerationService:
         if names:
             await self._admission.check_prompt(" ".join(names), origin, decision)
         flagged = await self.library.finetunes.nsfw_names(origin.guild_id, recipe)
+        if recipe.mood is not None and recipe.mood in await self._nsfw_moodboards(origin.guild_id):
+            flagged.append(f"The moodboard {recipe.mood}")
         if flagged and not decision.allow_nsfw_prompts:
             raise PromptRejected(
                 f"{', '.join(flagged)} is marked NSFW by this server's moderators: use it in an age-restricted channel.",
@@ -384,8 +538,9 @@ class GenerationService:
         # 3. Room in the queue, before anything is charged.
         self.worker.check_room(origin.user_id)
         source = await self.jobs.source_of(recipe)
+        references = await self.jobs.references_of(recipe)
         # 4. Check and charge the quota and record the job, in one transaction.
-        cost = cost_of(recipe, preset, reference=await self._reference(preset))
+        cost = await self._cost(recipe, preset, source, references)
         limit = None if origin.console else QuotaRule(origin.role_ids, self.settings.daily_credits)
         new = NewJob(
             recipe=recipe,
@@ -404,7 +559,7 @@ class GenerationService:
             raise StorageBusy(STORAGE_BUSY) from None
         # 5. Queue it. A queue that filled up in between refunds at once.
         try:
-            position = await self.jobs.queue(job, decision, listener, source)
+            position = await self.jobs.queue(job, decision, listener, source, references)
         except QueueFull:
             await self.store.mark_failed(job.id, "the queue was full")
             await self.store.refund(job.id, cost, "queue full")

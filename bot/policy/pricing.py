@@ -33,6 +33,19 @@ Examples, SD_MODEL SD 1.5 (512x512, 25 steps):
 and SD_MODEL SDXL (1024x1024, 25 steps): a default ``/imagine`` costs 1 on SD 1.5, 4 on SDXL,
 2 on FLUX.2 klein 4B and 6 on Z-Image-Turbo.
 
+Images the model reads
+----------------------
+FLUX.2 klein reads the images that guide a job (an ``/edit``'s picture, references, a moodboard's
+pictures) as tokens beside the ones it draws, at every step: each such image lengthens the
+sequence by its own pixels' worth (the pipeline scales one larger than 1024x1024 down to that).
+So ``input_pixels``, the sum of those images' pixels, is added to each output image's pixels:
+
+    cost = max(1, ceil(images x (width x height + input_pixels) x steps x ... / ...))
+
+An ``/edit`` of one picture at the output's size therefore costs twice a plain image of that size,
+and each reference of that size once more (the transformer's attention grows faster than its
+sequence; the linear count is the rule's simplification, and is close while the MLPs dominate).
+
 Refunds for images the NSFW classifier withholds are proportional to the share
 of images withheld, rounded down, and the whole cost when all are withheld.
 """
@@ -54,12 +67,16 @@ def job_cost(
     reference_height: int,
     reference_steps: int,
     reference_flops_per_pixel_step: Fraction | int,
+    input_pixels: int = 0,
 ) -> int:
     """Credits for a job; see the module docstring for the formula and why.
 
     ``reference_*`` describe what one credit buys: one image of ``SD_MODEL`` at its native size and
-    default steps, on a denoiser of ``reference_flops_per_pixel_step``.
+    default steps, on a denoiser of ``reference_flops_per_pixel_step``. ``input_pixels``: the pixels of the
+    images the model reads beside each one it draws (see "Images the model reads").
     """
+    if isinstance(input_pixels, bool) or not isinstance(input_pixels, int) or input_pixels < 0:
+        raise ValueError(f"input_pixels must be a whole number of at least 0, not {input_pixels!r}.")
     for name, value in (
         ("images", images),
         ("width", width),
@@ -78,7 +95,7 @@ def job_cost(
         if isinstance(rate, bool) or not isinstance(rate, int | Fraction) or rate <= 0:
             raise ValueError(f"{name} must be a positive whole number or fraction, not {rate!r}.")
     # Exact arithmetic: 4 images at native size must be 4, never 4.000000001 rounded up to 5.
-    work = images * width * height * steps * Fraction(flops_per_pixel_step)
+    work = images * (width * height + input_pixels) * steps * Fraction(flops_per_pixel_step)
     credit = reference_width * reference_height * reference_steps * Fraction(reference_flops_per_pixel_step)
     return max(1, ceil(work / credit))
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from models.errors import InvalidBatch
 from models.families import FAMILIES
-from models.operations import caption, img2img, inpaint, super_resolution, txt2img
+from models.operations import caption, img2img, inpaint, referenced, super_resolution, txt2img
 from models.operations.base import (
     ComponentOperation,
     PipelineOperation,
@@ -50,6 +50,7 @@ _OPERATIONS: dict[Operation, PipelineOperation | ComponentOperation] = {
     Operation.VARIATION: img2img.OPERATION,  # img2img from a chosen image with new seeds
     Operation.UPSCALE: img2img.OPERATION,  # the resize to the target size is the upscale
     Operation.INPAINT: inpaint.OPERATION,  # Vary (Region), Zoom Out and Pan
+    Operation.REFERENCED: referenced.OPERATION,  # /edit and reference images, on a family that reads them
     Operation.SUPER_RESOLUTION: super_resolution.OPERATION,  # an upscaler net, no diffusion
     Operation.CAPTION: caption.OPERATION,  # a captioner: texts, no images
 }
@@ -80,7 +81,12 @@ def check_batch(batch: GenerationBatch, pipeline: Pipeline, family: ModelFamily)
         raise InvalidBatch(f"{entry.label} models do not read prompt weights: send the prompt without them.")
     if batch.spec.embeddings and not entry.embeddings:
         raise InvalidBatch(f"{entry.label} models take no textual-inversion embeddings.")
-    pipeline_operation_for(batch.spec.operation).check(batch)
+    operation = pipeline_operation_for(batch.spec.operation)
+    if family not in operation.pipeline_classes:
+        raise InvalidBatch(f"{entry.label} models cannot edit by instruction or read reference images.")
+    if len(batch.spec.references) > entry.max_references and entry.max_references:
+        raise InvalidBatch(f"{entry.label} models read at most {entry.max_references} images in one call.")
+    operation.check(batch)
 
 
 def call_arguments(
