@@ -85,7 +85,7 @@ def read_upload(data: bytes) -> Image.Image:
             "That file is not a picture /imagine can start from: give a PNG, JPEG or WebP image."
         ) from None
     except (OSError, SyntaxError, ValueError):  # truncated or corrupt data
-        raise InvalidRequest("That picture could not be read; it may be damaged. Try saving it again.") from None
+        raise InvalidRequest("That picture could not be read; it may be damaged, so try saving it again.") from None
 
 
 def fit_to(image: Image.Image, width: int, height: int) -> Image.Image:

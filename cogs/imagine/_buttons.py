@@ -1,4 +1,4 @@
-"""The buttons under a job's messages: U1–U4, V1–V4, 🔄, Vary, Zoom Out, Pan, Cancel and Delete.
+"""The buttons under a job's messages: U1–U4, V1–V4, 🔄, Vary, Edit, Zoom Out, Pan, Cancel and Delete.
 
 Each is a ``DynamicItem`` whose custom id names its job and image (``lc:u:<job>:<n>``), so a
 press on a message posted before a restart still works: everything else is in SQLite.
@@ -24,6 +24,7 @@ class ButtonAction(StrEnum):
     VARY_STRONG = "vs"
     VARY_SUBTLE = "vt"
     VARY_REGION = "vr"
+    EDIT = "ed"  # opens the Edit window: the image changed as its instruction says
     ZOOM_OUT_2 = "zx"
     ZOOM_OUT_1_5 = "zy"
     PAN_LEFT = "pl"
@@ -119,11 +120,12 @@ def grid_buttons(job_id: int, images: int, withheld: frozenset[int]) -> discord.
     return view
 
 
-#: Under an upscaled image, in this order: the Vary trio, Zoom Out, then Pan (label, action).
+#: Under an upscaled image, in this order: the Vary trio, Edit, Zoom Out, then Pan (label, action).
 UPSCALE_EDITS = (
     ("Vary (Strong)", ButtonAction.VARY_STRONG),
     ("Vary (Subtle)", ButtonAction.VARY_SUBTLE),
     ("Vary (Region)", ButtonAction.VARY_REGION),
+    ("Edit", ButtonAction.EDIT),
     ("Zoom Out 2x", ButtonAction.ZOOM_OUT_2),
     ("Zoom Out 1.5x", ButtonAction.ZOOM_OUT_1_5),
     ("⬅️", ButtonAction.PAN_LEFT),
@@ -134,12 +136,21 @@ UPSCALE_EDITS = (
 
 
 def upscale_buttons(job_id: int, withheld: bool) -> discord.ui.View:
-    """Vary (Strong/Subtle/Region), Zoom Out 2x/1.5x, ⬅️ ➡️ ⬆️ ⬇️ and Delete: five to a row, as Discord allows."""
+    """Vary (Strong/Subtle/Region), Edit, Zoom Out 2x/1.5x, ⬅️ ➡️ ⬆️ ⬇️ and Delete: five to a row, as Discord
+    allows."""
     view = discord.ui.View(timeout=None)
     for place, (label, action) in enumerate(UPSCALE_EDITS):
         view.add_item(JobButton(action, job_id, 1, label=label, disabled=withheld, row=place // 5))
     view.add_item(
-        JobButton(ButtonAction.DELETE, job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=1)
+        JobButton(
+            ButtonAction.DELETE,
+            job_id,
+            0,
+            label="Delete",
+            emoji="🗑️",
+            style=discord.ButtonStyle.danger,
+            row=len(UPSCALE_EDITS) // 5,
+        )
     )
     return view
 

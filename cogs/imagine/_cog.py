@@ -1,4 +1,4 @@
-"""The Imagine cog: /imagine, the buttons' presses, and the deliveries it keeps while loaded."""
+"""The Imagine cog: /imagine, /edit, the buttons' presses, and the deliveries it keeps while loaded."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from bot.jobs.options import (
     COUNT,
     GUIDANCE,
     LORA,
+    MOOD,
     NEGATIVE,
     OPTIONS,
     PROMPT,
@@ -33,6 +34,7 @@ from cogs._shared.replies import reply_ephemeral
 from cogs.imagine._admission import Start, admit, button_start, edit_start
 from cogs.imagine._buttons import REMIXABLE, ButtonAction
 from cogs.imagine._delivery import Deliveries, grid_file, result_message
+from cogs.imagine._edit import EditModal, EditRequest, edit_custom_id, edit_request
 from cogs.imagine._plans import Plan, Plans
 from cogs.imagine._reactions import Reactions
 from cogs.imagine._remix import (
@@ -103,6 +105,10 @@ class Imagine(commands.Cog):
         strength: app_commands.Range[float, STRENGTH.low, STRENGTH.high] | None = None,
         lora: app_commands.Range[str, 1, LORA.max_length] | None = None,
         style: app_commands.Range[str, 1, STYLE.max_length] | None = None,
+        reference: discord.Attachment | None = None,
+        reference2: discord.Attachment | None = None,
+        reference3: discord.Attachment | None = None,
+        mood: app_commands.Range[str, 1, MOOD.max_length] | None = None,
     ) -> None:
         if interaction.guild_id is None and not self.bot.settings.allow_dms:
             await reply_ephemeral(interaction, "/imagine is turned off in direct messages; use it in a server.")
@@ -119,10 +125,16 @@ class Imagine(commands.Cog):
             strength=strength,
             lora=lora,
             style=style,
+            mood=mood,
         )
         origin = origin_of(interaction)
+        given = [attachment for attachment in (reference, reference2, reference3) if attachment is not None]
         jobs = await self.service.expand(options, origin)  # {a, b} permutations and --repeat
         if len(jobs) > 1:
+            if given:
+                raise InvalidRequest(
+                    "Reference pictures go with one job at a time: leave out the {a, b} choices or --repeat."
+                )
             picture = await self._picture(image)
             await self.plans.ask(interaction, Plan(interaction.user.id, origin, tuple(jobs), picture))
             return
@@ -131,9 +143,50 @@ class Imagine(commands.Cog):
         async def start(listener: ServiceListener) -> SubmittedJob:
             # Refused on what Discord says of it before it is downloaded; decoded by the service, off the loop.
             picture = await self._picture(image)
-            return await self.service.imagine(options, origin, listener, picture=picture)
+            references = await self._pictures(given)
+            return await self.service.imagine(options, origin, listener, picture=picture, references=references)
 
         await admit(self.bot, self._deliveries, interaction, start)
+
+    # -- /edit -------------------------------------------------------------------------
+
+    @app_commands.command(name="edit", description="Change a picture as you say, with up to two more as references.")
+    @app_commands.describe(
+        instruction='What to change, such as "make it night" (--seed, --steps, --mood and --ref work here too)',
+        image="The picture to change (PNG, JPEG or WebP, up to 10 MB)",
+        image2='A second picture, as a reference: "put the cat from image 2 on the sofa"',
+        image3="A third picture, as a reference",
+        model="Which edit-capable model to use (default: the server's)",
+        mood=MOOD.description,
+    )
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    async def edit(
+        self,
+        interaction: discord.Interaction[LatentcordBot],
+        instruction: app_commands.Range[str, 1, PROMPT.max_length],
+        image: discord.Attachment,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        model: str | None = None,
+        mood: app_commands.Range[str, 1, MOOD.max_length] | None = None,
+    ) -> None:
+        if interaction.guild_id is None and not self.bot.settings.allow_dms:
+            await reply_ephemeral(interaction, "/edit is turned off in direct messages; use it in a server.")
+            return
+        origin = origin_of(interaction)
+        given = [attachment for attachment in (image, image2, image3) if attachment is not None]
+
+        async def start(listener: ServiceListener) -> SubmittedJob:
+            pictures = await self._pictures(given)
+            return await self.service.edit_pictures(instruction, pictures, origin, listener, model=model, mood=mood)
+
+        await admit(self.bot, self._deliveries, interaction, start)
+
+    async def _pictures(self, attachments: list[discord.Attachment]) -> list[bytes]:
+        """Each picture refused on what Discord says of it before any is downloaded, then each downloaded."""
+        for attachment in attachments:
+            check_attachment(attachment.filename, attachment.content_type, attachment.size)
+        return [picture for attachment in attachments if (picture := await self._picture(attachment)) is not None]
 
     async def _picture(self, image: discord.Attachment | None) -> bytes | None:
         if image is None:
@@ -162,6 +215,34 @@ class Imagine(commands.Cog):
         styles = await self.service.styles(interaction.guild_id)
         return fit_select_options(
             [app_commands.Choice(name=item.name, value=item.name) for item in styles if typed in item.name.casefold()]
+        )
+
+    @edit.autocomplete("model")
+    async def _edit_model_autocomplete(
+        self, interaction: discord.Interaction[LatentcordBot], current: str
+    ) -> list[app_commands.Choice[str]]:
+        typed = current.casefold()
+        enabled = await self.service.enabled_models(interaction.guild_id)
+        models = [
+            name
+            for name in enabled
+            if typed in name.casefold() and len(name) <= CHOICE_TEXT_LIMIT and await self.service.editing.edits(name)
+        ]
+        return fit_select_options([app_commands.Choice(name=name, value=name) for name in models])
+
+    @imagine.autocomplete("mood")
+    @edit.autocomplete("mood")
+    async def _mood_autocomplete(
+        self, interaction: discord.Interaction[LatentcordBot], current: str
+    ) -> list[app_commands.Choice[str]]:
+        typed = current.casefold()
+        boards = await self.service.library.moodboards(interaction.guild_id)
+        return fit_select_options(
+            [
+                app_commands.Choice(name=board.name, value=board.name)
+                for board in boards
+                if typed in board.name.casefold()
+            ]
         )
 
     @imagine.autocomplete("lora")
@@ -214,6 +295,9 @@ class Imagine(commands.Cog):
         if action == ButtonAction.VARY_REGION:
             await reply_ephemeral(interaction, REGION_QUESTION, view=region_menu(job_id, n))
             return
+        if action == ButtonAction.EDIT:
+            await self._open_edit(interaction, job_id, n)
+            return
         if action in REMIXABLE and await self.service.remix_enabled(interaction.user.id):
             await self._open_remix(interaction, action, job_id, n)
             return
@@ -236,18 +320,35 @@ class Imagine(commands.Cog):
         window = RemixModal(job.recipe.prompt, self.bot.settings.prompt_max_chars, remix_custom_id(action, job_id, n))
         await interaction.response.send_modal(window)
 
+    async def _open_edit(self, interaction: discord.Interaction[Any], job_id: int, n: int) -> None:
+        """The Edit window for image ``n`` of a job; nothing is charged until it is sent."""
+        if await self.service.job(job_id) is None:
+            await send_ephemeral(interaction, f"Job {job_id} does not exist (it may have been deleted).")
+            return
+        window = EditModal(self.bot.settings.prompt_max_chars, edit_custom_id(job_id, n))
+        await interaction.response.send_modal(window)
+
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
-        """A submitted Remix window, read from its custom id: the one opened before a restart too."""
+        """A submitted Remix or Edit window, read from its custom id: the one opened before a restart too."""
         if interaction.type is not discord.InteractionType.modal_submit:
             return
-        request = remix_request(interaction.data)
-        if request is None:
-            return
         try:
-            await self._remixed(interaction, request)
+            if (request := remix_request(interaction.data)) is not None:
+                await self._remixed(interaction, request)
+            elif (edit := edit_request(interaction.data)) is not None:
+                await self._edited(interaction, edit)
         except Exception as error:
             await self.bot.report_error(interaction, error)
+
+    async def _edited(self, interaction: discord.Interaction[Any], request: EditRequest) -> None:
+        origin = origin_of(interaction)
+
+        async def start(listener: ServiceListener) -> SubmittedJob:
+            index = max(request.n - 1, 0)
+            return await self.service.edit_image(request.job_id, index, request.instruction, origin, listener)
+
+        await admit(self.bot, self._deliveries, interaction, start)
 
     async def _remixed(self, interaction: discord.Interaction[Any], request: RemixRequest) -> None:
         origin, prompt = origin_of(interaction), request.prompt

@@ -8,6 +8,7 @@ from bot.images.edits import describe
 from bot.images.metadata import sampler_name
 from bot.jobs.outcomes import JobResult
 from bot.jobs.recipe import JobKind, Recipe, lora_uses
+from bot.jobs.references import describe_references
 from bot.jobs.requests import DRAFT_SCHEDULER
 
 
@@ -20,7 +21,10 @@ def headline(recipe: Recipe, user_id: int) -> str:
         JobKind.VARIATION: f" (variations of image {image})",
         JobKind.REROLL: " (re-roll)",
         JobKind.IMAGE: " (from a picture)",
+        JobKind.EDIT: f" (edit of image {image})" if parent_image is not None else " (edit of a picture)",
     }.get(JobKind(recipe.kind), edit)
+    if recipe.reference_images:
+        what += f" (references: {describe_references(recipe)})"
     prompt = recipe.prompt
     shown = prompt if len(prompt) <= 300 else prompt[:297] + "…"
     # A prompt is shown, never obeyed: no formatting, and no pings of whoever it names.
