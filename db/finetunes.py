@@ -12,6 +12,7 @@ import sqlite3
 from db.access import StoreAccess, _fetchall
 from db.errors import StoreInputError
 from db.guilds import _audit
+from db.names import _refuse_taken
 from db.records import AuditAction, AuditEntry, FineTune
 
 
@@ -19,16 +20,10 @@ class FineTuneQueries(StoreAccess):
     """Fine-tune files, the names guilds gave them, and the models a guild switched off."""
 
     async def add_fine_tune(self, fine_tune: FineTune, *, size_bytes: int, actor_id: int) -> AuditEntry:
-        """Approve a file for a guild under a name; the name must be free in that guild (either kind)."""
+        """Approve a file for a guild under a name; the name must be free in that guild (``db.names``)."""
 
         def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
-            taken = _fetchall(
-                conn,
-                "SELECT kind FROM guild_fine_tunes WHERE guild_id = ? AND name = ?",
-                (fine_tune.guild_id, fine_tune.name),
-            )
-            if taken:
-                raise StoreInputError(f"This server already has a {taken[0]['kind']} named `{fine_tune.name}`.")
+            _refuse_taken(conn, fine_tune.guild_id, fine_tune.name)
             conn.execute(
                 "INSERT INTO fine_tune_files (sha256, kind, family, size_bytes, stored_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (sha256) DO NOTHING",

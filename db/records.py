@@ -64,6 +64,8 @@ class AuditAction(StrEnum):
     MODEL_DISABLED = "model_disabled"
     STYLE_ADDED = "style_added"
     STYLE_REMOVED = "style_removed"
+    MOODBOARD_ADDED = "moodboard_added"
+    MOODBOARD_REMOVED = "moodboard_removed"
     PERMUTATIONS = "permutations"
     DRAFT_MODE = "draft_mode"
 
@@ -104,6 +106,19 @@ class Style:
     name: str
     prompt: str
     negative: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Moodboard:
+    """A guild's named set of reference pictures (``--mood name``), each a kept picture's path, in order.
+
+    ``nsfw``: the moderators marked it so, and like an NSFW LoRA it may be used only where NSFW is allowed.
+    """
+
+    guild_id: int
+    name: str
+    nsfw: bool
+    images: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

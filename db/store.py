@@ -7,8 +7,11 @@ Callers get frozen value objects (``db.records``), never rows or SQL.
 ``Store`` is assembled from parts: ``db.access`` (the connection thread, the
 clock, the guild cache and the transaction rules), ``db.guilds`` (settings,
 filter terms and the audit log) and ``db.quotas`` (overrides, limits, usage and
-the ledger), ``db.members`` (members' own preferences), ``db.finetunes`` (approved LoRAs, embeddings and models), ``db.styles`` and ``db.jobs`` (admission as one check-then-charge transaction, status,
-refunds and delivery). This module opens, migrates and closes the file.
+the ledger), ``db.members`` (members' own preferences), ``db.finetunes`` (approved
+LoRAs, embeddings and models), ``db.styles``, ``db.moodboards`` (sets of reference
+pictures), ``db.names`` (the one namespace those share) and ``db.jobs`` (admission
+as one check-then-charge transaction, status, refunds and delivery). This module
+opens, migrates and closes the file.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from db.finetunes import FineTuneQueries
 from db.guilds import GuildQueries
 from db.jobs import UNSET, JobQueries
 from db.members import MemberQueries
+from db.moodboards import MoodboardQueries
+from db.names import NameQueries
 from db.quotas import QuotaQueries
 from db.records import R
 from db.schema import apply_migrations, latest_version, load_migrations, read_user_version
@@ -40,7 +45,16 @@ __all__ = ["DAY_S", "UNSET", "Store"]
 BUSY_TIMEOUT_MS: Final = 15_000
 
 
-class Store(GuildQueries, QuotaQueries, MemberQueries, FineTuneQueries, StyleQueries, JobQueries[R]):
+class Store(
+    GuildQueries,
+    QuotaQueries,
+    MemberQueries,
+    FineTuneQueries,
+    StyleQueries,
+    MoodboardQueries,
+    NameQueries,
+    JobQueries[R],
+):
     """Typed access to the database; create it with ``await Store.open(path, recipe=...)``.
 
     ``R`` is the application's recipe dataclass: jobs are written from it and read back into it.

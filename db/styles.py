@@ -7,16 +7,14 @@ import sqlite3
 from db.access import StoreAccess, _fetchall
 from db.errors import StoreInputError
 from db.guilds import _audit
+from db.names import _refuse_taken
 from db.records import AuditAction, AuditEntry, Style
 
 
 class StyleQueries(StoreAccess):
     async def add_style(self, style: Style, *, actor_id: int) -> AuditEntry:
         def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
-            if _fetchall(
-                conn, "SELECT 1 FROM guild_styles WHERE guild_id = ? AND name = ?", (style.guild_id, style.name)
-            ):
-                raise StoreInputError(f"This server already has a style named `{style.name}`.")
+            _refuse_taken(conn, style.guild_id, style.name)  # by a style, a LoRA, an embedding or a moodboard
             conn.execute(
                 "INSERT INTO guild_styles (guild_id, name, prompt, negative, added_by, added_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (style.guild_id, style.name, style.prompt, style.negative, actor_id, now),
