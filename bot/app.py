@@ -78,7 +78,9 @@ class LatentcordBot(commands.Bot):
         self.store = store
         self.worker = worker
         self.service = service or GenerationService(settings=settings, store=store, worker=worker)
-        self.moderation = ModerationService(store=store, settings=settings, worker=worker)
+        self.moderation = ModerationService(
+            store=store, settings=settings, worker=worker, pictures=self.service.jobs.pictures
+        )
         self.clock = clock  # wall-clock seconds; tests move it to age interaction tokens
         self._token_sweeper: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor()  # how late the event loop runs; for operators and benchmarks

@@ -1,5 +1,5 @@
-"""What a guild and a member have chosen, as admission reads it: the models a server allows, its styles and
-fine-tunes, and a member's own ``/settings`` defaults.
+"""What a guild and a member have chosen, as admission reads it: the models a server allows, its styles,
+fine-tunes and moodboards, and a member's own ``/settings`` defaults.
 
 Moderators change a guild's choices through ``bot.jobs.moderation.ModerationService`` (audited);
 members change their own defaults here, each checked like the ``/imagine`` option it fills.
@@ -14,7 +14,7 @@ from bot.errors import InvalidRequest
 from bot.jobs.finetunes import FineTuneLibrary
 from bot.jobs.options import OPTIONS
 from bot.jobs.requests import ImagineOptions
-from db.records import FineTune, MemberPreferences, Style
+from db.records import FineTune, MemberPreferences, Moodboard, Style
 from models.finetunes import FineTuneKind
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ MEMBER_DEFAULTS = tuple(name for name, option in OPTIONS.items() if option.setti
 
 
 class Library:
-    """A guild's models, styles and fine-tunes, and a member's defaults, read (and a member's, changed)."""
+    """A guild's models, styles, fine-tunes and moodboards, and a member's defaults, read (and a member's, changed)."""
 
     def __init__(self, *, settings: Settings, store: Store[Recipe]) -> None:
         self._settings = settings
@@ -57,6 +57,21 @@ class Library:
         if guild_id is None:
             return []
         return await self.finetunes.listed(guild_id, None if kind is None else FineTuneKind(kind))
+
+    async def moodboards(self, guild_id: int | None) -> list[Moodboard]:
+        return await self._store.moodboards(guild_id) if guild_id is not None else []
+
+    async def moodboard(self, guild_id: int | None, name: str) -> Moodboard:
+        """The guild's moodboard called ``name`` (in any case); a sentence naming /moodboard list when there is none.
+
+        Whether its NSFW mark allows it where it is used is the caller's to check, as for a LoRA.
+        """
+        if guild_id is None:
+            raise InvalidRequest("Moodboards belong to a server; use one there.")
+        moodboard = await self._store.moodboard(guild_id, name)
+        if moodboard is None:
+            raise InvalidRequest(f"This server has no moodboard named `{name[:40]}`; /moodboard list shows them.")
+        return moodboard
 
     # -- a member's ---------------------------------------------------------------------------
 

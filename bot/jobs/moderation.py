@@ -1,25 +1,31 @@
 """What moderators change on their server, and what they and members may read of it.
 
 The one way the Discord edge changes a guild's policy (the filter, NSFW, quotas, styles, the
-models it allows, its LoRAs and embeddings): each change is audited by the store in the same
-transaction, and filter terms are normalised here, the way the content filter reads prompts,
-before they are kept.
+models it allows, its LoRAs, embeddings and moodboards): each change is audited by the store in
+the same transaction, and filter terms are normalised here, the way the content filter reads
+prompts, before they are kept. A moodboard's pictures are checked like any member's upload and
+kept once each, as the pictures jobs start from are (``bot.images.uploads``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from PIL import Image
 
 from bot.errors import InvalidRequest
-from bot.jobs.finetunes import FineTuneLibrary
+from bot.images.uploads import bounded, check_attachment, read_upload
+from bot.jobs.finetunes import FineTuneLibrary, check_name
 from bot.jobs.permutations import MAX_LIMIT as MAX_PERMUTATIONS
 from bot.policy import content_filter
 from bot.policy.nsfw import NsfwMode
-from db.records import AuditEntry, FineTune, Style, Usage
+from db.records import AuditEntry, FineTune, Moodboard, Style, Usage
 from models.errors import ModelError
 from models.families import family_label
 from models.finetunes import FineTuneKind
@@ -29,8 +35,11 @@ from models.presets import declared_preset
 STYLE_NAME = re.compile(r"[A-Za-z0-9_-]{2,32}")
 #: A model's family where no worker has announced it and this host's files cannot tell it.
 FAMILY_NOT_KNOWN = "family not known yet"
+#: The most pictures one moodboard holds (/moodboard add's image .. image5).
+MAX_MOODBOARD_PICTURES: Final = 5
 
 if TYPE_CHECKING:
+    from bot.images.uploads import KeptPictures
     from bot.settings import Settings
     from bot.workers.protocol import WorkerClient
     from db.store import Store
@@ -47,12 +56,25 @@ class ModelState:
     licence: Licence
 
 
+@dataclass(frozen=True, slots=True)
+class AttachedPicture:
+    """A picture a moderator attached, as Discord describes it (checked first), and how to download it."""
+
+    filename: str
+    content_type: str | None
+    size: int
+    read: Callable[[], Awaitable[bytes]]
+
+
 class ModerationService:
-    def __init__(self, *, store: Store, settings: Settings, worker: WorkerClient) -> None:
+    def __init__(
+        self, *, store: Store, settings: Settings, worker: WorkerClient, pictures: KeptPictures | None = None
+    ) -> None:
         self._store = store
         self._settings = settings
         self._worker = worker  # the models' presets: which families a LoRA or embedding must fit
         self._finetunes = FineTuneLibrary(settings, store)
+        self._pictures = pictures  # where moodboards' pictures are kept: the service's, shared with jobs
 
     # -- the filter ------------------------------------------------------------------
 
@@ -204,6 +226,80 @@ class ModerationService:
 
     async def fine_tunes(self, guild_id: int, kind: str | None = None) -> list[FineTune]:
         return await self._finetunes.listed(guild_id, None if kind is None else FineTuneKind(kind))
+
+    # -- moodboards ---------------------------------------------------------------------------------
+
+    async def add_moodboard(
+        self, guild_id: int, name: str, pictures: Sequence[AttachedPicture], *, nsfw: bool, actor_id: int
+    ) -> tuple[Moodboard, AuditEntry]:
+        """Check, keep and record a set of reference pictures; a bad picture changes nothing."""
+        kept_pictures = self._kept_pictures()
+        # 1. What can be checked before anything is downloaded: the name, where it is free, and what Discord says.
+        check_name(name)
+        if not 1 <= len(pictures) <= MAX_MOODBOARD_PICTURES:
+            raise InvalidRequest(f"A moodboard holds 1 to {MAX_MOODBOARD_PICTURES} pictures, not {len(pictures)}.")
+        await self._store.ensure_name_free(guild_id, name)
+        for picture in pictures:
+            with _naming(picture):
+                check_attachment(picture.filename, picture.content_type, picture.size)
+        # 2. Download and decode each, off the event loop, scaled to what a model reads of a reference.
+        images: list[Image.Image] = []
+        for picture in pictures:
+            with _naming(picture):
+                images.append(await asyncio.to_thread(_reference_of, await picture.read()))
+        # 3. Keep each (held, so no sweep or removal deletes it meanwhile), record the set, then let the holds go.
+        kept: list[Path] = []
+        try:
+            for image in images:
+                kept.append(await kept_pictures.keep(image))
+            moodboard = Moodboard(guild_id, name, nsfw, tuple(str(path) for path in kept))
+            entry = await self._store.add_moodboard(moodboard, actor_id=actor_id)
+        except BaseException:
+            for path in kept:
+                kept_pictures.release(path)
+            # 4. Not recorded (the name was taken meanwhile, the disk failed): delete what nothing else names. Should
+            #    that fail too, the refusal still stands; a picture left behind goes at the next start (``sweep``).
+            with contextlib.suppress(Exception):
+                await self._let_go_unused(str(path) for path in kept)
+            raise
+        for path in kept:
+            kept_pictures.release(path)
+        return moodboard, entry
+
+    async def remove_moodboard(self, guild_id: int, name: str, *, actor_id: int) -> AuditEntry:
+        """Take a set off the list, and delete those of its pictures no job or other set names."""
+        entry, paths = await self._store.remove_moodboard(guild_id, name, actor_id=actor_id)
+        await self._let_go_unused(paths)
+        return entry
+
+    async def moodboards(self, guild_id: int) -> list[Moodboard]:
+        return await self._store.moodboards(guild_id)
+
+    def _kept_pictures(self) -> KeptPictures:
+        if self._pictures is None:
+            raise RuntimeError("This ModerationService was built without the kept pictures moodboards need.")
+        return self._pictures
+
+    async def _let_go_unused(self, paths: Iterable[str]) -> None:
+        kept_pictures = self._kept_pictures()
+        for path in dict.fromkeys(paths):  # once each, in order
+            if not await self._store.source_in_use(path):
+                await kept_pictures.let_go(path)
+
+
+def _reference_of(data: bytes) -> Image.Image:
+    """A moodboard's picture from its bytes: checked and decoded like any upload, at most a reference's size."""
+    return bounded(read_upload(data))
+
+
+@contextlib.contextmanager
+def _naming(picture: AttachedPicture) -> Iterator[None]:
+    """Say which picture a refusal is about: a moodboard takes several."""
+    try:
+        yield
+    except InvalidRequest as refused:
+        shown = picture.filename.replace("`", "")[:60]
+        raise InvalidRequest(f"`{shown}`: {refused}") from None
 
 
 def _normalised_term(term: str) -> str:
