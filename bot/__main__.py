@@ -1,4 +1,5 @@
-"""Entry point: ``python -m bot`` starts the Discord bot; ``python -m bot imagine`` runs one job locally."""
+"""Entry point: ``python -m bot`` starts the Discord bot; ``python -m bot imagine`` (or ``edit``) runs one job
+locally."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bot.runtime.cli import add_imagine_parser
+    from bot.runtime.cli import add_edit_parser, add_imagine_parser
 
     parser = argparse.ArgumentParser(
         prog="python -m bot",
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", title="commands (none: start the Discord bot)", metavar="[COMMAND]"
     )
     add_imagine_parser(subparsers)
+    add_edit_parser(subparsers)
     subparsers.add_parser(  # streams transport: bot/gpu/stream_main.py
         "worker",
         help="run a GPU worker that takes the bot's jobs through the Valkey or Redis server at REDIS_URL",
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, [settings.discord_token])
-    if args.command == "imagine":
+    if args.command in ("imagine", "edit"):
         from bot.runtime.cli import imagine_main
 
         return imagine_main(settings, args)

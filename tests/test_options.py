@@ -36,6 +36,10 @@ SLASH_DESCRIPTIONS = {
     "strength": "With a picture: how much of it to redraw, 0.05-1 (default 0.6)",
     "lora": "A LoRA of this server (more: write <lora:name:0.8> in the prompt)",
     "style": "A style of this server, around your prompt (also --style name)",
+    "reference": "A picture to guide the images (keep this character, this style); needs FLUX.2 klein",
+    "reference2": "A second picture to guide the images",
+    "reference3": "A third picture to guide the images",
+    "mood": "A moodboard of this server: its pictures guide the images (also --mood name)",
 }
 #: The command line's arguments and their help, as ``python -m bot imagine --help`` shows them.
 CLI_HELP = {
@@ -50,6 +54,8 @@ CLI_HELP = {
     "--model": "hub id, local diffusers folder, .safetensors file or builtin:tiny (default: SD_MODEL)",
     "--image": "a PNG, JPEG or WebP picture to start from (img2img)",
     "--strength": "with --image: how much of it to redraw, 0.05-1 (default 0.6)",
+    "--reference": "a picture to guide the images (keep this character, this style); up to 3 (--reference each); "
+    "runs on an edit-capable model (SD_EDIT_MODEL)",
 }
 #: Each range and its sentence, for a value just outside it.
 RANGES = {
@@ -116,13 +122,15 @@ def test_the_flags_are_the_tables_each_named_once_in_the_order_users_know() -> N
         "model": "model",
         "strength": "strength",
         "style": "style",
+        "mood": "mood",
+        "ref": "ref",
         "repeat": "repeat",
     }
     with pytest.raises(InvalidRequest) as raised:
         ImagineOptions(prompt="a fox --chaos 50").checked(models=MODELS, max_prompt_chars=99)
     assert str(raised.value) == (
         "Unknown flag '--chaos': the prompt accepts --ar, --aspect, --seed, --no, --steps, --guidance, --cfg, "
-        "--count, --model, --strength, --style, --repeat."
+        "--count, --model, --strength, --style, --mood, --ref, --repeat."
     )
 
 

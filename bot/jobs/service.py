@@ -353,14 +353,18 @@ class GenerationService:
         *,
         model: str | None = None,
         mood: str | None = None,
+        seed: int | None = None,
+        steps: int | None = None,
     ) -> SubmittedJob:
         """``/edit``: four edits of the first of ``pictures`` as ``instruction`` says, the others its references.
 
-        ``--seed``, ``--steps``, ``--mood`` and ``--ref`` may be typed in the instruction. Raises a ``DomainError``.
+        ``--seed``, ``--steps``, ``--mood`` and ``--ref`` may be typed in the instruction; the options given here
+        win over them. Raises a ``DomainError``.
         """
         if not pictures:
             raise InvalidRequest("/edit needs a picture to change.")
-        parsed = parse_prompt_flags(ImagineOptions(prompt=instruction, model=model, mood=mood))
+        given = ImagineOptions(prompt=instruction, model=model, mood=mood, seed=seed, steps=steps)
+        parsed = parse_prompt_flags(given)
         others = sorted(
             name
             for name in ("negative", "aspect", "guidance", "count", "strength", "style", "repeat")

@@ -7,7 +7,7 @@ import asyncio
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,8 +18,9 @@ from bot.errors import USER_FACING_ERRORS, InvalidRequest
 from bot.images.edits import PAN_DIRECTIONS, REGIONS, ZOOM_FACTORS, pan_mask, region_slug, zoom_mask
 from bot.jobs.events import Cancelled, Failed, Progress, Queued, Started
 from bot.jobs.options import OPTIONS, NumberOption, Option, PictureOption
+from bot.jobs.outcomes import ServiceListener, SubmittedJob
 from bot.jobs.requests import ImagineOptions
-from bot.jobs.service import Completed, GenerationService, JobResult, Origin, ServiceEvent
+from bot.jobs.service import Completed, JobResult, Origin, ServiceEvent
 from bot.runtime.core import open_core
 from bot.settings import DEFAULT_MODEL, Settings
 from db.errors import StoreError
@@ -44,7 +45,21 @@ examples:
   python -m bot imagine "a red fox, oil painting" --image fox.png --strength 0.5 --out painted.png
   python -m bot imagine "a fox in a wide snowy valley" --image fox.png --zoom 2 --out wider.png
   python -m bot imagine "a red door" --image house.png --region left-half --out door.png
-  python -m bot imagine "a {red, blue} fox --repeat 2" --out fox.png   # fox-1.png ... fox-4.png"""
+  python -m bot imagine "a {red, blue} fox --repeat 2" --out fox.png   # fox-1.png ... fox-4.png
+  python -m bot imagine "a knight in this style" --reference style.png --out knight.png"""
+
+_EDIT_DESCRIPTION = """\
+Change a picture as an instruction says, with the same service and worker as the
+Discord bot's /edit, and write the grid of four edits to a PNG file. The first
+--image is the picture changed (its aspect is kept); up to two more are references
+("put the cat from image 2 on the sofa"). It runs on SD_EDIT_MODEL, or the first
+model among SD_MODEL and SD_EXTRA_MODELS that edits by instruction (FLUX.2 klein)."""
+
+_EDIT_EPILOG = """\
+examples:
+  python -m bot edit "make it night" --image street.png --out night.png
+  python -m bot edit "put the cat from image 2 on the sofa" --image sofa.png --image cat.png --out cat.png
+  SD_MODEL=builtin:tiny-klein python -m bot edit "make it night" --image a.png --out night.png --seed 7"""
 
 
 def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,6 +83,28 @@ def add_imagine_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
 
 
+def add_edit_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "edit",
+        help="change a picture as an instruction says and write the grid of four edits to a file",
+        description=_EDIT_DESCRIPTION,
+        epilog=_EDIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("instruction", help='what to change, such as "make it night"')
+    parser.add_argument(
+        "--image",
+        type=Path,
+        action="append",
+        required=True,
+        help="the PNG, JPEG or WebP picture to change; given again, up to twice more: references",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="where to write the grid (PNG)")
+    parser.add_argument("--model", help="an edit-capable model (default: SD_EDIT_MODEL, else the first configured)")
+    parser.add_argument("--seed", type=int, help="seed of the first edit; the others use the next seeds")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+
+
 def _add_option_argument(parser: argparse.ArgumentParser, option: Option) -> None:
     """The argument of one option of the table: a number's type, a picture's path, its help."""
     if option.cli is None:
@@ -79,6 +116,8 @@ def _add_option_argument(parser: argparse.ArgumentParser, option: Option) -> Non
         kind = Path
     if not option.cli.startswith("-"):  # positional: argparse names it by itself
         parser.add_argument(option.cli, type=kind, help=option.cli_description)
+    elif isinstance(option, PictureOption) and option.many > 1:  # given once per picture
+        parser.add_argument(option.cli, dest=option.name, type=kind, action="append", help=option.cli_description)
     else:
         parser.add_argument(option.cli, dest=option.name, type=kind, help=option.cli_description)
 
@@ -105,38 +144,65 @@ async def run_imagine(settings: Settings, args: argparse.Namespace) -> int:
     }
     options = ImagineOptions(**given, edit=edit)
     picture = _read_picture(args.image) if args.image is not None else None
+    references = [_read_picture(path, "--reference") for path in args.reference or ()]
     # While the bar is shown, log lines (the model loading) are written above it, not into it.
     with logging_redirect_tqdm():
-        return await _generate(settings, options, args.out, picture)
+        return await _generate(settings, options, args.out, picture, references)
 
 
-def _read_picture(path: Path) -> bytes:
+async def run_edit(settings: Settings, args: argparse.Namespace) -> int:
+    if args.model and args.model not in settings.models:
+        settings = replace(settings, extra_models=(*settings.extra_models, args.model))
+    settings = replace(settings, preview_interval_s=min(settings.preview_interval_s, 0.2))
+    pictures = [_read_picture(path) for path in args.image]
+    origin = Origin(user_id=CONSOLE_USER_ID, console=True)
+    with logging_redirect_tqdm():
+        async with open_core(replace(settings, workers="thread")) as core:
+
+            def start(on_event: ServiceListener) -> Awaitable[SubmittedJob]:
+                return core.service.edit_pictures(
+                    args.instruction, pictures, origin, on_event, model=args.model, seed=args.seed, steps=args.steps
+                )
+
+            return await _follow(start, args.out)
+
+
+def _read_picture(path: Path, flag: str = "--image") -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise InvalidRequest(f"--image {path} does not exist.") from None
+        raise InvalidRequest(f"{flag} {path} does not exist.") from None
     except IsADirectoryError:
-        raise InvalidRequest(f"--image {path} is a folder: give a PNG, JPEG or WebP file.") from None
+        raise InvalidRequest(f"{flag} {path} is a folder: give a PNG, JPEG or WebP file.") from None
     except OSError as error:
-        raise InvalidRequest(f"--image {path} cannot be read ({error.strerror or error}).") from None
+        raise InvalidRequest(f"{flag} {path} cannot be read ({error.strerror or error}).") from None
 
 
-async def _generate(settings: Settings, options: ImagineOptions, out: Path, picture: bytes | None) -> int:
+async def _generate(
+    settings: Settings, options: ImagineOptions, out: Path, picture: bytes | None, references: list[bytes]
+) -> int:
     # One person at the terminal: the model loads in this process, no worker to start.
     async with open_core(replace(settings, workers="thread")) as core:
         origin = Origin(user_id=CONSOLE_USER_ID, console=True)
         # "{a, b}" permutations and --repeat make several jobs: one grid each, numbered after --out.
         jobs = await core.service.expand(options, origin)
+        if len(jobs) > 1 and references:
+            raise InvalidRequest(
+                "Reference pictures go with one job at a time: leave out the {a, b} choices or --repeat."
+            )
         status = 0
         for number, job in enumerate(jobs, start=1):
             target = out if len(jobs) == 1 else out.with_name(f"{out.stem}-{number}{out.suffix}")
-            status = max(status, await _generate_one(core.service, job, origin, target, picture))
+
+            def start(on_event: ServiceListener, job: ImagineOptions = job) -> Awaitable[SubmittedJob]:
+                return core.service.imagine(job, origin, on_event, picture=picture, references=references)
+
+            status = max(status, await _follow(start, target))
         return status
 
 
-async def _generate_one(
-    service: GenerationService, options: ImagineOptions, origin: Origin, out: Path, picture: bytes | None
-) -> int:
+async def _follow(start: Callable[[ServiceListener], Awaitable[SubmittedJob]], out: Path) -> int:
+    """Start one job (``start`` admits it with a listener), show its progress, and write its grid to ``out``."""
     outcome: asyncio.Future[ServiceEvent] = asyncio.get_running_loop().create_future()
     bar = tqdm(total=1, desc="queued", unit="step", file=sys.stderr, leave=False)
 
@@ -156,7 +222,7 @@ async def _generate_one(
                 outcome.set_result(event)
 
     try:
-        submitted = await service.imagine(options, origin, on_event, picture=picture)
+        submitted = await start(on_event)
         if submitted.notice:
             tqdm.write(f"warning: {submitted.notice}", file=sys.stderr)
         if submitted.waiting:  # REDIS_URL set and no `python -m bot worker` online yet
@@ -211,12 +277,13 @@ _REPORTED: tuple[type[Exception], ...] = (StoreError, *USER_FACING_ERRORS)
 
 
 def imagine_main(settings: Settings, args: argparse.Namespace) -> int:
+    """``python -m bot imagine`` and ``python -m bot edit``: one sentence and exit 2 for what the owner can fix."""
     problem = output_path_problem(args.out)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run_imagine(settings, args))
+        return asyncio.run(run_edit(settings, args) if args.command == "edit" else run_imagine(settings, args))
     except _REPORTED as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
