@@ -48,12 +48,15 @@ async def upscaled(fake: FakeDiscord, world: GuildSetup, prompt: str = "a lighth
     return await press_and_wait(fake, grid, "U1", world)
 
 
-async def test_an_upscale_offers_vary_zoom_and_pan_in_order(fake_discord: FakeDiscord, world: GuildSetup, bot) -> None:
+async def test_an_upscale_offers_vary_edit_zoom_and_pan_in_order(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
     source = await upscaled(fake_discord, world)
     assert [button.get("label") for button in source.buttons] == [
         "Vary (Strong)",
         "Vary (Subtle)",
         "Vary (Region)",
+        "Edit",
         "Zoom Out 2x",
         "Zoom Out 1.5x",
         "⬅️",
