@@ -220,3 +220,60 @@ async def submitted(fake: FakeDiscord, opened: InteractionRecord, instruction: s
     sent = await fake.submit_modal(opened, {"instruction": instruction})
     assert not (await sent.wait_for_response(timeout=10)).ephemeral
     return await sent.wait_for_message(has_grid, timeout=180)
+
+
+async def moderator_says(fake: FakeDiscord, world: GuildSetup, command: str, options: dict) -> str:
+    ix = await fake.run_slash(command, options, user=world.moderator, channel=world.text_channel)
+    await ix.wait_for_response(timeout=10)
+    return (await ix.wait_for_message(lambda message: bool(message.content), timeout=60)).content
+
+
+async def test_a_moodboard_is_added_used_on_imagine_and_edit_and_removed(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    _, core = bot
+    added = await moderator_says(
+        fake_discord,
+        world,
+        "moodboard add",
+        {
+            "name": "neon",
+            "image": upload("pink.png", colour=(250, 20, 200)),
+            "image2": upload("blue.png", colour=(20, 20, 250)),
+        },
+    )
+    assert "neon" in added
+    guided = await finished_grid(await imagine(fake_discord, world, prompt="a city street --mood neon", count=1))
+    assert "moodboard neon" in parameters(guided)
+    job = await core.store.get_job(job_of(guided))
+    assert job is not None and job.recipe.mood == "neon" and len(job.recipe.reference_images) == 2
+    edited = await finished_grid(await edit(fake_discord, world, "make it night", upload("street.png"), mood="neon"))
+    assert "references: 2 pictures, moodboard neon" in parameters(edited)
+
+    await moderator_says(fake_discord, world, "moodboard remove", {"name": "neon"})
+    gone = await imagine(fake_discord, world, prompt="a city street --mood neon")
+    answer = await gone.wait_for_response(timeout=10)
+    assert answer.ephemeral and "no moodboard named `neon`" in answer.content
+    # The pictures of the removed set stay while the posted jobs it guided may be re-rolled.
+    rerolled = await press_and_wait(fake_discord, guided, "🔄", world)
+    assert "moodboard neon" in parameters(rerolled)
+
+
+async def test_an_nsfw_moodboard_is_refused_outside_age_restricted_channels(
+    fake_discord: FakeDiscord, world: GuildSetup, bot
+) -> None:
+    _, core = bot
+    await moderator_says(
+        fake_discord, world, "moodboard add", {"name": "spicy", "image": upload("a.png"), "nsfw": True}
+    )
+    refused = await imagine(fake_discord, world, prompt="a portrait --mood spicy")
+    answer = await refused.wait_for_response(timeout=10)
+    assert answer.ephemeral and "spicy is marked NSFW" in answer.content
+    assert await used(core, world) == 0
+
+    mode = await fake_discord.run_slash(
+        "nsfw", {"mode": "age-restricted"}, user=world.moderator, channel=world.text_channel
+    )
+    await mode.wait_for_response(timeout=10)
+    allowed = await imagine(fake_discord, world, prompt="a portrait", mood="spicy", channel=world.nsfw_channel, count=1)
+    assert "moodboard spicy" in parameters(await finished_grid(allowed))
