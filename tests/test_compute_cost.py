@@ -143,3 +143,16 @@ def test_the_table_is_read_without_torch() -> None:
     """The bot process prices jobs with it and never imports torch."""
     code = "import sys, models.compute; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_each_image_klein_reads_adds_its_pixels_to_every_image_it_draws() -> None:
+    """The README's figures: on SD_MODEL FLUX.2 klein 4B, a default /imagine is 4, an /edit of one 1024x1024
+    picture 8, and each 1024x1024 reference 4 more; a small reference adds its own share."""
+    plain = default_imagine(KLEIN)
+    side = 1024 * 1024
+    assert cost_of(plain, KLEIN, reference=KLEIN) == 4
+    assert cost_of(plain, KLEIN, reference=KLEIN, input_pixels=side) == 8
+    assert cost_of(plain, KLEIN, reference=KLEIN, input_pixels=2 * side) == 12
+    assert cost_of(plain, KLEIN, reference=KLEIN, input_pixels=side // 4) == 5
+    with pytest.raises(ValueError, match="input_pixels"):
+        cost_of(plain, KLEIN, reference=KLEIN, input_pixels=-1)

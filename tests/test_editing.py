@@ -8,6 +8,9 @@ reference changes the images, and the same reference gives the same images again
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from bot.runtime.core import Core, open_core
 from models.tiny_flow import TINY_KLEIN_MODEL_ID, TINY_ZIMAGE_MODEL_ID
 from tests.helpers import NoNsfw, ServiceEvents, tiny_settings
 
+ROOT = Path(__file__).resolve().parent.parent
 GUILD, CHANNEL, MEMBER = 10, 20, 30
 ORIGIN = Origin(user_id=MEMBER, guild_id=GUILD, channel_id=CHANNEL)
 
@@ -138,3 +142,38 @@ async def test_a_model_that_reads_no_references_is_refused_when_chosen(core: Cor
     with pytest.raises(InvalidRequest, match="cannot edit by instruction"):
         await core.service.edit_pictures("make it night", [png(64, 64)], ORIGIN, ServiceEvents(), model="builtin:tiny")
     assert TINY_ZIMAGE_MODEL_ID  # (Z-Image reads none either: the family entry says so)
+
+
+def test_python_m_bot_edit_writes_the_grid_of_four_edits(tmp_path: Path, model_cache_dir: Path) -> None:
+    (tmp_path / "street.png").write_bytes(png(128, 64, noise=5))
+    (tmp_path / "cat.png").write_bytes(png(64, 64, (20, 200, 20)))
+    env = {
+        **{key: value for key, value in os.environ.items() if key not in ("DISCORD_TOKEN", "SD_EXTRA_MODELS")},
+        "PYTHONPATH": str(ROOT),
+        "SD_MODEL": TINY_KLEIN_MODEL_ID,
+        "MODEL_CACHE_DIR": str(model_cache_dir),
+        "DEVICE": "cpu",
+    }
+    command = [sys.executable, "-m", "bot", "edit", "make it night", "--image", "street.png", "--image", "cat.png"]
+    done = subprocess.run(
+        [*command, "--out", "night.png", "--seed", "7"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "seeds: 7 8 9 10" in done.stdout
+    with Image.open(tmp_path / "night.png") as grid:
+        assert grid.width > grid.height  # four edits at the street's wide aspect
+        assert 'Edit: "make it night" of a picture; references: a picture' in grid.text["parameters"]
+    refused = subprocess.run(
+        [*command, "--out", "x.png"],
+        cwd=tmp_path,
+        env={**env, "SD_MODEL": "builtin:tiny"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "SD_EDIT_MODEL" in refused.stderr and not (tmp_path / "x.png").exists()
