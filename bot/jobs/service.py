@@ -92,6 +92,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: /edit's image, image2 and image3.
+MAX_EDIT_PICTURES = 3
 #: Told when the database refuses to record a new job (its disk failing, or full).
 STORAGE_BUSY = "The bot cannot record new jobs at the moment; nothing was charged. Try again in a few minutes."
 
@@ -363,6 +365,10 @@ class GenerationService:
         """
         if not pictures:
             raise InvalidRequest("/edit needs a picture to change.")
+        if len(pictures) > MAX_EDIT_PICTURES:
+            raise InvalidRequest(
+                f"/edit takes at most {MAX_EDIT_PICTURES} pictures: the one to change and two references."
+            )
         given = ImagineOptions(prompt=instruction, model=model, mood=mood, seed=seed, steps=steps)
         parsed = parse_prompt_flags(given)
         others = sorted(
