@@ -12,8 +12,8 @@ What a component is differs per kind, and a loader returns it ready to run on th
 * ``CONTROLNET``: a diffusers ``ControlNetModel``, passed to ``pipeline_for_call(..., components=...)``;
 * ``UPSCALER``: a ``torch.nn.Module`` from (N, 3, H, W) RGB in [0, 1] to (N, 3, sH, sW) in [0, 1], the
   convention Real-ESRGAN's and SwinIR's nets share;
-* ``CAPTIONER``: a ``Captioner``, any callable from images to one text each (a transformers model with its
-  processor, wrapped by its loader).
+* ``CAPTIONER``: a ``Captioner``, any callable from images and a task each to one text each (a transformers
+  model with its processor, wrapped by its loader: ``models.captioners``).
 """
 
 from __future__ import annotations
@@ -59,9 +59,13 @@ class ComponentLoader(Protocol):
 
 
 class Captioner(Protocol):
-    """What a ``CAPTIONER`` component is: one text per image, in order."""
+    """What a ``CAPTIONER`` component is: one text per (image, task) pair, in order.
 
-    def __call__(self, images: Sequence[Image.Image]) -> Sequence[str]: ...
+    A task is the captioner's own prompt for what to say about its image (Florence-2's ``<CAPTION>``,
+    ``<OD>``, ...: ``models.captioners.DESCRIBE_TASKS``).
+    """
+
+    def __call__(self, images: Sequence[Image.Image], tasks: Sequence[str]) -> Sequence[str]: ...
 
 
 class ComponentCache:

@@ -1,7 +1,9 @@
 """Captions: each source described in words by a captioner (for /describe); texts come back, no images.
 
 The captioner is the ``CAPTIONER`` component that ``spec.model`` names (``models.components``): any callable
-from images to one text each, which its loader builds (a transformers captioning model with its processor).
+from images and a task each to one text each, which its loader builds (``models.captioners``: Florence-2 with
+its processor). Each task's prompt is its captioner task (``<CAPTION>``, ``<OD>``, ...), so the tasks of one
+batch may ask different things of the same picture.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from models.types import BatchSpec, ImageTask
 
 
 def run(captioner: object, _spec: BatchSpec, tasks: Sequence[ImageTask]) -> TaskOutputs:
-    """One text per task's source, in task order."""
+    """One text per task: its source described as its prompt asks, in task order."""
     if not callable(captioner):
         raise TypeError(f"A captioner component must be callable, not {type(captioner).__name__}")
-    texts = list(cast("Captioner", captioner)([_source(task) for task in tasks]))
+    texts = list(cast("Captioner", captioner)([_source(task) for task in tasks], [task.prompt for task in tasks]))
     if len(texts) != len(tasks) or not all(isinstance(text, str) for text in texts):
         raise TypeError(f"A captioner must return one text per image: {len(tasks)} images gave {len(texts)} items")
     return TaskOutputs(texts=tuple(texts))
