@@ -6,6 +6,8 @@
 FROM python:3.11-slim
 
 ARG TORCH_VERSION=2.13.0
+# The torchvision built for that torch (spandrel, the upscalers' loader, imports it).
+ARG TORCHVISION_VERSION=0.28.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu130
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -34,10 +36,11 @@ RUN python -m venv /opt/venv
 
 WORKDIR /app
 
-# Dependencies first, so code changes do not reinstall torch. torch is pinned first, from PyTorch's CUDA 13.0
-# index, so that `pip install .` (whose range admits newer releases) keeps the version CI tests.
+# Dependencies first, so code changes do not reinstall torch. torch and its torchvision are pinned first, in one
+# call from PyTorch's CUDA 13.0 index, so that `pip install .` (whose ranges admit newer releases) keeps the
+# versions CI tests and torchvision's compiled ops match torch's build.
 COPY pyproject.toml README.md ./
-RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}" \
+RUN pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" --index-url "${TORCH_INDEX}" \
     && mkdir -p bot cogs models db && touch bot/__init__.py cogs/__init__.py models/__init__.py db/__init__.py \
     && pip install . \
     && pip uninstall -y latentcord
