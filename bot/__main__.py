@@ -37,7 +37,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bot.runtime.cli import add_edit_parser, add_imagine_parser
+    from bot.runtime.cli import add_describe_parser, add_edit_parser, add_imagine_parser, add_upscale_parser
 
     parser = argparse.ArgumentParser(
         prog="python -m bot",
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_imagine_parser(subparsers)
     add_edit_parser(subparsers)
+    add_upscale_parser(subparsers)
+    add_describe_parser(subparsers)
     subparsers.add_parser(  # streams transport: bot/gpu/stream_main.py
         "worker",
         help="run a GPU worker that takes the bot's jobs through the Valkey or Redis server at REDIS_URL",
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, [settings.discord_token])
-    if args.command in ("imagine", "edit"):
+    if args.command in ("imagine", "edit", "upscale", "describe"):
         from bot.runtime.cli import imagine_main
 
         return imagine_main(settings, args)

@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from bot.jobs.messages import STRING_OPTION_LIMIT
+from models.captioners import DEFAULT_CAPTIONER
 
 T = TypeVar("T")
 
@@ -63,7 +64,12 @@ class Settings:
     prompt_max_chars: int = 1000
     daily_credits: int = 100
     variation_strength: float = 0.6
-    upscale_strength: float = 0.3
+    upscale_strength: float = 0.3  # 0: U1-U4 are the upscaler alone (with UPSCALER set)
+    # UPSCALER: a super-resolution net's .safetensors file (ESRGAN, Real-ESRGAN, SwinIR, HAT, SPAN... through
+    # spandrel) that U1-U4 and Upscale (Subtle/Creative) enlarge with; None: a resize redrawn by img2img.
+    upscaler: Path | None = None
+    upscaler_tile: int = 512  # UPSCALER_TILE: the side of the tiles the upscaler runs on (0: whole images)
+    captioner: str = DEFAULT_CAPTIONER  # CAPTIONER: the Florence-2 model /describe runs
     nsfw_threshold: float = 0.7
     allow_dms: bool = False
     # The bot is run commercially: a model whose licence forbids that, or whose licence is unknown, stops
@@ -127,7 +133,10 @@ class Settings:
             prompt_max_chars=reader.integer("PROMPT_MAX_CHARS", 1000, 1, STRING_OPTION_LIMIT),
             daily_credits=reader.integer("DAILY_CREDITS", 100, 0, 1_000_000),
             variation_strength=reader.number("VARIATION_STRENGTH", 0.6, 0.05, 1.0),
-            upscale_strength=reader.number("UPSCALE_STRENGTH", 0.3, 0.05, 1.0),
+            upscale_strength=reader.number("UPSCALE_STRENGTH", 0.3, 0.0, 1.0),
+            upscaler=reader.optional_path("UPSCALER"),
+            upscaler_tile=reader.integer("UPSCALER_TILE", 512, 0, 8192),
+            captioner=reader.text("CAPTIONER", DEFAULT_CAPTIONER) or DEFAULT_CAPTIONER,
             nsfw_threshold=reader.number("NSFW_THRESHOLD", 0.7, 0.0, 1.0),
             allow_dms=reader.boolean("ALLOW_DMS", False),
             commercial_use=reader.boolean("COMMERCIAL_USE", False),
@@ -234,6 +243,10 @@ class _Reader:
             return raw
 
         return self._parse(name, None, parse, "up to 64 letters, digits, '.', '-' and '_'")
+
+    def optional_path(self, name: str) -> Path | None:
+        raw = self._raw(name)
+        return Path(raw).expanduser() if raw else None
 
     def path(self, name: str, default: Path) -> Path:
         return self._parse(name, default, lambda raw: Path(raw).expanduser(), "a file system path")

@@ -144,6 +144,8 @@ class JobOutput:
     seeds: tuple[int, ...]
     # "queued_s": waiting time, "generation_s": time on the GPU of the batch it ran in, "finishing_s".
     timings: Mapping[str, float] = field(default_factory=dict)
+    # What a job wrote instead of drawing (/describe's four prompts); its grid is then the picture it read.
+    texts: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:

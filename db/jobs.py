@@ -121,9 +121,10 @@ class JobQueries(StoreAccess, Generic[R]):
         withheld: Sequence[int],
         timings: Mapping[str, float],
         attempt_token: str | None = None,
+        texts: Sequence[str] = (),
     ) -> bool:
         """``running`` -> ``done``, with where the images are, which were withheld (indexes into
-        the job's images, i.e. its seeds) and how long each phase took.
+        the job's images, i.e. its seeds), how long each phase took, and what it wrote (/describe).
 
         With ``attempt_token``, only if that is still the job's current attempt: a result from an
         attempt given up on (its worker was declared lost) changes nothing and returns False.
@@ -135,13 +136,14 @@ class JobQueries(StoreAccess, Generic[R]):
         return await self._transition(
             job_id,
             "status = 'done', finished_at = :now, image_paths = :paths, withheld = :withheld, timings = :timings, "
-            "delivery = 'pending', delivery_started_at = :now",
+            "texts = :texts, delivery = 'pending', delivery_started_at = :now",
             (JobStatus.RUNNING,),
             {
                 "token": attempt_token,
                 "paths": json.dumps(paths),
                 "withheld": json.dumps(hidden),
                 "timings": json.dumps({str(key): float(value) for key, value in timings.items()}),
+                "texts": json.dumps([str(text) for text in texts]),
             },
         )
 

@@ -249,3 +249,5 @@ class JobRecord(NewJob[R]):
     worker_id: str | None = None
     #: When the member or a moderator deleted its posted result (Delete, ❌); its picture goes once no job needs it.
     result_deleted_at: float | None = None
+    #: What it wrote instead of drawing: /describe's four prompts.
+    texts: tuple[str, ...] = ()

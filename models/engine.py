@@ -23,7 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,9 @@ from models.operations import (
     operation_for,
     pipeline_for_call,
     pipeline_operation_for,
+    super_resolution,
 )
+from models.operations.base import check_sources
 from models.presets import preset_for
 from models.prompts import weighted_arguments
 from models.tokens import tokenizer_files
@@ -137,11 +139,25 @@ class EngineConfig:
     lora_cache: int = 8  # how many LoRAs stay loaded in a model; the least recently used go first
     # Components beside the model (models.components): the loader of each kind this worker can load, and how
     # many stay loaded at once, the least recently used dropped first.
+    # Given ones stand in for the defaults (``default_component_loaders``: spandrel upscalers, Florence-2).
     component_loaders: Mapping[ComponentKind, ComponentLoader] = field(default_factory=dict)
     component_cache: int = 2
+    upscaler_tile: int = 512  # UPSCALER_TILE: the side of the tiles an upscaler runs on; 0: whole images
     # How many models stay loaded at once (MODELS_RESIDENT); the least recently used is freed first. 0: by the
     # GPU's memory (``default_models_resident``).
     models_resident: int = 1
+
+
+def default_component_loaders(config: EngineConfig) -> dict[ComponentKind, ComponentLoader]:
+    """The components every worker can load: an upscaler net from a .safetensors file (tiled as configured), and a
+    Florence-2 captioner (a hub id, a folder, or ``builtin:tiny-florence2`` built in the cache)."""
+    from models.captioners import captioner_loader
+    from models.upscalers import upscaler_loader
+
+    return {
+        ComponentKind.UPSCALER: upscaler_loader(config.upscaler_tile),
+        ComponentKind.CAPTIONER: captioner_loader(config.cache_dir),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +220,8 @@ class DiffusionEngine:
         self._token_counters: dict[str, _TokenCounter] = {}
         # Loading is the one thing another thread might also ask for (a preset at start-up).
         self._load_lock = threading.RLock()
-        self._components = ComponentCache(
-            config.component_loaders, config.component_cache, device=self._device, dtype=self._dtype
-        )
+        loaders = {**default_component_loaders(config), **config.component_loaders}
+        self._components = ComponentCache(loaders, config.component_cache, device=self._device, dtype=self._dtype)
         _silence_same_dtype_cast_warning()
         _disable_library_progress_bars()
 
@@ -372,8 +387,10 @@ class DiffusionEngine:
         operation = operation_for(batch.spec.operation)
         if isinstance(operation, ComponentOperation):
             return self._run_component(operation, batch, should_interrupt)
-        # 1. Check the batch, load its model.
+        # 1. Check the batch, load its model; an upscale's sources enlarged by its upscaler first.
         resident = self._ensure_loaded(batch.spec.model)
+        if batch.spec.upscaler is not None:
+            batch = self._enlarged(batch, batch.spec.upscaler)
         check_batch(batch, resident.pipeline, ModelFamily(resident.preset.family))
         if should_interrupt is not None and should_interrupt():
             raise GenerationInterrupted("The job was cancelled before it started.")
@@ -396,6 +413,16 @@ class DiffusionEngine:
             pipeline_calls=calls,
             seconds=time.perf_counter() - started,
         )
+
+    def _enlarged(self, batch: GenerationBatch, upscaler: str) -> GenerationBatch:
+        """``batch`` with each task's source enlarged to the spec's size by the upscaler component ``upscaler``."""
+        net = self._components.get(ComponentKey(ComponentKind.UPSCALER, upscaler))
+        sizes = replace(batch.spec, model=upscaler, operation=Operation.SUPER_RESOLUTION)
+        check_sources(GenerationBatch(spec=sizes, tasks=batch.tasks))
+        with torch.inference_mode():
+            enlarged = super_resolution.run(net, sizes, batch.tasks).images
+        tasks = tuple(replace(task, init_image=image) for task, image in zip(batch.tasks, enlarged, strict=True))
+        return GenerationBatch(spec=batch.spec, tasks=tasks)
 
     def _run_component(
         self, operation: ComponentOperation, batch: GenerationBatch, should_interrupt: Callable[[], bool] | None

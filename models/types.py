@@ -76,6 +76,9 @@ class BatchSpec:
     # A referenced call's images, by the SHA-256 of their encoded bytes, in the order the model reads them: the
     # pipeline takes one list for the whole call, so only jobs guided by the same images share one.
     references: tuple[str, ...] = ()
+    # An upscale's super-resolution net (a component's reference): the sources are enlarged with it to the spec's
+    # size before they are redrawn; None: the pipeline's own resize.
+    upscaler: str | None = None
 
 
 def embedding_token(file: str) -> str:

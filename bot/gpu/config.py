@@ -32,6 +32,7 @@ class WorkerConfig:
     compile: str = "off"  # SD_COMPILE: "auto" or "off" (models.fastpath)
     finetunes_dir: Path = Path("data/finetunes")  # FINETUNES_DIR: where approved LoRAs and embeddings are
     lora_cache: int = 8
+    upscaler_tile: int = 512  # UPSCALER_TILE
     models_resident: int = 0  # MODELS_RESIDENT; 0: by the GPU's memory (models.engine.default_models_resident)
     heartbeat_s: float = 5.0
     # A picklable classifier to use instead of open_nsfw (tests); None: open_nsfw, made in the side process.
@@ -52,6 +53,7 @@ def engine_config(config: WorkerConfig) -> EngineConfig:
         bucket_sizes=aspect_sizes,
         lora_cache=config.lora_cache,
         models_resident=config.models_resident,
+        upscaler_tile=config.upscaler_tile,
     )
 
 

@@ -86,11 +86,13 @@ def finish_batch(
     threshold: float,
     timings: Sequence[dict[str, float]],
     classifier: ImageClassifier | None = None,
+    texts: Sequence[Sequence[str]] | None = None,
 ) -> list[JobOutput]:
     """Each job of a batch with its images: classified in one call, withheld ones blurred, its grid encoded.
 
     ``classifier`` defaults to the side process's own; only jobs that ask are classified.
-    ``timings`` are each job's so far, in the order of ``jobs``.
+    ``timings`` are each job's so far, in the order of ``jobs``. ``texts``: what each job wrote, where the batch
+    wrote instead of drawing (/describe: its images are the one picture it read, its seed the request's first).
     """
     started = time.perf_counter()
     classifier = classifier if classifier is not None else _side_classifier
@@ -113,14 +115,16 @@ def finish_batch(
         shown = [blurred_placeholder(image) if n in hidden else image for n, image in enumerate(images[index])]
         request = job.request
         grid = encode_image(compose_grid(shown), request.parameters, stem=request.stem, limit_bytes=None)
+        written = tuple(texts[index]) if texts is not None else ()
         return JobOutput(
             job_id=request.job_id,
             attempt=job.attempt,
             token=job.token,
             grid=grid,
             withheld=tuple(sorted(hidden)),
-            seeds=request.seeds,
+            seeds=request.seeds[: len(shown)] if written else request.seeds,
             timings={**timings[index], "finishing_s": classified_s + time.perf_counter() - began},
+            texts=written,
         )
 
     if len(jobs) == 1:

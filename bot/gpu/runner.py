@@ -29,6 +29,7 @@ from bot.images.grid import compose_grid
 from bot.wire import GenerationRequest, ImageRole, JobOutput, Message, ProgressReport, Ready, Result, Run, RunJob
 from models.errors import GenerationInterrupted, ModelError
 from models.finetunes import FineTuneUnusable
+from models.operations import ComponentOperation, operation_for
 from models.types import BatchSpec, GenerationBatch, ImageTask, StepProgress
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ class WorkerRunner:
                 self._running[job.request.job_id] = _Running(job, rows, job.request.count, started)
                 rows += job.request.count
         try:
-            raw = self._generate(run, spec)
+            raw, texts = self._generate(run, spec)
         except GenerationInterrupted:
             self._report(run, (), cancelled=self._cancelled(run))
             return
@@ -192,18 +193,22 @@ class WorkerRunner:
                 states = {job.request.job_id: self._running.pop(job.request.job_id, None) for job in run.jobs}
         generation_s = self._clock() - started
         cancelled = tuple(job_id for job_id, state in states.items() if state is None or state.cancelled)
-        jobs = [
-            (job, raw[state.first_row : state.first_row + state.rows])
+        kept = [
+            (job, state)
             for job in run.jobs
             if (state := states[job.request.job_id]) is not None and not state.cancelled
         ]
-        if not jobs:
+        if not kept:
             self._report(run, (), cancelled=cancelled)
             return
+        jobs = [(job, _result_images(job, raw, texts, state)) for job, state in kept]
+        written = [tuple(texts[state.first_row : state.first_row + state.rows]) for _, state in kept]
         timings = [
             {"queued_s": run.queued_at.get(job.request.job_id, 0.0), "generation_s": generation_s} for job, _ in jobs
         ]
-        future = self._finishing.submit(finish_batch, jobs, run.nsfw_threshold, timings, self._classifier)
+        future = self._finishing.submit(
+            finish_batch, jobs, run.nsfw_threshold, timings, self._classifier, written if texts else None
+        )
         future.add_done_callback(lambda done: self._report_finished(run, done, cancelled))
 
     # -- inside ---------------------------------------------------------------------------
@@ -224,12 +229,16 @@ class WorkerRunner:
             embeddings=tuple(file(sha256) for sha256 in spec.embeddings),
         )
 
-    def _generate(self, run: Run, spec: BatchSpec) -> list[RawImage]:
+    def _generate(self, run: Run, spec: BatchSpec) -> tuple[list[RawImage], list[str]]:
+        """The batch's images, or (a captioner's batch) its texts."""
         spec = self._files(spec)
-        preset = self._loaded(spec.model)
+        # A component's call loads no pipeline: its model is the component's reference.
+        preset = None if isinstance(operation_for(spec.operation), ComponentOperation) else self._loaded(spec.model)
         tasks = tuple(task for job in run.jobs for task in image_tasks(job.request))
 
         def on_step(progress: StepProgress) -> None:
+            if preset is None:  # a component's call has no steps
+                return
             now = self._clock()
             batch_rows = range(progress.first_task, progress.first_task + _rows(progress.latents))
             sent = False
@@ -278,7 +287,7 @@ class WorkerRunner:
         output = self._engine.run(
             GenerationBatch(spec=spec, tasks=tasks), on_step=on_step, should_interrupt=should_interrupt
         )
-        return [RawImage.from_pil(image) for image in output.images]
+        return [RawImage.from_pil(image) for image in output.images], list(output.texts)
 
     def _cancelled(self, run: Run) -> tuple[int, ...]:
         return tuple(job.request.job_id for job in run.jobs)
@@ -299,6 +308,15 @@ class WorkerRunner:
         self, run: Run, outputs: tuple[JobOutput, ...], *, error: str | None = None, cancelled: tuple[int, ...] = ()
     ) -> None:
         self._send(Result(self.worker_id, self.boot_id, run.batch_id, outputs, error=error, cancelled=cancelled))
+
+
+def _result_images(job: RunJob, raw: list[RawImage], texts: list[str], state: _Running) -> list[RawImage]:
+    """A job's images as they came, or for a job that wrote texts (/describe), the picture it read: what its
+    result shows beside them, classified like any image."""
+    if not texts:
+        return raw[state.first_row : state.first_row + state.rows]
+    source = decoded(job.request.input(ImageRole.SOURCE), mode="RGB")
+    return [RawImage.from_pil(source)] if source is not None else []
 
 
 def _named(error: FineTuneUnusable, run: Run) -> str:

@@ -45,6 +45,8 @@ def infotext(recipe: Recipe) -> str:
     LoRAs are written as A1111 does, as ``<lora:name:weight>`` at the end of the prompt and their
     hashes in ``Lora hashes``, so other tools find them.
     """
+    if recipe.kind == JobKind.DESCRIBE:
+        return f"Described by {recipe.model}"
     tags = lora_tags(recipe)
     lines = [f"{recipe.prompt} {tags}" if tags else recipe.prompt]
     if recipe.negative_prompt:

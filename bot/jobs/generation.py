@@ -24,12 +24,15 @@ from PIL import Image
 from bot.images.archive import grid_stem
 from bot.images.edits import plan_edit
 from bot.images.metadata import infotext
+from bot.jobs.describe import describe_tasks
 from bot.jobs.prompts import compel_prompt, has_weights
 from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe, embedding_uses, lora_uses
 from bot.wire import GenerationRequest, ImagePrompt, ImageRole, InputImage
 from bot.workers.protocol import WorkOrder
 from models.types import BatchSpec, Operation, embedding_token
 
+#: The size a caption's batch key names (the captioner reads any picture at its own size).
+CAPTION_SIDE = 768
 #: What the pipeline does for each kind of job.
 OPERATIONS = {
     JobKind.IMAGINE: Operation.TXT2IMG,
@@ -41,6 +44,7 @@ OPERATIONS = {
     JobKind.ZOOM: Operation.INPAINT,
     JobKind.PAN: Operation.INPAINT,
     JobKind.EDIT: Operation.REFERENCED,  # the picture it changes first in the model's image list
+    JobKind.DESCRIBE: Operation.CAPTION,  # the captioner's four tasks on one picture: texts, no images
 }
 
 
@@ -78,17 +82,30 @@ def generation_request(
 
 
 def operation_of(recipe: Recipe) -> Operation:
-    """What the pipeline does for a job: its kind's operation, or a referenced call where images guide it."""
-    return Operation.REFERENCED if recipe.reference_images else OPERATIONS[recipe.kind]
+    """What the pipeline does for a job: its kind's operation, a referenced call where images guide it, or the
+    upscaler alone for an upscale that redraws nothing."""
+    if recipe.reference_images:
+        return Operation.REFERENCED
+    if recipe.kind == JobKind.UPSCALE and recipe.upscaler is not None and recipe.strength <= 0:
+        return Operation.SUPER_RESOLUTION
+    return OPERATIONS[recipe.kind]
 
 
 def batch_spec(recipe: Recipe, *, read: tuple[str, ...] = ()) -> BatchSpec:
-    """What must be equal for jobs to share one pipeline call; ``read``: a referenced call's images, by hash."""
+    """What must be equal for jobs to share one pipeline call; ``read``: a referenced call's images, by hash.
+
+    A call of a component names the component as its model (the upscaler's file, the captioner); an upscale
+    that redraws names its upscaler besides, which enlarges the sources first.
+    """
+    operation = operation_of(recipe)
+    component = {Operation.SUPER_RESOLUTION: recipe.upscaler, Operation.CAPTION: recipe.model}.get(operation)
+    # A caption has no output size: every description shares one key, so members' pictures share a call.
+    width, height = (CAPTION_SIDE, CAPTION_SIDE) if operation == Operation.CAPTION else (recipe.width, recipe.height)
     return BatchSpec(
-        model=recipe.model,
-        operation=operation_of(recipe),
-        width=recipe.width,
-        height=recipe.height,
+        model=component or recipe.model,
+        operation=operation,
+        width=width,
+        height=height,
         steps=recipe.steps,
         guidance=recipe.guidance,
         scheduler=recipe.scheduler,
@@ -98,6 +115,7 @@ def batch_spec(recipe: Recipe, *, read: tuple[str, ...] = ()) -> BatchSpec:
         weighted=encoded_with_compel(recipe),
         prompt_chunks=recipe.chunks,
         references=read,
+        upscaler=recipe.upscaler if operation == Operation.UPSCALE else None,
     )
 
 
@@ -107,7 +125,10 @@ def encoded_with_compel(recipe: Recipe) -> bool:
 
 
 def image_prompts(recipe: Recipe) -> tuple[ImagePrompt, ...]:
-    """One image per seed, its prompts in the model's terms: embedding tokens, compel's syntax where it is used."""
+    """One image per seed, its prompts in the model's terms: embedding tokens, compel's syntax where it is used;
+    for a description, one task of the captioner each, on its one picture."""
+    if recipe.kind == JobKind.DESCRIBE:
+        return tuple(ImagePrompt(task, "", recipe.seeds[0]) for task in describe_tasks())
     prompt, negative = recipe.prompt, recipe.negative_prompt
     for name, sha256 in embedding_uses(recipe):  # the name a guild gave it -> the file's own token
         word = re.compile(rf"(?<![A-Za-z0-9_-]){re.escape(name)}(?![A-Za-z0-9_-])", re.IGNORECASE)

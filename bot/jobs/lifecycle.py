@@ -378,6 +378,7 @@ class JobLifecycle:
             withheld=output.withheld,
             timings=dict(output.timings),
             attempt_token=output.token,
+            texts=output.texts,
         )
         if not recorded:
             log.info("job %s: a result of attempt %d came after the job moved on; dropped", job.id, output.attempt)

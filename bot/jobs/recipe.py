@@ -35,6 +35,7 @@ class JobKind(StrEnum):
     ZOOM = "zoom"  # Zoom Out: an image shrunk inside its own frame, the border drawn
     PAN = "pan"  # Pan: the frame grown on one side, the new strip drawn
     EDIT = "edit"  # /edit or the Edit button: an image changed as an instruction says, on an edit-capable model
+    DESCRIBE = "describe"  # /describe: a picture described in four prompts by the captioner (texts, no images)
 
 
 #: Jobs that redraw part of an image (inpainting); ``Recipe.mask`` says which part.
@@ -79,6 +80,7 @@ class Recipe:
     # The images that guide it, in order (bot.jobs.references): a kept picture's path, or "job:<id>:<n>".
     reference_images: tuple[str, ...] = ()
     mood: str | None = None  # the guild moodboard its references were taken from
+    upscaler: str | None = None  # an upscale's super-resolution net (UPSCALER's file); None: a resize
 
     @property
     def count(self) -> int:
@@ -140,17 +142,22 @@ class Recipe:
             mask=None,
             reference_images=(),
             mood=None,
+            upscaler=None,
         )
 
-    def as_upscale(self, job_id: int, index: int, *, strength: float) -> Recipe:
-        """Image ``index`` of job ``job_id`` at twice its size, from its own seed."""
+    def as_upscale(self, job_id: int, index: int, *, strength: float, upscaler: str | None = None) -> Recipe:
+        """Image ``index`` of job ``job_id`` at twice its size, from its own seed: enlarged by ``upscaler`` where
+        given, then redrawn at ``strength`` (0: the upscaler alone)."""
+        if strength <= 0 and upscaler is None:
+            raise ValueError("an upscale without an upscaler redraws: its strength must be above 0")
         return replace(
             self,
             kind=JobKind.UPSCALE,
             width=self.width * UPSCALE_FACTOR,
             height=self.height * UPSCALE_FACTOR,
             seeds=(self.seeds[index],),
-            steps=img2img_steps(self.steps, strength),
+            steps=img2img_steps(self.steps, strength) if strength > 0 else self.steps,
+            upscaler=upscaler,
             strength=strength,
             parent_job_id=job_id,
             parent_image=index,
@@ -181,6 +188,7 @@ class Recipe:
             mask=mask,
             reference_images=(),
             mood=None,
+            upscaler=None,
         )
 
     def with_prompt(self, prompt: str) -> Recipe:

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded, StorageBusy
 from bot.images.edits import describe, edit_size
 from bot.images.metadata import sampler_name
-from bot.images.uploads import fit_to, read_upload
+from bot.images.uploads import bounded, fit_to, read_upload
 from bot.jobs import permutations
 from bot.jobs.admission import Admission, Origin, cost_of, fit_to_family
 from bot.jobs.delivery import Deliveries
+from bot.jobs.describe import DESCRIBE_COST, describe_recipe
 from bot.jobs.editing import Editing, Guides
 from bot.jobs.finetunes import Resolved
 from bot.jobs.flags import parse_prompt_flags
@@ -77,6 +78,7 @@ from bot.jobs.requests import (
     resolve_imagine,
     styled,
 )
+from bot.jobs.upscales import UPSCALE_PROMPT, UPSCALER_ONLY_COST, UpscaleMode, upscale_plan
 from bot.workers.protocol import WorkerClient
 from db.errors import QuotaExhausted, StorageUnavailable
 from db.records import FineTune, MemberPreferences, NewJob, QuotaRule, Style
@@ -336,6 +338,8 @@ class GenerationService:
         self, recipe: Recipe, preset: ModelPreset, source: bytes | None, references: tuple[bytes, ...]
     ) -> int:
         """What ``recipe`` is charged on ``preset``'s model, the images it reads counted (``bot.policy.pricing``)."""
+        if recipe.kind == JobKind.UPSCALE and recipe.upscaler is not None and recipe.strength <= 0:
+            return UPSCALER_ONLY_COST  # no diffusion: the upscaler's net alone
         pixels = await self.editing.input_pixels(recipe, source, references)
         return cost_of(recipe, preset, reference=await self._reference(preset), input_pixels=pixels)
 
@@ -492,16 +496,89 @@ class GenerationService:
         return await self.submit(self._remixed(edited, prompt), origin, listener)
 
     async def upscale(
-        self, job_id: int, index: int, origin: Origin, listener: ServiceListener | None = None
+        self,
+        job_id: int,
+        index: int,
+        origin: Origin,
+        listener: ServiceListener | None = None,
+        *,
+        mode: UpscaleMode = UpscaleMode.STANDARD,
     ) -> SubmittedJob:
+        """Image ``index`` of a job at twice its size: U1-U4 (``STANDARD``), or under an upscale, Upscale (Subtle)
+        or (Creative) (``bot.jobs.upscales``)."""
         parent = await self._finished_image(job_id, index)
         recipe = parent.recipe
-        if max(recipe.width, recipe.height) * UPSCALE_FACTOR > MAX_SIDE:
+        plan = upscale_plan(mode, self.settings.upscaler, self.settings.upscale_strength)
+        width, height = recipe.width * UPSCALE_FACTOR, recipe.height * UPSCALE_FACTOR
+        if max(width, height) > plan.max_side:
             raise InvalidRequest(
-                f"This image is already {recipe.width}x{recipe.height}; upscales stop at {MAX_SIDE} px."
+                f"This image is already {recipe.width}x{recipe.height}; {plan.label} stops at {plan.max_side} px"
+                f"{plan.beyond}."
             )
-        strength = self.settings.upscale_strength
-        return await self.submit(recipe.as_upscale(parent.id, index, strength=strength), origin, listener)
+        upscaled = recipe.as_upscale(parent.id, index, strength=plan.strength, upscaler=plan.upscaler)
+        return await self.submit(upscaled, origin, listener)
+
+    async def upscale_picture(
+        self,
+        picture: bytes,
+        origin: Origin,
+        listener: ServiceListener | None = None,
+        *,
+        mode: UpscaleMode = UpscaleMode.SUBTLE,
+        prompt: str = UPSCALE_PROMPT,
+    ) -> SubmittedJob:
+        """A picture at twice its size (the command line's ``upscale``): Subtle, or Creative, on SD_MODEL."""
+        plan = upscale_plan(mode, self.settings.upscaler, self.settings.upscale_strength)
+        preset = await self.worker.preset(self.settings.sd_model)
+        image = await asyncio.to_thread(read_upload, picture)
+        multiple = size_multiple(preset)
+        width = max(multiple, image.width // multiple * multiple)
+        height = max(multiple, image.height // multiple * multiple)
+        if max(width, height) * UPSCALE_FACTOR > plan.max_side:
+            raise InvalidRequest(
+                f"That picture is {image.width}x{image.height}; {plan.label} stops at {plan.max_side} px{plan.beyond}."
+            )
+        fitted = await asyncio.to_thread(fit_to, image, width, height)
+        kept = str(await self._pictures.keep(fitted))
+        drawn = Recipe(
+            kind=JobKind.IMAGINE,
+            prompt=check_prompt_text(prompt, max_chars=self.settings.prompt_max_chars),
+            negative_prompt="",
+            model=preset.model,
+            width=width,
+            height=height,
+            steps=preset.steps,
+            guidance=preset.guidance,
+            seeds=random_seeds(1),
+            scheduler=preset.scheduler,
+        )
+        upscaled = replace(
+            drawn.as_upscale(0, 0, strength=plan.strength, upscaler=plan.upscaler),
+            parent_job_id=None,
+            parent_image=None,
+            source=kept,
+        )
+        return await self._submit_holding(upscaled, origin, listener, held=(kept,))
+
+    async def describe(self, picture: bytes, origin: Origin, listener: ServiceListener | None = None) -> SubmittedJob:
+        """/describe: four prompts for ``picture`` from the captioner, as a job of its own (``DESCRIBE_COST``)."""
+        image = await asyncio.to_thread(bounded, await asyncio.to_thread(read_upload, picture))
+        kept = await self._pictures.keep(image)
+        recipe = describe_recipe(self.settings.captioner, str(kept), (image.width, image.height))
+        return await self._submit_holding(recipe, origin, listener, held=(str(kept),))
+
+    async def imagine_described(
+        self, job_id: int, index: int, origin: Origin, listener: ServiceListener | None = None
+    ) -> SubmittedJob:
+        """A button under a /describe: an /imagine of its prompt ``index`` (from 0), for whoever pressed it."""
+        job = await self._job(job_id)
+        if job.recipe.kind != JobKind.DESCRIBE or job.status != "done":
+            raise InvalidRequest("That description has no prompts to draw yet.")
+        if job.withheld:
+            raise NotAllowed("That picture was withheld by the content filter, so its prompts cannot be drawn.")
+        if not 0 <= index < len(job.texts) or not job.texts[index].strip():
+            raise JobNotFound(f"Job {job_id} has no prompt {index + 1}.")
+        return await self.imagine(ImagineOptions(prompt=job.texts[index]), origin, listener)
 
     async def submit(
         self,
@@ -532,25 +609,28 @@ class GenerationService:
                 rule=f"NSFW fine-tune {', '.join(flagged)}",
             )
         # 2. What the model's family reads of a prompt (weights and a negative where it has them), and the text
-        #    encoder's limit: a longer prompt runs, but never cut without saying so.
-        preset = await self.worker.preset(recipe.model)
-        check_prompt_weights(recipe.negative_prompt)
-        recipe, read = fit_to_family(recipe, preset)
-        chunks = await self._admission.prompt_chunks(recipe, preset)
-        if chunks > 1 and not family(preset.family).weighted_prompts:
-            read.append(
-                f"The prompt is longer than the {preset.max_prompt_tokens} tokens {family_label(preset.family)} "
-                "models read; its end was left out."
-            )
-            chunks = 1
-        recipe = replace(recipe, chunks=chunks)
-        notices = [*notices, *read]
+        #    encoder's limit: a longer prompt runs, but never cut without saying so. (A description has no prompt
+        #    and no diffusion model: its captioner is priced as a fixed few credits.)
+        preset: ModelPreset | None = None
+        if recipe.kind != JobKind.DESCRIBE:
+            preset = await self.worker.preset(recipe.model)
+            check_prompt_weights(recipe.negative_prompt)
+            recipe, read = fit_to_family(recipe, preset)
+            chunks = await self._admission.prompt_chunks(recipe, preset)
+            if chunks > 1 and not family(preset.family).weighted_prompts:
+                read.append(
+                    f"The prompt is longer than the {preset.max_prompt_tokens} tokens {family_label(preset.family)} "
+                    "models read; its end was left out."
+                )
+                chunks = 1
+            recipe = replace(recipe, chunks=chunks)
+            notices = [*notices, *read]
         # 3. Room in the queue, before anything is charged.
         self.worker.check_room(origin.user_id)
         source = await self.jobs.source_of(recipe)
         references = await self.jobs.references_of(recipe)
         # 4. Check and charge the quota and record the job, in one transaction.
-        cost = await self._cost(recipe, preset, source, references)
+        cost = DESCRIBE_COST if preset is None else await self._cost(recipe, preset, source, references)
         limit = None if origin.console else QuotaRule(origin.role_ids, self.settings.daily_credits)
         new = NewJob(
             recipe=recipe,

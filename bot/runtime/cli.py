@@ -21,6 +21,7 @@ from bot.jobs.options import OPTIONS, NumberOption, Option, PictureOption
 from bot.jobs.outcomes import ServiceListener, SubmittedJob
 from bot.jobs.requests import ImagineOptions
 from bot.jobs.service import Completed, JobResult, Origin, ServiceEvent
+from bot.jobs.upscales import UPSCALE_PROMPT, UpscaleMode
 from bot.runtime.core import open_core
 from bot.settings import DEFAULT_MODEL, Settings
 from db.errors import StoreError
@@ -201,7 +202,7 @@ async def _generate(
         return status
 
 
-async def _follow(start: Callable[[ServiceListener], Awaitable[SubmittedJob]], out: Path) -> int:
+async def _follow(start: Callable[[ServiceListener], Awaitable[SubmittedJob]], out: Path | None) -> int:
     """Start one job (``start`` admits it with a listener), show its progress, and write its grid to ``out``."""
     outcome: asyncio.Future[ServiceEvent] = asyncio.get_running_loop().create_future()
     bar = tqdm(total=1, desc="queued", unit="step", file=sys.stderr, leave=False)
@@ -231,10 +232,72 @@ async def _follow(start: Callable[[ServiceListener], Awaitable[SubmittedJob]], o
     finally:
         bar.close()
     if isinstance(event, Completed):
-        return _write_result(event.result, out)
+        return _write_result(event.result, out) if out is not None else _print_prompts(event.result)
     message = event.message if isinstance(event, Failed) else "The job was cancelled."
     print(f"error: {message}", file=sys.stderr)
     return 1
+
+
+def _print_prompts(result: JobResult) -> int:
+    """A description's four prompts, numbered, one to a line (to copy into an /imagine)."""
+    if result.withheld:
+        print("error: the picture was withheld by the image classifier.", file=sys.stderr)
+        return 1
+    for number, text in enumerate(result.job.texts, start=1):
+        print(f"{number}. {text}")
+    return 0
+
+
+def add_upscale_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "upscale",
+        help="a picture at twice its size, written to a file",
+        description="Enlarge a picture to twice its width and height with the same service and worker as the "
+        "bot's upscale buttons: with UPSCALER set, its super-resolution net alone (Upscale (Subtle)), or with "
+        "--creative the net then a redraw on SD_MODEL that adds detail (Upscale (Creative)). Without UPSCALER, a "
+        "resize redrawn by SD_MODEL.",
+        epilog="examples:\n  UPSCALER=models/4x-UltraSharp.safetensors python -m bot upscale in.png --out big.png\n"
+        "  python -m bot upscale in.png --out big.png --creative",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("image", type=Path, help="the PNG, JPEG or WebP picture to enlarge")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the result (PNG)")
+    parser.add_argument("--creative", action="store_true", help="redraw it at a higher strength to add detail")
+    parser.add_argument("--prompt", help="what the redraw follows (default: a generic detail prompt)")
+
+
+def add_describe_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "describe",
+        help="four prompts that describe a picture, printed",
+        description="Describe a picture in four prompts with the captioner (CAPTIONER, Florence-2), as /describe "
+        "does, and print them numbered.",
+        epilog="example:\n  python -m bot describe photo.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("image", type=Path, help="the PNG, JPEG or WebP picture to describe")
+
+
+async def run_upscale(settings: Settings, args: argparse.Namespace) -> int:
+    picture = _read_picture(args.image, "the picture")
+    mode = UpscaleMode.CREATIVE if args.creative else UpscaleMode.SUBTLE
+    origin = Origin(user_id=CONSOLE_USER_ID, console=True)
+    with logging_redirect_tqdm():
+        async with open_core(replace(settings, workers="thread")) as core:
+
+            def start(on_event: ServiceListener) -> Awaitable[SubmittedJob]:
+                prompt = args.prompt or UPSCALE_PROMPT
+                return core.service.upscale_picture(picture, origin, on_event, mode=mode, prompt=prompt)
+
+            return await _follow(start, args.out)
+
+
+async def run_describe(settings: Settings, args: argparse.Namespace) -> int:
+    picture = _read_picture(args.image, "the picture")
+    origin = Origin(user_id=CONSOLE_USER_ID, console=True)
+    with logging_redirect_tqdm():
+        async with open_core(replace(settings, workers="thread")) as core:
+            return await _follow(lambda on_event: core.service.describe(picture, origin, on_event), None)
 
 
 def _write_result(result: JobResult, out: Path) -> int:
@@ -278,12 +341,13 @@ _REPORTED: tuple[type[Exception], ...] = (StoreError, *USER_FACING_ERRORS)
 
 def imagine_main(settings: Settings, args: argparse.Namespace) -> int:
     """``python -m bot imagine`` and ``python -m bot edit``: one sentence and exit 2 for what the owner can fix."""
-    problem = output_path_problem(args.out)
+    problem = output_path_problem(args.out) if getattr(args, "out", None) is not None else None
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    runs = {"edit": run_edit, "upscale": run_upscale, "describe": run_describe}
     try:
-        return asyncio.run(run_edit(settings, args) if args.command == "edit" else run_imagine(settings, args))
+        return asyncio.run(runs.get(args.command, run_imagine)(settings, args))
     except _REPORTED as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

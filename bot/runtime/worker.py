@@ -34,6 +34,7 @@ def worker_config(settings: Settings, worker_id: str, classifier: ImageClassifie
         compile=settings.sd_compile,
         finetunes_dir=settings.finetunes_dir,
         lora_cache=settings.lora_cache,
+        upscaler_tile=settings.upscaler_tile,
         models_resident=settings.models_resident,
         classifier=classifier,
         log_level=settings.log_level,

@@ -18,6 +18,7 @@ from bot.errors import USER_FACING_ERRORS, PromptRejected
 from bot.jobs.messages import fit_content
 from bot.jobs.outcomes import ServiceEvent, SubmittedJob
 from bot.jobs.service import GenerationService, Origin
+from bot.jobs.upscales import UpscaleMode
 from cogs._shared.moderators import post_to_modlog
 from cogs._shared.usage_text import credits
 from cogs.imagine._buttons import EDIT_MASKS, ButtonAction, cancel_button
@@ -52,6 +53,13 @@ def button_start(
         ButtonAction.VARY_SUBTLE: lambda listener: service.variation(
             job_id, index, origin, listener, strength=SUBTLE_VARIATION, prompt=prompt
         ),
+        ButtonAction.UPSCALE_SUBTLE: lambda listener: service.upscale(
+            job_id, index, origin, listener, mode=UpscaleMode.SUBTLE
+        ),
+        ButtonAction.UPSCALE_CREATIVE: lambda listener: service.upscale(
+            job_id, index, origin, listener, mode=UpscaleMode.CREATIVE
+        ),
+        ButtonAction.DESCRIBED_PROMPT: lambda listener: service.imagine_described(job_id, index, origin, listener),
     }
     mask = EDIT_MASKS.get(action)
     if mask is not None:

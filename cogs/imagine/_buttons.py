@@ -1,4 +1,5 @@
-"""The buttons under a job's messages: U1–U4, V1–V4, 🔄, Vary, Edit, Zoom Out, Pan, Cancel and Delete.
+"""The buttons under a job's messages: U1–U4, V1–V4, 🔄, Vary, Edit, Zoom Out, Pan, the upscales, a /describe's
+prompts, Cancel and Delete.
 
 Each is a ``DynamicItem`` whose custom id names its job and image (``lc:u:<job>:<n>``), so a
 press on a message posted before a restart still works: everything else is in SQLite.
@@ -25,6 +26,9 @@ class ButtonAction(StrEnum):
     VARY_SUBTLE = "vt"
     VARY_REGION = "vr"
     EDIT = "ed"  # opens the Edit window: the image changed as its instruction says
+    UPSCALE_SUBTLE = "us"  # Upscale (Subtle): the upscaler alone, twice the side
+    UPSCALE_CREATIVE = "uc"  # Upscale (Creative): the upscaler, then a stronger redraw
+    DESCRIBED_PROMPT = "dp"  # under a /describe: /imagine its prompt n
     ZOOM_OUT_2 = "zx"
     ZOOM_OUT_1_5 = "zy"
     PAN_LEFT = "pl"
@@ -120,7 +124,7 @@ def grid_buttons(job_id: int, images: int, withheld: frozenset[int]) -> discord.
     return view
 
 
-#: Under an upscaled image, in this order: the Vary trio, Edit, Zoom Out, then Pan (label, action).
+#: Under an upscaled image, in this order: the Vary trio, Edit, Zoom Out, Pan, then the two upscales (label, action).
 UPSCALE_EDITS = (
     ("Vary (Strong)", ButtonAction.VARY_STRONG),
     ("Vary (Subtle)", ButtonAction.VARY_SUBTLE),
@@ -132,12 +136,14 @@ UPSCALE_EDITS = (
     ("➡️", ButtonAction.PAN_RIGHT),
     ("⬆️", ButtonAction.PAN_UP),
     ("⬇️", ButtonAction.PAN_DOWN),
+    ("Upscale (Subtle)", ButtonAction.UPSCALE_SUBTLE),
+    ("Upscale (Creative)", ButtonAction.UPSCALE_CREATIVE),
 )
 
 
 def upscale_buttons(job_id: int, withheld: bool) -> discord.ui.View:
-    """Vary (Strong/Subtle/Region), Edit, Zoom Out 2x/1.5x, ⬅️ ➡️ ⬆️ ⬇️ and Delete: five to a row, as Discord
-    allows."""
+    """Vary (Strong/Subtle/Region), Edit, Zoom Out 2x/1.5x, ⬅️ ➡️ ⬆️ ⬇️, Upscale (Subtle/Creative) and Delete:
+    five to a row, as Discord allows."""
     view = discord.ui.View(timeout=None)
     for place, (label, action) in enumerate(UPSCALE_EDITS):
         view.add_item(JobButton(action, job_id, 1, label=label, disabled=withheld, row=place // 5))
@@ -151,6 +157,17 @@ def upscale_buttons(job_id: int, withheld: bool) -> discord.ui.View:
             style=discord.ButtonStyle.danger,
             row=len(UPSCALE_EDITS) // 5,
         )
+    )
+    return view
+
+
+def describe_buttons(job_id: int, prompts: int) -> discord.ui.View:
+    """Under a /describe: one button per prompt, "1" to "4", each an /imagine of it for whoever presses; Delete."""
+    view = discord.ui.View(timeout=None)
+    for n in range(1, prompts + 1):
+        view.add_item(JobButton(ButtonAction.DESCRIBED_PROMPT, job_id, n, label=str(n), row=0))
+    view.add_item(
+        JobButton(ButtonAction.DELETE, job_id, 0, label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, row=1)
     )
     return view
 

@@ -72,13 +72,18 @@ class Imagine(commands.Cog):
         self._resumed = ResumedJobs(bot, self._deliveries)
         self.plans = Plans(bot)
         self._reactions = Reactions(bot)
+        # A message's context menu cannot be a method of a cog: it is made here and added to the tree on load.
+        self._describe_menu = app_commands.ContextMenu(name="Describe image", callback=self._describe_message)
+        self._describe_menu.allowed_contexts = app_commands.AppCommandContext(guild=True, dm_channel=True)
 
     async def cog_load(self) -> None:
+        self.bot.tree.add_command(self._describe_menu)
         self.service.add_listener(self._resumed.on_event)
         self._deliveries.spawn(self._resumed.redeliver_after_restart(), name="redeliver-after-restart")
 
     async def cog_unload(self) -> None:
         """On shutdown, a result being posted gets a moment to land; anything left is posted on the next start."""
+        self.bot.tree.remove_command(self._describe_menu.name, type=self._describe_menu.type)
         self.service.remove_listener(self._resumed.on_event)
         await self._deliveries.close()
 
@@ -179,6 +184,39 @@ class Imagine(commands.Cog):
         async def start(listener: ServiceListener) -> SubmittedJob:
             pictures = await self._pictures(given)
             return await self.service.edit_pictures(instruction, pictures, origin, listener, model=model, mood=mood)
+
+        await admit(self.bot, self._deliveries, interaction, start)
+
+    # -- /describe and the Describe image menu ----------------------------------------------
+
+    @app_commands.command(name="describe", description="Four prompts that describe a picture, to start from.")
+    @app_commands.describe(image="The picture to describe (PNG, JPEG or WebP, up to 10 MB)")
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    async def describe(self, interaction: discord.Interaction[LatentcordBot], image: discord.Attachment) -> None:
+        await self._describe(interaction, image)
+
+    async def _describe_message(
+        self, interaction: discord.Interaction[LatentcordBot], message: discord.Message
+    ) -> None:
+        """The message menu's Describe image: the first picture the message holds."""
+        picture = next((item for item in message.attachments if _is_picture(item)), None)
+        if picture is None:
+            await reply_ephemeral(
+                interaction, "That message holds no picture to describe: use it on one with an image."
+            )
+            return
+        await self._describe(interaction, picture)
+
+    async def _describe(self, interaction: discord.Interaction[LatentcordBot], image: discord.Attachment) -> None:
+        if interaction.guild_id is None and not self.bot.settings.allow_dms:
+            await reply_ephemeral(interaction, "/describe is turned off in direct messages; use it in a server.")
+            return
+        origin = origin_of(interaction)
+
+        async def start(listener: ServiceListener) -> SubmittedJob:
+            picture = await self._picture(image)
+            assert picture is not None
+            return await self.service.describe(picture, origin, listener)
 
         await admit(self.bot, self._deliveries, interaction, start)
 
@@ -380,6 +418,11 @@ class Imagine(commands.Cog):
                 await self.service.result_deleted(
                     job_id, interaction.message.id, actor_id=interaction.user.id, is_moderator=is_moderator(interaction)
                 )
+
+
+def _is_picture(attachment: discord.Attachment) -> bool:
+    declared = (attachment.content_type or "").split(";")[0].strip().lower()
+    return declared.startswith("image/") or attachment.filename.lower().endswith((".png", ".jpg", ".jpeg", ".webp"))
 
 
 def _remixable(value: str) -> ButtonAction | None:

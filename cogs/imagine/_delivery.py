@@ -26,7 +26,7 @@ from bot.jobs.outcomes import Completed, JobResult, ServiceEvent
 from bot.jobs.recipe import JobKind
 from bot.runtime.tasks import TaskSet
 from cogs._shared.channels import messageable_channel
-from cogs.imagine._buttons import grid_buttons, holds_result, upscale_buttons
+from cogs.imagine._buttons import describe_buttons, grid_buttons, holds_result, upscale_buttons
 from cogs.imagine._wording import headline, progress_bar, queued, summary
 
 if TYPE_CHECKING:
@@ -83,11 +83,35 @@ def result_message(result: JobResult, title: str) -> tuple[str, discord.ui.View]
         lines.append(
             f"{len(result.withheld)} image(s) withheld by the content filter; {result.refunded} credit(s) refunded."
         )
+    if job.recipe.kind == JobKind.DESCRIBE:
+        return described(result, title)
     if job.recipe.kind == JobKind.UPSCALE:
         view = upscale_buttons(job.id, withheld=0 in result.withheld)
     else:
         view = grid_buttons(job.id, len(result.image_paths), result.withheld)
     return "\n".join(lines), view
+
+
+def described(result: JobResult, title: str) -> tuple[str, discord.ui.View]:
+    """A /describe's result: its four prompts, numbered, each with its button; none where the picture was withheld."""
+    job = result.job
+    if result.withheld:
+        lines = [
+            title,
+            "The picture was withheld by the content filter, so no prompts are shown; "
+            f"{result.refunded} credit(s) refunded.",
+        ]
+        return "\n".join(lines), describe_buttons(job.id, 0)
+    prompts = [f"**{n}.** {_shown(text)}" for n, text in enumerate(job.texts, start=1)]
+    return "\n".join([title, *prompts, "Press a number to /imagine that prompt."]), describe_buttons(
+        job.id, len(job.texts)
+    )
+
+
+def _shown(text: str) -> str:
+    """A described prompt as text, never obeyed: no formatting, no pings."""
+    shown = text if len(text) <= 400 else text[:399] + "…"
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(shown)) or "(nothing)"
 
 
 class Deliveries:

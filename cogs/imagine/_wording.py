@@ -13,6 +13,8 @@ from bot.jobs.requests import DRAFT_SCHEDULER
 
 
 def headline(recipe: Recipe, user_id: int) -> str:
+    if recipe.kind == JobKind.DESCRIBE:
+        return f"**Describe** — <@{user_id}>"
     parent_image = recipe.parent_image
     image = (parent_image or 0) + 1
     edit = f" ({describe(recipe.mask)} of image {image})" if recipe.mask else ""

@@ -1,6 +1,8 @@
 -- Schema version 13: edits by instruction, reference images, and the reference sets moderators curate.
---   jobs.kind              gains 'edit' (/edit and the Edit button); the table is rebuilt for its CHECK, as in
---                          version 6 (foreign keys are off while migrations run; the runner checks them).
+--   jobs.kind              gains 'edit' (/edit and the Edit button) and 'describe' (/describe); the table is
+--                          rebuilt for its CHECK, as in version 6 (foreign keys are off while migrations run).
+--   jobs.upscaler          the upscaler net (UPSCALER's file) an upscale enlarged with (NULL: a resize).
+--   jobs.texts             JSON list of what a job wrote instead of drawing: /describe's four prompts.
 --   jobs.reference_images  JSON list of the images that guide a job, in order: a kept picture's path
 --                          (images_dir/sources/<sha256>.png) or "job:<id>:<n>" (image n, from 1, of a job).
 --   jobs.mood              the name of the moodboard whose images it took (NULL: none).
@@ -11,7 +13,7 @@ CREATE TABLE jobs_v13 (
     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     kind                TEXT    NOT NULL
                                 CHECK (kind IN ('imagine', 'variation', 'upscale', 'reroll',
-                                                'image', 'region', 'zoom', 'pan', 'edit')),
+                                                'image', 'region', 'zoom', 'pan', 'edit', 'describe')),
     parent_job_id       INTEGER REFERENCES jobs (id),
     parent_image        INTEGER,
     guild_id            INTEGER,
@@ -57,7 +59,9 @@ CREATE TABLE jobs_v13 (
     chunks              INTEGER NOT NULL DEFAULT 1,
     result_deleted_at   REAL,
     reference_images    TEXT    NOT NULL DEFAULT '[]',
-    mood                TEXT
+    mood                TEXT,
+    upscaler            TEXT,
+    texts               TEXT    NOT NULL DEFAULT '[]'
 );
 INSERT INTO jobs_v13 (
     id, kind, parent_job_id, parent_image, guild_id, channel_id, user_id, prompt, negative_prompt, model, width,

@@ -239,6 +239,33 @@ class Driver:
             InteractionType.APPLICATION_COMMAND, data, user=user, channel=channel, locale=locale
         )
 
+    async def run_message_command(
+        self, name: str, message: StoredMessage, *, user: FakeUser | FakeMember, channel: FakeChannel | None = None
+    ) -> InteractionRecord:
+        """Invoke the message context menu command ``name`` (type 3) on ``message``, as a client's "Apps" menu does."""
+        channel = channel or self._world.channels[message.channel_id]
+        guild = self._world.guild_of(channel)
+        scopes = [guild.id, None] if guild is not None else [None]
+        registered = next(
+            (
+                command
+                for scope in scopes
+                for command in self._world.commands.values()
+                if command.guild_id == scope and command.name == name and command.type == 3
+            ),
+            None,
+        )
+        if registered is None:
+            raise LookupError(f"no message command {name!r} is registered; did the bot sync its tree?")
+        data = {
+            "id": str(registered.id),
+            "name": name,
+            "type": 3,
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): self._messages.message_payload(message)}},
+        }
+        return await self._dispatch_interaction(InteractionType.APPLICATION_COMMAND, data, user=user, channel=channel)
+
     async def autocomplete(
         self,
         command: str,

@@ -139,6 +139,7 @@ class FakeDiscord:
         self.wait_for_message = store.wait_for_message
         # Acting as a user (Driver).
         self.run_slash = driver.run_slash
+        self.run_message_command = driver.run_message_command
         self.autocomplete = driver.autocomplete
         self.press_button = driver.press_button
         self.choose = driver.choose
