@@ -20,7 +20,10 @@ from PIL import Image
 
 from bot.images.encoding import encode_image
 from bot.images.metadata import fit_upload
+from bot.jobs.describe import describe_recipe
+from bot.jobs.generation import batch_spec, image_prompts
 from bot.settings import Settings
+from models.captioners import DESCRIBE_TASKS
 from models.tiny_florence import TINY_FLORENCE_MODEL_ID
 from models.upscalers import upscaler_loader
 from tests import discord_bot_helpers
@@ -212,3 +215,11 @@ async def _text_message(fake: FakeDiscord, world: GuildSetup) -> StoredMessage:
     ix = await fake.run_slash("usage", {}, user=world.member, channel=world.text_channel)
     await ix.wait_for_response(timeout=10)
     return await ix.wait_for_message(lambda message: bool(message.content), timeout=30)
+
+
+def test_descriptions_of_different_pictures_share_one_batch_key_so_members_are_batched_together() -> None:
+    first = describe_recipe(TINY_FLORENCE_MODEL_ID, "sources/a.png", (96, 64))
+    second = describe_recipe(TINY_FLORENCE_MODEL_ID, "sources/b.png", (640, 480))
+    assert batch_spec(first) == batch_spec(second)
+    assert batch_spec(first).operation == "caption" and batch_spec(first).model == TINY_FLORENCE_MODEL_ID
+    assert [image.prompt for image in image_prompts(first)] == list(DESCRIBE_TASKS)
