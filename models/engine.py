@@ -46,6 +46,7 @@ from models.operations import (
     pipeline_for_call,
     pipeline_operation_for,
     super_resolution,
+    tiled,
 )
 from models.operations.base import check_sources
 from models.presets import preset_for
@@ -394,6 +395,8 @@ class DiffusionEngine:
         check_batch(batch, resident.pipeline, ModelFamily(resident.preset.family))
         if should_interrupt is not None and should_interrupt():
             raise GenerationInterrupted("The job was cancelled before it started.")
+        if batch.spec.redraw_tile:
+            return self._redrawn_in_tiles(resident, batch, on_step, should_interrupt)
         # 2. Pad up to a compiled bucket (the padding's images are dropped), and generate,
         #    halving the batch whenever the GPU runs out of memory.
         started = time.perf_counter()
@@ -409,6 +412,45 @@ class DiffusionEngine:
         outputs, calls = self._splitting(batch.spec, tasks, 0, generate)
         return BatchOutput(
             images=outputs.images[: len(batch.tasks)],
+            seeds=tuple(task.seed for task in batch.tasks),
+            pipeline_calls=calls,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _redrawn_in_tiles(
+        self,
+        resident: _Resident,
+        batch: GenerationBatch,
+        on_step: StepCallback | None,
+        should_interrupt: Callable[[], bool] | None,
+    ) -> BatchOutput:
+        """``run`` for a redraw too large for one call: each image in overlapping tiles, blended back
+        (``models.operations.tiled``); a tile's seed is its image's plus its place, so the result is reproducible."""
+        spec = batch.spec
+        started = time.perf_counter()
+        images: list[Image.Image] = []
+        calls = 0
+        for task in batch.tasks:
+            assert task.init_image is not None  # check_batch made sure
+            source = task.init_image.convert("RGB")
+            if source.size != (spec.width, spec.height):
+                source = source.resize((spec.width, spec.height), Image.Resampling.LANCZOS)
+            placed = tiled.tiles(spec.width, spec.height, spec.redraw_tile)
+            parts = [
+                replace(task, init_image=source.crop(tile.box), seed=(task.seed + place) % 2**32)
+                for place, tile in enumerate(placed)
+            ]
+            tile_spec = replace(spec, width=placed[0].width, height=placed[0].height, redraw_tile=0, upscaler=None)
+
+            def generate(part: Sequence[ImageTask], first_task: int, tile_spec: BatchSpec = tile_spec) -> TaskOutputs:
+                drawn = self._generate(resident, tile_spec, part, first_task, on_step, should_interrupt)
+                return TaskOutputs(images=tuple(drawn))
+
+            drawn, made = self._splitting(tile_spec, parts, 0, generate)
+            calls += made
+            images.append(tiled.blend(drawn.images, placed, spec.width, spec.height))
+        return BatchOutput(
+            images=tuple(images),
             seeds=tuple(task.seed for task in batch.tasks),
             pipeline_calls=calls,
             seconds=time.perf_counter() - started,

@@ -79,6 +79,8 @@ class BatchSpec:
     # An upscale's super-resolution net (a component's reference): the sources are enlarged with it to the spec's
     # size before they are redrawn; None: the pipeline's own resize.
     upscaler: str | None = None
+    # The side of the tiles a redraw too large for one call is made in (``models.operations.tiled``); 0: one call.
+    redraw_tile: int = 0
 
 
 def embedding_token(file: str) -> str:

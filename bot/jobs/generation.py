@@ -27,10 +27,13 @@ from bot.images.metadata import infotext
 from bot.jobs.describe import describe_tasks
 from bot.jobs.prompts import compel_prompt, has_weights
 from bot.jobs.recipe import EDIT_KINDS, JobKind, Recipe, embedding_uses, lora_uses
+from bot.jobs.requests import MAX_SIDE
 from bot.wire import GenerationRequest, ImagePrompt, ImageRole, InputImage
 from bot.workers.protocol import WorkOrder
 from models.types import BatchSpec, Operation, embedding_token
 
+#: The side of the tiles an upscale's redraw is made in past the bot's largest side (models.operations.tiled).
+REDRAW_TILE = 1024
 #: The size a caption's batch key names (the captioner reads any picture at its own size).
 CAPTION_SIDE = 768
 #: What the pipeline does for each kind of job.
@@ -116,6 +119,7 @@ def batch_spec(recipe: Recipe, *, read: tuple[str, ...] = ()) -> BatchSpec:
         prompt_chunks=recipe.chunks,
         references=read,
         upscaler=recipe.upscaler if operation == Operation.UPSCALE else None,
+        redraw_tile=REDRAW_TILE if operation == Operation.UPSCALE and max(width, height) > MAX_SIDE else 0,
     )
 
 

@@ -512,8 +512,7 @@ class GenerationService:
         width, height = recipe.width * UPSCALE_FACTOR, recipe.height * UPSCALE_FACTOR
         if max(width, height) > plan.max_side:
             raise InvalidRequest(
-                f"This image is already {recipe.width}x{recipe.height}; {plan.label} stops at {plan.max_side} px"
-                f"{plan.beyond}."
+                f"This image is already {recipe.width}x{recipe.height}; {plan.label} stops at {plan.max_side} px."
             )
         upscaled = recipe.as_upscale(parent.id, index, strength=plan.strength, upscaler=plan.upscaler)
         return await self.submit(upscaled, origin, listener)
@@ -536,7 +535,7 @@ class GenerationService:
         height = max(multiple, image.height // multiple * multiple)
         if max(width, height) * UPSCALE_FACTOR > plan.max_side:
             raise InvalidRequest(
-                f"That picture is {image.width}x{image.height}; {plan.label} stops at {plan.max_side} px{plan.beyond}."
+                f"That picture is {image.width}x{image.height}; {plan.label} stops at {plan.max_side} px."
             )
         fitted = await asyncio.to_thread(fit_to, image, width, height)
         kept = str(await self._pictures.keep(fitted))

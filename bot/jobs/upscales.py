@@ -5,13 +5,13 @@ With ``UPSCALER`` set (a super-resolution net's .safetensors file, run through s
 redrawn; then:
 
 * **U1-U4** redraw it lightly by img2img at ``UPSCALE_STRENGTH`` (0: the upscaler alone);
-* **Upscale (Subtle)** is the upscaler alone: no diffusion, so it goes past the model's size, to 4096 px,
-  the upscaler working in tiles;
-* **Upscale (Creative)** redraws at ``CREATIVE_STRENGTH``, adding detail: a diffusion pass over the whole
-  image, so it stops at the bot's largest side (2048 px).
+* **Upscale (Subtle)** is the upscaler alone: no diffusion, the upscaler working in tiles;
+* **Upscale (Creative)** redraws at ``CREATIVE_STRENGTH``, adding detail.
 
-Without ``UPSCALER``, every upscale is a resize redrawn by img2img (Subtle at ``UPSCALE_STRENGTH``, as U1-U4;
-Creative at ``CREATIVE_STRENGTH``), up to 2048 px: the README says which upscaler to download.
+Every upscale goes to 4096 px: past the bot's largest side for one pipeline call (2048 px), the redraw is made
+in overlapping tiles and blended (``models.operations.tiled``), as the upscaler is. Without ``UPSCALER``, every
+upscale is a resize redrawn by img2img (Subtle at ``UPSCALE_STRENGTH``, as U1-U4; Creative at
+``CREATIVE_STRENGTH``): the README says which upscaler to download.
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from bot.jobs.requests import MAX_SIDE
-
 #: How much Upscale (Creative) redraws.
 CREATIVE_STRENGTH: Final = 0.5
-#: The largest side the upscaler alone makes (Upscale (Subtle)); a 4096 px PNG may pass 10 MB, which the
-#: upload's JPEG fallback keeps within Discord's limit.
-MAX_UPSCALER_SIDE: Final = 4096
+#: The largest side an upscale makes; a 4096 px PNG may pass 10 MB, which the upload's JPEG fallback keeps within
+#: Discord's limit.
+MAX_UPSCALED_SIDE: Final = 4096
 #: An upscale by the net alone: no diffusion steps, a small fixed price.
 UPSCALER_ONLY_COST: Final = 1
 #: What an upscale of a picture from the command line redraws with, where no prompt is given.
@@ -48,7 +46,6 @@ class UpscalePlan:
     strength: float  # 0: the upscaler alone
     upscaler: str | None
     max_side: int
-    beyond: str = ""  # what the refusal suggests instead
 
 
 def upscale_plan(mode: UpscaleMode, upscaler: Path | None, upscale_strength: float) -> UpscalePlan:
@@ -56,13 +53,7 @@ def upscale_plan(mode: UpscaleMode, upscaler: Path | None, upscale_strength: flo
     net = str(upscaler) if upscaler is not None else None
     light = upscale_strength if net is not None else max(upscale_strength, MIN_REDRAW)
     if mode == UpscaleMode.SUBTLE:
-        if net is None:
-            return UpscalePlan("Upscale (Subtle)", light, None, MAX_SIDE, " (with an UPSCALER set it goes to 4096)")
-        return UpscalePlan("Upscale (Subtle)", 0.0, net, MAX_UPSCALER_SIDE)
+        return UpscalePlan("Upscale (Subtle)", 0.0 if net is not None else light, net, MAX_UPSCALED_SIDE)
     if mode == UpscaleMode.CREATIVE:
-        return UpscalePlan("Upscale (Creative)", CREATIVE_STRENGTH, net, MAX_SIDE, _subtle_beyond(net))
-    return UpscalePlan("upscaling", light, net, MAX_SIDE, _subtle_beyond(net))
-
-
-def _subtle_beyond(net: str | None) -> str:
-    return "; Upscale (Subtle) goes further, to 4096" if net is not None else ""
+        return UpscalePlan("Upscale (Creative)", CREATIVE_STRENGTH, net, MAX_UPSCALED_SIDE)
+    return UpscalePlan("upscaling", light, net, MAX_UPSCALED_SIDE)
