@@ -135,7 +135,7 @@ class Settings:
             variation_strength=reader.number("VARIATION_STRENGTH", 0.6, 0.05, 1.0),
             upscale_strength=reader.number("UPSCALE_STRENGTH", 0.3, 0.0, 1.0),
             upscaler=reader.optional_path("UPSCALER"),
-            upscaler_tile=reader.integer("UPSCALER_TILE", 512, 0, 8192),
+            upscaler_tile=reader.tile("UPSCALER_TILE", 512),
             captioner=reader.text("CAPTIONER", DEFAULT_CAPTIONER) or DEFAULT_CAPTIONER,
             nsfw_threshold=reader.number("NSFW_THRESHOLD", 0.7, 0.0, 1.0),
             allow_dms=reader.boolean("ALLOW_DMS", False),
@@ -213,6 +213,17 @@ class _Reader:
             return parse(raw)
         except ValueError:
             raise SettingsError(f"{name}={raw!r} is invalid: it accepts {accepts}.") from None
+
+    def tile(self, name: str, default: int) -> int:
+        """A tile's side: 0 (whole images) or 64 to 8192 pixels, enough for a tile to keep its middle."""
+
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if value != 0 and not 64 <= value <= 8192:
+                raise ValueError(raw)
+            return value
+
+        return self._parse(name, default, parse, "0 (whole images) or a whole number of pixels from 64 to 8192")
 
     def text(self, name: str, default: str | None) -> str | None:
         raw = self._raw(name)
