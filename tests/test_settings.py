@@ -91,3 +91,18 @@ def test_an_env_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
 
 def test_no_env_file_means_defaults(tmp_path: Path) -> None:
     assert Settings.from_env({}, env_file=tmp_path / ".env").sd_model == DEFAULT_MODEL
+
+
+def test_the_upscaler_settings_are_read_and_a_tile_too_small_is_refused_at_start(tmp_path: Path) -> None:
+    settings = settings_from(
+        tmp_path,
+        "UPSCALER=models/4x.safetensors\nUPSCALER_TILE=256\nUPSCALE_STRENGTH=0\nCAPTIONER=builtin:tiny-florence2\n",
+    )
+    assert (settings.upscaler, settings.upscaler_tile, settings.upscale_strength) == (
+        Path("models/4x.safetensors"),
+        256,
+        0.0,
+    )
+    assert settings.captioner == "builtin:tiny-florence2"
+    with pytest.raises(SettingsError, match="UPSCALER_TILE='32' is invalid: it accepts 0 .whole images. or"):
+        settings_from(tmp_path, "UPSCALER_TILE=32\n")
