@@ -40,7 +40,7 @@ from db.store import Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.moderation", "cogs.usage", "cogs.preferences")
+EXTENSIONS = ("cogs.imagine", "cogs.moderation", "cogs.usage", "cogs.preferences", "cogs.status")
 TOKEN_SWEEP_INTERVAL_S = 300
 
 
