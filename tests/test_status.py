@@ -29,7 +29,9 @@ from models.tiny import TINY_MODEL_ID
 from tests import discord_bot_helpers
 from tests.discord_bot_helpers import Clock, finished_grid, imagine, running_bot
 from tests.fakediscord import FakeDiscord
+from tests.fakediscord.gateway import INTENT_GUILD_MESSAGE_REACTIONS
 from tests.fakediscord.server import GuildSetup
+from tests.recipes import a_new_job
 
 settings = discord_bot_helpers.settings
 bot = discord_bot_helpers.bot
@@ -112,7 +114,27 @@ async def test_queue_and_stats_tell_a_known_set_of_jobs(fake_discord: FakeDiscor
         f"Top members by credits used (charges less refunds, in all):\n1. <@{world.member.user.id}> — {spent} credits"
     )
 
-    # 4. /queue with nothing waiting: the counts, and a measured wait of nothing.
+    # 4. The ⭐ taken away again (the remove event names no author): the result is no longer listed.
+    fake_discord.gateway.broadcast(
+        "MESSAGE_REACTION_REMOVE",
+        {
+            "user_id": str(world.member.user.id),
+            "channel_id": str(styled.channel_id),
+            "message_id": str(styled.id),
+            "guild_id": str(guild_id),
+            "emoji": {"id": None, "name": "⭐"},
+            "burst": False,
+            "type": 0,
+        },
+        intent=INTENT_GUILD_MESSAGE_REACTIONS,
+    )
+
+    async def unstarred() -> bool:
+        return not (await cog.stats.guild_stats(guild_id)).starred
+
+    await eventually(unstarred)
+
+    # 5. /queue with nothing waiting: the counts, and a measured wait of nothing.
     ix = await fake_discord.run_slash("queue", {}, user=world.member, channel=world.text_channel)
     response = await ix.wait_for_response(timeout=10)
     assert response.ephemeral
@@ -123,7 +145,7 @@ async def test_queue_and_stats_tell_a_known_set_of_jobs(fake_discord: FakeDiscor
         "A job asked for now would start at once."
     )
 
-    # 5. /queue while one of the member's jobs runs and another waits behind it (different steps: not batched).
+    # 6. /queue while one of the member's jobs runs and another waits behind it (different steps: not batched).
     long_ix = await imagine(fake_discord, world, seed=3, steps=STEPS.high)
     await long_ix.wait_for_response(timeout=10)
     short_ix = await imagine(fake_discord, world, seed=4, steps=2)
@@ -236,3 +258,27 @@ def test_the_console_script_is_python_m_bot(capsys: pytest.CaptureFixture[str]) 
         main(["--help"])
     assert exited.value.code == 0
     assert "imagine" in capsys.readouterr().out
+
+
+async def test_the_store_ranks_loras_by_name_and_counts_unfinished_jobs_by_guild(store) -> None:
+    """The parts of /stats and /queue the Discord test cannot reach cheaply: LoRAs, other guilds, batch times."""
+    sha = "a" * 64
+    lora_jobs = [
+        a_new_job(guild_id=10, loras=(f"ink:0.8:{sha}", f"chalk:1.0:{sha}")),
+        a_new_job(guild_id=10, loras=(f"ink:0.5:{sha}",)),
+        a_new_job(guild_id=11, loras=(f"chalk:1.0:{sha}",)),  # another guild's
+    ]
+    admitted = [await store.admit_job(job, limit=None) for job in lora_jobs]
+    for job, seconds in zip(admitted, (2.0, 4.0, 6.0), strict=True):
+        await store.mark_running(job.id)
+        await store.mark_done(job.id, image_paths=["1.png", "2.png"], withheld=[], timings={"generation_s": seconds})
+    waiting_here = await store.admit_job(a_new_job(guild_id=10), limit=None)
+    await store.admit_job(a_new_job(guild_id=11), limit=None)
+    await store.mark_running(waiting_here.id)
+
+    stats = await store.guild_stats(10, day_start=0.0, week_start=0.0, top=5)
+    assert [(item.name, item.count) for item in stats.loras] == [("ink", 2), ("chalk", 1)]
+    assert (stats.images_today, stats.images_all) == (4, 4)
+    counts = await store.queue_counts(10)
+    assert (counts.guild_waiting, counts.guild_running, counts.all_waiting, counts.all_running) == (0, 1, 1, 1)
+    assert [batch.generation_s for batch in await store.recent_batch_times(2)] == [4.0, 6.0]
