@@ -164,6 +164,8 @@ class Ready:
     models: tuple[str, ...]  # loaded now
     max_batch_images: int
     free_vram_bytes: int | None = None
+    # Each model loaded since the last Ready, and the seconds its load took (the bot's metrics count them).
+    load_seconds: dict[str, float] = field(default_factory=dict)
     received: int = 0  # ``Run`` messages received since boot: the bot counts its own in flight against it
     presets: tuple[ModelPreset, ...] = ()  # of the models it serves: what admission needs to know
     # Each model's tokenizer files, sent once per boot, so the bot counts tokens without the model.

@@ -221,6 +221,8 @@ class DiffusionEngine:
         self._token_counters: dict[str, _TokenCounter] = {}
         # Loading is the one thing another thread might also ask for (a preset at start-up).
         self._load_lock = threading.RLock()
+        self._load_times: dict[str, float] = {}  # loads not yet reported, under their own lock (never held long)
+        self._load_times_lock = threading.Lock()
         loaders = {**default_component_loaders(config), **config.component_loaders}
         self._components = ComponentCache(loaders, config.component_cache, device=self._device, dtype=self._dtype)
         _silence_same_dtype_cast_warning()
@@ -229,6 +231,19 @@ class DiffusionEngine:
     @property
     def device(self) -> torch.device:
         return self._device
+
+    def take_load_times(self) -> dict[str, float]:
+        """The models loaded since the last call, and the seconds each load took (a worker's heartbeat tells them)."""
+        with self._load_times_lock:
+            taken, self._load_times = self._load_times, {}
+        return taken
+
+    def free_memory_bytes(self) -> int | None:
+        """The device's free memory as its driver tells it (a worker's heartbeat reports it); None off CUDA."""
+        if self._device.type != "cuda":
+            return None
+        free, _total = torch.cuda.mem_get_info(self._device)
+        return int(free)
 
     def adapters_loaded(self) -> int:
         """How many LoRA adapters the resident model holds (at most ``lora_cache``)."""
@@ -292,6 +307,7 @@ class DiffusionEngine:
             if resident is not None:
                 self._residents.move_to_end(model)
                 return resident
+            began = time.perf_counter()
             # 1. Reject what can never load before giving up a loaded model.
             resolve_model_source(model)
             # 2. Make room: the least recently used go first (two SDXL models do not fit most GPUs at once).
@@ -318,6 +334,8 @@ class DiffusionEngine:
                 adapters=ResidentAdapters(self._config.lora_cache),
             )
             self._residents[model] = resident
+            with self._load_times_lock:
+                self._load_times[model] = time.perf_counter() - began
             log.info("loaded %s (%s) on %s as %s", model, preset.family, self._device, pipeline.dtype)
             return resident
 

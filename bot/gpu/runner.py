@@ -138,6 +138,8 @@ class WorkerRunner:
             free_slots=free_slots,
             models=self._engine.resident_models(),
             max_batch_images=self._max_batch_images,
+            free_vram_bytes=self._engine.free_memory_bytes(),
+            load_seconds=self._engine.take_load_times(),
             received=received,
             presets=presets,
             tokenizers={model: self._engine.tokenizer_files(model) for model in new},
@@ -203,8 +205,14 @@ class WorkerRunner:
             return
         jobs = [(job, _result_images(job, raw, texts, state)) for job, state in kept]
         written = [tuple(texts[state.first_row : state.first_row + state.rows]) for _, state in kept]
+        # What the bot's metrics read of a worker, wherever it runs: its results carry the figures.
         timings = [
-            {"queued_s": run.queued_at.get(job.request.job_id, 0.0), "generation_s": generation_s} for job, _ in jobs
+            {
+                "queued_s": run.queued_at.get(job.request.job_id, 0.0),
+                "generation_s": generation_s,
+                "batch_images": float(rows),
+            }
+            for job, _ in jobs
         ]
         future = self._finishing.submit(
             finish_batch, jobs, run.nsfw_threshold, timings, self._classifier, written if texts else None

@@ -29,7 +29,7 @@ from bot.runtime.backoff import Backoff
 from bot.runtime.tasks import TaskSet, log_failure
 from bot.wire import Cancel, Message, ProgressReport, Ready, Result, Run, RunJob
 from bot.workers.fair_queue import FairQueue
-from bot.workers.protocol import AttemptsUnrecorded, WorkerHealth, WorkOrder
+from bot.workers.protocol import AttemptsUnrecorded, WorkerFigures, WorkerHealth, WorkerStatus, WorkOrder
 from models.errors import ModelUnavailable
 from models.tokens import TokenCounter
 
@@ -136,6 +136,7 @@ class _Worker:
     last_seen: float
     batches: set[str] = field(default_factory=set)
     sent: int = 0  # Run messages sent to it since it booted
+    free_vram_bytes: int | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -187,6 +188,9 @@ class Dispatcher:
         self._tokenizers: dict[str, dict[str, bytes]] = {}
         self._counters: dict[str, TokenCounter] = {}
         self._tasks = TaskSet("a message to a worker")
+        self._connected = 0  # workers announced, and lost, since the start: what figures() reports
+        self._lost = 0
+        self._loads: dict[str, tuple[int, float]] = {}  # model -> (loads, seconds in all), as workers reported
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -300,6 +304,18 @@ class Dispatcher:
         elif self._runner is not None and self._runner.done():
             problem = "Image generation has stopped after repeated errors; the bot's owner has to restart it."
         return WorkerHealth(running=self.running, queued=len(self._queue), workers=len(self._workers), problem=problem)
+
+    def figures(self) -> WorkerFigures:
+        queued: dict[str, int] = {}
+        for entry in self._queue.order():
+            queued[entry.spec.model] = queued.get(entry.spec.model, 0) + 1
+        workers = tuple(
+            WorkerStatus(worker.worker_id, worker.models, worker.free_vram_bytes, bool(worker.batches))
+            for worker in self._workers.values()
+        )
+        return WorkerFigures(
+            workers, connected=self._connected, lost=self._lost, queued=queued, loads=dict(self._loads)
+        )
 
     async def preset(self, model: str) -> ModelPreset:
         """The model's preset: from the transport, or as a worker announced it (waiting for one a while)."""
@@ -490,10 +506,15 @@ class Dispatcher:
             known = self._workers[ready.worker_id] = _Worker(
                 ready.worker_id, ready.boot_id, 0, ready.max_batch_images, ready.models, self._clock()
             )
+            self._connected += 1
         # Runs sent that it had not received when it wrote this are taken from its free slots,
         # so a heartbeat crossing a Run on the way never makes a busy worker look free.
         known.free_slots = max(0, ready.free_slots - max(0, known.sent - ready.received))
         known.models = ready.models
+        known.free_vram_bytes = ready.free_vram_bytes
+        for model, seconds in ready.load_seconds.items():
+            loads, total = self._loads.get(model, (0, 0.0))
+            self._loads[model] = (loads + 1, total + seconds)
         for preset in ready.presets:
             self._presets[preset.model] = preset  # a worker's word over what the transport told without one
             self._announced.setdefault(preset.model, asyncio.Event()).set()
@@ -554,6 +575,7 @@ class Dispatcher:
         worker = self._workers.pop(worker_id, None)
         if worker is None:
             return
+        self._lost += 1
         lost = [self._batches.pop(batch_id) for batch_id in worker.batches if batch_id in self._batches]
         log.warning("worker %s is lost (%s) with %d batch(es)", worker_id, reason, len(lost))
         for batch in lost:

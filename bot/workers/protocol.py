@@ -10,7 +10,8 @@ Redis Streams (``streams``). What they speak is in ``bot.wire``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -50,6 +51,28 @@ class WorkerHealth:
     problem: str | None = None  # one sentence for the user when it cannot take jobs
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """One connected worker as its latest heartbeat (``Ready``) told it."""
+
+    worker_id: str
+    models: tuple[str, ...]  # loaded now
+    free_vram_bytes: int | None  # None: it did not say (a CPU worker)
+    busy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFigures:
+    """What the workers reported through the bot, for metrics and health: no second scrape target per worker."""
+
+    workers: tuple[WorkerStatus, ...] = ()
+    connected: int = 0  # workers that announced themselves since the bot started (a restarted worker again)
+    lost: int = 0  # workers declared lost (no heartbeat, a new boot, a closed pipe)
+    queued: Mapping[str, int] = field(default_factory=dict)  # jobs waiting, by model
+    # Model loads the workers reported, by model: how many, and their seconds in all.
+    loads: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+
+
 class WorkerClient(Protocol):
     """What the service needs from whatever runs its jobs."""
 
@@ -85,6 +108,10 @@ class WorkerClient(Protocol):
     def running(self) -> bool: ...
 
     def health(self) -> WorkerHealth: ...
+
+    def figures(self) -> WorkerFigures:
+        """The workers' latest reports and the queue by model, read when metrics are scraped."""
+        ...
 
     async def preset(self, model: str) -> ModelPreset:
         """The model's defaults and limits; no model needs to be loaded in this process."""
