@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from bot.jobs.outcomes import Delivered, DeliveryVerdict, Job, JobResult, ObservedEvent
+from bot.jobs.outcomes import Delivered, DeliveryFailed, DeliveryVerdict, Job, JobResult, ObservedEvent
 from bot.jobs.stored import stored
 from db.records import Delivery
 
@@ -76,12 +76,16 @@ class Deliveries:
         first = self._settings.delivery_first_retry_s
         delay = min(DELIVERY_MAX_BACKOFF_S, first * 2 ** max(job.delivery_attempts - 1, 0))
         if self._clock() + delay <= started + self._settings.delivery_give_up_s:
-            return DeliveryVerdict(retry_in_s=delay, refunded=0)
+            retry = DeliveryVerdict(retry_in_s=delay, refunded=0)
+            self._observe(DeliveryFailed(job_id, retry))
+            return retry
         refunded = await stored(self._store.abandon_delivery, job_id, "result could not be posted to Discord")
         log.warning(
             "gave up posting the result of job %s after %d tries; refunded %d", job_id, job.delivery_attempts, refunded
         )
-        return DeliveryVerdict(retry_in_s=None, refunded=refunded)
+        given_up = DeliveryVerdict(retry_in_s=None, refunded=refunded)
+        self._observe(DeliveryFailed(job_id, given_up))
+        return given_up
 
     async def undelivered_results(self) -> list[JobResult]:
         """Results a restart left unposted, rebuilt from SQLite and the files on disk, oldest first.

@@ -105,7 +105,7 @@ class JobLifecycle:
             try:
                 observer(event)
             except Exception:
-                log.exception("an observer failed on %s of job %s", type(event).__name__, event.job_id)
+                log.exception("an observer failed on %s (job %s)", type(event).__name__, event.job_id)
 
     # -- queueing ---------------------------------------------------------------------------
 

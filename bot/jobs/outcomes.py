@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from PIL import Image
@@ -84,8 +85,45 @@ class Delivered:
     message_id: int | None
 
 
-#: What an observer of every job sees: each job's events, and its result's delivery.
-ObservedEvent = ServiceEvent | Delivered
+@dataclass(frozen=True, slots=True)
+class DeliveryFailed:
+    """A try to post a finished job's result failed; ``verdict`` says when the next is, or that it was given up."""
+
+    job_id: int
+    verdict: DeliveryVerdict
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A request passed every check, was charged and recorded, and is queued (a resumed job is not admitted again)."""
+
+    job_id: int
+    model: str
+    images: int
+    cost: int
+
+
+class RefusalReason(StrEnum):
+    """Why admission refused a request: one per kind of refusal a member can be told."""
+
+    PROMPT = "prompt"  # the content filter or the channel's NSFW policy
+    QUOTA = "quota"
+    QUEUE_FULL = "queue_full"
+    STORAGE = "storage"  # the database refused to record it for now
+    MODEL = "model"  # the model cannot be had (not loaded, not served)
+    INVALID = "invalid"  # anything else the request asked that admission cannot give
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Admission refused a request (nothing charged, no job recorded: ``job_id`` is None)."""
+
+    reason: RefusalReason
+    job_id: None = None
+
+
+#: What an observer of every job sees: each job's events, its result's delivery, and admission's verdicts.
+ObservedEvent = ServiceEvent | Delivered | DeliveryFailed | Admitted | Refused
 JobObserver = Callable[[ObservedEvent], None]
 
 

@@ -30,7 +30,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from bot.errors import InvalidRequest, JobNotFound, NotAllowed, PromptRejected, QueueFull, QuotaExceeded, StorageBusy
+from bot.errors import (
+    DomainError,
+    InvalidRequest,
+    JobNotFound,
+    NotAllowed,
+    PromptRejected,
+    QueueFull,
+    QuotaExceeded,
+    StorageBusy,
+)
 from bot.images.edits import describe, edit_size
 from bot.images.metadata import sampler_name
 from bot.images.uploads import bounded, fit_to, read_upload
@@ -45,11 +54,14 @@ from bot.jobs.library import Library
 from bot.jobs.lifecycle import NOT_PREPARED, JobLifecycle
 from bot.jobs.options import REPEAT, SEED, STEPS
 from bot.jobs.outcomes import (
+    Admitted,
     Completed,
     DeliveryVerdict,
     Job,
     JobObserver,
     JobResult,
+    RefusalReason,
+    Refused,
     ServiceEvent,
     ServiceListener,
     SubmittedJob,
@@ -590,8 +602,20 @@ class GenerationService:
         """Admit a complete recipe. ``listener`` gets this job's events; without one, the global listeners do.
 
         ``notices`` are sentences the member is told with the accepted job (a default left out); the
-        job's ``waiting`` says when no worker is online to start it.
+        job's ``waiting`` says when no worker is online to start it. Every kind of job passes here, so
+        observers hear each verdict here, once: ``Admitted``, or ``Refused`` with the reason.
         """
+        try:
+            submitted = await self._admit(recipe, origin, listener, notices=notices)
+        except (DomainError, ModelError) as refusal:
+            self.jobs.observe(Refused(refusal_reason(refusal)))
+            raise
+        self.jobs.observe(Admitted(submitted.job_id, recipe.model, recipe.count, submitted.cost))
+        return submitted
+
+    async def _admit(
+        self, recipe: Recipe, origin: Origin, listener: ServiceListener | None, *, notices: Sequence[str]
+    ) -> SubmittedJob:
         # 1. The prompt against the guild's filter and this channel's NSFW policy; the names of its
         #    LoRAs and embeddings too, and an NSFW-marked one as an NSFW prompt.
         decision = await self._admission.nsfw_decision(origin)
@@ -763,3 +787,20 @@ class GenerationService:
         if index in parent.withheld:
             raise NotAllowed("That image was withheld by the content filter, so it cannot be upscaled or varied.")
         return parent
+
+
+def refusal_reason(refusal: DomainError | ModelError) -> RefusalReason:
+    """What kind of refusal a domain error is, as the metrics count it."""
+    match refusal:
+        case PromptRejected():
+            return RefusalReason.PROMPT
+        case QuotaExceeded():
+            return RefusalReason.QUOTA
+        case QueueFull():
+            return RefusalReason.QUEUE_FULL
+        case StorageBusy():
+            return RefusalReason.STORAGE
+        case ModelError():
+            return RefusalReason.MODEL
+        case _:
+            return RefusalReason.INVALID
