@@ -30,6 +30,7 @@ from bot.jobs.messages import fit_content
 from bot.jobs.moderation import ModerationService
 from bot.jobs.recipe import Recipe
 from bot.jobs.service import GenerationService
+from bot.observability.server import MetricsServer, metrics_server
 from bot.runtime.heap import freeze_long_lived_objects
 from bot.runtime.loop_monitor import LoopLagMonitor
 from bot.runtime.tasks import log_failure
@@ -88,8 +89,25 @@ class LatentcordBot(commands.Bot):
         self._dynamic_items: dict[re.Pattern[str], type[discord.ui.DynamicItem[discord.ui.Item[Any]]]] = {}
         self.tree.error(self.on_app_command_error)
         self.add_listener(self._answer_unrouted_press, "on_interaction")
+        # The gateway's state, for /healthz: up from READY (or a resume) until a connection drops.
+        self._gateway_up = False
+        self.add_listener(self._gateway_opened, "on_ready")
+        self.add_listener(self._gateway_opened, "on_resumed")
+        self.add_listener(self._gateway_dropped, "on_disconnect")
+        self.metrics: MetricsServer | None = None  # METRICS_PORT's /metrics and /healthz
 
     async def setup_hook(self) -> None:
+        if self.settings.metrics_port is not None:  # first: /healthz answers (503) while the rest starts
+            self.metrics = metrics_server(
+                settings=self.settings,
+                port=self.settings.metrics_port,
+                service=self.service,
+                store=self.store,
+                worker=self.worker,
+                gateway_connected=self.gateway_connected,
+                loop_lag=self.loop_lag.figures,
+            )
+            await self.metrics.start()
         await self.worker.start()  # a no-op when the composition root started it already
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -103,6 +121,15 @@ class LatentcordBot(commands.Bot):
         # collector's full passes off it, so they stay short while members wait for answers.
         freeze_long_lived_objects()
         self.loop_lag.start()  # from here on the loop serves members; start-up's own pauses are not counted
+
+    def gateway_connected(self) -> bool:
+        return self._gateway_up and not self.is_closed()
+
+    async def _gateway_opened(self) -> None:
+        self._gateway_up = True
+
+    async def _gateway_dropped(self) -> None:
+        self._gateway_up = False
 
     async def _expire_tokens_forever(self) -> None:
         """Interaction tokens are secrets that stop working after 15 minutes: do not keep them longer."""
@@ -145,6 +172,8 @@ class LatentcordBot(commands.Bot):
             )
         await self.service.close()
         await super().close()
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.store.close()
 
     def add_dynamic_items(self, *items: type[discord.ui.DynamicItem[discord.ui.Item[Any]]]) -> None:

@@ -91,6 +91,9 @@ class Settings:
     # The name `python -m bot worker` goes by; None: the host's name and the process id.
     worker_id: str | None = None
     # -- end streams transport --
+    # METRICS_PORT: Prometheus' /metrics and the container's /healthz on this port (bot.observability); None: off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"  # METRICS_HOST: the address they listen on (0.0.0.0 inside a container)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -147,6 +150,8 @@ class Settings:
             workers=reader.choice("WORKERS", "processes", ("processes", "thread")),
             redis_url=reader.redis_url("REDIS_URL"),
             worker_id=reader.name("WORKER_ID"),
+            metrics_port=reader.port("METRICS_PORT"),
+            metrics_host=reader.text("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
         )
 
     def require_token(self) -> str:
@@ -319,6 +324,17 @@ class _Reader:
             return value
 
         return self._parse(name, None, parse, "a whole number of 1 or more")
+
+    def port(self, name: str) -> int | None:
+        """A TCP port from 1 to 65535, or None when unset."""
+
+        def parse(raw: str) -> int | None:
+            value = int(raw)
+            if not 1 <= value <= 65_535:
+                raise ValueError(raw)
+            return value
+
+        return self._parse(name, None, parse, "a port from 1 to 65535")
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
         def parse(raw: str) -> float:

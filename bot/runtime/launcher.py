@@ -28,6 +28,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
+from bot.observability.server import MetricsPortUnavailable
 from bot.runtime.core import Core, open_core
 from bot.runtime.worker import refused_by_licence
 from bot.settings import Settings, SettingsError
@@ -79,7 +80,13 @@ async def serve(settings: Settings, token: str) -> None:
 
 
 # Failures the owner can act on: one sentence and exit 2, no traceback.
-_REPORTED: tuple[type[Exception], ...] = (StoreError, DiscordLoginFailed, BrokerUnreachable, *USER_FACING_ERRORS)
+_REPORTED: tuple[type[Exception], ...] = (
+    StoreError,
+    DiscordLoginFailed,
+    BrokerUnreachable,
+    MetricsPortUnavailable,
+    *USER_FACING_ERRORS,
+)
 
 
 def run_bot(settings: Settings) -> int:
