@@ -57,4 +57,16 @@ RUN useradd --create-home --uid 10001 latentcord \
 USER latentcord
 
 VOLUME ["/app/data", "/cache"]
+
+# Prometheus metrics on /metrics and the health check on /healthz (bot/observability), on every address of the
+# container: another container (Prometheus) scrapes it; publish the port only on a private network. A .env or
+# compose may move them; METRICS_PORT set empty turns both off (and the health check below then passes).
+ENV METRICS_PORT=9464 \
+    METRICS_HOST=0.0.0.0
+EXPOSE 9464
+# Healthy while the gateway is connected, SQLite answers and a worker is ready or starting (/healthz: 200, else
+# 503). No curl in a slim image: Python's own urllib, whose HTTPError on a 503 exits 1. The start period covers a
+# first start that downloads and loads a model before connecting.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=15m --retries=3 \
+    CMD python -c "import os, sys, urllib.request as r; p = os.environ.get('METRICS_PORT'); sys.exit(bool(p) and r.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=8).status != 200)"
 CMD ["python", "-m", "bot"]
