@@ -226,3 +226,24 @@ def test_metrics_port_and_host_are_read_and_checked() -> None:
     assert Settings.from_env({}, env_file=None).metrics_port is None
     with pytest.raises(SettingsError, match="METRICS_PORT='70000' is invalid: it accepts a port from 1 to 65535"):
         Settings.from_env({"METRICS_PORT": "70000"}, env_file=None)
+
+
+async def test_the_grafana_dashboard_reads_only_metrics_the_bot_serves(
+    fake_discord: FakeDiscord, world: GuildSetup, metered: Settings, tiny_engine: DiffusionEngine
+) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    read = {
+        re.sub(r"_(total|bucket|sum|count)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"latentcord_[a-z_]+", target["expr"])
+    }
+    async with running_bot(fake_discord, metered, tiny_engine):
+        _status, text = await get(metered, "/metrics")
+    served = {family.name for family in text_string_to_metric_families(text)}
+    assert read and read <= served, read - served
+    assert all(name.startswith("latentcord_") for name in served)
