@@ -247,3 +247,24 @@ async def test_the_grafana_dashboard_reads_only_metrics_the_bot_serves(
     served = {family.name for family in text_string_to_metric_families(text)}
     assert read and read <= served, read - served
     assert all(name.startswith("latentcord_") for name in served)
+
+
+async def test_a_worker_s_model_load_reaches_the_metrics_through_its_heartbeat(
+    fake_discord: FakeDiscord, world: GuildSetup, metered: Settings, model_cache_dir
+) -> None:
+    """A worker that loads its model says so in its next Ready; the bot serves it, no scrape of the worker."""
+    from models.engine import EngineConfig
+
+    fresh = DiffusionEngine(EngineConfig(device="cpu", cache_dir=model_cache_dir))  # nothing loaded yet
+    assert fresh.free_memory_bytes() is None  # a CPU worker reports no GPU memory
+    async with running_bot(fake_discord, metered, fresh):
+        done = await imagine(fake_discord, world, count=1, steps=2)  # admission has the worker load the model
+        await finished_grid(done)
+        for _ in range(600):  # the next heartbeat carries the load: bounded, about a minute
+            served = await scrape(metered)
+            if ("latentcord_model_load_seconds_count", (("model", TINY_MODEL_ID),)) in served:
+                break
+            await asyncio.sleep(0.1)
+    assert served[("latentcord_model_load_seconds_count", (("model", TINY_MODEL_ID),))] == 1
+    assert served[("latentcord_model_load_seconds_sum", (("model", TINY_MODEL_ID),))] > 0
+    assert not [name for name, _ in served if name == "latentcord_worker_gpu_free_bytes"]
