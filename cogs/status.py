@@ -95,7 +95,7 @@ def describe_queue(report: QueueReport, *, in_guild: bool) -> str:
         lines.append("No GPU worker is online yet; jobs wait until one is.")
     elif report.new_job_wait_s is None:
         lines.append("No batch has been timed yet, so there is no estimate of the wait.")
-    elif report.new_job_wait_s < 1:
+    elif report.new_job_wait_s == 0:  # nothing waits or runs; else at least "about 1 s"
         lines.append("A job asked for now would start at once.")
     else:
         lines.append(f"A job asked for now would start in {about(report.new_job_wait_s)}.")

@@ -150,8 +150,9 @@ async def test_queue_and_stats_tell_a_known_set_of_jobs(fake_discord: FakeDiscor
     await long_ix.wait_for_response(timeout=10)
     short_ix = await imagine(fake_discord, world, seed=4, steps=2)
     await short_ix.wait_for_response(timeout=10)
+    # The long one starts; the short one waits behind it.
+    await until(lambda: [job.position for job in core.service.waiting_jobs(world.member.user.id)] == [0, 1])
     waiting = core.service.waiting_jobs(world.member.user.id)
-    assert [job.position for job in waiting] == [0, 1], waiting  # the long one started; the short one waits
     ix = await fake_discord.run_slash("queue", {}, user=world.member, channel=world.text_channel)
     lines = (await ix.wait_for_response(timeout=10)).content.splitlines()
     assert lines[0] == "On this server: 1 waiting, 1 running."
