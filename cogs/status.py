@@ -159,7 +159,7 @@ def listed(names: Sequence[str], room: int) -> str:
         candidate = ", ".join([*shown, f"`{name}`"])
         if len(candidate) + len(tail) > room:
             left = len(names) - len(shown)
-            return ", ".join(shown) + f", and {left} more" if shown else f"{len(names)} of them"
+            return ", ".join(shown) + f", and {left} more" if shown else f"{len(names)}, too long to list here"
         shown.append(f"`{name}`")
     return ", ".join(shown)
 
