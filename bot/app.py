@@ -250,6 +250,10 @@ class ShardedLatentcordBot(LatentcordBot, commands.AutoShardedBot):
     discord.py connects to ``DEFAULT_GATEWAY`` (DISCORD_GATEWAY_URL) rather than asking again.
     """
 
+    def gateway_connected(self) -> bool:
+        """Every shard's connection open: one shard's READY or resume must not hide another that is still down."""
+        return not self.is_closed() and self.is_ready() and not any(shard.is_closed() for shard in self.shards.values())
+
 
 def _carries(message: discord.Message | None, component_type: int, custom_id: str) -> bool:
     """Whether ``message`` has the component, by the test discord.py routes a ``DynamicItem`` press with."""

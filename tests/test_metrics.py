@@ -268,3 +268,34 @@ async def test_a_worker_s_model_load_reaches_the_metrics_through_its_heartbeat(
     assert served[("latentcord_model_load_seconds_count", (("model", TINY_MODEL_ID),))] == 1
     assert served[("latentcord_model_load_seconds_sum", (("model", TINY_MODEL_ID),))] > 0
     assert not [name for name, _ in served if name == "latentcord_worker_gpu_free_bytes"]
+
+
+async def test_healthz_of_a_sharded_bot_is_503_while_one_shard_is_down(
+    fake_discord: FakeDiscord, metered: Settings, tiny_engine: DiffusionEngine
+) -> None:
+    from bot.runtime.core import open_core
+    from bot.runtime.launcher import build_bot
+    from tests.fakediscord.fixtures import running_client
+    from tests.helpers import NoNsfw
+
+    sharded = replace(metered, shard_count=2)
+    async with open_core(sharded, engine=tiny_engine, classifier=NoNsfw()) as core:
+        bot = await build_bot(sharded, "fake-bot-token", core)
+        async with running_client(bot, fake_discord, token="fake-bot-token", ready_timeout=120):
+            await until_health(sharded, 200)
+            gateway = fake_discord.gateway
+            handle_op = gateway._handle_op
+
+            async def refuse(connection, session, op, data):  # type: ignore[no-untyped-def]
+                await connection.close(4000, b"the test keeps the shard down")
+                return None
+
+            gateway._handle_op = refuse  # type: ignore[method-assign]
+            try:
+                dropped = gateway.sharded()[1].connection
+                assert dropped is not None
+                await dropped.close(code=4000)
+                assert "The Discord gateway is not connected." in await until_health(sharded, 503)
+            finally:
+                gateway._handle_op = handle_op  # type: ignore[method-assign]
+            await until_health(sharded, 200, timeout=300)
