@@ -102,7 +102,11 @@ async def test_each_job_metric_moves_as_the_jobs_it_counts_happen(
         assert (await refused.wait_for_response(timeout=30)).ephemeral
         after_two = await scrape(metered)
         # 3. One job runs while another waits behind it, and the waiting one is cancelled.
-        running = await imagine(fake_discord, world, steps=60, user=world.moderator)
+        running = await imagine(fake_discord, world, steps=100, user=world.moderator)
+        for _ in range(1200):  # until the first job runs, so the next one waits behind it: about two minutes
+            if any(worker.busy for worker in core.worker.figures().workers):
+                break
+            await asyncio.sleep(0.1)
         waiting = await imagine(fake_discord, world)
         status = await waiting.wait_for_original(lambda message: bool(message.buttons), timeout=30)
         queued = await scrape(metered)
