@@ -75,6 +75,26 @@ class GuildQueries(StoreAccess):
 
         return await self._write(body, guild_id=guild_id)
 
+    async def set_starboard(self, guild_id: int, channel_id: int, threshold: int, *, actor_id: int) -> AuditEntry:
+        """Where results reaching ``threshold`` ⭐ are reposted; the entry reads "<#channel> at N ⭐" either side."""
+        if not 1 <= threshold <= 1000:
+            raise StoreInputError("A starboard's threshold must be from 1 to 1000 stars.")
+
+        def body(conn: sqlite3.Connection, now: float) -> AuditEntry:
+            before = _current_settings(conn, guild_id)
+            _upsert_setting(conn, guild_id, "starboard_channel_id", channel_id, now)
+            _upsert_setting(conn, guild_id, "starboard_threshold", threshold, now)
+            was = (
+                None
+                if before.starboard_channel_id is None
+                else f"<#{before.starboard_channel_id}> at {before.starboard_threshold or 'the default'} ⭐"
+            )
+            return _audit(
+                conn, guild_id, actor_id, AuditAction.STARBOARD, None, was, f"<#{channel_id}> at {threshold} ⭐", now
+            )
+
+        return await self._write(body, guild_id=guild_id)
+
     async def set_guild_daily_credits(self, guild_id: int, credits: int | None, *, actor_id: int) -> AuditEntry:
         """Set the guild's default daily credits; ``None`` goes back to the bot-wide default."""
         if credits is not None:
@@ -167,7 +187,17 @@ def _current_settings(conn: sqlite3.Connection, guild_id: int) -> GuildSettings:
     return _settings_from_row(guild_id, rows[0] if rows else None)
 
 
-_SETTING_COLUMNS = frozenset({"nsfw_mode", "daily_credits", "log_channel_id", "permutations", "draft_channels"})
+_SETTING_COLUMNS = frozenset(
+    {
+        "nsfw_mode",
+        "daily_credits",
+        "log_channel_id",
+        "permutations",
+        "draft_channels",
+        "starboard_channel_id",
+        "starboard_threshold",
+    }
+)
 
 
 def _upsert_setting(conn: sqlite3.Connection, guild_id: int, column: str, value: Any, now: float) -> None:
@@ -221,6 +251,8 @@ def _settings_from_row(guild_id: int, row: sqlite3.Row | None) -> GuildSettings:
         log_channel_id=row["log_channel_id"],
         permutations=row["permutations"],
         draft_channels=frozenset(int(channel) for channel in json.loads(row["draft_channels"])),
+        starboard_channel_id=row["starboard_channel_id"],
+        starboard_threshold=row["starboard_threshold"],
     )
 
 

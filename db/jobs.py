@@ -15,8 +15,19 @@ from typing import Any, Final, Generic
 
 from db.access import DAY_S, StoreAccess, _fetchall, _ledger_guild
 from db.errors import QuotaExhausted, UnknownJob
+from db.guilds import _audit
 from db.quotas import _check_window, _quota_limit, _refund, _window_usage
-from db.records import INTERACTION_TOKEN_LIFETIME_S, JobRecord, JobStatus, NewJob, QuotaRule, R
+from db.records import (
+    DELETED_PROMPT,
+    INTERACTION_TOKEN_LIFETIME_S,
+    AuditAction,
+    JobRecord,
+    JobStatus,
+    MemberDataDeleted,
+    NewJob,
+    QuotaRule,
+    R,
+)
 from db.rows import SqlValue, from_columns, to_columns
 
 
@@ -258,6 +269,38 @@ class JobQueries(StoreAccess, Generic[R]):
     async def queued_jobs_of(self, user_id: int) -> list[JobRecord[R]]:
         rows = await self._read(_JOB_SELECT + " WHERE j.user_id = ? AND j.status = 'queued' ORDER BY j.id", (user_id,))
         return [self._job_from_row(row) for row in rows]
+
+    async def jobs_of_member(self, user_id: int) -> list[JobRecord[R]]:
+        """Every job ``user_id`` asked for, oldest first, their deleted data's included."""
+        rows = await self._read(_JOB_SELECT + " WHERE j.user_id = ? ORDER BY j.id", (user_id,))
+        return [self._job_from_row(row) for row in rows]
+
+    async def forget_member(self, user_id: int) -> MemberDataDeleted:
+        """A member's data deleted, in one transaction: their jobs' prompts and what else they wrote cleared,
+        the rows kept (the ledger and the audit log name them) and marked so no gallery shows them; their
+        preferences and stars deleted; each guild they had jobs in audited that it happened, not what."""
+
+        def body(conn: sqlite3.Connection, now: float) -> MemberDataDeleted:
+            guilds = _fetchall(
+                conn,
+                "SELECT DISTINCT guild_id FROM jobs WHERE user_id = ? AND guild_id IS NOT NULL ORDER BY guild_id",
+                (user_id,),
+            )
+            cursor = conn.execute(
+                "UPDATE jobs SET prompt = ?, negative_prompt = '', texts = '[]', error = NULL, "
+                "interaction_token = NULL, token_created_at = NULL, source = NULL, reference_images = '[]', "
+                "result_deleted_at = COALESCE(result_deleted_at, ?), "
+                "deleted_by_member_at = COALESCE(deleted_by_member_at, ?) WHERE user_id = ?",
+                (DELETED_PROMPT, now, now, user_id),
+            )
+            conn.execute("DELETE FROM member_preferences WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM starboard_stars WHERE user_id = ?", (user_id,))
+            guild_ids = tuple(int(row["guild_id"]) for row in guilds)
+            for guild_id in guild_ids:
+                _audit(conn, guild_id, user_id, AuditAction.MEMBER_DATA_DELETED, f"user:{user_id}", None, None, now)
+            return MemberDataDeleted(cursor.rowcount, guild_ids)
+
+        return await self._write(body)
 
     async def set_delivery(
         self,

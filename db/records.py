@@ -26,6 +26,9 @@ INTERACTION_TOKEN_LIFETIME_S = 15 * 60
 #: The highest quota a moderator may set; anything above is a typo, not a policy.
 MAX_CREDITS = 1_000_000
 
+#: What a job's prompt reads once its member deleted their data (/privacy delete).
+DELETED_PROMPT = "(deleted)"
+
 #: Longest filter term the store accepts (the caller normalises it first).
 MAX_FILTER_TERM_LENGTH = 64
 
@@ -68,6 +71,9 @@ class AuditAction(StrEnum):
     MOODBOARD_REMOVED = "moodboard_removed"
     PERMUTATIONS = "permutations"
     DRAFT_MODE = "draft_mode"
+    STARBOARD = "starboard"
+    #: A member deleted their data (/privacy delete): the entry says so, never what was deleted.
+    MEMBER_DATA_DELETED = "member_data_deleted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,8 @@ class GuildSettings:
     log_channel_id: int | None = None
     permutations: int | None = None  # jobs one /imagine may make; None: the bot's default
     draft_channels: frozenset[int] = frozenset()  # channels in draft mode (/draft): fast previews
+    starboard_channel_id: int | None = None  # where results reaching the ⭐ threshold are reposted (/starboard)
+    starboard_threshold: int | None = None  # the ⭐ a result needs there; None: the bot's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,3 +259,28 @@ class JobRecord(NewJob[R]):
     result_deleted_at: float | None = None
     #: What it wrote instead of drawing: /describe's four prompts.
     texts: tuple[str, ...] = ()
+    #: When its member deleted their data (/privacy delete): prompts cleared, files gone, never shown again.
+    deleted_by_member_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StarboardClaim:
+    """A result whose ⭐ (its requester's not counted) just reached its guild's threshold: repost it, once.
+
+    The store claimed the repost in the same transaction as the star, so no other star, now or after a
+    restart, claims it again; ``Store.starboard_posted`` records the message, ``release_starboard`` gives
+    the claim back when the repost could not be sent.
+    """
+
+    job_id: int
+    guild_id: int
+    channel_id: int  # the starboard channel
+    stars: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDataDeleted:
+    """What ``Store.forget_member`` did: how many jobs it anonymised, and the guilds whose audit log says so."""
+
+    jobs: int
+    guild_ids: tuple[int, ...]

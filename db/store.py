@@ -10,7 +10,7 @@ filter terms and the audit log) and ``db.quotas`` (overrides, limits, usage and
 the ledger), ``db.members`` (members' own preferences), ``db.finetunes`` (approved
 LoRAs, embeddings and models), ``db.styles``, ``db.moodboards`` (sets of reference
 pictures), ``db.names`` (the one namespace those share), ``db.stats`` (what /queue and
-/stats read, and ⭐ counts) and ``db.jobs`` (admission
+/stats read, and ⭐ counts), ``db.starboard`` (stars without the requester, reposts once) and ``db.jobs`` (admission
 as one check-then-charge transaction, status, refunds and delivery). This module
 opens, migrates and closes the file.
 """
@@ -36,6 +36,7 @@ from db.names import NameQueries
 from db.quotas import QuotaQueries
 from db.records import R
 from db.schema import apply_migrations, latest_version, load_migrations, read_user_version
+from db.starboard import StarboardQueries
 from db.stats import StatsQueries
 from db.styles import StyleQueries
 
@@ -56,6 +57,7 @@ class Store(
     MoodboardQueries,
     NameQueries,
     StatsQueries,
+    StarboardQueries,
     JobQueries[R],
 ):
     """Typed access to the database; create it with ``await Store.open(path, recipe=...)``.
