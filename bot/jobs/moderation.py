@@ -23,6 +23,7 @@ from bot.errors import InvalidRequest
 from bot.images.uploads import bounded, check_attachment, read_upload
 from bot.jobs.finetunes import FineTuneLibrary, check_name
 from bot.jobs.permutations import MAX_LIMIT as MAX_PERMUTATIONS
+from bot.jobs.starboard import MAX_THRESHOLD as MAX_STARBOARD_THRESHOLD
 from bot.policy import content_filter
 from bot.policy.nsfw import NsfwMode
 from db.records import AuditEntry, FineTune, Moodboard, Style, Usage
@@ -101,6 +102,12 @@ class ModerationService:
     async def set_draft(self, guild_id: int, channel_id: int, on: bool, *, actor_id: int) -> AuditEntry:
         """Draft mode on or off in a channel: /imagine there draws fast previews (DPM++ 2M, fewer steps)."""
         return await self._store.set_draft_channel(guild_id, channel_id, on, actor_id=actor_id)
+
+    async def set_starboard(self, guild_id: int, channel_id: int, threshold: int, *, actor_id: int) -> AuditEntry:
+        """Repost results reaching ``threshold`` ⭐ (their requester's not counted) to ``channel_id``."""
+        if not 1 <= threshold <= MAX_STARBOARD_THRESHOLD:
+            raise InvalidRequest(f"The threshold must be from 1 to {MAX_STARBOARD_THRESHOLD} stars.")
+        return await self._store.set_starboard(guild_id, channel_id, threshold, actor_id=actor_id)
 
     async def log_channel(self, guild_id: int) -> int | None:
         return (await self._store.guild_settings(guild_id)).log_channel_id

@@ -10,7 +10,9 @@ concern. The rest is delegated, by concern:
   followed through its events, recorded, refunded, its files written; listeners and observers;
 * ``bot.jobs.delivery.Deliveries``: whether a result reached Discord, and when to try again;
 * ``bot.jobs.library.Library``: a guild's models, styles and fine-tunes and a member's defaults,
-  as admission reads them (moderators change a guild's through ``bot.jobs.moderation``).
+  as admission reads them (moderators change a guild's through ``bot.jobs.moderation``);
+* ``bot.jobs.starboard.Starboard`` (``service.starboard``): ⭐ without the requester, reposts once;
+* ``bot.jobs.privacy.MemberData`` (``service.privacy``): a member's data exported or deleted.
 
 Front ends pass a listener with each request, or listen to every job that has none
 (jobs resumed after a restart) with ``add_listener``. Listeners get ``Queued``,
@@ -67,6 +69,7 @@ from bot.jobs.outcomes import (
     SubmittedJob,
     WaitingJob,
 )
+from bot.jobs.privacy import MemberData
 from bot.jobs.prompts import check_prompt_weights
 from bot.jobs.recipe import (
     MAX_SEED,
@@ -90,6 +93,7 @@ from bot.jobs.requests import (
     resolve_imagine,
     styled,
 )
+from bot.jobs.starboard import Starboard
 from bot.jobs.upscales import UPSCALE_PROMPT, UPSCALER_ONLY_COST, UpscaleMode, upscale_plan
 from bot.workers.protocol import WorkerClient
 from db.errors import QuotaExhausted, StorageUnavailable
@@ -145,6 +149,8 @@ class GenerationService:
         self.editing = Editing(
             settings=settings, worker=worker, library=self.library, jobs=self.jobs, pictures=self._pictures
         )
+        self.starboard = Starboard(store=store, jobs=self.jobs)
+        self.privacy = MemberData(store=store, jobs=self.jobs, worker=worker, images_dir=settings.images_dir)
 
     # -- listeners -------------------------------------------------------------------
 
