@@ -41,7 +41,7 @@ from db.store import Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.moderation", "cogs.usage", "cogs.preferences", "cogs.status")
+EXTENSIONS = ("cogs.imagine", "cogs.moderation", "cogs.usage", "cogs.preferences", "cogs.status", "cogs.privacy")
 TOKEN_SWEEP_INTERVAL_S = 300
 
 
