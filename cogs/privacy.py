@@ -124,6 +124,10 @@ class Privacy(commands.Cog):
         if interaction.user.id != user_id:
             await send_ephemeral(interaction, "Only the member who asked can answer this.")
             return
+        if interaction.message is not None and not interaction.message.components:
+            # A second press from a client that still showed the buttons: the first answer stands.
+            await send_ephemeral(interaction, "This question was already answered.")
+            return
         if choice != "yes":
             await interaction.response.edit_message(content=KEPT, view=None)
             return

@@ -48,7 +48,7 @@ class StarboardQueries(StoreAccess):
             settings = _current_settings(conn, guild_id)
             if settings.starboard_channel_id is None:
                 return None
-            if job["status"] != "done" or job["result_deleted_at"] is not None or job["deleted_by_member_at"]:
+            if job["status"] != "done" or job["result_deleted_at"] is not None:
                 return None
             stars = int(conn.execute("SELECT COUNT(*) FROM starboard_stars WHERE job_id = ?", (job_id,)).fetchone()[0])
             if stars < (settings.starboard_threshold or default_threshold):
