@@ -14,9 +14,12 @@ is never deleted when stars are taken away. What is reposted follows the starboa
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from bot.images.encoding import DISCORD_UPLOAD_LIMIT
+from bot.images.metadata import fit_upload
 from db.records import StarboardClaim
 
 if TYPE_CHECKING:
@@ -70,7 +73,8 @@ class Starboard:
             result = await self._jobs.stored_result(job)
         except (OSError, ValueError):
             return Repost(claim, job, None, GONE_LINK_ONLY)
-        return Repost(claim, job, result.grid)
+        grid = await asyncio.to_thread(fit_upload, result.grid, job.recipe, DISCORD_UPLOAD_LIMIT)
+        return Repost(claim, job, grid)
 
     async def posted(self, job_id: int, message_id: int) -> None:
         await self._store.starboard_posted(job_id, message_id)

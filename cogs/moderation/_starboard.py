@@ -97,10 +97,12 @@ class StarboardCommands(ModeratorCommands):
                 log.warning("the starboard channel %s of guild %s takes no reposts", claim.channel_id, claim.guild_id)
                 await starboard.not_posted(claim.job_id)
                 return
-            files = [] if repost.grid is None else [discord.File(io.BytesIO(repost.grid.data), repost.grid.filename)]
-            message = await channel.send(
-                repost_text(repost), files=files, allowed_mentions=discord.AllowedMentions.none()
-            )
+            text, nobody = repost_text(repost), discord.AllowedMentions.none()
+            if repost.grid is None:
+                message = await channel.send(text, allowed_mentions=nobody)
+            else:
+                grid = discord.File(io.BytesIO(repost.grid.data), repost.grid.filename)
+                message = await channel.send(text, file=grid, allowed_mentions=nobody)
         except discord.HTTPException:
             log.warning("could not repost job %s to the starboard", claim.job_id, exc_info=True)
             await starboard.not_posted(claim.job_id)
