@@ -48,7 +48,7 @@ async def upscaled(fake: FakeDiscord, world: GuildSetup, prompt: str = "a lighth
     return await press_and_wait(fake, grid, "U1", world)
 
 
-async def test_an_upscale_offers_vary_edit_zoom_and_pan_in_order(
+async def test_an_upscale_offers_vary_edit_zoom_pan_and_the_upscales_in_order(
     fake_discord: FakeDiscord, world: GuildSetup, bot
 ) -> None:
     source = await upscaled(fake_discord, world)
@@ -63,6 +63,8 @@ async def test_an_upscale_offers_vary_edit_zoom_and_pan_in_order(
         "➡️",
         "⬆️",
         "⬇️",
+        "Upscale (Subtle)",
+        "Upscale (Creative)",
         "Delete",
     ]
 

@@ -14,7 +14,11 @@ about the time of one.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -78,7 +82,23 @@ def _encoder_pool() -> ThreadPoolExecutor:
 def start_side_process(make_classifier: Callable[[], ImageClassifier | None] | None) -> None:
     """Pool initializer: the side process makes its own classifier once (onnxruntime is not picklable)."""
     global _side_classifier
+    atexit.register(exit_without_native_teardown)
     _side_classifier = make_classifier() if make_classifier is not None else None
+
+
+def exit_without_native_teardown(code: int = 0) -> None:
+    """End a worker's process once Python's own exit work is done, skipping the C++ libraries' static destructors.
+
+    A native library (torch's CUDA build, onnxruntime) may still hold a thread of its own when its destructors run at
+    exit, and then aborts with "terminate called without an active exception" on stderr: noise for the owner, at
+    the moment the bot says why it stopped. Registered with ``atexit`` (it runs first, as the last registered), after
+    which nothing is left to do that ``os._exit`` would skip but those destructors.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def finish_batch(

@@ -20,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 from bot.gpu.config import WorkerConfig, classifier_factory, engine_config
-from bot.gpu.finishing import start_side_process
+from bot.gpu.finishing import exit_without_native_teardown, start_side_process
 from bot.gpu.runner import WorkerRunner
 from bot.logs import configure_logging
 from bot.wire import Cancel, Message, ProtocolMismatch, Run, Side, decode, encode
@@ -32,7 +32,20 @@ log = logging.getLogger(__name__)
 
 
 def serve_pipe(inbox: Connection, outbox: Connection, config: WorkerConfig) -> None:
-    """A worker child's whole life: load, announce, run until ``inbox`` closes; messages go out on ``outbox``."""
+    """A worker child's whole life: load, announce, run until ``inbox`` closes; messages go out on ``outbox``.
+
+    Its process ends without the native libraries' teardown (``exit_without_native_teardown``), with the exit code
+    Python would have given it.
+    """
+    try:
+        _serve(inbox, outbox, config)
+    except BaseException:
+        log.exception("the worker stopped on an error")
+        exit_without_native_teardown(1)
+    exit_without_native_teardown(0)
+
+
+def _serve(inbox: Connection, outbox: Connection, config: WorkerConfig) -> None:
     if config.cuda_device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(config.cuda_device)
     configure_logging(config.log_level)
