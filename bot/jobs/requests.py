@@ -195,6 +195,31 @@ def draft_steps(preset: ModelPreset) -> int:
     return max(MIN_DRAFT_STEPS, round(preset.steps * DRAFT_STEP_SHARE))
 
 
+def at_defaults(
+    kind: JobKind,
+    prompt: str,
+    preset: ModelPreset,
+    size: tuple[int, int],
+    seeds: tuple[int, ...],
+    *,
+    steps: int | None = None,
+) -> Recipe:
+    """A recipe of ``kind`` at ``preset``'s defaults (its model, steps, guidance and scheduler), no negative prompt:
+    what an /edit, the Edit button and an upscale of a picture start from."""
+    return Recipe(
+        kind=kind,
+        prompt=prompt,
+        negative_prompt="",
+        model=preset.model,
+        width=size[0],
+        height=size[1],
+        steps=steps if steps is not None else preset.steps,
+        guidance=preset.guidance,
+        seeds=seeds,
+        scheduler=preset.scheduler,
+    )
+
+
 def resolve_imagine(
     options: CheckedOptions, preset: ModelPreset, picture: Picture | None = None, *, draft: bool = False
 ) -> Recipe:

@@ -88,6 +88,7 @@ from bot.jobs.requests import (
     MAX_SIDE,
     ImagineOptions,
     Picture,
+    at_defaults,
     check_prompt_text,
     picture_size,
     resolve_imagine,
@@ -420,17 +421,8 @@ class GenerationService:
             if parsed.seed is not None
             else random_seeds(VARIATION_COUNT)
         )
-        recipe = Recipe(
-            kind=JobKind.EDIT,
-            prompt=text,
-            negative_prompt="",
-            model=preset.model,
-            width=edited.width,
-            height=edited.height,
-            steps=parsed.steps if parsed.steps is not None else preset.steps,
-            guidance=preset.guidance,
-            seeds=seeds,
-            scheduler=preset.scheduler,
+        recipe = replace(
+            at_defaults(JobKind.EDIT, text, preset, (edited.width, edited.height), seeds, steps=parsed.steps),
             source=edited.path,
             reference_images=guides.entries,
             mood=guides.mood,
@@ -445,19 +437,9 @@ class GenerationService:
         parent = await self._finished_image(job_id, index)
         preset = await self.editing.edit_model(origin.guild_id)
         width, height = picture_size(preset, parent.recipe.width, parent.recipe.height)
-        recipe = Recipe(
-            kind=JobKind.EDIT,
-            prompt=text,
-            negative_prompt="",
-            model=preset.model,
-            width=width,
-            height=height,
-            steps=preset.steps,
-            guidance=preset.guidance,
-            seeds=random_seeds(VARIATION_COUNT),
-            scheduler=preset.scheduler,
-            parent_job_id=parent.id,
-            parent_image=index,
+        seeds = random_seeds(VARIATION_COUNT)
+        recipe = replace(
+            at_defaults(JobKind.EDIT, text, preset, (width, height), seeds), parent_job_id=parent.id, parent_image=index
         )
         return await self.submit(recipe, origin, listener)
 
@@ -557,18 +539,8 @@ class GenerationService:
             )
         fitted = await asyncio.to_thread(fit_to, image, width, height)
         kept = str(await self._pictures.keep(fitted))
-        drawn = Recipe(
-            kind=JobKind.IMAGINE,
-            prompt=check_prompt_text(prompt, max_chars=self.settings.prompt_max_chars),
-            negative_prompt="",
-            model=preset.model,
-            width=width,
-            height=height,
-            steps=preset.steps,
-            guidance=preset.guidance,
-            seeds=random_seeds(1),
-            scheduler=preset.scheduler,
-        )
+        text = check_prompt_text(prompt, max_chars=self.settings.prompt_max_chars)
+        drawn = at_defaults(JobKind.IMAGINE, text, preset, (width, height), random_seeds(1))
         upscaled = replace(
             drawn.as_upscale(0, 0, strength=plan.strength, upscaler=plan.upscaler),
             parent_job_id=None,
