@@ -88,6 +88,9 @@ class Editing:
         self._library = library
         self._jobs = jobs
         self._pictures = pictures
+        # Whether each model edits, once told: a model's family does not change while the bot runs, and /edit's
+        # model autocomplete asks for every model on every keystroke.
+        self._edit_capable: dict[str, bool] = {}
 
     # -- the model --------------------------------------------------------------------------
 
@@ -121,7 +124,11 @@ class Editing:
         return await self._edits(model)
 
     async def _edits(self, model: str) -> bool:
-        """Told from the model's files where this host can, so no model is loaded only to learn its family."""
+        """Told from the model's files where this host can, so no model is loaded only to learn its family; kept
+        once told (a model that cannot be had now is asked again next time)."""
+        known = self._edit_capable.get(model)
+        if known is not None:
+            return known
         try:
             preset = await asyncio.to_thread(declared_preset, model)
             if preset is None:
@@ -129,7 +136,8 @@ class Editing:
         except ModelError as unavailable:
             log.info("%s is not considered for edits: %s", model, unavailable)
             return False
-        return family(preset.family).edits
+        self._edit_capable[model] = family(preset.family).edits
+        return self._edit_capable[model]
 
     async def _enabled(self, guild_id: int | None, preset: ModelPreset) -> ModelPreset:
         if preset.model not in await self._library.enabled_models(guild_id):
