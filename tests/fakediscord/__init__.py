@@ -8,7 +8,7 @@ the records (:class:`InteractionRecord`, :class:`StoredMessage`, :attr:`FakeDisc
 Inside: :mod:`.server` (the facade and its HTTP server) composes :mod:`.world` (guilds, channels,
 members, roles, users, permissions, registered commands), :mod:`.messages` (stored messages and
 attachments) and :mod:`.driver` (acting as a user); :mod:`.rest` and :mod:`.gateway` speak
-Discord's protocols, :mod:`.interactions` builds interaction payloads, :mod:`.models` holds the
+Discord's protocols, :mod:`.oauth` its OAuth2 side (a web app's "Sign in with Discord"), :mod:`.interactions` builds interaction payloads, :mod:`.models` holds the
 records, :mod:`.validation` Discord's limits, and :mod:`.fixtures` the pytest fixtures.
 """
 
@@ -37,6 +37,7 @@ from tests.fakediscord.models import (
     StoredAttachment,
     StoredMessage,
 )
+from tests.fakediscord.oauth import OAuth2Authorization, OAuth2Provider, OAuth2Token
 from tests.fakediscord.server import FakeDiscord, GuildSetup
 from tests.fakediscord.validation import DiscordAPIError
 
@@ -59,6 +60,9 @@ __all__ = [
     "InteractionType",
     "MessageFlag",
     "MessageRevision",
+    "OAuth2Authorization",
+    "OAuth2Provider",
+    "OAuth2Token",
     "Permission",
     "PermissionOverwrite",
     "RegisteredCommand",

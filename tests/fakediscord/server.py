@@ -15,6 +15,10 @@ its own: :class:`~tests.fakediscord.world.World` (users, guilds, channels, roles
 permissions, registered commands), :class:`~tests.fakediscord.messages.MessageStore` (messages and
 attachments, and waiting for them) and :class:`~tests.fakediscord.driver.Driver` (acting as a user:
 slash commands, autocomplete, buttons, selects, modals).
+
+It is also Discord's OAuth2 side for a web app's "Sign in with Discord" (:attr:`FakeDiscord.oauth`,
+an :class:`~tests.fakediscord.oauth.OAuth2Provider`): the authorize page at ``/oauth2/authorize``,
+the token endpoint, and ``users/@me`` and ``users/@me/guilds`` for a bearer token.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from tests.fakediscord.gateway import Gateway
 from tests.fakediscord.interactions import InteractionRecord
 from tests.fakediscord.messages import MessageStore
 from tests.fakediscord.models import FakeClock, RestCall, SnowflakeFactory
+from tests.fakediscord.oauth import AUTHORIZE_PATH, OAuth2Provider
 from tests.fakediscord.rest import Fault, RestApi
 from tests.fakediscord.world import GuildSetup, World
 
@@ -91,6 +96,8 @@ class FakeDiscord:
         )
         self._expose(world, store, driver)
         self.calls: list[RestCall] = []
+        self.oauth = OAuth2Provider(self)
+        """Discord's OAuth2 side: who is signed in, the codes and bearer tokens it gave out."""
         self.rest = RestApi(self)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -165,6 +172,7 @@ class FakeDiscord:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_get("/", self.gateway.handle)
         app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self.message_store.serve_attachment)
+        app.router.add_get(AUTHORIZE_PATH, self.oauth.authorize)
         app.router.add_route("*", "/{tail:.*}", self.rest.handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handle_signals=False)
         await self._runner.setup()
@@ -213,6 +221,13 @@ class FakeDiscord:
         if self.bot_token is None:
             return bool(token)
         return secrets.compare_digest(token, self.bot_token)
+
+    def accepts_authorization(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the bot's token (an OAuth2 bearer token does not)."""
+        scheme = (header or "").partition(" ")[0]
+        if scheme.lower() == "bearer":
+            return False
+        return self.accepts_token((header or "").removeprefix("Bot "))
 
     # -- waiting and the record of REST calls --------------------------------------------------------
 

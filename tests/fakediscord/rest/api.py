@@ -2,7 +2,8 @@
 
 Routes and bodies follow discord.py's own callers: ``HTTPClient`` in ``discord/http.py`` (bot
 token routes) and ``AsyncWebhookAdapter`` in ``discord/webhook/async_.py`` (interaction callback
-and follow-ups, which carry no ``Authorization`` header). Every request is recorded as a
+and follow-ups, which carry no ``Authorization`` header), plus the OAuth2 routes a web app's
+"Sign in with Discord" calls (:mod:`tests.fakediscord.oauth`). Every request is recorded as a
 :class:`RestCall`; an unknown route answers 404 like Discord does, so a test can see what the
 client tried. JSON replies carry ``Content-Type: application/json`` exactly, because
 ``discord.http.json_or_text`` compares that header with ``==`` and would otherwise hand the bot
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from tests.fakediscord.server import FakeDiscord
 
 API_PREFIX = "/api/v10"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,13 @@ class Fault:
     headers: dict[str, str]
     remaining: int
     hits: int = 0
+
+
+def recordable(body: Any) -> Any:
+    """``body`` as :attr:`RestCall.body` keeps it: an OAuth2 form's ``client_secret`` reads ``***``."""
+    if isinstance(body, dict) and "client_secret" in body:
+        return {**body, "client_secret": "***"}
+    return body
 
 
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -114,6 +124,8 @@ class RestApi:
         raw_text = await request.text()
         if not raw_text:
             return None, ()
+        if content_type == FORM_CONTENT_TYPE:  # the OAuth2 token endpoint's body
+            return dict(urllib.parse.parse_qsl(raw_text, keep_blank_values=True)), ()
         try:
             return json.loads(raw_text), ()
         except json.JSONDecodeError:
@@ -148,9 +160,7 @@ class RestApi:
                 status = 405 if path_known else 404
                 reason = "Method Not Allowed" if path_known else "Not Found"
                 payload = {"message": f"{status}: {reason}", "code": 0}
-            elif route.needs_bot_token and not fake.accepts_token(
-                (request.headers.get("Authorization") or "").removeprefix("Bot ")
-            ):
+            elif route.needs_bot_token and not fake.accepts_authorization(request.headers.get("Authorization")):
                 status, payload = 401, {"message": "401: Unauthorized", "code": 0}
             else:
                 api_request = ApiRequest(
@@ -161,6 +171,7 @@ class RestApi:
                     body=body,
                     files=files,
                     authorization=request.headers.get("Authorization"),
+                    content_type=request.content_type,
                 )
                 reply = await route.handler(api_request)
                 status, payload, headers = reply.status, reply.body, reply.headers
@@ -171,7 +182,7 @@ class RestApi:
                 method=method,
                 path=path,
                 query=dict(request.query),
-                body=body,
+                body=recordable(body),
                 files=tuple(f.filename for f in files),
                 status=status,
                 route=route.template if route else None,
@@ -188,7 +199,11 @@ class RestApi:
         r = self.route
         r("GET", "/gateway", app.get_gateway, bot_token=False)
         r("GET", "/gateway/bot", app.get_gateway_bot)
-        r("GET", "/users/@me", app.get_current_user)
+        # A bot token or an OAuth2 bearer token: the handlers check which (bot_token=False).
+        r("GET", "/users/@me", app.get_current_user, bot_token=False)
+        r("GET", "/users/@me/guilds", app.get_current_user_guilds, bot_token=False)
+        r("POST", "/oauth2/token", fake.oauth.token, bot_token=False)
+        r("POST", "/oauth2/token/revoke", fake.oauth.revoke_token, bot_token=False)
         r("POST", "/users/@me/channels", app.create_dm)
         r("GET", "/users/{user_id}", app.get_user)
         r("GET", "/oauth2/applications/@me", app.get_application)

@@ -1,11 +1,15 @@
-"""Routes of the application itself: users, the gateway URL, the application and its commands."""
+"""Routes of the application itself: users, the gateway URL, the application and its commands.
+
+``users/@me`` and ``users/@me/guilds`` answer a bot token (the bot) and an OAuth2 bearer token
+(the user who granted it, :mod:`tests.fakediscord.oauth`) alike, as Discord does.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
 
-from tests.fakediscord.models import RegisteredCommand
+from tests.fakediscord.models import FakeGuild, FakeUser, RegisteredCommand
 from tests.fakediscord.rest.request import ApiReply, ApiRequest
 from tests.fakediscord.validation import DiscordAPIError, invalid_form
 
@@ -29,9 +33,55 @@ class ApplicationRoutes:
         shards = self._fake.recommended_shards  # what Discord recommends; a test sets it to make a bot shard
         return ApiReply(200, {"url": self._fake.gateway_url, "shards": shards, "session_start_limit": limit})
 
-    async def get_current_user(self, _: ApiRequest) -> ApiReply:
-        user = self._fake.bot_user.to_payload()
-        return ApiReply(200, {**user, "verified": True, "mfa_enabled": False, "locale": "en-US", "email": None})
+    def _caller(self, request: ApiRequest) -> tuple[FakeUser, frozenset[str] | None]:
+        """Who calls: a bearer token's user and its scopes, or the bot (scopes None) for a bot token."""
+        fake = self._fake
+        token = fake.oauth.bearer(request.authorization)
+        if token is not None:
+            return fake.oauth.user_of(token), frozenset(token.scopes)
+        if not fake.accepts_authorization(request.authorization):
+            raise DiscordAPIError(401, 0, "401: Unauthorized")
+        return fake.bot_user, None
+
+    async def get_current_user(self, request: ApiRequest) -> ApiReply:
+        user, scopes = self._caller(request)
+        if scopes is None:
+            bot = user.to_payload()
+            return ApiReply(200, {**bot, "verified": True, "mfa_enabled": False, "locale": "en-US", "email": None})
+        payload = {**user.to_payload(), "mfa_enabled": False, "locale": "en-US", "premium_type": 0}
+        if "email" in scopes:  # Discord sends email and verified only to a token with the email scope
+            payload |= {"email": f"{user.username}@users.fakediscord.invalid", "verified": True}
+        return ApiReply(200, payload)
+
+    async def get_current_user_guilds(self, request: ApiRequest) -> ApiReply:
+        """The caller's guilds as partial guilds, by id, paged by ``before``/``after``/``limit`` as Discord pages them."""
+        user, scopes = self._caller(request)
+        if scopes is not None and "guilds" not in scopes:
+            raise DiscordAPIError(403, 50001, "Missing Access")
+        limit = _query_int(request, "limit", default=200, low=1, high=200)
+        after = _query_int(request, "after", default=0, low=0, snowflake=True)
+        before = _query_int(request, "before", default=0, low=0, snowflake=True)
+        guilds = sorted((g for g in self._fake.guilds.values() if user.id in g.members), key=lambda g: g.id)
+        guilds = [g for g in guilds if g.id > after and (not before or g.id < before)]
+        page = guilds[-limit:] if before and not after else guilds[:limit]
+        with_counts = request.query.get("with_counts", "").lower() == "true"
+        return ApiReply(200, [self._partial_guild(g, user, with_counts) for g in page])
+
+    @staticmethod
+    def _partial_guild(guild: FakeGuild, user: FakeUser, with_counts: bool) -> dict[str, Any]:
+        member = guild.members[user.id]
+        payload: dict[str, Any] = {
+            "id": str(guild.id),
+            "name": guild.name,
+            "icon": None,
+            "banner": None,
+            "owner": guild.owner_id == user.id,
+            "permissions": str(guild.base_permissions(member)),
+            "features": [],
+        }
+        if with_counts:
+            payload |= {"approximate_member_count": len(guild.members), "approximate_presence_count": 0}
+        return payload
 
     async def get_user(self, request: ApiRequest) -> ApiReply:
         user = self._fake.users.get(request.snowflake("user_id"))
@@ -64,7 +114,7 @@ class ApplicationRoutes:
                 "verify_key": "0" * 64,
                 "flags": fake.application_flags,
                 "tags": [],
-                "redirect_uris": [],
+                "redirect_uris": sorted(fake.oauth.redirect_uris or ()),
                 "interactions_endpoint_url": None,
                 "approximate_guild_count": len(fake.guilds),
             },
@@ -169,3 +219,26 @@ class ApplicationRoutes:
     async def command_permissions(self, request: ApiRequest) -> ApiReply:
         self._command_scope(request)
         return ApiReply(200, [])
+
+
+def _query_int(
+    request: ApiRequest, name: str, *, default: int, low: int, high: int | None = None, snowflake: bool = False
+) -> int:
+    """A query parameter as an int, refused with Discord's ``Invalid Form Body`` when out of range."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    kind = "snowflake" if snowflake else "int"
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None:
+        error = {"code": "NUMBER_TYPE_COERCE", "message": f'Value "{raw}" is not {kind}.'}
+    elif value < low:
+        error = {"code": "NUMBER_TYPE_MIN", "message": f"Int value should be greater than or equal to {low}."}
+    elif high is not None and value > high:
+        error = {"code": "NUMBER_TYPE_MAX", "message": f"Int value should be less than or equal to {high}."}
+    else:
+        return value
+    raise DiscordAPIError(400, 50035, "Invalid Form Body", {name: {"_errors": [error]}})

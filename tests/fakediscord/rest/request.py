@@ -12,7 +12,7 @@ from tests.fakediscord.validation import DiscordAPIError
 
 @dataclass(frozen=True, slots=True)
 class ApiRequest:
-    """A parsed request: path parameters, query, JSON body (or ``payload_json``) and uploaded files."""
+    """A parsed request: path parameters, query, JSON body (``payload_json``, a form's fields) and uploaded files."""
 
     method: str
     path: str
@@ -21,6 +21,8 @@ class ApiRequest:
     body: Any
     files: tuple[UploadedFile, ...]
     authorization: str | None
+    content_type: str = ""
+    """The body's media type, without parameters (``application/x-www-form-urlencoded``)."""
 
     def snowflake(self, name: str) -> int:
         try:
