@@ -35,13 +35,22 @@ from bot.runtime.heap import freeze_long_lived_objects
 from bot.runtime.loop_monitor import LoopLagMonitor
 from bot.runtime.tasks import log_failure
 from bot.settings import Settings
+from bot.web.server import GalleryServer, gallery_server
 from bot.workers.protocol import WorkerClient
 from db.errors import StorageUnavailable
 from db.store import Store
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.moderation", "cogs.usage", "cogs.preferences", "cogs.status", "cogs.privacy")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.moderation",
+    "cogs.usage",
+    "cogs.preferences",
+    "cogs.status",
+    "cogs.privacy",
+    "cogs.gallery",
+)
 TOKEN_SWEEP_INTERVAL_S = 300
 
 
@@ -68,6 +77,8 @@ class LatentcordBot(commands.Bot):
         # ✉️ and ❌ on results: reaction events only (not privileged, and no message content).
         intents.guild_reactions = True
         intents.dm_reactions = True
+        # Message deletes: a result deleted in Discord leaves the gallery (no message content is asked for).
+        intents.guild_messages = True
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -95,6 +106,7 @@ class LatentcordBot(commands.Bot):
         self.add_listener(self._gateway_opened, "on_resumed")
         self.add_listener(self._gateway_dropped, "on_disconnect")
         self.metrics: MetricsServer | None = None  # METRICS_PORT's /metrics and /healthz
+        self.gallery: GalleryServer | None = None  # WEB_PORT's web gallery
 
     async def setup_hook(self) -> None:
         if self.settings.metrics_port is not None:  # first: /healthz answers (503) while the rest starts
@@ -112,6 +124,17 @@ class LatentcordBot(commands.Bot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands_if_changed()
+        if self.settings.web_port is not None:
+            assert self.application_id is not None
+            self.gallery = gallery_server(
+                settings=self.settings,
+                store=self.store,
+                service=self.service,
+                api_base=discord.http.Route.BASE,
+                client_id=str(self.application_id),  # a bot's application id is its OAuth2 client id
+                bot_guilds=self.guild_names,
+            )
+            await self.gallery.start()
         resumed = await self.service.resume()
         if resumed:
             log.info("requeued %d unfinished jobs: %s", len(resumed), resumed)
@@ -121,6 +144,10 @@ class LatentcordBot(commands.Bot):
         # collector's full passes off it, so they stay short while members wait for answers.
         freeze_long_lived_objects()
         self.loop_lag.start()  # from here on the loop serves members; start-up's own pauses are not counted
+
+    def guild_names(self) -> dict[int, str]:
+        """The servers the bot is in now, by id: the web gallery shows only theirs."""
+        return {guild.id: guild.name for guild in self.guilds}
 
     def gateway_connected(self) -> bool:
         return self._gateway_up and not self.is_closed()
@@ -172,6 +199,8 @@ class LatentcordBot(commands.Bot):
             )
         await self.service.close()
         await super().close()
+        if self.gallery is not None:
+            await self.gallery.stop()
         if self.metrics is not None:
             await self.metrics.stop()
         await self.store.close()
@@ -249,6 +278,10 @@ class ShardedLatentcordBot(LatentcordBot, commands.AutoShardedBot):
     shard. ``shard_count`` is always given (SHARD_COUNT or Discord's recommendation), so
     discord.py connects to ``DEFAULT_GATEWAY`` (DISCORD_GATEWAY_URL) rather than asking again.
     """
+
+    def guild_names(self) -> dict[int, str]:
+        """The servers the bot is in now, by id: the web gallery shows only theirs."""
+        return {guild.id: guild.name for guild in self.guilds}
 
     def gateway_connected(self) -> bool:
         """Every shard's connection open: one shard's READY or resume must not hide another that is still down."""

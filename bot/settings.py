@@ -94,6 +94,24 @@ class Settings:
     # METRICS_PORT: Prometheus' /metrics and the container's /healthz on this port (bot.observability); None: off.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"  # METRICS_HOST: the address they listen on (0.0.0.0 inside a container)
+    # -- the web gallery (bot/web/) --
+    # WEB_PORT: the servers' galleries on this port, signed in with Discord; None: off.
+    web_port: int | None = None
+    web_host: str = "127.0.0.1"  # WEB_HOST: the address it listens on (0.0.0.0 inside a container)
+    # WEB_PUBLIC_URL: where members' browsers reach it (behind a reverse proxy, its https:// address); None:
+    # http://localhost:<WEB_PORT>. Discord sends them back to <WEB_PUBLIC_URL>/callback after they sign in.
+    web_public_url: str | None = None
+    # DISCORD_CLIENT_ID: the OAuth2 client id; None: the bot's application id, which is the same for a bot's app.
+    discord_client_id: str | None = None
+    discord_client_secret: str | None = field(default=None, repr=False)  # DISCORD_CLIENT_SECRET, never logged
+    # -- end web gallery --
+
+    @property
+    def gallery_url(self) -> str | None:
+        """Where members' browsers reach the web gallery (no trailing slash); None when it is off."""
+        if self.web_port is None:
+            return None
+        return self.web_public_url or f"http://localhost:{self.web_port}"
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -112,7 +130,7 @@ class Settings:
             values.update(read_env_file(env_file))
         values.update(os.environ if environ is None else environ)
         reader = _Reader(values)
-        return cls(
+        settings = cls(
             discord_token=reader.text("DISCORD_TOKEN", None),
             sd_model=reader.text("SD_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
             extra_models=reader.csv("SD_EXTRA_MODELS"),
@@ -152,7 +170,14 @@ class Settings:
             worker_id=reader.name("WORKER_ID"),
             metrics_port=reader.port("METRICS_PORT"),
             metrics_host=reader.text("METRICS_HOST", "127.0.0.1") or "127.0.0.1",
+            web_port=reader.port("WEB_PORT"),
+            web_host=reader.text("WEB_HOST", "127.0.0.1") or "127.0.0.1",
+            web_public_url=reader.public_url("WEB_PUBLIC_URL"),
+            discord_client_id=reader.snowflake("DISCORD_CLIENT_ID"),
+            discord_client_secret=reader.text("DISCORD_CLIENT_SECRET", None),
         )
+        _check_gallery(settings)
+        return settings
 
     def require_token(self) -> str:
         """The Discord token, or a sentence telling the owner how to get one."""
@@ -162,6 +187,16 @@ class Settings:
                 "copy its token (Bot > Reset Token) and put DISCORD_TOKEN=<token> in .env or the environment."
             )
         return self.discord_token
+
+
+def _check_gallery(settings: Settings) -> None:
+    """A gallery needs its OAuth2 client's secret to sign anyone in: say so at start, not at the first sign-in."""
+    if settings.web_port is not None and not settings.discord_client_secret:
+        raise SettingsError(
+            "WEB_PORT is set but DISCORD_CLIENT_SECRET is not: copy the client secret from your application's "
+            "OAuth2 page at https://discord.com/developers/applications (and add <WEB_PUBLIC_URL>/callback to its "
+            "redirects), or leave WEB_PORT unset to turn the gallery off."
+        )
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -241,6 +276,24 @@ class _Reader:
             return raw.rstrip("/")
 
         return self._parse(name, None, parse, "an http(s):// or ws(s):// URL")
+
+    def public_url(self, name: str) -> str | None:
+        """A site's own address: http(s)://host[:port][/path], no query or fragment; kept without a trailing /."""
+
+        def parse(raw: str) -> str:
+            if not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", raw):
+                raise ValueError(raw)
+            return raw.rstrip("/")
+
+        return self._parse(name, None, parse, "an http:// or https:// address such as https://gallery.example.org")
+
+    def snowflake(self, name: str) -> str | None:
+        def parse(raw: str) -> str:
+            if not raw.isdigit() or not 15 <= len(raw) <= 21:
+                raise ValueError(raw)
+            return raw
+
+        return self._parse(name, None, parse, "the application's numeric client id (Discord's OAuth2 page)")
 
     def redis_url(self, name: str) -> str | None:
         """A Valkey or Redis server's URL; the sentence for a bad one does not quote it (it may hold a password)."""

@@ -127,7 +127,7 @@ class StoreAccess:
             "Check the disk's free space and the file's attributes and locks."
         )
 
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         return await self._run(lambda conn: _fetchall(conn, sql, params))
 
     async def _per_guild(self, what: str, guild_id: int, load: Callable[[sqlite3.Connection], T]) -> T:

@@ -287,7 +287,7 @@ class JobQueries(StoreAccess, Generic[R]):
                 (user_id,),
             )
             cursor = conn.execute(
-                "UPDATE jobs SET prompt = ?, negative_prompt = '', texts = '[]', error = NULL, "
+                "UPDATE jobs SET prompt = ?, negative_prompt = '', texts = '[]', error = NULL, member_name = '', "
                 "interaction_token = NULL, token_created_at = NULL, source = NULL, reference_images = '[]', "
                 "result_deleted_at = COALESCE(result_deleted_at, ?), "
                 "deleted_by_member_at = COALESCE(deleted_by_member_at, ?) WHERE user_id = ?",
@@ -295,6 +295,7 @@ class JobQueries(StoreAccess, Generic[R]):
             )
             conn.execute("DELETE FROM member_preferences WHERE user_id = ?", (user_id,))
             conn.execute("DELETE FROM starboard_stars WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM web_sessions WHERE user_id = ?", (user_id,))
             guild_ids = tuple(int(row["guild_id"]) for row in guilds)
             for guild_id in guild_ids:
                 _audit(conn, guild_id, user_id, AuditAction.MEMBER_DATA_DELETED, f"user:{user_id}", None, None, now)

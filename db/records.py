@@ -217,6 +217,10 @@ class NewJob(Generic[R]):
     user_id: int
     cost: int
     nsfw_allowed: bool = False
+    #: Asked for in an age-restricted channel (or a thread of one): no gallery shows it.
+    age_restricted: bool = False
+    #: The requester's display name when they asked (the gallery's "made by"); "" where none is known.
+    member_name: str = ""
 
     def __post_init__(self) -> None:
         if self.cost < 0:

@@ -10,7 +10,8 @@ filter terms and the audit log) and ``db.quotas`` (overrides, limits, usage and
 the ledger), ``db.members`` (members' own preferences), ``db.finetunes`` (approved
 LoRAs, embeddings and models), ``db.styles``, ``db.moodboards`` (sets of reference
 pictures), ``db.names`` (the one namespace those share), ``db.stats`` (what /queue and
-/stats read, and ⭐ counts), ``db.starboard`` (stars without the requester, reposts once) and ``db.jobs`` (admission
+/stats read, and ⭐ counts), ``db.starboard`` (stars without the requester, reposts once), ``db.gallery`` (the results
+a web gallery shows, and its sign-in sessions) and ``db.jobs`` (admission
 as one check-then-charge transaction, status, refunds and delivery). This module
 opens, migrates and closes the file.
 """
@@ -28,6 +29,7 @@ from db.access import DAY_S
 from db.connection import ConnectionThread
 from db.errors import StorageUnavailable, StoreError
 from db.finetunes import FineTuneQueries
+from db.gallery import GalleryQueries
 from db.guilds import GuildQueries
 from db.jobs import UNSET, JobQueries
 from db.members import MemberQueries
@@ -58,6 +60,7 @@ class Store(
     NameQueries,
     StatsQueries,
     StarboardQueries,
+    GalleryQueries,
     JobQueries[R],
 ):
     """Typed access to the database; create it with ``await Store.open(path, recipe=...)``.

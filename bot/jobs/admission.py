@@ -39,6 +39,7 @@ class Origin:
     channel_id: int | None = None
     role_ids: tuple[int, ...] = ()
     channel_age_restricted: bool = False
+    member_name: str = ""  # their display name as Discord showed it (the gallery's "made by")
     # The owner's own console (the command line): no quota, no Discord channel to protect.
     console: bool = False
 

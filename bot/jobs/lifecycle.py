@@ -276,6 +276,16 @@ class JobLifecycle:
         if await self.store.mark_result_deleted(job_id, message_id=message_id):
             await self.let_go_of_pictures(job.recipe)
 
+    async def results_message_deleted(self, message_ids: list[int]) -> list[int]:
+        """Messages were deleted in Discord (by anyone, or with their channel): the results they held are deleted,
+        as a Delete would; the ids of those jobs."""
+        deleted = await self.store.results_message_deleted(message_ids)
+        for job_id in deleted:
+            job = await self.store.get_job(job_id)
+            if job is not None:
+                await self.let_go_of_pictures(job.recipe)
+        return deleted
+
     async def image_files(self, job: Job) -> tuple[Path, ...]:
         """A finished job's image files, each cut from its grid first if it is not written yet.
 

@@ -640,6 +640,8 @@ class GenerationService:
             user_id=origin.user_id,
             cost=cost,
             nsfw_allowed=not decision.classify_images,
+            age_restricted=origin.channel_age_restricted,
+            member_name=origin.member_name,
         )
         try:
             job = await self.store.admit_job(new, limit=limit)
@@ -692,6 +694,9 @@ class GenerationService:
 
     async def result_deleted(self, job_id: int, message_id: int, *, actor_id: int, is_moderator: bool = False) -> None:
         await self.jobs.result_deleted(job_id, message_id, actor_id=actor_id, is_moderator=is_moderator)
+
+    async def results_message_deleted(self, message_ids: list[int]) -> list[int]:
+        return await self.jobs.results_message_deleted(message_ids)
 
     async def image_files(self, job: Job) -> tuple[Path, ...]:
         return await self.jobs.image_files(job)

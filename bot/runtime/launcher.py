@@ -32,6 +32,7 @@ from bot.observability.server import MetricsPortUnavailable
 from bot.runtime.core import Core, open_core
 from bot.runtime.worker import refused_by_licence
 from bot.settings import Settings, SettingsError
+from bot.web.server import WebPortUnavailable
 from bot.workers.streams import BrokerUnreachable, redacted
 from db.errors import StoreError
 
@@ -85,6 +86,7 @@ _REPORTED: tuple[type[Exception], ...] = (
     DiscordLoginFailed,
     BrokerUnreachable,
     MetricsPortUnavailable,
+    WebPortUnavailable,
     *USER_FACING_ERRORS,
 )
 

@@ -24,4 +24,5 @@ def origin_of(interaction: discord.Interaction[Any]) -> Origin:
         channel_id=interaction.channel_id,
         role_ids=roles,
         channel_age_restricted=age_restricted,
+        member_name=getattr(user, "display_name", None) or user.name,
     )

@@ -1,0 +1,335 @@
+"""The web gallery (WEB_PORT) through the real bot, its HTTP server and the loopback Discord's OAuth2.
+
+A member signs in with Discord as a browser would (``/login`` → Discord's authorize page → ``/callback``),
+then reads their server's gallery: what it shows, what it never shows (by URL guessing too), search and
+filters, sessions, CSRF, the Content-Security-Policy and paths outside the images folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from dataclasses import replace
+from html import unescape
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
+from yarl import URL
+
+from bot.images.archive import image_path
+from bot.web import server as gallery_module
+from bot.web.server import CONTENT_SECURITY_POLICY
+from bot.web.sessions import SESSION_COOKIE, STATE_COOKIE
+from cogs.gallery import GALLERY_OFF
+from tests import gallery_helpers
+from tests.discord_bot_helpers import finished_grid, imagine
+from tests.fakediscord import FakeDiscord
+from tests.fakediscord.server import GuildSetup
+from tests.gallery_helpers import Browser, sign_in
+
+settings = gallery_helpers.settings
+bot = gallery_helpers.bot
+other_world = gallery_helpers.other_world
+classifier = gallery_helpers.classifier
+browser = gallery_helpers.browser
+
+CARD = re.compile(r'<article class="card" id="job-(\d+)"')
+
+
+def cards_of(html: str) -> list[int]:
+    return [int(found) for found in CARD.findall(html)]
+
+
+def job_id_of(grid) -> int:
+    return int(grid.button(label="Delete")["custom_id"].split(":")[2])
+
+
+async def posted(fake: FakeDiscord, world: GuildSetup, core, *, prompt: str, user=None, channel=None, **options):
+    """An /imagine posted and recorded as delivered: its grid message and job id."""
+    grid = await finished_grid(await imagine(fake, world, user=user, channel=channel, prompt=prompt, **options))
+    job_id = job_id_of(grid)
+    async with asyncio.timeout(60):
+        while True:
+            job = await core.service.job(job_id)
+            if job is not None and job.delivery == "delivered" and job.result_message_id == grid.id:
+                return grid, job_id
+            await asyncio.sleep(0.05)
+
+
+async def test_signing_in_with_discord_opens_the_servers_gallery_newest_first(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser
+) -> None:
+    _, core = bot
+    fan = fake_discord.add_member(world.guild, "fan")
+    _, fox = await posted(fake_discord, world, core, prompt="a red fox in snow", seed=5, negative="blurry")
+    grid, owl = await posted(fake_discord, world, core, prompt="an owl at dusk", user=world.moderator, seed=6)
+    await fake_discord.react(grid, "⭐", user=fan)
+
+    # 1. Signed out: the page asks to sign in, and a server's gallery sends to /login with the way back.
+    status, html = await browser.text("/")
+    assert status == 200 and "Sign in with Discord" in html
+    away = await browser.get(f"/g/{world.guild.id}", allow_redirects=False)
+    assert away.status == 302 and away.headers["Location"] == f"/login?next=/g/{world.guild.id}"
+
+    # 2. /login: a signed state cookie, and Discord's authorize page with both scopes and that state.
+    fake_discord.oauth.sign_in(world.member)
+    login = await browser.get(f"/login?next=/g/{world.guild.id}", allow_redirects=False)
+    assert login.status == 302
+    authorize = urlsplit(login.headers["Location"])
+    query = parse_qs(authorize.query)
+    assert authorize.path == "/oauth2/authorize" and query["scope"] == ["identify guilds"]
+    assert query["redirect_uri"] == [f"{browser.base}/callback"] and query["response_type"] == ["code"]
+    state_cookie = login.cookies[STATE_COOKIE]
+    assert state_cookie["httponly"] and state_cookie["samesite"] == "Lax" and not state_cookie["secure"]
+
+    # 3. Discord approves and sends the browser back; the callback starts a session and goes to the gallery.
+    approved = await browser.http.get(login.headers["Location"], allow_redirects=False)
+    callback = approved.headers["Location"]
+    assert callback.startswith(f"{browser.base}/callback?")
+    landed = await browser.http.get(callback, allow_redirects=False)
+    assert landed.status == 302 and landed.headers["Location"] == f"/g/{world.guild.id}"
+    session_cookie = landed.cookies[SESSION_COOKIE]
+    assert session_cookie["httponly"] and session_cookie["samesite"] == "Lax"
+    assert "fake-client-secret" not in str([call.body for call in fake_discord.calls])
+
+    # 4. The gallery: both results, the newest first, with what made them and who.
+    status, html = await browser.text(f"/g/{world.guild.id}")
+    assert status == 200 and cards_of(html) == [owl, fox]
+    fox_card = html[html.index(f'id="job-{fox}"') :]
+    assert "a red fox in snow" in fox_card and "blurry" in fox_card and "builtin:tiny" in fox_card
+    seeds = (await core.service.job(fox)).recipe.seeds
+    assert f'<dd class="seeds">{", ".join(str(seed) for seed in seeds)}</dd>' in fox_card
+    member = world.member
+    assert f'<dd class="made-by">{member.nick or member.user.global_name or member.user.username}</dd>' in fox_card
+    owl_card = html[html.index(f'id="job-{owl}"') : html.index(f'id="job-{fox}"')]
+    assert "⭐ 1" in owl_card and 'data-prompt="an owl at dusk"' in owl_card
+    assert f"/g/{world.guild.id}/thumbs/{fox}/1.webp" in fox_card
+
+    # 5. Its images and thumbnails: the stored image itself, thumbnails WebP, both cached privately.
+    full = await browser.get(f"/g/{world.guild.id}/images/{fox}/2.png")
+    assert full.status == 200 and full.headers["Content-Type"] == "image/png"
+    assert full.headers["Cache-Control"] == "private, max-age=86400"
+    assert await full.read() == image_path(core.settings.images_dir, fox, 1).read_bytes()
+    thumb = await browser.get(f"/g/{world.guild.id}/thumbs/{fox}/2.webp")
+    assert thumb.status == 200 and thumb.headers["Content-Type"] == "image/webp"
+    with Image.open(io.BytesIO(await thumb.read())) as picture:
+        assert picture.format == "WEBP" and picture.size == (64, 64)
+    again = await browser.get(
+        f"/g/{world.guild.id}/thumbs/{fox}/2.webp", headers={"If-None-Match": thumb.headers["ETag"]}
+    )
+    assert again.status == 304
+
+    # 6. Every answer carries the security headers, an error page too.
+    for answer in (full, thumb, await browser.get("/nowhere"), await browser.get(f"/g/{world.guild.id}")):
+        assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
+
+
+async def test_search_and_filters_find_prompts_members_and_models(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser
+) -> None:
+    _, core = bot
+    _, fox = await posted(fake_discord, world, core, prompt="a red fox in snow")
+    _, lantern = await posted(fake_discord, world, core, prompt="paper lanterns over a river", user=world.moderator)
+    _, foxes = await posted(fake_discord, world, core, prompt="two foxes asleep", user=world.moderator)
+    await sign_in(fake_discord, browser, world.member)
+    base = f"/g/{world.guild.id}"
+
+    assert cards_of((await browser.text(f"{base}?q=fox"))[1]) == [foxes, fox]  # the last word as a prefix
+    assert cards_of((await browser.text(f"{base}?q=fox*"))[1]) == [foxes, fox]  # FTS5's syntax is read as words
+    assert cards_of((await browser.text(f"{base}?q=FOX+SNOW"))[1]) == [fox]
+    assert cards_of((await browser.text(f"{base}?q=snow+fox"))[1]) == [fox]
+    assert cards_of((await browser.text(f"{base}?q=lant"))[1]) == [lantern]
+    status, html = await browser.text(f"{base}?q=%22%29+OR+NEAR%28")
+    assert status == 200 and cards_of(html) == [] and "No result matches this search." in html
+
+    assert cards_of((await browser.text(f"{base}?member={world.moderator.user.id}"))[1]) == [foxes, lantern]
+    assert cards_of((await browser.text(f"{base}?member={world.member.user.id}&q=fox"))[1]) == [fox]
+    assert cards_of((await browser.text(f"{base}?model=builtin:tiny"))[1]) == [foxes, lantern, fox]
+    assert cards_of((await browser.text(f"{base}?model=someone/else"))[1]) == []
+    html = (await browser.text(base))[1]
+    assert f'<option value="{world.moderator.user.id}">' in html and '<option value="builtin:tiny">' in html
+
+    status, html = await browser.text(f"{base}?page=abc")
+    assert status == 400 and "pages are numbered from 1" in html
+    status, html = await browser.text(f"{base}?member=../../x")
+    assert status == 400 and "Choose a member from the list" in html
+
+
+async def test_pages_hold_twelve_results_and_link_to_older_ones(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, core = bot
+    monkeypatch.setattr(gallery_module, "CARDS_PER_PAGE", 2)
+    ids = [(await posted(fake_discord, world, core, prompt=f"a lighthouse number {n}"))[1] for n in range(3)]
+    await sign_in(fake_discord, browser, world.member)
+    html = (await browser.text(f"/g/{world.guild.id}?q=lighthouse"))[1]
+    assert cards_of(html) == [ids[2], ids[1]] and f'href="/g/{world.guild.id}?q=lighthouse&amp;page=2"' in html
+    html = (await browser.text(f"/g/{world.guild.id}?q=lighthouse&page=2"))[1]
+    assert cards_of(html) == [ids[0]] and "Older" not in html and "Newer" in html
+
+
+async def test_hidden_results_are_never_shown_nor_served(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser, classifier
+) -> None:
+    the_bot, core = bot
+    await the_bot.moderation.set_nsfw_mode(world.guild.id, "age-restricted", actor_id=world.owner.user.id)
+    leaver = fake_discord.add_member(world.guild, "leaver")
+    _, shown = await posted(fake_discord, world, core, prompt="a shown castle")
+    _, adult = await posted(fake_discord, world, core, prompt="a castle after dark", channel=world.nsfw_channel)
+    grid, pressed = await posted(fake_discord, world, core, prompt="a castle deleted by its button")
+    press = await fake_discord.press_button(grid, user=world.member, label="Delete")
+    await press.wait_for_response(timeout=10)
+    grid, removed = await posted(fake_discord, world, core, prompt="a castle whose message was deleted")
+    fake_discord.delete_message(grid)
+    _, forgotten = await posted(fake_discord, world, core, prompt="a castle of someone who left", user=leaver)
+    classifier.flagged = {1}
+    _, partly = await posted(fake_discord, world, core, prompt="a castle partly withheld")
+    classifier.flagged = set()
+
+    async def deleted(job_id: int) -> bool:
+        job = await core.service.job(job_id)
+        return job is not None and job.result_deleted_at is not None
+
+    async with asyncio.timeout(30):
+        while not (await deleted(pressed) and await deleted(removed)):
+            await asyncio.sleep(0.05)
+    await core.service.privacy.delete(leaver.user.id)
+
+    await sign_in(fake_discord, browser, world.member)
+    base = f"/g/{world.guild.id}"
+    html = (await browser.text(base))[1]
+    assert cards_of(html) == [partly, shown]
+    assert "a castle of someone who left" not in html and "after dark" not in html
+    assert cards_of((await browser.text(f"{base}?q=castle"))[1]) == [partly, shown]
+    assert cards_of((await browser.text(f"{base}?member={leaver.user.id}"))[1]) == []
+    assert f"/thumbs/{partly}/2.webp" not in html and f"/thumbs/{partly}/1.webp" in html
+
+    # By URL guessing: every image and thumbnail of a hidden result, and the withheld image, are not found.
+    for job_id in (adult, pressed, removed, forgotten):
+        for n in (1, 2, 3, 4):
+            for kind, suffix in (("images", "png"), ("thumbs", "webp")):
+                answer = await browser.get(f"{base}/{kind}/{job_id}/{n}.{suffix}")
+                assert answer.status == 404, (job_id, n, kind)
+    assert (await browser.get(f"{base}/images/{partly}/2.png")).status == 404
+    assert (await browser.get(f"{base}/thumbs/{partly}/2.webp")).status == 404
+    assert (await browser.get(f"{base}/images/{partly}/3.png")).status == 200
+    assert (await browser.get(f"{base}/images/{shown}/5.png")).status == 404
+    # A shown result under another server's address is not found either.
+    assert (await browser.get(f"/g/{world.guild.id + 1}/images/{shown}/1.png")).status == 404
+
+
+async def test_a_member_of_another_server_sees_nothing_of_this_one(
+    fake_discord: FakeDiscord, world: GuildSetup, other_world: GuildSetup, bot, browser: Browser
+) -> None:
+    _, core = bot
+    _, job = await posted(fake_discord, world, core, prompt="a secret garden")
+
+    # Not signed in, or with a forged cookie: no image, and the gallery asks to sign in.
+    assert (await browser.get(f"/g/{world.guild.id}/images/{job}/1.png")).status == 404
+    browser.http.cookie_jar.update_cookies({SESSION_COOKIE: "forged.token"}, response_url=URL(browser.base))
+    assert (await browser.get(f"/g/{world.guild.id}", allow_redirects=False)).status == 302
+
+    # Signed in as a member of the other server only.
+    landed = await sign_in(fake_discord, browser, other_world.member)
+    assert landed.status == 200 and "Another Server" in await landed.text()
+    assert "Latentcord Test Server" not in await landed.text()
+    status, html = await browser.text(f"/g/{world.guild.id}")
+    assert status == 403 and "a secret garden" not in html and "This gallery is for members" in html
+    assert (await browser.get(f"/g/{world.guild.id}/images/{job}/1.png")).status == 404
+    assert (await browser.get(f"/g/{world.guild.id}/thumbs/{job}/1.webp")).status == 404
+    status, html = await browser.text(f"/g/{other_world.guild.id}")
+    assert status == 200 and cards_of(html) == []
+
+
+async def test_no_route_serves_a_file_outside_the_images_folder(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser
+) -> None:
+    _, core = bot
+    _, job = await posted(fake_discord, world, core, prompt="a map of the maze")
+    await sign_in(fake_discord, browser, world.member)
+    secret = core.settings.database_path.read_bytes()[:16]
+    tries = [
+        "/static/../../../../etc/passwd",
+        "/static/..%2f..%2fsettings.py",
+        "/static/%2e%2e/server.py",
+        "/static/server.py",
+        f"/g/{world.guild.id}/images/{job}/..%2f..%2fbot.sqlite3",
+        f"/g/{world.guild.id}/images/../../bot.sqlite3",
+        f"/g/{world.guild.id}/images/{job}/1.png/../../../bot.sqlite3",
+        f"/g/{world.guild.id}/thumbs/{job}/%2e%2e%2f1.webp",
+        "/g/../../etc/passwd",
+        "//etc/passwd",
+    ]
+    for path in tries:
+        answer = await browser.http.get(browser.base + path, allow_redirects=False)
+        body = await answer.read()
+        assert answer.status in (404, 400), (path, answer.status)
+        assert b"root:" not in body and secret not in body, path
+    assert (await browser.get("/static/gallery.css")).status == 200
+
+
+async def test_signing_out_needs_the_forms_csrf_token(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser
+) -> None:
+    the_bot, core = bot
+    html = await (await sign_in(fake_discord, browser, world.member)).text()
+    token = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert token is not None
+
+    refused = await browser.http.post(browser.base + "/logout", data={"csrf": "not-it"}, allow_redirects=False)
+    assert refused.status == 403 and "This form has expired" in await refused.text()
+    assert (await browser.get(f"/g/{world.guild.id}")).status == 200  # still signed in
+
+    done = await browser.http.post(browser.base + "/logout", data={"csrf": token.group(1)}, allow_redirects=False)
+    assert done.status == 302
+    assert (await browser.get(f"/g/{world.guild.id}", allow_redirects=False)).status == 302
+    rows = await core.store._read("SELECT COUNT(*) FROM web_sessions")
+    assert rows[0][0] == 0
+
+
+async def test_sign_in_refusals_start_no_session(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser
+) -> None:
+    _, core = bot
+    # 1. A callback this browser did not start (no state cookie, or another state): refused, nothing kept.
+    status, html = await browser.text("/callback?code=abc&state=xyz")
+    assert status == 400 and "did not start here" in html
+    fake_discord.oauth.sign_in(world.member)
+    login = await browser.get("/login", allow_redirects=False)
+    approved = await browser.http.get(login.headers["Location"], allow_redirects=False)
+    tampered = re.sub(r"state=[^&]+", "state=someone-elses", approved.headers["Location"])
+    assert (await browser.http.get(tampered)).status == 400
+
+    # 2. The member pressed Cancel on Discord's page.
+    fake_discord.oauth.deny_next()
+    answer = await sign_in(fake_discord, browser, world.member)
+    assert answer.status == 403 and "you are not signed in" in await answer.text()
+
+    # 3. The owner's client secret is wrong: the member is told to tell the owner; the secret is not shown.
+    fake_discord.oauth.client_secret = "rotated"
+    answer = await sign_in(fake_discord, browser, world.member)
+    text = unescape(await answer.text())
+    assert answer.status == 502 and "tell the bot's owner" in text and "fake-client-secret" not in text
+    rows = await core.store._read("SELECT COUNT(*) FROM web_sessions")
+    assert rows[0][0] == 0
+
+
+async def test_gallery_command_answers_with_the_servers_link(fake_discord: FakeDiscord, world: GuildSetup, bot) -> None:
+    the_bot, _ = bot
+    ix = await fake_discord.run_slash("gallery", {}, user=world.member, channel=world.text_channel)
+    answer = await ix.wait_for_response(timeout=10)
+    content = answer.content or ""
+    assert answer.ephemeral and f"{the_bot.settings.gallery_url}/g/{world.guild.id}" in content
+    assert "age-restricted" in content
+    ix = await fake_discord.run_slash("gallery", {}, user=world.member, channel=world.nsfw_channel)
+    answer = await ix.wait_for_response(timeout=10)
+    assert answer.ephemeral and "What you make in this channel stays out of it." in (answer.content or "")
+
+    the_bot.settings = replace(the_bot.settings, web_port=None)  # as a bot without WEB_PORT answers
+    ix = await fake_discord.run_slash("gallery", {}, user=world.member, channel=world.text_channel)
+    answer = await ix.wait_for_response(timeout=10)
+    assert answer.ephemeral and answer.content == GALLERY_OFF
