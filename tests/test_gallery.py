@@ -104,7 +104,7 @@ async def test_signing_in_with_discord_opens_the_servers_gallery_newest_first(
     member = world.member
     assert f'<dd class="made-by">{member.nick or member.user.global_name or member.user.username}</dd>' in fox_card
     owl_card = html[html.index(f'id="job-{owl}"') : html.index(f'id="job-{fox}"')]
-    assert "⭐ 1" in owl_card and 'data-prompt="an owl at dusk"' in owl_card
+    assert "★ 1" in owl_card and 'data-prompt="an owl at dusk"' in owl_card
     assert f"/g/{world.guild.id}/thumbs/{fox}/1.webp" in fox_card
 
     # 5. Its images and thumbnails: the stored image itself, thumbnails WebP, both cached privately.

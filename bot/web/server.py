@@ -72,7 +72,11 @@ SECURITY_HEADERS = {
 }
 #: A member's browser keeps images a day; only theirs (behind the sign-in), never a shared cache.
 IMAGE_CACHE_CONTROL = "private, max-age=86400"
-STATIC_FILES = {"gallery.css": "text/css; charset=utf-8", "gallery.js": "text/javascript; charset=utf-8"}
+STATIC_FILES = {
+    "gallery.css": "text/css; charset=utf-8",
+    "gallery.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 _NEXT = re.compile(r"/g/\d{1,20}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
