@@ -19,6 +19,7 @@ from PIL import Image
 from yarl import URL
 
 from bot.images.archive import image_path
+from bot.images.thumbnails import thumbnail_path
 from bot.web import server as gallery_module
 from bot.web.server import CONTENT_SECURITY_POLICY
 from bot.web.sessions import SESSION_COOKIE, STATE_COOKIE
@@ -107,7 +108,12 @@ async def test_signing_in_with_discord_opens_the_servers_gallery_newest_first(
     assert "★ 1" in owl_card and 'data-prompt="an owl at dusk"' in owl_card
     assert f"/g/{world.guild.id}/thumbs/{fox}/1.webp" in fox_card
 
-    # 5. Its images and thumbnails: the stored image itself, thumbnails WebP, both cached privately.
+    # 5. Its images and thumbnails: the stored image itself, thumbnails WebP (made as the result was posted,
+    #    so the first visit does not wait for them), both cached privately.
+    made = thumbnail_path(image_path(core.settings.images_dir, fox, 1), 1)
+    async with asyncio.timeout(30):
+        while not made.is_file():
+            await asyncio.sleep(0.05)
     full = await browser.get(f"/g/{world.guild.id}/images/{fox}/2.png")
     assert full.status == 200 and full.headers["Content-Type"] == "image/png"
     assert full.headers["Cache-Control"] == "private, max-age=86400"
@@ -207,6 +213,13 @@ async def test_hidden_results_are_never_shown_nor_served(
     assert cards_of((await browser.text(f"{base}?q=castle"))[1]) == [partly, shown]
     assert cards_of((await browser.text(f"{base}?member={leaver.user.id}"))[1]) == []
     assert f"/thumbs/{partly}/2.webp" not in html and f"/thumbs/{partly}/1.webp" in html
+
+    async with asyncio.timeout(30):  # each image's own file is cut from its grid after the grid is posted
+        while not all(image_path(core.settings.images_dir, job, 3).is_file() for job in (adult, partly)):
+            await asyncio.sleep(0.05)
+    folder = image_path(core.settings.images_dir, adult, 0).parent
+    assert not list(folder.glob("thumb-*")), "no thumbnail is made of what a gallery never shows"
+    assert not thumbnail_path(image_path(core.settings.images_dir, partly, 1), 1).exists()
 
     # By URL guessing: every image and thumbnail of a hidden result, and the withheld image, are not found.
     for job_id in (adult, pressed, removed, forgotten):

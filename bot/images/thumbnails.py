@@ -24,14 +24,20 @@ def thumbnail_path(image: Path, index: int) -> Path:
     return image.with_name(f"thumb-{index + 1}.webp")
 
 
+def encode_thumbnail(picture: Image.Image, *, side: int = THUMBNAIL_SIDE) -> bytes:
+    """``picture`` as a WebP no larger than ``side`` on its longer side."""
+    small = picture.convert("RGB")
+    small.thumbnail((side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    small.save(out, format="WEBP", quality=WEBP_QUALITY, method=4)
+    return out.getvalue()
+
+
 def make_thumbnail(image: Path, target: Path, *, side: int = THUMBNAIL_SIDE) -> None:
-    """Write ``target``, a WebP of ``image`` no larger than ``side`` (kept as it is when ``target`` exists)."""
+    """Write ``target``, the thumbnail of the file ``image`` (kept as it is when ``target`` exists)."""
     if target.is_file():
         return
     with Image.open(image) as opened:
         opened.draft("RGB", (side, side))  # a JPEG (an older grid's fallback) decodes straight to a smaller size
-        picture = opened.convert("RGB")
-    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    picture.save(out, format="WEBP", quality=WEBP_QUALITY, method=4)
-    write_atomically(target, out.getvalue())
+        data = encode_thumbnail(opened, side=side)
+    write_atomically(target, data)

@@ -69,10 +69,12 @@ class _Following:
 class JobLifecycle:
     """Admitted jobs, from the queue to their files: the part of the service the workers drive."""
 
-    def __init__(self, *, images_dir: Path, store: Store[Recipe], worker: WorkerClient) -> None:
+    def __init__(
+        self, *, images_dir: Path, store: Store[Recipe], worker: WorkerClient, thumbnails: bool = False
+    ) -> None:
         self.store = store
         self.worker = worker
-        self._results = ResultWriter(images_dir)
+        self._results = ResultWriter(images_dir, thumbnails=thumbnails)
         # Writing the files a worker made: below the event loop's priority, never in its way. Grids go
         # first, on their own thread; each image's own file is cut from its grid afterwards, on another.
         self._disk = background_executor(1, "latentcord-disk")

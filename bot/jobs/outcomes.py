@@ -18,6 +18,7 @@ from bot.images.archive import image_path, job_folder, read_grid, write_atomical
 from bot.images.encoding import EncodedImage, encode_image
 from bot.images.grid import grid_cells
 from bot.images.metadata import infotext
+from bot.images.thumbnails import encode_thumbnail, thumbnail_path
 from bot.jobs.events import Cancelled, Failed, JobOutput, Progress, Queued, Started
 from bot.jobs.recipe import Recipe
 from db.records import JobRecord
@@ -130,8 +131,11 @@ JobObserver = Callable[[ObservedEvent], None]
 class ResultWriter:
     """The files of finished jobs under ``images_dir``; every method is disk work, run off the loop."""
 
-    def __init__(self, images_dir: Path) -> None:
+    def __init__(self, images_dir: Path, *, thumbnails: bool = False) -> None:
         self._images_dir = images_dir
+        # The web gallery is on: a result its galleries may show gets its thumbnails with its images, from the
+        # cells already in memory, so a member's first visit does not wait for them.
+        self._thumbnails = thumbnails
 
     def write(self, job_id: int, output: JobOutput) -> list[Path]:
         """The grid the worker encoded, written atomically; returns where each image's file goes.
@@ -157,10 +161,13 @@ class ResultWriter:
         with Image.open(io.BytesIO(grid.data)) as opened:
             cells = grid_cells(opened.convert("RGB"), len(paths))
         recipe = job.recipe
+        thumbnails = self._thumbnails and job.guild_id is not None and not (job.age_restricted or job.nsfw_allowed)
         for index in missing:
             own = recipe.with_seeds((recipe.seeds[index],))
             encoded = encode_image(cells[index], infotext(own), stem=str(index + 1), limit_bytes=None)
             write_atomically(paths[index], encoded.data)
+            if thumbnails and index not in job.withheld:
+                write_atomically(thumbnail_path(paths[index], index), encode_thumbnail(cells[index]))
 
     def stored(self, job: Job) -> JobResult:
         """A finished job's result rebuilt from its row and the files; ``OSError`` when they are gone."""

@@ -138,7 +138,9 @@ class GenerationService:
         self._clock = clock
         self._admission = Admission(store=store, worker=worker, clock=clock)
         self.library = Library(settings=settings, store=store)
-        self.jobs = JobLifecycle(images_dir=settings.images_dir, store=store, worker=worker)
+        self.jobs = JobLifecycle(
+            images_dir=settings.images_dir, store=store, worker=worker, thumbnails=settings.web_port is not None
+        )
         self.deliveries = Deliveries(
             settings=settings,
             store=store,
