@@ -85,6 +85,8 @@ class LatentcordBot(commands.Bot):
             help_command=None,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
             shard_count=shard_count,
+            # Members' messages arrive (for their deletes) but are never kept: nothing here reads them back.
+            max_messages=None,
         )
         self.settings = settings
         self.store = store
@@ -144,6 +146,9 @@ class LatentcordBot(commands.Bot):
         # collector's full passes off it, so they stay short while members wait for answers.
         freeze_long_lived_objects()
         self.loop_lag.start()  # from here on the loop serves members; start-up's own pauses are not counted
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """Messages arrive only for the gallery to see deletes; the bot has no prefix commands to run on them."""
 
     def guild_names(self) -> dict[int, str]:
         """The servers the bot is in now, by id: the web gallery shows only theirs."""
@@ -278,6 +283,9 @@ class ShardedLatentcordBot(LatentcordBot, commands.AutoShardedBot):
     shard. ``shard_count`` is always given (SHARD_COUNT or Discord's recommendation), so
     discord.py connects to ``DEFAULT_GATEWAY`` (DISCORD_GATEWAY_URL) rather than asking again.
     """
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """Messages arrive only for the gallery to see deletes; the bot has no prefix commands to run on them."""
 
     def guild_names(self) -> dict[int, str]:
         """The servers the bot is in now, by id: the web gallery shows only theirs."""

@@ -346,3 +346,33 @@ async def test_gallery_command_answers_with_the_servers_link(fake_discord: FakeD
     ix = await fake_discord.run_slash("gallery", {}, user=world.member, channel=world.text_channel)
     answer = await ix.wait_for_response(timeout=10)
     assert answer.ephemeral and answer.content == GALLERY_OFF
+
+
+def test_cookies_are_secure_when_the_gallery_is_served_over_https(tmp_path) -> None:
+    from typing import Any, cast
+
+    from aiohttp import web
+
+    from bot.web.server import gallery_server
+    from tests.helpers import tiny_settings
+
+    def cookie_of(public_url: str) -> str:
+        configured = tiny_settings(
+            tmp_path, web_port=8080, web_public_url=public_url, discord_client_secret="fake-client-secret"
+        )
+        server = gallery_server(
+            settings=configured,
+            store=cast(Any, None),
+            service=cast(Any, None),
+            api_base="https://discord.com/api/v10",
+            client_id="123",
+            bot_guilds=dict,
+        )
+        response = web.Response()
+        server._cookies.set(response, SESSION_COOKIE, "value", max_age=60)
+        assert server._oauth.authorize_url("s").startswith("https://discord.com/oauth2/authorize?")
+        assert "fake-client-secret" not in repr(server._oauth)
+        return response.cookies[SESSION_COOKIE].OutputString()
+
+    assert "Secure" in cookie_of("https://gallery.example.org") and "HttpOnly" in cookie_of("https://g.example")
+    assert "Secure" not in cookie_of("http://127.0.0.1:8080") and "SameSite=Lax" in cookie_of("http://x.example")

@@ -106,3 +106,22 @@ def test_the_upscaler_settings_are_read_and_a_tile_too_small_is_refused_at_start
     assert settings.captioner == "builtin:tiny-florence2"
     with pytest.raises(SettingsError, match="UPSCALER_TILE='32' is invalid: it accepts 0 .whole images. or"):
         settings_from(tmp_path, "UPSCALER_TILE=32\n")
+
+
+def test_the_web_gallery_needs_its_client_secret_and_a_public_address_it_can_send_members_back_to() -> None:
+    on = Settings.from_env(
+        {"WEB_PORT": "8080", "DISCORD_CLIENT_SECRET": "s3cret-value", "WEB_PUBLIC_URL": "https://g.example.org/"},
+        env_file=None,
+    )
+    assert (on.web_port, on.web_host, on.gallery_url) == (8080, "127.0.0.1", "https://g.example.org")
+    assert "s3cret-value" not in repr(on)
+    assert Settings.from_env({"WEB_PORT": "8080", "DISCORD_CLIENT_SECRET": "x"}, env_file=None).gallery_url == (
+        "http://localhost:8080"
+    )
+    assert Settings.from_env({}, env_file=None).gallery_url is None
+    with pytest.raises(SettingsError, match="WEB_PORT is set but DISCORD_CLIENT_SECRET is not"):
+        Settings.from_env({"WEB_PORT": "8080"}, env_file=None)
+    with pytest.raises(SettingsError, match="WEB_PUBLIC_URL='ftp://g' is invalid"):
+        Settings.from_env({"WEB_PUBLIC_URL": "ftp://g"}, env_file=None)
+    with pytest.raises(SettingsError, match="DISCORD_CLIENT_ID='abc' is invalid"):
+        Settings.from_env({"DISCORD_CLIENT_ID": "abc"}, env_file=None)
