@@ -6,7 +6,7 @@ route's included, so a result hidden in one place is hidden everywhere: a result
 was delivered to a channel of that server, its message still stands (no Delete, no ❌, not
 deleted in Discord), its member has not deleted their data, and it was not made in an
 age-restricted channel nor with NSFW allowed. Images the classifier withheld are left out image by
-image (``GalleryJob.shown``).
+image (``ShownResult.shown``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ import json
 import re
 import sqlite3
 from dataclasses import dataclass
+from typing import Generic
 
 from db.access import StoreAccess, _fetchall
+from db.jobs import JOB_SELECT, job_from_row
+from db.records import JobRecord, R
 
 #: The results of guild ``:guild`` a gallery may show (jobs aliased ``j``).
 _SHOWN = (
@@ -31,50 +34,27 @@ _CARD = (
     + _SHOWN.replace("j.", "p.")
     + "))"
 )
-_COLUMNS = (
-    "j.id, j.kind, j.parent_job_id, j.parent_image, j.user_id, j.member_name, j.prompt, j.negative_prompt, "
-    "j.model, j.width, j.height, j.steps, j.guidance, j.seeds, j.withheld, j.image_paths, j.loras, j.style, "
-    "j.finished_at, j.channel_id, j.result_message_id, COALESCE(s.stars, 0) AS stars"
-)
 _WORD = re.compile(r"\w+")
 #: Longest search the gallery reads: more words than this are left out.
 MAX_SEARCH_WORDS = 12
 
 
 @dataclass(frozen=True, slots=True)
-class GalleryJob:
-    """One shown result: what made it, who, and which of its images may be shown (indices from 0)."""
+class ShownResult(Generic[R]):
+    """A result a gallery shows: its job, how many ⭐ it has in Discord, and which of its images may be shown."""
 
-    id: int
-    kind: str
-    parent_job_id: int | None
-    parent_image: int | None
-    user_id: int
-    member_name: str
-    prompt: str
-    negative_prompt: str
-    model: str
-    width: int
-    height: int
-    steps: int
-    guidance: float
-    seeds: tuple[int, ...]
-    shown: tuple[int, ...]
-    image_paths: tuple[str, ...]
-    loras: tuple[str, ...]
-    style: str | None
-    finished_at: float | None
-    channel_id: int | None
-    message_id: int
+    job: JobRecord[R]
     stars: int
+    shown: tuple[int, ...]  # the indices (from 0) of its images that were not withheld
+    parent_job_id: int | None  # the grid an upscale came from
 
 
 @dataclass(frozen=True, slots=True)
-class GalleryPage:
+class GalleryPage(Generic[R]):
     """A page of a server's gallery: its cards newest first, each grid's shown upscales, and whether more follow."""
 
-    cards: tuple[GalleryJob, ...]
-    upscales: dict[int, tuple[GalleryJob, ...]]  # by the grid's job id
+    cards: tuple[ShownResult[R], ...]
+    upscales: dict[int, tuple[ShownResult[R], ...]]  # by the grid's job id
     has_more: bool
 
 
@@ -108,8 +88,10 @@ def search_expression(text: str) -> str | None:
     return " AND ".join(quoted)
 
 
-class GalleryQueries(StoreAccess):
-    """A server's shown results, and the gallery's sessions."""
+class GalleryQueries(StoreAccess, Generic[R]):
+    """A server's shown results, and the gallery's sessions; ``_recipe_type`` is what a job's recipe is read into."""
+
+    _recipe_type: type[R]
 
     async def gallery_page(
         self,
@@ -120,11 +102,11 @@ class GalleryQueries(StoreAccess):
         model: str | None = None,
         offset: int = 0,
         limit: int = 12,
-    ) -> GalleryPage:
+    ) -> GalleryPage[R]:
         """Cards ``offset`` to ``offset + limit`` of a guild's gallery, newest first, matching the filters."""
         expression = search_expression(search) if search else None
 
-        def load(conn: sqlite3.Connection) -> GalleryPage:
+        def load(conn: sqlite3.Connection) -> GalleryPage[R]:
             params: dict[str, object] = {"guild": guild_id, "limit": limit + 1, "offset": offset}
             where = [_SHOWN, _CARD]
             if expression is not None:
@@ -138,41 +120,58 @@ class GalleryQueries(StoreAccess):
                 params["model"] = model
             rows = _fetchall(
                 conn,
-                f"SELECT {_COLUMNS} FROM jobs AS j LEFT JOIN result_stars AS s ON s.job_id = j.id "
-                f"WHERE {' AND '.join(where)} ORDER BY j.id DESC LIMIT :limit OFFSET :offset",
+                f"{JOB_SELECT} WHERE {' AND '.join(where)} ORDER BY j.id DESC LIMIT :limit OFFSET :offset",
                 params,
             )
-            cards = tuple(_gallery_job(row) for row in rows[:limit])
-            upscales: dict[int, list[GalleryJob]] = {}
-            ids = [card.id for card in cards]
-            if ids:
-                marks = ", ".join(f":p{n}" for n in range(len(ids)))
+            cards = self._shown(conn, rows[:limit])
+            upscales: dict[int, list[ShownResult[R]]] = {}
+            if cards:
+                marks = ", ".join(f":p{n}" for n in range(len(cards)))
                 children = _fetchall(
                     conn,
-                    f"SELECT {_COLUMNS} FROM jobs AS j LEFT JOIN result_stars AS s ON s.job_id = j.id "
-                    f"WHERE {_SHOWN} AND j.kind = 'upscale' AND j.parent_job_id IN ({marks}) ORDER BY j.id",
-                    {"guild": guild_id, **{f"p{n}": job_id for n, job_id in enumerate(ids)}},
+                    f"{JOB_SELECT} WHERE {_SHOWN} AND j.kind = 'upscale' AND j.parent_job_id IN ({marks}) "
+                    "ORDER BY j.id",
+                    {"guild": guild_id, **{f"p{n}": card.job.id for n, card in enumerate(cards)}},
                 )
-                for row in children:
-                    child = _gallery_job(row)
+                for child in self._shown(conn, children):
                     assert child.parent_job_id is not None
                     upscales.setdefault(child.parent_job_id, []).append(child)
             return GalleryPage(
-                cards=cards,
+                cards=tuple(cards),
                 upscales={parent: tuple(jobs) for parent, jobs in upscales.items()},
                 has_more=len(rows) > limit,
             )
 
         return await self._run(load)
 
-    async def gallery_job(self, guild_id: int, job_id: int) -> GalleryJob | None:
+    async def gallery_job(self, guild_id: int, job_id: int) -> ShownResult[R] | None:
         """Job ``job_id`` if guild ``guild_id``'s gallery shows it (as a card or under its grid), else None."""
-        rows = await self._read(
-            f"SELECT {_COLUMNS} FROM jobs AS j LEFT JOIN result_stars AS s ON s.job_id = j.id "
-            f"WHERE j.id = :job AND {_SHOWN}",
-            {"guild": guild_id, "job": job_id},
+
+        def load(conn: sqlite3.Connection) -> ShownResult[R] | None:
+            rows = _fetchall(conn, f"{JOB_SELECT} WHERE j.id = :job AND {_SHOWN}", {"guild": guild_id, "job": job_id})
+            shown = self._shown(conn, rows)
+            return shown[0] if shown else None
+
+        return await self._run(load)
+
+    def _shown(self, conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[ShownResult[R]]:
+        """The jobs of ``rows`` with their ⭐ counts."""
+        jobs = [job_from_row(self._recipe_type, row) for row in rows]
+        marks = ", ".join("?" for _ in jobs)
+        stars = (
+            {
+                int(row["job_id"]): int(row["stars"])
+                for row in _fetchall(
+                    conn, f"SELECT job_id, stars FROM result_stars WHERE job_id IN ({marks})", [job.id for job in jobs]
+                )
+            }
+            if jobs
+            else {}
         )
-        return _gallery_job(rows[0]) if rows else None
+        return [
+            ShownResult(job, stars.get(job.id, 0), _shown_images(row), row["parent_job_id"])
+            for job, row in zip(jobs, rows, strict=True)
+        ]
 
     async def gallery_members(self, guild_id: int) -> list[GalleryMember]:
         """The members with a shown result in a guild, by the name of their latest one."""
@@ -248,30 +247,6 @@ class GalleryQueries(StoreAccess):
         await self._write(body)
 
 
-def _gallery_job(row: sqlite3.Row) -> GalleryJob:
-    seeds = tuple(int(seed) for seed in json.loads(row["seeds"]))
+def _shown_images(row: sqlite3.Row) -> tuple[int, ...]:
     withheld = {int(index) for index in json.loads(row["withheld"])}
-    return GalleryJob(
-        id=int(row["id"]),
-        kind=str(row["kind"]),
-        parent_job_id=row["parent_job_id"],
-        parent_image=row["parent_image"],
-        user_id=int(row["user_id"]),
-        member_name=str(row["member_name"]),
-        prompt=str(row["prompt"]),
-        negative_prompt=str(row["negative_prompt"]),
-        model=str(row["model"]),
-        width=int(row["width"]),
-        height=int(row["height"]),
-        steps=int(row["steps"]),
-        guidance=float(row["guidance"]),
-        seeds=seeds,
-        shown=tuple(index for index in range(len(seeds)) if index not in withheld),
-        image_paths=tuple(str(path) for path in json.loads(row["image_paths"])),
-        loras=tuple(str(lora) for lora in json.loads(row["loras"])),
-        style=row["style"],
-        finished_at=row["finished_at"],
-        channel_id=row["channel_id"],
-        message_id=int(row["result_message_id"]),
-        stars=int(row["stars"]),
-    )
+    return tuple(index for index in range(len(json.loads(row["seeds"]))) if index not in withheld)

@@ -41,7 +41,7 @@ class _Unset:
 UNSET: Final = _Unset()
 
 
-_JOB_SELECT = """
+JOB_SELECT = """
 SELECT j.*,
        COALESCE((SELECT l.credits FROM ledger AS l WHERE l.job_id = j.id AND l.kind = 'charge'), 0)
            AS charged,
@@ -212,12 +212,12 @@ class JobQueries(StoreAccess, Generic[R]):
         return await self._write(body)
 
     async def get_job(self, job_id: int) -> JobRecord[R] | None:
-        rows = await self._read(_JOB_SELECT + " WHERE j.id = ?", (job_id,))
+        rows = await self._read(JOB_SELECT + " WHERE j.id = ?", (job_id,))
         return self._job_from_row(rows[0]) if rows else None
 
     async def unfinished_jobs(self) -> list[JobRecord[R]]:
         """Jobs ``queued`` or ``running``, oldest first (the order they were admitted in)."""
-        rows = await self._read(_JOB_SELECT + " WHERE j.status IN ('queued', 'running') ORDER BY j.id")
+        rows = await self._read(JOB_SELECT + " WHERE j.status IN ('queued', 'running') ORDER BY j.id")
         return [self._job_from_row(row) for row in rows]
 
     async def start_attempts(self, job_ids: Sequence[int], worker_id: str) -> dict[int, tuple[int, str]]:
@@ -261,18 +261,18 @@ class JobQueries(StoreAccess, Generic[R]):
             conn.execute(
                 "UPDATE jobs SET status = 'queued', started_at = NULL, attempt_token = NULL WHERE status = 'running'"
             )
-            rows = _fetchall(conn, _JOB_SELECT + " WHERE j.status = 'queued' ORDER BY j.id")
+            rows = _fetchall(conn, JOB_SELECT + " WHERE j.status = 'queued' ORDER BY j.id")
             return [self._job_from_row(row) for row in rows]
 
         return await self._write(body)
 
     async def queued_jobs_of(self, user_id: int) -> list[JobRecord[R]]:
-        rows = await self._read(_JOB_SELECT + " WHERE j.user_id = ? AND j.status = 'queued' ORDER BY j.id", (user_id,))
+        rows = await self._read(JOB_SELECT + " WHERE j.user_id = ? AND j.status = 'queued' ORDER BY j.id", (user_id,))
         return [self._job_from_row(row) for row in rows]
 
     async def jobs_of_member(self, user_id: int) -> list[JobRecord[R]]:
         """Every job ``user_id`` asked for, oldest first, their deleted data's included."""
-        rows = await self._read(_JOB_SELECT + " WHERE j.user_id = ? ORDER BY j.id", (user_id,))
+        rows = await self._read(JOB_SELECT + " WHERE j.user_id = ? ORDER BY j.id", (user_id,))
         return [self._job_from_row(row) for row in rows]
 
     async def forget_member(self, user_id: int) -> MemberDataDeleted:
@@ -336,7 +336,7 @@ class JobQueries(StoreAccess, Generic[R]):
 
     async def pending_deliveries(self) -> list[JobRecord[R]]:
         """Finished jobs whose result no Discord message holds yet, oldest first."""
-        rows = await self._read(_JOB_SELECT + " WHERE j.delivery = 'pending' ORDER BY j.id")
+        rows = await self._read(JOB_SELECT + " WHERE j.delivery = 'pending' ORDER BY j.id")
         return [self._job_from_row(row) for row in rows]
 
     async def mark_delivered(self, job_id: int, message_id: int | None) -> bool:
@@ -446,14 +446,19 @@ class JobQueries(StoreAccess, Generic[R]):
         return await self._write(body)
 
     def _fetch_job(self, conn: sqlite3.Connection, job_id: int) -> JobRecord[R]:
-        rows = _fetchall(conn, _JOB_SELECT + " WHERE j.id = ?", (job_id,))
+        rows = _fetchall(conn, JOB_SELECT + " WHERE j.id = ?", (job_id,))
         if not rows:
             raise UnknownJob(job_id)
         return self._job_from_row(rows[0])
 
     def _job_from_row(self, row: sqlite3.Row) -> JobRecord[R]:
-        recipe = from_columns(self._recipe_type, row)
-        return from_columns(JobRecord, row, recipe=recipe)
+        return job_from_row(self._recipe_type, row)
+
+
+def job_from_row(recipe_type: type[R], row: sqlite3.Row) -> JobRecord[R]:
+    """A row of ``JOB_SELECT`` as the job it records, its recipe read into ``recipe_type``."""
+    recipe = from_columns(recipe_type, row)
+    return from_columns(JobRecord, row, recipe=recipe)
 
 
 def _require_job(conn: sqlite3.Connection, job_id: int) -> None:

@@ -60,7 +60,7 @@ class Store(
     NameQueries,
     StatsQueries,
     StarboardQueries,
-    GalleryQueries,
+    GalleryQueries[R],
     JobQueries[R],
 ):
     """Typed access to the database; create it with ``await Store.open(path, recipe=...)``.

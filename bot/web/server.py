@@ -44,7 +44,7 @@ from bot.web.sessions import (
     new_token,
     token_hash,
 )
-from db.gallery import MAX_SEARCH_WORDS, GalleryJob, WebSession
+from db.gallery import MAX_SEARCH_WORDS, ShownResult, WebSession
 
 if TYPE_CHECKING:
     from bot.jobs.recipe import Recipe
@@ -353,23 +353,21 @@ class GalleryServer:
         guild_id = int(request.match_info["guild_id"])
         if session is None or self._guild_name(session, guild_id) is None:
             return None
-        job = await self._store.gallery_job(guild_id, int(request.match_info["job_id"]))
+        result = await self._store.gallery_job(guild_id, int(request.match_info["job_id"]))
         index = int(request.match_info["n"]) - 1
-        if job is None or index not in job.shown:
+        if result is None or index not in result.shown:
             return None
-        path = await self._image_file(job, index)
+        path = await self._image_file(result, index)
         return None if path is None else (path, index)
 
-    async def _image_file(self, job: GalleryJob, index: int) -> Path | None:
+    async def _image_file(self, result: ShownResult[Recipe], index: int) -> Path | None:
         """The file of image ``index`` of a shown job, inside IMAGES_DIR; a posted grid's images are cut from it
         on first use."""
+        job = result.job
         path = await asyncio.to_thread(self._kept_file, job.image_paths, index)
         if path is not None:
             return path
-        record = await self._service.job(job.id)
-        if record is None:
-            return None
-        paths = await self._service.image_files(record)
+        paths = await self._service.image_files(job)
         return await asyncio.to_thread(self._kept_file, tuple(str(path) for path in paths), index)
 
     def _kept_file(self, paths: tuple[str, ...], index: int) -> Path | None:

@@ -1,4 +1,4 @@
-"""What a gallery page shows of each result: the values its template reads, made from the store's ``GalleryJob``.
+"""What a gallery page shows of each result: the values its template reads, made from the store's ``ShownResult``.
 
 Kept apart from the routes so that the wording (who made it, the LoRAs, the time) is one place, and so
 that a page is data a test can read without HTML.
@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from db.gallery import GalleryJob, GalleryMember, GalleryPage
+from db.gallery import GalleryMember, GalleryPage, ShownResult
+
+if TYPE_CHECKING:
+    from bot.jobs.recipe import Recipe
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,50 +64,57 @@ class Filters:
         )
 
 
-def cards(guild_id: int, page: GalleryPage) -> list[Card]:
-    return [_card(guild_id, job, page.upscales.get(job.id, ())) for job in page.cards]
+def cards(guild_id: int, page: GalleryPage[Recipe]) -> list[Card]:
+    return [_card(guild_id, card, page.upscales.get(card.job.id, ())) for card in page.cards]
 
 
 def member_label(member: GalleryMember) -> str:
     return member.name or f"member {member.user_id}"
 
 
-def _card(guild_id: int, job: GalleryJob, upscales: tuple[GalleryJob, ...]) -> Card:
+def _card(guild_id: int, result: ShownResult[Recipe], upscales: tuple[ShownResult[Recipe], ...]) -> Card:
+    job, recipe = result.job, result.job.recipe
     return Card(
         job_id=job.id,
-        kind=job.kind,
-        thumbs=_thumbs(guild_id, job),
-        upscales=tuple(thumb for upscale in upscales for thumb in _thumbs(guild_id, upscale, parent=job)),
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        model=job.model,
-        seeds=", ".join(str(job.seeds[index]) for index in job.shown),
-        steps=job.steps,
-        guidance=f"{job.guidance:g}",
-        size=f"{job.width} × {job.height}",
-        loras=", ".join(_lora_label(lora) for lora in job.loras),
-        style=job.style,
+        kind=str(recipe.kind),
+        thumbs=_thumbs(guild_id, result),
+        upscales=tuple(thumb for upscale in upscales for thumb in _thumbs(guild_id, upscale, parent=job.id)),
+        prompt=recipe.prompt,
+        negative_prompt=recipe.negative_prompt,
+        model=recipe.model,
+        seeds=", ".join(str(recipe.seeds[index]) for index in result.shown),
+        steps=recipe.steps,
+        guidance=f"{recipe.guidance:g}",
+        size=f"{recipe.width} × {recipe.height}",
+        loras=", ".join(_lora_label(lora) for lora in recipe.loras),
+        style=recipe.style,
         made_by=job.member_name or f"member {job.user_id}",
         made_at=_when(job.finished_at),
-        stars=job.stars,
+        stars=result.stars,
         discord_url=(
-            f"https://discord.com/channels/{guild_id}/{job.channel_id}/{job.message_id}" if job.channel_id else None
+            f"https://discord.com/channels/{guild_id}/{job.channel_id}/{job.result_message_id}"
+            if job.channel_id and job.result_message_id
+            else None
         ),
     )
 
 
-def _thumbs(guild_id: int, job: GalleryJob, *, parent: GalleryJob | None = None) -> tuple[Thumb, ...]:
+def _thumbs(guild_id: int, result: ShownResult[Recipe], *, parent: int | None = None) -> tuple[Thumb, ...]:
+    job, recipe = result.job, result.job.recipe
     base = f"/g/{guild_id}"
-    what = f"upscale U{(job.parent_image or 0) + 1} of job {parent.id}" if parent else f"job {job.id}"
     return tuple(
         Thumb(
             n=index + 1,
-            seed=job.seeds[index],
+            seed=recipe.seeds[index],
             thumb_url=f"{base}/thumbs/{job.id}/{index + 1}.webp",
             image_url=f"{base}/images/{job.id}/{index + 1}.png",
-            label=f"Image {index + 1} of {what}" if parent is None else what.capitalize(),
+            label=(
+                f"Image {index + 1} of job {job.id}"
+                if parent is None
+                else f"Upscale U{(recipe.parent_image or 0) + 1} of job {parent}"
+            ),
         )
-        for index in job.shown
+        for index in result.shown
     )
 
 
