@@ -376,3 +376,22 @@ def test_cookies_are_secure_when_the_gallery_is_served_over_https(tmp_path) -> N
 
     assert "Secure" in cookie_of("https://gallery.example.org") and "HttpOnly" in cookie_of("https://g.example")
     assert "Secure" not in cookie_of("http://127.0.0.1:8080") and "SameSite=Lax" in cookie_of("http://x.example")
+
+
+def test_the_gallery_benchmark_runs_and_prints_its_figures() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "bench/bench_gallery.py", "--runs", "1", "--side", "64"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "page of 48 thumbnails, first load (thumbnails made):" in done.stdout
+    assert re.search(r"later loads over 1 runs: min \d+ ms, median \d+ ms, max \d+ ms", done.stdout)
