@@ -263,7 +263,7 @@ async def test_imagine_from_a_picture_redraws_it_at_the_nearest_aspect(
 @pytest.mark.parametrize(
     ("upload", "sentence"),
     [
-        (FakeUpload("notes.txt", b"just some text", "text/plain"), "not a picture /imagine can start from"),
+        (FakeUpload("notes.txt", b"just some text", "text/plain"), "not a picture the bot can read"),
         (FakeUpload("fake.png", b"\x89PNG\r\n\x1a\n but not really", "image/png"), "not a picture"),
         (FakeUpload("huge.png", b"\0" * (10 * 1024 * 1024 + 1), "image/png"), "may be at most 10 MB"),
     ],

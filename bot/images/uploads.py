@@ -1,4 +1,4 @@
-"""Pictures members give to ``/imagine``: checked, decoded safely, fitted to a job, and kept with it.
+"""Pictures members give the bot (/imagine, /edit, references, moodboards, /describe): checked, decoded safely, fitted to a job, and kept with it.
 
 An attachment is refused before it is downloaded when Discord says it is too large or of a
 type other than PNG, JPEG or WebP; once downloaded, the bytes decide (not the file name):
@@ -48,18 +48,18 @@ def check_attachment(filename: str, content_type: str | None, size: int) -> None
     """Refuse, with one sentence, what is not worth downloading."""
     if size > MAX_UPLOAD_BYTES:
         raise InvalidRequest(
-            f"That picture is {size / 1024 / 1024:.1f} MB; pictures for /imagine may be at most "
+            f"That picture is {size / 1024 / 1024:.1f} MB; pictures given to the bot may be at most "
             f"{MAX_UPLOAD_BYTES // 1024 // 1024} MB."
         )
     declared = (content_type or "").split(";")[0].strip().lower()
     if declared not in ACCEPTED_FORMATS.values() and not filename.lower().endswith(_ACCEPTED_SUFFIXES):
-        raise InvalidRequest("That file is not a picture /imagine can start from: give a PNG, JPEG or WebP image.")
+        raise InvalidRequest("That file is not a picture the bot can read: give a PNG, JPEG or WebP image.")
 
 
 def read_upload(data: bytes) -> Image.Image:
     """The picture in ``data`` as RGB, upright; ``InvalidRequest`` for anything else. Blocking: not on the loop."""
     if len(data) > MAX_UPLOAD_BYTES:
-        raise InvalidRequest(f"Pictures for /imagine may be at most {MAX_UPLOAD_BYTES // 1024 // 1024} MB.")
+        raise InvalidRequest(f"Pictures given to the bot may be at most {MAX_UPLOAD_BYTES // 1024 // 1024} MB.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -67,7 +67,7 @@ def read_upload(data: bytes) -> Image.Image:
                 width, height = opened.size  # from the header; nothing decoded yet
                 if width * height > MAX_UPLOAD_PIXELS:
                     raise InvalidRequest(
-                        f"That picture has too many pixels ({width}x{height}); pictures for /imagine may have "
+                        f"That picture has too many pixels ({width}x{height}); pictures given to the bot may have "
                         f"at most {MAX_UPLOAD_PIXELS // 1_000_000} million."
                     )
                 opened.load()
@@ -77,13 +77,11 @@ def read_upload(data: bytes) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidRequest(
-            f"That picture has too many pixels; pictures for /imagine may have at most "
+            f"That picture has too many pixels; pictures given to the bot may have at most "
             f"{MAX_UPLOAD_PIXELS // 1_000_000} million."
         ) from None
     except UnidentifiedImageError:
-        raise InvalidRequest(
-            "That file is not a picture /imagine can start from: give a PNG, JPEG or WebP image."
-        ) from None
+        raise InvalidRequest("That file is not a picture the bot can read: give a PNG, JPEG or WebP image.") from None
     except (OSError, SyntaxError, ValueError):  # truncated or corrupt data
         raise InvalidRequest("That picture could not be read; it may be damaged, so try saving it again.") from None
 
