@@ -1,4 +1,5 @@
-"""Pictures members give the bot (/imagine, /edit, references, moodboards, /describe): checked, decoded safely, fitted to a job, and kept with it.
+"""Pictures members give the bot (/imagine, /edit, references, moodboards, /describe): checked, decoded
+safely, fitted to a job, and kept with it.
 
 An attachment is refused before it is downloaded when Discord says it is too large or of a
 type other than PNG, JPEG or WebP; once downloaded, the bytes decide (not the file name):
