@@ -278,14 +278,16 @@ class _Reader:
         return self._parse(name, None, parse, "an http(s):// or ws(s):// URL")
 
     def public_url(self, name: str) -> str | None:
-        """A site's own address: http(s)://host[:port][/path], no query or fragment; kept without a trailing /."""
+        """A site's own address, http(s)://host[:port] (its pages link from the root, so no path); no trailing /."""
 
         def parse(raw: str) -> str:
-            if not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", raw):
+            if not re.fullmatch(r"https?://[^/?#\s]+/?", raw):
                 raise ValueError(raw)
             return raw.rstrip("/")
 
-        return self._parse(name, None, parse, "an http:// or https:// address such as https://gallery.example.org")
+        return self._parse(
+            name, None, parse, "an http:// or https:// address without a path, such as https://gallery.example.org"
+        )
 
     def snowflake(self, name: str) -> str | None:
         def parse(raw: str) -> str:

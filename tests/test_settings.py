@@ -121,7 +121,8 @@ def test_the_web_gallery_needs_its_client_secret_and_a_public_address_it_can_sen
     assert Settings.from_env({}, env_file=None).gallery_url is None
     with pytest.raises(SettingsError, match="WEB_PORT is set but DISCORD_CLIENT_SECRET is not"):
         Settings.from_env({"WEB_PORT": "8080"}, env_file=None)
-    with pytest.raises(SettingsError, match="WEB_PUBLIC_URL='ftp://g' is invalid"):
-        Settings.from_env({"WEB_PUBLIC_URL": "ftp://g"}, env_file=None)
+    for wrong in ("ftp://g", "https://example.org/gallery", "example.org"):
+        with pytest.raises(SettingsError, match=f"WEB_PUBLIC_URL='{wrong}' is invalid: it accepts an http"):
+            Settings.from_env({"WEB_PUBLIC_URL": wrong}, env_file=None)
     with pytest.raises(SettingsError, match="DISCORD_CLIENT_ID='abc' is invalid"):
         Settings.from_env({"DISCORD_CLIENT_ID": "abc"}, env_file=None)
