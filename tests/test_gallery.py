@@ -330,6 +330,14 @@ async def test_sign_in_refusals_start_no_session(
     rows = await core.store._read("SELECT COUNT(*) FROM web_sessions")
     assert rows[0][0] == 0
 
+    # 4. The page a sign-in returns to is one of the gallery's own, never another site.
+    fake_discord.oauth.client_secret = "fake-client-secret"
+    for elsewhere in ("https://evil.example/", "//evil.example", "/g/1/../../x"):
+        login = await browser.get(f"/login?next={elsewhere}", allow_redirects=False)
+        approved = await browser.http.get(login.headers["Location"], allow_redirects=False)
+        landed = await browser.http.get(approved.headers["Location"], allow_redirects=False)
+        assert landed.status == 302 and landed.headers["Location"] == "/", elsewhere
+
 
 async def test_gallery_command_answers_with_the_servers_link(fake_discord: FakeDiscord, world: GuildSetup, bot) -> None:
     the_bot, _ = bot
