@@ -259,7 +259,7 @@ async def test_a_member_of_another_server_sees_nothing_of_this_one(
 
 
 async def test_no_route_serves_a_file_outside_the_images_folder(
-    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, core = bot
     _, job = await posted(fake_discord, world, core, prompt="a map of the maze")
@@ -283,6 +283,16 @@ async def test_no_route_serves_a_file_outside_the_images_folder(
         assert answer.status in (404, 400), (path, answer.status)
         assert b"root:" not in body and secret not in body, path
     assert (await browser.get("/static/gallery.css")).status == 200
+
+    # The disk failing mid-page: a sentence, the traceback only in the log, the headers still on.
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(core.store, "gallery_page", failing)
+    answer = await browser.get(f"/g/{world.guild.id}")
+    text = await answer.text()
+    assert answer.status == 500 and "The gallery could not answer that" in text and "disk I/O" not in text
+    assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
 
 
 async def test_signing_out_needs_the_forms_csrf_token(

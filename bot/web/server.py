@@ -197,6 +197,9 @@ class GalleryServer:
                 "Not found" if error.status == 404 else error.reason,
                 _SENTENCES.get(error.status, "That did not work."),
             )
+        except Exception:  # a bug or the disk: the traceback to the log, a sentence to the member
+            log.exception("the gallery failed to answer %s %s", request.method, request.path)
+            response = self._message(500, "Something went wrong", "The gallery could not answer that: try again.")
         response.headers.update(SECURITY_HEADERS)
         return response
 
