@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from bot.settings import Settings
 from models.tiny import TINY_MODEL_ID
 
 if TYPE_CHECKING:
+    from bot.runtime.core import Core
     from bot.wire import JobOutput
     from tests.fakediscord.models import StoredMessage
 
@@ -98,6 +100,27 @@ def tiny_settings(folder: Path, **overrides: Any) -> Settings:
         device="cpu",
     )
     return replace(base, **overrides)
+
+
+@asynccontextmanager
+async def thread_core(
+    folder: Path, model_cache_dir: Path, *, extra_models: tuple[str, ...], daily_credits: int = 100
+) -> AsyncIterator[Core]:
+    """The bot's core on the tiny models with its worker in a thread, no previews and no NSFW flags, for service tests."""
+    from bot.runtime.core import (
+        open_core,  # imported here: it brings the workers' transports, which most tests need not
+    )
+
+    settings = tiny_settings(
+        folder,
+        model_cache_dir=model_cache_dir,
+        extra_models=extra_models,
+        workers="thread",
+        preview_interval_s=0.0,
+        daily_credits=daily_credits,
+    )
+    async with open_core(settings, classifier=NoNsfw()) as core:
+        yield core
 
 
 def has_grid(message: StoredMessage) -> bool:

@@ -25,7 +25,7 @@ from bot.jobs.outcomes import Completed
 from bot.jobs.requests import ImagineOptions
 from bot.runtime.core import Core, open_core
 from models.tiny_flow import TINY_KLEIN_MODEL_ID, TINY_ZIMAGE_MODEL_ID
-from tests.helpers import NoNsfw, ServiceEvents, tiny_settings
+from tests.helpers import NoNsfw, ServiceEvents, thread_core, tiny_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 GUILD, CHANNEL, MEMBER = 10, 20, 30
@@ -55,15 +55,7 @@ def parameters(ended: Completed) -> str:
 
 @pytest.fixture
 async def core(tmp_path: Path, model_cache_dir: Path) -> AsyncIterator[Core]:
-    settings = tiny_settings(
-        tmp_path,
-        model_cache_dir=model_cache_dir,
-        extra_models=(TINY_KLEIN_MODEL_ID,),
-        workers="thread",
-        preview_interval_s=0.0,
-        daily_credits=1000,
-    )
-    async with open_core(settings, classifier=NoNsfw()) as core:
+    async with thread_core(tmp_path, model_cache_dir, extra_models=(TINY_KLEIN_MODEL_ID,), daily_credits=1000) as core:
         yield core
 
 

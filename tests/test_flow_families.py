@@ -3,7 +3,6 @@ service and the command line, as a member would use them (issue 23)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import subprocess
@@ -18,10 +17,9 @@ from PIL import Image
 from bot.errors import InvalidRequest
 from bot.images.edits import feather_px
 from bot.images.grid import grid_cells
-from bot.jobs.events import Cancelled, Failed
 from bot.jobs.requests import ImagineOptions
-from bot.jobs.service import Completed, Origin, ServiceEvent
-from bot.runtime.core import Core, open_core
+from bot.jobs.service import Completed, Origin
+from bot.runtime.core import Core
 from models.engine import DiffusionEngine, EngineConfig
 from models.tiny_flow import TINY_KLEIN_MODEL_ID, TINY_ZIMAGE_MODEL_ID
 from models.types import BatchSpec, GenerationBatch, ImageTask, Operation
@@ -29,7 +27,7 @@ from tests.discord_bot_helpers import finished_grid, press_and_wait, running_bot
 from tests.discord_bot_helpers import imagine as discord_imagine
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.server import GuildSetup
-from tests.helpers import NoNsfw, pixels, tiny_settings
+from tests.helpers import ServiceEvents, pixels, thread_core, tiny_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_MODELS = (TINY_KLEIN_MODEL_ID, TINY_ZIMAGE_MODEL_ID)
@@ -112,34 +110,17 @@ def test_a_size_off_the_transformer_s_grid_is_refused_with_a_sentence(flow_engin
 # -- through the service -----------------------------------------------------------------------
 
 
-class Ends:
-    def __init__(self) -> None:
-        self.done: asyncio.Future[ServiceEvent] = asyncio.get_running_loop().create_future()
-
-    def __call__(self, event: ServiceEvent) -> None:
-        if isinstance(event, Completed | Failed | Cancelled) and not self.done.done():
-            self.done.set_result(event)
-
-
 @pytest.fixture
 async def core(tmp_path: Path, model_cache_dir: Path) -> AsyncIterator[Core]:
-    settings = tiny_settings(
-        tmp_path,
-        model_cache_dir=model_cache_dir,
-        extra_models=FLOW_MODELS,
-        workers="thread",
-        preview_interval_s=0.0,
-        daily_credits=100,
-    )
-    async with open_core(settings, classifier=NoNsfw()) as core:
+    async with thread_core(tmp_path, model_cache_dir, extra_models=FLOW_MODELS) as core:
         yield core
 
 
 async def imagine(core: Core, prompt: str, model: str, **options: object) -> tuple[object, Completed]:
-    ends = Ends()
+    ends = ServiceEvents()
     origin = Origin(user_id=MEMBER, guild_id=GUILD, channel_id=CHANNEL)
     submitted = await core.service.imagine(ImagineOptions(prompt=prompt, model=model, **options), origin, ends)  # type: ignore[arg-type]
-    ended = await asyncio.wait_for(ends.done, 300)
+    ended = await ends.end(300)
     assert isinstance(ended, Completed), ended
     return submitted, ended
 
@@ -182,9 +163,9 @@ async def test_a_variation_upscale_and_zoom_out_of_a_flow_job_finish(core: Core)
         (lambda ends: core.service.upscale(job, 1, origin, ends), (128, 128)),
         (lambda ends: core.service.edit(job, 2, "zoom:2", origin, ends), (128, 128)),
     ):
-        ends = Ends()
+        ends = ServiceEvents()
         await start(ends)
-        ended = await asyncio.wait_for(ends.done, 300)
+        ended = await ends.end(300)
         assert isinstance(ended, Completed), ended
         with Image.open(io.BytesIO(ended.result.grid.data)) as grid:
             assert grid.size == size
@@ -193,10 +174,10 @@ async def test_a_variation_upscale_and_zoom_out_of_a_flow_job_finish(core: Core)
 async def test_a_pan_of_a_wide_flow_image_keeps_to_the_transformer_s_grid(core: Core) -> None:
     _, first = await imagine(core, "a harbour", TINY_KLEIN_MODEL_ID, seed=8, aspect="16:9", count=1)
     assert (first.result.job.recipe.width, first.result.job.recipe.height) == (80, 48)
-    ends = Ends()
+    ends = ServiceEvents()
     origin = Origin(user_id=MEMBER, guild_id=GUILD, channel_id=CHANNEL)
     await core.service.edit(first.result.job.id, 0, "pan:left", origin, ends)
-    ended = await asyncio.wait_for(ends.done, 300)
+    ended = await ends.end(300)
     assert isinstance(ended, Completed), ended
     # Half of 80 is 40, which klein's 16-pixel grid cannot take: the new strip is 32 wide (SD's would be 40).
     assert (ended.result.job.recipe.width, ended.result.job.recipe.height) == (112, 48)
@@ -226,7 +207,7 @@ async def test_an_sd_embedding_on_a_flow_model_is_refused_naming_both_families(c
     origin = Origin(user_id=MEMBER, guild_id=GUILD, channel_id=CHANNEL)
     with pytest.raises(InvalidRequest) as refused:
         await core.service.imagine(
-            ImagineOptions(prompt="a fox <lora:inkstyle:0.8>", model=TINY_KLEIN_MODEL_ID), origin, Ends()
+            ImagineOptions(prompt="a fox <lora:inkstyle:0.8>", model=TINY_KLEIN_MODEL_ID), origin, ServiceEvents()
         )
     assert str(refused.value) == (
         f"The lora inkstyle is for tiny (SD) models; {TINY_KLEIN_MODEL_ID} is a tiny (FLUX.2 klein) model."

@@ -7,7 +7,6 @@ rewritten here key by key into kohya's, ai-toolkit's and PEFT's layouts.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,16 +20,15 @@ from safetensors.torch import load_file, save_file
 
 from bot.errors import InvalidRequest
 from bot.images.grid import grid_cells
-from bot.jobs.events import Cancelled, Failed
 from bot.jobs.requests import ImagineOptions
-from bot.jobs.service import Completed, Origin, ServiceEvent
-from bot.runtime.core import Core, open_core
+from bot.jobs.service import Completed, Origin
+from bot.runtime.core import Core
 from db.records import AuditEntry, FineTune
 from models.engine import DiffusionEngine, EngineConfig
 from models.finetunes import FAMILY_NAMES, FineTuneError, FineTuneKind, check_lora_fits, inspect_fine_tune
 from models.tiny_flow import TINY_KLEIN_MODEL_ID, TINY_ZIMAGE_MODEL_ID, ensure_tiny_flow_model, write_tiny_flow_loras
 from models.types import BatchSpec, GenerationBatch, ImageTask, ModelFamily, Operation
-from tests.helpers import NoNsfw, pixels, tiny_settings
+from tests.helpers import ServiceEvents, pixels, thread_core
 
 FAMILY_OF = {TINY_KLEIN_MODEL_ID: ModelFamily.TINY_KLEIN, TINY_ZIMAGE_MODEL_ID: ModelFamily.TINY_ZIMAGE}
 OTHER_MODEL = {TINY_KLEIN_MODEL_ID: TINY_ZIMAGE_MODEL_ID, TINY_ZIMAGE_MODEL_ID: TINY_KLEIN_MODEL_ID}
@@ -331,26 +329,9 @@ def test_a_lora_whose_layers_are_not_the_transformer_s_fails_by_name(
 # -- through the bot ---------------------------------------------------------------------------------------
 
 
-class Ends:
-    def __init__(self) -> None:
-        self.done: asyncio.Future[ServiceEvent] = asyncio.get_running_loop().create_future()
-
-    def __call__(self, event: ServiceEvent) -> None:
-        if isinstance(event, Completed | Failed | Cancelled) and not self.done.done():
-            self.done.set_result(event)
-
-
 @pytest.fixture
 async def core(tmp_path: Path, model_cache_dir: Path) -> AsyncIterator[Core]:
-    settings = tiny_settings(
-        tmp_path,
-        model_cache_dir=model_cache_dir,
-        extra_models=(TINY_KLEIN_MODEL_ID,),
-        workers="thread",
-        preview_interval_s=0.0,
-        daily_credits=100,
-    )
-    async with open_core(settings, classifier=NoNsfw()) as core:
+    async with thread_core(tmp_path, model_cache_dir, extra_models=(TINY_KLEIN_MODEL_ID,)) as core:
         yield core
 
 
@@ -380,11 +361,11 @@ async def test_a_moderator_adds_a_klein_lora_and_a_member_s_job_uses_it(
 
     # 2. Used: the same seed without and with it.
     async def grid(prompt: str) -> list[np.ndarray]:
-        ends = Ends()
+        ends = ServiceEvents()
         origin = Origin(user_id=MEMBER, guild_id=GUILD, channel_id=CHANNEL)
         options = ImagineOptions(prompt=prompt, model=TINY_KLEIN_MODEL_ID, seed=5, count=1)
         await core.service.imagine(options, origin, ends)
-        ended = await asyncio.wait_for(ends.done, 120)
+        ended = await ends.end(120)
         assert isinstance(ended, Completed), ended
         with Image.open(io.BytesIO(ended.result.grid.data)) as image:
             return [pixels(cell) for cell in grid_cells(image.convert("RGB"), 1)]
