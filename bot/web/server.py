@@ -21,7 +21,9 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +80,9 @@ STATIC_FILES = {
     "favicon.svg": "image/svg+xml",
 }
 _NEXT = re.compile(r"/g/\d{1,20}")
+#: How long a session read from the store is trusted: a sign-out here ends it at once; a /privacy delete within this.
+SESSION_CACHE_S = 15.0
+SESSION_CACHE_SIZE = 10_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -149,6 +154,7 @@ class GalleryServer:
         self._static_etags = {name: f'"{hashlib.sha256(data).hexdigest()[:16]}"' for name, data in self._static.items()}
         self._thumbnailer = background_executor(2, "latentcord-thumbnails")
         self._thumbnails: dict[Path, asyncio.Future[None]] = {}
+        self._sessions: dict[str, tuple[WebSession, float]] = {}  # token hash: the session, when it was read
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._home)
         app.router.add_get("/login", self._login)
@@ -215,8 +221,29 @@ class GalleryServer:
     # -- sign-in ---------------------------------------------------------------------------------
 
     async def _session(self, request: web.Request) -> WebSession | None:
+        """The request's session: read from the store, then kept for ``SESSION_CACHE_S`` (a page's 48 thumbnails
+        ask once), never past its end."""
         token = self._signer.unsign(request.cookies.get(SESSION_COOKIE))
-        return None if token is None else await self._store.web_session(token_hash(token))
+        if token is None:
+            return None
+        key = token_hash(token)
+        now = time.monotonic()
+        cached = self._sessions.get(key)
+        if cached is not None and now - cached[1] < SESSION_CACHE_S and cached[0].expires_at > time.time():
+            return cached[0]
+        session = await self._store.web_session(key)
+        if session is None:
+            self._sessions.pop(key, None)
+            return None
+        if len(self._sessions) >= SESSION_CACHE_SIZE:
+            self._sessions.clear()
+        self._sessions[key] = (session, now)
+        return session
+
+    async def _end_session(self, token: str) -> None:
+        key = token_hash(token)
+        self._sessions.pop(key, None)
+        await self._store.end_web_session(key)
 
     async def _home(self, request: web.Request) -> web.Response:
         session = await self._session(request)
@@ -270,7 +297,7 @@ class GalleryServer:
             return self._message(502, "Sign-in failed", str(failed), sign_in=True)
         previous = self._signer.unsign(request.cookies.get(SESSION_COOKIE))
         if previous is not None:
-            await self._store.end_web_session(token_hash(previous))
+            await self._end_session(previous)
         token = new_token()
         await self._store.start_web_session(
             token_hash(token),
@@ -295,7 +322,7 @@ class GalleryServer:
             )
         token = self._signer.unsign(request.cookies.get(SESSION_COOKIE))
         assert token is not None
-        await self._store.end_web_session(token_hash(token))
+        await self._end_session(token)
         response = _redirect("/")
         self._cookies.clear(response, SESSION_COOKIE)
         return response
@@ -350,8 +377,8 @@ class GalleryServer:
 
     # -- images ------------------------------------------------------------------------------------
 
-    async def _shown_image(self, request: web.Request) -> tuple[Path, int] | None:
-        """The file of the image a URL names, with its index, if this member may see it; None otherwise."""
+    async def _shown_result(self, request: web.Request) -> tuple[ShownResult[Recipe], int] | None:
+        """The result and image index a URL names, if this member may see that image; None otherwise."""
         session = await self._session(request)
         guild_id = int(request.match_info["guild_id"])
         if session is None or self._guild_name(session, guild_id) is None:
@@ -360,8 +387,7 @@ class GalleryServer:
         index = int(request.match_info["n"]) - 1
         if result is None or index not in result.shown:
             return None
-        path = await self._image_file(result, index)
-        return None if path is None else (path, index)
+        return result, index
 
     async def _image_file(self, result: ShownResult[Recipe], index: int) -> Path | None:
         """The file of image ``index`` of a shown job, inside IMAGES_DIR; a posted grid's images are cut from it
@@ -377,23 +403,55 @@ class GalleryServer:
         if index >= len(paths):
             return None
         path = Path(paths[index])
-        return path if path.is_file() and path.resolve().is_relative_to(self._images_dir) else None
+        return path if path.is_file() and self._inside(path) else None
+
+    def _inside(self, path: Path) -> bool:
+        return path.resolve().is_relative_to(self._images_dir)
 
     async def _image(self, request: web.Request) -> web.StreamResponse:
-        found = await self._shown_image(request)
-        if found is None:
+        found = await self._shown_result(request)
+        path = None if found is None else await self._image_file(*found)
+        if path is None:
             raise web.HTTPNotFound()
-        return web.FileResponse(found[0], headers={"Cache-Control": IMAGE_CACHE_CONTROL, "Content-Type": "image/png"})
+        return web.FileResponse(path, headers={"Cache-Control": IMAGE_CACHE_CONTROL, "Content-Type": "image/png"})
 
     async def _thumbnail(self, request: web.Request) -> web.StreamResponse:
-        found = await self._shown_image(request)
+        found = await self._shown_result(request)
         if found is None:
             raise web.HTTPNotFound()
-        image, index = found
-        target = thumbnail_path(image, index)
-        if not target.is_file():
+        result, index = found
+        # 1. Made already (as the result was posted, or by an earlier view): one trip to the disk.
+        paths = result.job.image_paths
+        kept = None
+        if index < len(paths):
+            kept = await asyncio.to_thread(self._read_thumbnail, thumbnail_path(Path(paths[index]), index))
+        # 2. Else made now from the image, once.
+        if kept is None:
+            image = await self._image_file(result, index)
+            if image is None:
+                raise web.HTTPNotFound()
+            target = thumbnail_path(image, index)
             await self._make_thumbnail(image, target)
-        return web.FileResponse(target, headers={"Cache-Control": IMAGE_CACHE_CONTROL, "Content-Type": "image/webp"})
+            kept = await asyncio.to_thread(self._read_thumbnail, target)
+            if kept is None:
+                raise web.HTTPNotFound()
+        data, etag = kept
+        headers = {"Cache-Control": IMAGE_CACHE_CONTROL, "ETag": etag}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=data, headers={**headers, "Content-Type": "image/webp"})
+
+    def _read_thumbnail(self, path: Path) -> tuple[bytes, str] | None:
+        """A thumbnail's bytes and an ETag from its size and time; None when it is not there (yet) or lies outside
+        IMAGES_DIR."""
+        if not self._inside(path):
+            return None
+        try:
+            with path.open("rb") as file:
+                facts = os.fstat(file.fileno())
+                return file.read(), f'"{facts.st_mtime_ns:x}-{facts.st_size:x}"'
+        except FileNotFoundError:
+            return None
 
     async def _make_thumbnail(self, image: Path, target: Path) -> None:
         """Make a thumbnail once, off the event loop; requests for it meanwhile wait for the same work."""
