@@ -2,9 +2,9 @@
 
 * ``/gallery`` (ephemeral) answers with the link to this server's web gallery (``bot.web``), or says
   that the bot's owner has not turned it on; in a direct message, the link to the member's galleries.
-* A message deleted in Discord (by a moderator's client, a bulk delete, or with its channel) that held
-  a result deletes that result, as its Delete button would: the gallery no longer shows it, and the
-  member's picture it started from goes once nothing else needs it.
+* A message deleted in Discord (by anyone's client, or in a moderator's bulk delete) that held a result,
+  and every result of a channel or thread that is deleted, is deleted as its Delete button would delete it:
+  the gallery no longer shows it, and the member's picture it started from goes once nothing needs it.
 """
 
 from __future__ import annotations
@@ -75,10 +75,24 @@ class Gallery(commands.Cog):
         if payload.guild_id is not None:
             await self._deleted(sorted(payload.message_ids))
 
+    @commands.Cog.listener("on_guild_channel_delete")
+    async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
+        await self._channel_deleted(channel.id)
+
+    @commands.Cog.listener("on_raw_thread_delete")
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        await self._channel_deleted(payload.thread_id)
+
     async def _deleted(self, message_ids: list[int]) -> None:
         deleted = await self.bot.service.results_message_deleted(message_ids)
         if deleted:
             log.info("results deleted in Discord: jobs %s", deleted)
+
+    async def _channel_deleted(self, channel_id: int) -> None:
+        """Discord sends no message delete for the messages of a deleted channel: its results go with it."""
+        deleted = await self.bot.service.results_channel_deleted(channel_id)
+        if deleted:
+            log.info("results deleted with their channel %s: jobs %s", channel_id, deleted)
 
 
 async def setup(bot: LatentcordBot) -> None:

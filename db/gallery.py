@@ -205,6 +205,21 @@ class GalleryQueries(StoreAccess, Generic[R]):
 
         return await self._write(body)
 
+    async def results_channel_deleted(self, channel_id: int) -> list[int]:
+        """The channel (or thread) ``channel_id`` was deleted, and every message in it: the results it held are
+        deleted. Their job ids."""
+
+        def body(conn: sqlite3.Connection, now: float) -> list[int]:
+            rows = _fetchall(
+                conn,
+                "UPDATE jobs SET result_deleted_at = ? WHERE channel_id = ? AND status = 'done' "
+                "AND result_message_id IS NOT NULL AND result_deleted_at IS NULL RETURNING id",
+                (now, channel_id),
+            )
+            return [int(row["id"]) for row in rows]
+
+        return await self._write(body)
+
     # ------------------------------------------------------------------ sign-in sessions
 
     async def start_web_session(

@@ -413,3 +413,32 @@ def test_the_gallery_benchmark_runs_and_prints_its_figures() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "page of 48 thumbnails, first load (thumbnails made):" in done.stdout
     assert re.search(r"later loads over 1 runs: min \d+ ms, median \d+ ms, max \d+ ms", done.stdout)
+
+
+async def test_results_leave_the_gallery_when_discord_deletes_them_in_bulk_or_with_their_channel(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser
+) -> None:
+    _, core = bot
+    art = fake_discord.add_text_channel(world.guild, "art")
+    kept_grid, kept = await posted(fake_discord, world, core, prompt="a kept harbour")
+    first_grid, first = await posted(fake_discord, world, core, prompt="a purged harbour")
+    second_grid, second = await posted(fake_discord, world, core, prompt="another purged harbour")
+    _, in_art = await posted(fake_discord, world, core, prompt="a harbour in a deleted channel", channel=art)
+    await sign_in(fake_discord, browser, world.member)
+    base = f"/g/{world.guild.id}"
+    assert cards_of((await browser.text(base))[1]) == [in_art, second, first, kept]
+
+    fake_discord.bulk_delete_messages([first_grid, second_grid])
+    fake_discord.delete_channel(art)
+
+    async def deleted(job_id: int) -> bool:
+        job = await core.service.job(job_id)
+        return job is not None and job.result_deleted_at is not None
+
+    async with asyncio.timeout(30):
+        while not all([await deleted(first), await deleted(second), await deleted(in_art)]):
+            await asyncio.sleep(0.05)
+    assert not await deleted(kept) and not kept_grid.deleted
+    assert cards_of((await browser.text(base))[1]) == [kept]
+    for job_id in (first, second, in_art):
+        assert (await browser.get(f"{base}/images/{job_id}/1.png")).status == 404

@@ -281,12 +281,18 @@ class JobLifecycle:
     async def results_message_deleted(self, message_ids: list[int]) -> list[int]:
         """Messages were deleted in Discord (by anyone, or with their channel): the results they held are deleted,
         as a Delete would; the ids of those jobs."""
-        deleted = await self.store.results_message_deleted(message_ids)
-        for job_id in deleted:
+        return await self._results_gone(await self.store.results_message_deleted(message_ids))
+
+    async def results_channel_deleted(self, channel_id: int) -> list[int]:
+        """A channel or thread was deleted with its messages: the results it held are deleted; their job ids."""
+        return await self._results_gone(await self.store.results_channel_deleted(channel_id))
+
+    async def _results_gone(self, job_ids: list[int]) -> list[int]:
+        for job_id in job_ids:
             job = await self.store.get_job(job_id)
             if job is not None:
                 await self.let_go_of_pictures(job.recipe)
-        return deleted
+        return job_ids
 
     async def image_files(self, job: Job) -> tuple[Path, ...]:
         """A finished job's image files, each cut from its grid first if it is not written yet.

@@ -700,6 +700,9 @@ class GenerationService:
     async def results_message_deleted(self, message_ids: list[int]) -> list[int]:
         return await self.jobs.results_message_deleted(message_ids)
 
+    async def results_channel_deleted(self, channel_id: int) -> list[int]:
+        return await self.jobs.results_channel_deleted(channel_id)
+
     async def image_files(self, job: Job) -> tuple[Path, ...]:
         return await self.jobs.image_files(job)
 

@@ -278,6 +278,20 @@ class MessageStore:
             self._announce("MESSAGE_DELETE", self._world.channels[message.channel_id], payload)
         self._feed.notify()
 
+    def bulk_delete_messages(self, messages: list[StoredMessage]) -> None:
+        """A moderator's purge: the messages of one channel deleted at once, announced as one MESSAGE_DELETE_BULK."""
+        channel_ids = {message.channel_id for message in messages}
+        if len(channel_ids) != 1:
+            raise ValueError("a bulk delete takes the messages of one channel")
+        for message in messages:
+            message.deleted = True
+        channel = self._world.channels[channel_ids.pop()]
+        payload: dict[str, Any] = {"ids": [str(message.id) for message in messages], "channel_id": str(channel.id)}
+        if channel.guild_id is not None:
+            payload["guild_id"] = str(channel.guild_id)
+        self._announce("MESSAGE_DELETE_BULK", channel, payload)
+        self._feed.notify()
+
     def message_payload(self, message: StoredMessage) -> dict[str, Any]:
         referenced = None
         if message.message_reference:

@@ -140,6 +140,7 @@ class FakeDiscord:
         self.create_message = store.create_message
         self.edit_message = store.edit_message
         self.delete_message = store.delete_message
+        self.bulk_delete_messages = store.bulk_delete_messages
         self.message_payload = store.message_payload
         self.post_user_message = store.post_user_message
         self.channel_messages = store.channel_messages
