@@ -284,13 +284,6 @@ class ShardedLatentcordBot(LatentcordBot, commands.AutoShardedBot):
     discord.py connects to ``DEFAULT_GATEWAY`` (DISCORD_GATEWAY_URL) rather than asking again.
     """
 
-    async def on_message(self, message: discord.Message, /) -> None:
-        """Messages arrive only for the gallery to see deletes; the bot has no prefix commands to run on them."""
-
-    def guild_names(self) -> dict[int, str]:
-        """The servers the bot is in now, by id: the web gallery shows only theirs."""
-        return {guild.id: guild.name for guild in self.guilds}
-
     def gateway_connected(self) -> bool:
         """Every shard's connection open: one shard's READY or resume must not hide another that is still down."""
         return not self.is_closed() and self.is_ready() and not any(shard.is_closed() for shard in self.shards.values())
