@@ -129,7 +129,7 @@ async def main(runs: int, side: int) -> None:
             images_dir=images_dir,
             host="127.0.0.1",
             port=port,
-            secure_cookies=False,
+            public_url=f"http://127.0.0.1:{port}",
         )
         await server.start()
         try:

@@ -442,3 +442,19 @@ async def test_results_leave_the_gallery_when_discord_deletes_them_in_bulk_or_wi
     assert cards_of((await browser.text(base))[1]) == [kept]
     for job_id in (first, second, in_art):
         assert (await browser.get(f"{base}/images/{job_id}/1.png")).status == 404
+
+
+async def test_a_sign_in_started_under_another_name_of_the_server_moves_to_the_public_address_first(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser
+) -> None:
+    port = urlsplit(browser.base).port
+    elsewhere = await browser.http.get(f"http://localhost:{port}/login?next=/g/{world.guild.id}", allow_redirects=False)
+    assert elsewhere.status == 302
+    assert elsewhere.headers["Location"] == f"{browser.base}/login?next=%2Fg%2F{world.guild.id}&moved=1"
+    assert STATE_COOKIE not in elsewhere.cookies  # no state left where Discord's redirect cannot bring it back
+    fake_discord.oauth.sign_in(world.member)
+    landed = await browser.get(elsewhere.headers["Location"].removeprefix(browser.base))
+    assert landed.status == 200 and str(landed.url) == f"{browser.base}/g/{world.guild.id}"
+    # Once moved, never again (a proxy that rewrites the Host header must not loop).
+    again = await browser.http.get(f"http://localhost:{port}/login?moved=1", allow_redirects=False)
+    assert urlsplit(again.headers["Location"]).path == "/oauth2/authorize"

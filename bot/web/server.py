@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -118,7 +118,7 @@ def gallery_server(
         images_dir=settings.images_dir,
         host=settings.web_host,
         port=settings.web_port,
-        secure_cookies=settings.gallery_url.startswith("https://"),
+        public_url=settings.gallery_url,
     )
 
 
@@ -136,7 +136,7 @@ class GalleryServer:
         images_dir: Path,
         host: str,
         port: int,
-        secure_cookies: bool,
+        public_url: str,
     ) -> None:
         self._store = store
         self._service = service
@@ -146,7 +146,8 @@ class GalleryServer:
         self._images_dir = images_dir.resolve()
         self._host = host
         self._port = port
-        self._cookies = CookiePolicy(secure=secure_cookies)
+        self._public_url = public_url
+        self._cookies = CookiePolicy(secure=public_url.startswith("https://"))
         self._templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
         )
@@ -260,6 +261,11 @@ class GalleryServer:
         after = request.query.get("next", "/")
         if not _NEXT.fullmatch(after):
             after = "/"
+        # Discord sends the browser back to WEB_PUBLIC_URL: a sign-in started under another name of this server
+        # (127.0.0.1 for localhost) would set its cookies where the callback cannot read them. Move it there first,
+        # once (a proxy that rewrites the Host header must not make this a loop).
+        if request.host != urlsplit(self._public_url).netloc and "moved" not in request.query:
+            return _redirect(f"{self._public_url}/login?{urlencode({'next': after, 'moved': '1'})}")
         state = new_token()
         response = _redirect(self._oauth.authorize_url(state))
         self._cookies.set(response, STATE_COOKIE, self._signer.sign(f"{state}|{after}"), max_age=STATE_TTL_S)
