@@ -112,7 +112,7 @@ class LatentcordBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         if self.settings.metrics_port is not None:  # first: /healthz answers (503) while the rest starts
-            self.metrics = metrics_server(
+            metrics = metrics_server(
                 settings=self.settings,
                 port=self.settings.metrics_port,
                 service=self.service,
@@ -121,14 +121,15 @@ class LatentcordBot(commands.Bot):
                 gateway_connected=self.gateway_connected,
                 loop_lag=self.loop_lag.figures,
             )
-            await self.metrics.start()
+            await metrics.start()
+            self.metrics = metrics
         await self.worker.start()  # a no-op when the composition root started it already
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands_if_changed()
         if self.settings.web_port is not None:
             assert self.application_id is not None
-            self.gallery = gallery_server(
+            gallery = gallery_server(
                 settings=self.settings,
                 store=self.store,
                 service=self.service,
@@ -136,7 +137,8 @@ class LatentcordBot(commands.Bot):
                 client_id=str(self.application_id),  # a bot's application id is its OAuth2 client id
                 bot_guilds=self.guild_names,
             )
-            await self.gallery.start()
+            await gallery.start()  # a port it cannot take stops start-up with a sentence, having cleaned up
+            self.gallery = gallery
         resumed = await self.service.resume()
         if resumed:
             log.info("requeued %d unfinished jobs: %s", len(resumed), resumed)

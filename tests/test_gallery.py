@@ -458,3 +458,36 @@ async def test_a_sign_in_started_under_another_name_of_the_server_moves_to_the_p
     # Once moved, never again (a proxy that rewrites the Host header must not loop).
     again = await browser.http.get(f"http://localhost:{port}/login?moved=1", allow_redirects=False)
     assert urlsplit(again.headers["Location"]).path == "/oauth2/authorize"
+
+
+async def test_python_m_bot_with_a_taken_web_port_stops_with_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, model_cache_dir
+) -> None:
+    import socket
+
+    from tests.fakediscord.fixtures import serving_fake_discord
+    from tests.test_startup import assert_one_sentence, bot_env, run_bot_process
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with serving_fake_discord(monkeypatch) as fake:
+            env = bot_env(
+                tmp_path,
+                model_cache_dir,
+                DISCORD_TOKEN="fake-bot-token",
+                DISCORD_API_URL=fake.api_base,
+                DISCORD_GATEWAY_URL=fake.gateway_url,
+                LOG_LEVEL="WARNING",
+                WEB_PORT=str(port),
+                DISCORD_CLIENT_SECRET="the-client-s3cret",
+            )
+            returncode, stderr = await run_bot_process(tmp_path, env)
+    assert_one_sentence(
+        returncode,
+        stderr,
+        f"error: cannot serve the gallery on 127.0.0.1:{port} (Address already in use); choose another WEB_PORT, "
+        "or leave it unset to turn the gallery off.",
+    )
+    assert "the-client-s3cret" not in stderr

@@ -7,6 +7,7 @@ model names and workers' names, so they are for the machine's own scraper unless
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,7 @@ class MetricsServer:
         except OSError as error:
             await self._runner.cleanup()
             raise MetricsPortUnavailable(
-                f"cannot serve metrics on {self._host}:{self._port} ({error.strerror or error}); "
+                f"cannot serve metrics on {self._host}:{self._port} ({why_not_listening(error)}); "
                 "choose another METRICS_PORT, or leave it unset to turn metrics off."
             ) from None
         log.info("metrics on http://%s:%d/metrics, health on /healthz", self._host, self._port)
@@ -85,3 +86,8 @@ class MetricsServer:
         if verdict.healthy:
             return web.Response(text="ok\n")
         return web.Response(status=503, text="\n".join(verdict.problems) + "\n")
+
+
+def why_not_listening(error: OSError) -> str:
+    """Why a port could not be taken, as the OS says it ("Address already in use")."""
+    return os.strerror(error.errno) if error.errno else str(error)

@@ -33,6 +33,7 @@ import jinja2
 from aiohttp import web
 
 from bot.images.thumbnails import make_thumbnail, thumbnail_path
+from bot.observability.server import why_not_listening
 from bot.runtime.threads import background_executor
 from bot.web import views
 from bot.web.oauth import DiscordOAuth, SignInFailed
@@ -179,7 +180,7 @@ class GalleryServer:
         except OSError as error:
             await self.stop()
             raise WebPortUnavailable(
-                f"cannot serve the gallery on {self._host}:{self._port} ({error.strerror or error}); "
+                f"cannot serve the gallery on {self._host}:{self._port} ({why_not_listening(error)}); "
                 "choose another WEB_PORT, or leave it unset to turn the gallery off."
             ) from None
         log.info("the web gallery is on http://%s:%d/", self._host, self._port)

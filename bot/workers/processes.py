@@ -135,7 +135,12 @@ class ProcessTransport:
             child.inbox.close()  # the child finishes what it holds, then exits
         self._tasks.cancel()
         for child in list(self._children.values()):
-            await asyncio.to_thread(child.process.join, STOP_GRACE_S)
+            # join can return as the child exits, before the OS reports it gone: look again until the grace ends.
+            deadline = time.monotonic() + STOP_GRACE_S
+            while child.process.is_alive() and (left := deadline - time.monotonic()) > 0:
+                await asyncio.to_thread(child.process.join, left)
+                if child.process.is_alive():
+                    await asyncio.sleep(0.02)
             if child.process.is_alive():
                 log.warning("worker %s did not stop in %.0f s; terminating it", child.config.worker_id, STOP_GRACE_S)
                 child.process.terminate()
