@@ -100,6 +100,9 @@ async def test_each_job_metric_moves_as_the_jobs_it_counts_happen(
         # 2. A prompt the filter refuses: refused for the prompt, nothing admitted.
         refused = await imagine(fake_discord, world, prompt="a nud3 woman on a beach")
         assert (await refused.wait_for_response(timeout=30)).ephemeral
+        # An option that does not parse, refused before admission: counted once, as invalid.
+        unparsed = await imagine(fake_discord, world, prompt="a fox --ar 4:3")
+        assert (await unparsed.wait_for_response(timeout=30)).ephemeral
         after_two = await scrape(metered)
         # 3. One job runs while another waits behind it, and the waiting one is cancelled.
         running = await imagine(fake_discord, world, steps=100, user=world.moderator)
@@ -120,6 +123,7 @@ async def test_each_job_metric_moves_as_the_jobs_it_counts_happen(
 
     assert moved(start, after_two, "latentcord_jobs_admitted_total", model=model) == 1
     assert moved(start, after_two, "latentcord_jobs_refused_total", reason="prompt") == 1
+    assert moved(start, after_two, "latentcord_jobs_refused_total", reason="invalid") == 1
     assert moved(start, after_two, "latentcord_jobs_finished_total", model=model) == 1
     assert moved(start, after_two, "latentcord_images_generated_total", model=model) == 4
     assert moved(start, after_two, "latentcord_job_wait_seconds_count", model=model) == 1
@@ -141,8 +145,9 @@ async def test_each_job_metric_moves_as_the_jobs_it_counts_happen(
     assert moved(start, end, "latentcord_credits_refunded_total") == cancelled_job.cost > 0
     assert moved(start, end, "latentcord_images_generated_total", model=model) == 8
     assert moved(start, end, "latentcord_job_wait_seconds_count", model=model) == 2
-    for reason in ("quota", "queue_full", "storage", "model", "invalid"):
+    for reason in ("quota", "queue_full", "storage", "model"):
         assert moved(start, end, "latentcord_jobs_refused_total", reason=reason) == 0
+    assert moved(start, end, "latentcord_jobs_refused_total", reason="invalid") == 1
     assert moved(start, end, "latentcord_delivery_retries_total") == 0
     assert moved(start, end, "latentcord_workers_lost_total") == 0
     assert ("latentcord_queue_depth", (("model", model),)) not in end  # nothing waits any more

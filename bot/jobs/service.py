@@ -25,12 +25,14 @@ result, without touching the job's path: an observer that raises is logged and s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from bot.errors import (
     DomainError,
@@ -118,6 +120,32 @@ STORAGE_BUSY = "The bot cannot record new jobs at the moment; nothing was charge
 
 P = ParamSpec("P")
 T = TypeVar("T")
+#: Set while a request is on its way to admission, so a refusal is counted once, by the outermost entry point
+#: (``/imagine`` checks its options, then ``submit`` checks the recipe: either may refuse, never both).
+_admitting: ContextVar[bool] = ContextVar("latentcord_admitting", default=False)
+
+
+def _counts_refusals(
+    method: Callable[Concatenate[GenerationService, P], Awaitable[T]],
+) -> Callable[Concatenate[GenerationService, P], Awaitable[T]]:
+    """Observers hear ``Refused`` for a request refused anywhere on its way in: its options (``--ar 4:3``), the
+    picture it names, or admission itself; once, however the entry points call each other."""
+
+    @functools.wraps(method)
+    async def counted(service: GenerationService, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if _admitting.get():
+            return await method(service, *args, **kwargs)
+        token = _admitting.set(True)
+        try:
+            return await method(service, *args, **kwargs)
+        except (DomainError, ModelError) as refusal:
+            service.jobs.observe(Refused(refusal_reason(refusal)))
+            raise
+        finally:
+            _admitting.reset(token)
+
+    return counted
+
 
 # What front ends name with the service: the events its listeners get, and who asks.
 __all__ = ["Completed", "GenerationService", "JobResult", "Origin", "ServiceEvent"]
@@ -172,6 +200,7 @@ class GenerationService:
 
     # -- admission ---------------------------------------------------------------------
 
+    @_counts_refusals
     async def imagine(
         self,
         options: ImagineOptions,
@@ -318,6 +347,7 @@ class GenerationService:
                     f"{family_label(preset.family)} model."
                 )
 
+    @_counts_refusals
     async def expand(self, options: ImagineOptions, origin: Origin) -> list[ImagineOptions]:
         """The jobs one ``/imagine`` makes: each ``{a, b}`` permutation of its prompt, ``--repeat`` times each.
 
@@ -371,6 +401,7 @@ class GenerationService:
 
     # -- edits by instruction (bot.jobs.editing) -----------------------------------------------
 
+    @_counts_refusals
     async def edit_pictures(
         self,
         instruction: str,
@@ -431,6 +462,7 @@ class GenerationService:
         )
         return await self._submit_holding(recipe, origin, listener, held=(edited.path, *guides.held))
 
+    @_counts_refusals
     async def edit_image(
         self, job_id: int, index: int, instruction: str, origin: Origin, listener: ServiceListener | None = None
     ) -> SubmittedJob:
@@ -445,6 +477,7 @@ class GenerationService:
         )
         return await self.submit(recipe, origin, listener)
 
+    @_counts_refusals
     async def reroll(
         self, job_id: int, origin: Origin, listener: ServiceListener | None = None, *, prompt: str | None = None
     ) -> SubmittedJob:
@@ -457,6 +490,7 @@ class GenerationService:
             )
         return await self.submit(self._remixed(recipe.as_reroll(parent.id), prompt), origin, listener)
 
+    @_counts_refusals
     async def variation(
         self,
         job_id: int,
@@ -473,6 +507,7 @@ class GenerationService:
         recipe = parent.recipe.as_variation(parent.id, index, strength=strength)
         return await self.submit(self._remixed(recipe, prompt), origin, listener)
 
+    @_counts_refusals
     async def edit(
         self,
         job_id: int,
@@ -497,6 +532,7 @@ class GenerationService:
         edited = recipe.as_edit(parent.id, index, kind, mask, (width, height))
         return await self.submit(self._remixed(edited, prompt), origin, listener)
 
+    @_counts_refusals
     async def upscale(
         self,
         job_id: int,
@@ -519,6 +555,7 @@ class GenerationService:
         upscaled = recipe.as_upscale(parent.id, index, strength=plan.strength, upscaler=plan.upscaler)
         return await self.submit(upscaled, origin, listener)
 
+    @_counts_refusals
     async def upscale_picture(
         self,
         picture: bytes,
@@ -551,6 +588,7 @@ class GenerationService:
         )
         return await self._submit_holding(upscaled, origin, listener, held=(kept,))
 
+    @_counts_refusals
     async def describe(self, picture: bytes, origin: Origin, listener: ServiceListener | None = None) -> SubmittedJob:
         """/describe: four prompts for ``picture`` from the captioner, as a job of its own (``DESCRIBE_COST``)."""
         image = await asyncio.to_thread(bounded, await asyncio.to_thread(read_upload, picture))
@@ -558,6 +596,7 @@ class GenerationService:
         recipe = describe_recipe(self.settings.captioner, str(kept), (image.width, image.height))
         return await self._submit_holding(recipe, origin, listener, held=(str(kept),))
 
+    @_counts_refusals
     async def imagine_described(
         self, job_id: int, index: int, origin: Origin, listener: ServiceListener | None = None
     ) -> SubmittedJob:
@@ -571,6 +610,7 @@ class GenerationService:
             raise JobNotFound(f"Job {job_id} has no prompt {index + 1}.")
         return await self.imagine(ImagineOptions(prompt=job.texts[index]), origin, listener)
 
+    @_counts_refusals
     async def submit(
         self,
         recipe: Recipe,
@@ -583,13 +623,10 @@ class GenerationService:
 
         ``notices`` are sentences the member is told with the accepted job (a default left out); the
         job's ``waiting`` says when no worker is online to start it. Every kind of job passes here, so
-        observers hear each verdict here, once: ``Admitted``, or ``Refused`` with the reason.
+        observers hear ``Admitted`` here; a refusal (here or on the way here) is ``Refused``, once, from
+        ``_counts_refusals``.
         """
-        try:
-            submitted = await self._admit(recipe, origin, listener, notices=notices)
-        except (DomainError, ModelError) as refusal:
-            self.jobs.observe(Refused(refusal_reason(refusal)))
-            raise
+        submitted = await self._admit(recipe, origin, listener, notices=notices)  # refusals: _counts_refusals
         self.jobs.observe(Admitted(submitted.job_id, recipe.model, recipe.count, submitted.cost))
         return submitted
 
