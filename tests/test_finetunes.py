@@ -261,6 +261,20 @@ async def test_a_lora_and_an_embedding_saved_as_f8_e8m0_are_added_and_the_lora_r
     assert grid.attachments and "LoRA: scaled 1" in grid.content
 
 
+async def test_a_name_a_style_has_is_refused_before_the_file_is_downloaded(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes
+) -> None:
+    the_bot, _ = bot
+    await the_bot.moderation.add_style(
+        world.guild.id, "Watercolour", "{prompt}, watercolour", "", actor_id=world.moderator.user.id
+    )
+    downloaded = len(fake_discord.message_store.attachment_downloads)
+    refused = await add(fake_discord, world, "lora", "watercolour", lora_file, "ink.safetensors")
+    assert refused.content == "This server already has a style named `watercolour`."
+    assert len(fake_discord.message_store.attachment_downloads) == downloaded
+    assert not list(the_bot.settings.finetunes_dir.glob("**/*.safetensors"))
+
+
 async def test_the_same_name_twice_a_weight_out_of_range_and_an_unknown_tag_are_refused(
     fake_discord: FakeDiscord, world: GuildSetup, bot, lora_file: bytes
 ) -> None:

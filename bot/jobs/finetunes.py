@@ -103,9 +103,10 @@ class FineTuneLibrary:
         limit = self._settings.lora_max_mb
         if size > limit * 1024 * 1024:
             raise InvalidRequest(f"That file is {size / 1024 / 1024:.0f} MB; fine-tunes may be at most {limit} MB.")
-        existing = {item.name.casefold(): item for item in await self._store.fine_tunes(guild_id)}
-        if name.casefold() in existing:
-            raise InvalidRequest(f"This server already has a {existing[name.casefold()].kind} named `{name}`.")
+        try:  # one namespace with the guild's styles and moodboards too: refused before the download
+            await self._store.ensure_name_free(guild_id, name)
+        except StoreInputError as taken:
+            raise InvalidRequest(str(taken)) from None
         # 2. The bytes: written aside, hashed, and only the header read, off the event loop.
         data = await read()
         folder = self._settings.finetunes_dir

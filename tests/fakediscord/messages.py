@@ -70,6 +70,7 @@ class MessageStore:
         self._base_url = base_url
         self.messages: dict[int, StoredMessage] = {}
         self.attachments: dict[int, StoredAttachment] = {}
+        self.attachment_downloads: list[int] = []  # the ids of attachments fetched from the CDN, in order
 
     # -- attachments ---------------------------------------------------------------------------------
 
@@ -135,6 +136,7 @@ class MessageStore:
         attachment = self.attachments.get(int(request.match_info["attachment_id"]))
         if attachment is None:
             return web.Response(status=404)
+        self.attachment_downloads.append(attachment.id)
         return web.Response(body=attachment.data, headers={"Content-Type": attachment.content_type})
 
     # -- messages (used by the REST handlers and by tests) ---------------------------------------
