@@ -28,11 +28,11 @@ _SHOWN = (
     "AND j.nsfw_allowed = 0 AND j.kind <> 'describe' "
     "AND json_array_length(j.withheld) < json_array_length(j.seeds)"
 )
-#: An upscale is shown under the grid it came from while that grid is shown; on its own otherwise.
+#: An upscale is shown under the grid it came from while that grid is shown; on its own otherwise (an upscale of
+#: an upscale, Upscale (Subtle) or (Creative), is a card of its own).
 _CARD = (
-    "(j.kind <> 'upscale' OR NOT EXISTS (SELECT 1 FROM jobs AS p WHERE p.id = j.parent_job_id AND "
-    + _SHOWN.replace("j.", "p.")
-    + "))"
+    "(j.kind <> 'upscale' OR NOT EXISTS (SELECT 1 FROM jobs AS p WHERE p.id = j.parent_job_id "
+    "AND p.kind <> 'upscale' AND " + _SHOWN.replace("j.", "p.") + "))"
 )
 _WORD = re.compile(r"\w+")
 #: Longest search the gallery reads: more words than this are left out.
@@ -46,6 +46,7 @@ class ShownResult(Generic[R]):
     job: JobRecord[R]
     stars: int
     shown: tuple[int, ...]  # the indices (from 0) of its images that were not withheld
+    kind: str  # as jobs.kind has it ("imagine", "upscale" ...)
     parent_job_id: int | None  # the grid an upscale came from
 
 
@@ -125,13 +126,14 @@ class GalleryQueries(StoreAccess, Generic[R]):
             )
             cards = self._shown(conn, rows[:limit])
             upscales: dict[int, list[ShownResult[R]]] = {}
-            if cards:
-                marks = ", ".join(f":p{n}" for n in range(len(cards)))
+            grids = [card for card in cards if card.kind != "upscale"]
+            if grids:
+                marks = ", ".join(f":p{n}" for n in range(len(grids)))
                 children = _fetchall(
                     conn,
                     f"{JOB_SELECT} WHERE {_SHOWN} AND j.kind = 'upscale' AND j.parent_job_id IN ({marks}) "
                     "ORDER BY j.id",
-                    {"guild": guild_id, **{f"p{n}": card.job.id for n, card in enumerate(cards)}},
+                    {"guild": guild_id, **{f"p{n}": card.job.id for n, card in enumerate(grids)}},
                 )
                 for child in self._shown(conn, children):
                     assert child.parent_job_id is not None
@@ -169,7 +171,7 @@ class GalleryQueries(StoreAccess, Generic[R]):
             else {}
         )
         return [
-            ShownResult(job, stars.get(job.id, 0), _shown_images(row), row["parent_job_id"])
+            ShownResult(job, stars.get(job.id, 0), _shown_images(row), str(row["kind"]), row["parent_job_id"])
             for job, row in zip(jobs, rows, strict=True)
         ]
 

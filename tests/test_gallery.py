@@ -491,3 +491,30 @@ async def test_python_m_bot_with_a_taken_web_port_stops_with_one_sentence(
         "or leave it unset to turn the gallery off.",
     )
     assert "the-client-s3cret" not in stderr
+
+
+async def test_a_grid_shows_its_upscales_and_an_upscale_of_an_upscale_is_a_card_of_its_own(
+    fake_discord: FakeDiscord, world: GuildSetup, bot, browser: Browser
+) -> None:
+    from tests.discord_bot_helpers import press_and_wait
+
+    _, core = bot
+    grid, grid_job = await posted(fake_discord, world, core, prompt="a windmill at noon")
+    upscaled = await press_and_wait(fake_discord, grid, "U2", world)
+    again = await press_and_wait(fake_discord, upscaled, "Upscale (Subtle)", world)
+    upscale_job, again_job = job_id_of(upscaled), job_id_of(again)
+
+    async def delivered(job_id: int) -> bool:
+        job = await core.service.job(job_id)
+        return job is not None and job.delivery == "delivered"
+
+    async with asyncio.timeout(60):
+        while not (await delivered(upscale_job) and await delivered(again_job)):
+            await asyncio.sleep(0.05)
+    await sign_in(fake_discord, browser, world.member)
+    page = (await browser.text(f"/g/{world.guild.id}"))[1]
+    assert cards_of(page) == [again_job, grid_job]
+    grid_card = page[page.index(f'id="job-{grid_job}"') :]
+    assert f"/thumbs/{upscale_job}/1.webp" in grid_card and "Upscale U2 of job" in grid_card
+    assert (await browser.get(f"/g/{world.guild.id}/thumbs/{upscale_job}/1.webp")).status == 200
+    assert (await browser.get(f"/g/{world.guild.id}/images/{again_job}/1.png")).status == 200
