@@ -136,6 +136,7 @@ class LatentcordBot(commands.Bot):
                 api_base=discord.http.Route.BASE,
                 client_id=str(self.application_id),  # a bot's application id is its OAuth2 client id
                 bot_guilds=self.guild_names,
+                is_member=self.is_member,
             )
             await gallery.start()  # a port it cannot take stops start-up with a sentence, having cleaned up
             self.gallery = gallery
@@ -151,6 +152,21 @@ class LatentcordBot(commands.Bot):
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Messages arrive only for the gallery to see deletes; the bot has no prefix commands to run on them."""
+
+    async def is_member(self, guild_id: int, user_id: int) -> bool | None:
+        """Whether ``user_id`` is in the server ``guild_id`` now, as Discord says (one REST call: the bot has no
+        member list); None when Discord could not be asked."""
+        guild = self.get_guild(guild_id)
+        if guild is None:
+            return False
+        try:
+            await guild.fetch_member(user_id)
+        except discord.NotFound:
+            return False
+        except discord.HTTPException:
+            log.info("could not ask Discord whether %s is in %s", user_id, guild_id, exc_info=True)
+            return None
+        return True
 
     def guild_names(self) -> dict[int, str]:
         """The servers the bot is in now, by id: the web gallery shows only theirs."""

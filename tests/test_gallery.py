@@ -518,3 +518,24 @@ async def test_a_grid_shows_its_upscales_and_an_upscale_of_an_upscale_is_a_card_
     assert f"/thumbs/{upscale_job}/1.webp" in grid_card and "Upscale U2 of job" in grid_card
     assert (await browser.get(f"/g/{world.guild.id}/thumbs/{upscale_job}/1.webp")).status == 200
     assert (await browser.get(f"/g/{world.guild.id}/images/{again_job}/1.png")).status == 200
+
+
+async def test_a_member_who_leaves_the_server_loses_its_gallery_and_one_who_joins_gains_it(
+    fake_discord: FakeDiscord, world: GuildSetup, other_world: GuildSetup, bot, browser: Browser, monkeypatch
+) -> None:
+    _, core = bot
+    _, job = await posted(fake_discord, world, core, prompt="a lantern festival")
+    monkeypatch.setattr(gallery_module, "MEMBERSHIP_CACHE_S", 0.0)  # ask Discord on every page
+    # 1. Signed in as a member of the other server, who then joins this one: its gallery opens, no new sign-in.
+    newcomer = other_world.member
+    await sign_in(fake_discord, browser, newcomer)
+    assert (await browser.get(f"/g/{world.guild.id}")).status == 403
+    fake_discord.add_member(world.guild, newcomer.user)
+    status, html = await browser.text(f"/g/{world.guild.id}")
+    assert status == 200 and cards_of(html) == [job]
+    # 2. They leave (or are kicked): the gallery and its images are gone for them at once.
+    fake_discord.remove_member(world.guild.members[newcomer.user.id])
+    status, html = await browser.text(f"/g/{world.guild.id}")
+    assert status == 403 and "a lantern festival" not in html
+    assert (await browser.get(f"/g/{world.guild.id}/thumbs/{job}/1.webp")).status == 404
+    assert "Latentcord Test Server" not in (await browser.text("/"))[1]

@@ -84,6 +84,8 @@ _NEXT = re.compile(r"/g/\d{1,20}")
 #: How long a session read from the store is trusted: a sign-out here ends it at once; a /privacy delete within this.
 SESSION_CACHE_S = 15.0
 SESSION_CACHE_SIZE = 10_000
+#: How long Discord's answer to "is this member in that server" is kept (one question per member and server).
+MEMBERSHIP_CACHE_S = 300.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -100,9 +102,11 @@ def gallery_server(
     api_base: str,
     client_id: str,
     bot_guilds: Callable[[], Mapping[int, str]],
+    is_member: Callable[[int, int], Awaitable[bool | None]] | None = None,
 ) -> GalleryServer:
     """The gallery of ``settings`` (WEB_PORT set, and so DISCORD_CLIENT_SECRET): ``bot_guilds`` names the bot's
-    servers now, by id; ``api_base`` is the Discord API the bot talks to."""
+    servers now, by id; ``is_member(guild, user)`` asks Discord whether a user is in a server (None: it could not
+    say); ``api_base`` is the Discord API the bot talks to."""
     assert settings.web_port is not None and settings.discord_client_secret and settings.gallery_url
     oauth = DiscordOAuth(
         api_base=api_base,
@@ -120,6 +124,7 @@ def gallery_server(
         host=settings.web_host,
         port=settings.web_port,
         public_url=settings.gallery_url,
+        is_member=is_member,
     )
 
 
@@ -138,6 +143,7 @@ class GalleryServer:
         host: str,
         port: int,
         public_url: str,
+        is_member: Callable[[int, int], Awaitable[bool | None]] | None = None,
     ) -> None:
         self._store = store
         self._service = service
@@ -157,6 +163,8 @@ class GalleryServer:
         self._thumbnailer = background_executor(2, "latentcord-thumbnails")
         self._thumbnails: dict[Path, asyncio.Future[None]] = {}
         self._sessions: dict[str, tuple[WebSession, float]] = {}  # token hash: the session, when it was read
+        self._is_member = is_member
+        self._memberships: dict[tuple[int, int], tuple[bool, float]] = {}  # (guild, user): answer, when
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._home)
         app.router.add_get("/login", self._login)
@@ -251,9 +259,10 @@ class GalleryServer:
         session = await self._session(request)
         if session is None:
             return self._render("signin.html", title="Sign in")
-        bot_guilds = self._bot_guilds()
+        candidates = sorted(session.guild_ids & set(self._bot_guilds()))
+        names = await asyncio.gather(*(self._guild_name(session, guild_id) for guild_id in candidates))
         shared = sorted(
-            ((guild_id, bot_guilds[guild_id]) for guild_id in session.guild_ids if guild_id in bot_guilds),
+            ((guild_id, name) for guild_id, name in zip(candidates, names, strict=True) if name is not None),
             key=lambda guild: guild[1].casefold(),
         )
         return self._render("home.html", title="Galleries", session=session, guilds=shared)
@@ -336,23 +345,41 @@ class GalleryServer:
 
     # -- a server's gallery ----------------------------------------------------------------------
 
-    def _guild_name(self, session: WebSession, guild_id: int) -> str | None:
-        """The server's name when this member may see its gallery: they were in it at sign-in, the bot is now."""
-        if guild_id not in session.guild_ids:
+    async def _guild_name(self, session: WebSession, guild_id: int) -> str | None:
+        """The server's name when this member may see its gallery: the bot is in it, and so are they.
+
+        Whether they are is asked of Discord (``is_member``, kept ``MEMBERSHIP_CACHE_S``), so a member who left or
+        was removed loses the gallery within minutes, not at the end of their session; when Discord cannot say,
+        the servers they were in at sign-in decide.
+        """
+        name = self._bot_guilds().get(guild_id)
+        if name is None:
             return None
-        return self._bot_guilds().get(guild_id)
+        if self._is_member is None:
+            return name if guild_id in session.guild_ids else None
+        key = (guild_id, session.user_id)
+        now = time.monotonic()
+        known = self._memberships.get(key)
+        if known is None or now - known[1] >= MEMBERSHIP_CACHE_S:
+            answer = await self._is_member(guild_id, session.user_id)
+            if answer is None:  # Discord could not say: what it said at sign-in
+                return name if guild_id in session.guild_ids else None
+            if len(self._memberships) >= SESSION_CACHE_SIZE:
+                self._memberships.clear()
+            known = self._memberships[key] = (answer, now)
+        return name if known[0] else None
 
     async def _gallery(self, request: web.Request) -> web.Response:
         guild_id = int(request.match_info["guild_id"])
         session = await self._session(request)
         if session is None:
             return _redirect(f"/login?next={quote(f'/g/{guild_id}')}")
-        guild_name = self._guild_name(session, guild_id)
+        guild_name = await self._guild_name(session, guild_id)
         if guild_name is None:
             return self._message(
                 403,
                 "Not your server",
-                "This gallery is for members of a server the bot is in; you were not in it when you signed in.",
+                "This gallery is for members of a server the bot is in, and Discord says you are not one of them.",
             )
         try:
             filters = _filters(request.query)
@@ -388,7 +415,7 @@ class GalleryServer:
         """The result and image index a URL names, if this member may see that image; None otherwise."""
         session = await self._session(request)
         guild_id = int(request.match_info["guild_id"])
-        if session is None or self._guild_name(session, guild_id) is None:
+        if session is None or await self._guild_name(session, guild_id) is None:
             return None
         result = await self._store.gallery_job(guild_id, int(request.match_info["job_id"]))
         index = int(request.match_info["n"]) - 1

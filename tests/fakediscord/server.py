@@ -129,6 +129,7 @@ class FakeDiscord:
         self.update_channel = world.update_channel
         self.delete_channel = world.delete_channel
         self.add_member = world.add_member
+        self.remove_member = world.remove_member
         self.set_member_roles = world.set_member_roles
         self.dm_channel = world.dm_channel
         self.add_standard_guild = world.add_standard_guild

@@ -189,6 +189,15 @@ class World:
         )
         return member
 
+    def remove_member(self, member: FakeMember) -> None:
+        """The member leaves (or is kicked from) their guild."""
+        self.guilds[member.guild_id].members.pop(member.id, None)
+        self._gateway.broadcast(
+            "GUILD_MEMBER_REMOVE",
+            {"guild_id": str(member.guild_id), "user": member.user.to_payload()},
+            intent=INTENT_GUILD_MEMBERS,
+        )
+
     def set_member_roles(self, member: FakeMember, roles: Iterable[FakeRole]) -> None:
         member.roles = [r.id for r in roles]
         self._gateway.broadcast(
