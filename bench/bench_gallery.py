@@ -66,7 +66,15 @@ async def fill(store: Store[Recipe], images_dir: Path, side: int) -> None:
             scheduler="FlowMatchEulerDiscreteScheduler",
         )
         job = await store.admit_job(
-            NewJob(recipe=recipe, guild_id=GUILD, channel_id=CHANNEL, user_id=MEMBER, cost=4, member_name="bench"),
+            NewJob(
+                recipe=recipe,
+                guild_id=GUILD,
+                channel_id=CHANNEL,
+                user_id=MEMBER,
+                cost=4,
+                age_restricted=False,
+                member_name="bench",
+            ),
             limit=None,
         )
         paths = [image_path(images_dir, job.id, index) for index in range(IMAGES)]

@@ -65,6 +65,19 @@ class Gallery(commands.Cog):
         )
         await reply_ephemeral(interaction, text)
 
+    @commands.Cog.listener("on_ready")
+    async def on_ready(self) -> None:
+        """Jobs from before the gallery recorded where they were made: their channels, as Discord has them now."""
+        channels: dict[int, bool] = {}
+        for guild in self.bot.guilds:
+            for channel in (*guild.channels, *guild.threads):
+                is_nsfw = getattr(channel, "is_nsfw", None)
+                if callable(is_nsfw):
+                    channels[channel.id] = bool(is_nsfw())
+        learned = await self.bot.service.learn_age_restricted(channels)
+        if learned:
+            log.info("learned where %d older jobs were made (age-restricted or not) for the gallery", learned)
+
     @commands.Cog.listener("on_raw_message_delete")
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         if payload.guild_id is not None:

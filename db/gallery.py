@@ -222,6 +222,24 @@ class GalleryQueries(StoreAccess, Generic[R]):
 
         return await self._write(body)
 
+    async def learn_age_restricted(self, channels: dict[int, bool]) -> int:
+        """Whether each of ``channels`` (id: age-restricted) is, for the jobs made before schema 16 whose channel's
+        was not known; how many jobs that told. A job of a channel not given stays unknown, and unshown."""
+        if not channels:
+            return 0
+        mapping = json.dumps({str(channel): int(restricted) for channel, restricted in channels.items()})
+
+        def body(conn: sqlite3.Connection, now: float) -> int:
+            cursor = conn.execute(
+                "UPDATE jobs SET age_restricted = (SELECT value FROM json_each(:map) WHERE key = "
+                "CAST(jobs.channel_id AS TEXT)) WHERE age_restricted IS NULL AND channel_id IS NOT NULL "
+                "AND CAST(channel_id AS TEXT) IN (SELECT key FROM json_each(:map))",
+                {"map": mapping},
+            )
+            return cursor.rowcount
+
+        return await self._write(body)
+
     # ------------------------------------------------------------------ sign-in sessions
 
     async def start_web_session(

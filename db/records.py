@@ -217,8 +217,9 @@ class NewJob(Generic[R]):
     user_id: int
     cost: int
     nsfw_allowed: bool = False
-    #: Asked for in an age-restricted channel (or a thread of one): no gallery shows it.
-    age_restricted: bool = False
+    #: Asked for in an age-restricted channel (or a thread of one): no gallery shows it. None: not known (a job made
+    #: before schema 16 in a channel the bot has not seen since, or one admitted without saying), not shown either.
+    age_restricted: bool | None = None
     #: The requester's display name when they asked (the gallery's "made by"); "" where none is known.
     member_name: str = ""
 

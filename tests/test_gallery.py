@@ -539,3 +539,45 @@ async def test_a_member_who_leaves_the_server_loses_its_gallery_and_one_who_join
     assert status == 403 and "a lantern festival" not in html
     assert (await browser.get(f"/g/{world.guild.id}/thumbs/{job}/1.webp")).status == 404
     assert "Latentcord Test Server" not in (await browser.text("/"))[1]
+
+
+async def test_jobs_from_before_the_gallery_show_once_their_channel_is_known_never_from_age_restricted_ones(
+    tmp_path,
+) -> None:
+    import json
+    import sqlite3
+
+    from bot.jobs.recipe import Recipe
+    from db.schema import apply_migrations, load_migrations
+    from db.store import Store
+
+    guild, plain, adult, allowed = 10, 21, 22, 23
+    # 1. A database of schema 15 (the release before the gallery) holding three delivered results.
+    path = tmp_path / "bot.sqlite3"
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    apply_migrations(conn, tuple(m for m in load_migrations() if m.version <= 15))
+    for job_id, channel, nsfw_allowed in ((1, plain, 0), (2, adult, 0), (3, allowed, 1)):
+        conn.execute(
+            "INSERT INTO jobs (id, kind, guild_id, channel_id, user_id, prompt, model, width, height, steps, "
+            "guidance, seeds, cost, status, created_at, finished_at, image_paths, nsfw_allowed, delivery, "
+            "result_message_id) VALUES (?, 'imagine', ?, ?, 5, ?, 'builtin:tiny', 64, 64, 3, 7, ?, 4, 'done', 1, 2, "
+            "'[]', ?, 'delivered', ?)",
+            (job_id, guild, channel, f"an old castle {job_id}", json.dumps([1, 2, 3, 4]), nsfw_allowed, 100 + job_id),
+        )
+    conn.close()
+
+    # 2. Migrated: where NSFW was allowed, age-restricted; the rest unknown, and none of it shown yet.
+    store = await Store.open(path, recipe=Recipe)
+    try:
+        assert [(await store.get_job(n)).age_restricted for n in (1, 2, 3)] == [None, None, True]
+        assert (await store.gallery_page(guild)).cards == ()
+        assert await store.gallery_page(guild, search="castle") == await store.gallery_page(guild)
+        # 3. The bot sees the channels as they are (the cog does it at READY): the plain channel's result shows.
+        assert await store.learn_age_restricted({plain: False, adult: True, allowed: True, 99: False}) == 2
+        page = await store.gallery_page(guild)
+        assert [card.job.id for card in page.cards] == [1]
+        assert [card.job.id for card in (await store.gallery_page(guild, search="castle")).cards] == [1]
+        assert await store.learn_age_restricted({adult: False}) == 0  # known once, never flipped back to shown
+        assert (await store.gallery_job(guild, 2)) is None
+    finally:
+        await store.close()

@@ -161,7 +161,9 @@ class ResultWriter:
         with Image.open(io.BytesIO(grid.data)) as opened:
             cells = grid_cells(opened.convert("RGB"), len(paths))
         recipe = job.recipe
-        thumbnails = self._thumbnails and job.guild_id is not None and not (job.age_restricted or job.nsfw_allowed)
+        thumbnails = (
+            self._thumbnails and job.guild_id is not None and job.age_restricted is False and not job.nsfw_allowed
+        )
         for index in missing:
             own = recipe.with_seeds((recipe.seeds[index],))
             encoded = encode_image(cells[index], infotext(own), stem=str(index + 1), limit_bytes=None)

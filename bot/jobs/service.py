@@ -740,6 +740,11 @@ class GenerationService:
     async def results_channel_deleted(self, channel_id: int) -> list[int]:
         return await self.jobs.results_channel_deleted(channel_id)
 
+    async def learn_age_restricted(self, channels: dict[int, bool]) -> int:
+        """Which channels are age-restricted (id: whether), for jobs made before the gallery knew: a gallery shows
+        none of those jobs until their channel is known, and never one of an age-restricted channel."""
+        return await self.store.learn_age_restricted(channels)
+
     async def image_files(self, job: Job) -> tuple[Path, ...]:
         return await self.jobs.image_files(job)
 

@@ -1,7 +1,8 @@
 -- Schema version 16: the web gallery (bot/web/).
 --   jobs.age_restricted   whether it was asked for in an age-restricted channel (or a thread of one): a gallery
---                         never shows such a job, whatever the server's NSFW mode. Jobs from before this version
---                         are taken to be age-restricted where NSFW was allowed for them (all that is known).
+--                         never shows such a job, whatever the server's NSFW mode. NULL: not known, so not shown.
+--                         Jobs from before this version are age-restricted where NSFW was allowed for them, and
+--                         otherwise unknown until the bot sees their channel (Store.learn_age_restricted).
 --   jobs.member_name      the requester's display name when they asked, for the gallery's "made by" and its
 --                         member filter (the bot has no member list); cleared when they delete their data.
 --   jobs_prompt_search    SQLite FTS5 over jobs.prompt (an external-content index kept by the triggers below), for
@@ -9,8 +10,9 @@
 --   web_sessions          who is signed in to the gallery: the SHA-256 of the cookie's token (the token itself is
 --                         never stored), the Discord user, the ids of the servers they were in when they signed
 --                         in, the token their forms carry (CSRF), and when the session ends.
-ALTER TABLE jobs ADD COLUMN age_restricted INTEGER NOT NULL DEFAULT 0 CHECK (age_restricted IN (0, 1));
-UPDATE jobs SET age_restricted = nsfw_allowed;
+ALTER TABLE jobs ADD COLUMN age_restricted INTEGER CHECK (age_restricted IN (0, 1));
+UPDATE jobs SET age_restricted = 1 WHERE nsfw_allowed = 1;
+CREATE INDEX jobs_age_unknown ON jobs (channel_id) WHERE age_restricted IS NULL;
 ALTER TABLE jobs ADD COLUMN member_name TEXT NOT NULL DEFAULT '';
 CREATE INDEX jobs_gallery ON jobs (guild_id, id) WHERE status = 'done' AND delivery = 'delivered';
 CREATE VIRTUAL TABLE jobs_prompt_search USING fts5 (
