@@ -28,8 +28,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class MetricsPortUnavailable(Exception):
-    """METRICS_PORT cannot be listened on (taken, or not allowed); the message says which and what to do."""
+class PortUnavailable(Exception):
+    """A port of the bot's (METRICS_PORT, WEB_PORT) cannot be listened on; the message says which and what to do."""
+
+
+async def listen(runner: web.AppRunner, host: str, port: int, *, serving: str, setting: str) -> None:
+    """Serve ``runner`` on ``host:port``; ``PortUnavailable`` (the runner cleaned up) when the OS refuses it."""
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        await runner.cleanup()
+        raise PortUnavailable(
+            f"cannot serve {serving} on {host}:{port} ({why_not_listening(error)}); "
+            f"choose another {setting}, or leave it unset to turn {serving} off."
+        ) from None
 
 
 def metrics_server(
@@ -63,15 +76,7 @@ class MetricsServer:
         self._runner = web.AppRunner(app, access_log=None)
 
     async def start(self) -> None:
-        await self._runner.setup()
-        try:
-            await web.TCPSite(self._runner, self._host, self._port).start()
-        except OSError as error:
-            await self._runner.cleanup()
-            raise MetricsPortUnavailable(
-                f"cannot serve metrics on {self._host}:{self._port} ({why_not_listening(error)}); "
-                "choose another METRICS_PORT, or leave it unset to turn metrics off."
-            ) from None
+        await listen(self._runner, self._host, self._port, serving="metrics", setting="METRICS_PORT")
         log.info("metrics on http://%s:%d/metrics, health on /healthz", self._host, self._port)
 
     async def stop(self) -> None:

@@ -28,11 +28,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from bot.errors import USER_FACING_ERRORS, DiscordLoginFailed
-from bot.observability.server import MetricsPortUnavailable
+from bot.observability.server import PortUnavailable
 from bot.runtime.core import Core, open_core
 from bot.runtime.worker import refused_by_licence
 from bot.settings import Settings, SettingsError
-from bot.web.server import WebPortUnavailable
 from bot.workers.streams import BrokerUnreachable, redacted
 from db.errors import StoreError
 
@@ -85,8 +84,7 @@ _REPORTED: tuple[type[Exception], ...] = (
     StoreError,
     DiscordLoginFailed,
     BrokerUnreachable,
-    MetricsPortUnavailable,
-    WebPortUnavailable,
+    PortUnavailable,
     *USER_FACING_ERRORS,
 )
 

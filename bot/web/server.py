@@ -33,7 +33,7 @@ import jinja2
 from aiohttp import web
 
 from bot.images.thumbnails import make_thumbnail, thumbnail_path
-from bot.observability.server import why_not_listening
+from bot.observability.server import PortUnavailable, listen
 from bot.runtime.threads import background_executor
 from bot.web import views
 from bot.web.oauth import DiscordOAuth, SignInFailed
@@ -88,10 +88,6 @@ SESSION_CACHE_SIZE = 10_000
 MEMBERSHIP_CACHE_S = 300.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class WebPortUnavailable(Exception):
-    """WEB_PORT cannot be listened on; the message says which and what to do."""
 
 
 def gallery_server(
@@ -182,15 +178,12 @@ class GalleryServer:
 
     async def start(self) -> None:
         await self._oauth.start()
-        await self._runner.setup()
         try:
-            await web.TCPSite(self._runner, self._host, self._port).start()
-        except OSError as error:
-            await self.stop()
-            raise WebPortUnavailable(
-                f"cannot serve the gallery on {self._host}:{self._port} ({why_not_listening(error)}); "
-                "choose another WEB_PORT, or leave it unset to turn the gallery off."
-            ) from None
+            await listen(self._runner, self._host, self._port, serving="the gallery", setting="WEB_PORT")
+        except PortUnavailable:
+            await self._oauth.stop()
+            self._thumbnailer.shutdown(wait=False)
+            raise
         log.info("the web gallery is on http://%s:%d/", self._host, self._port)
 
     async def stop(self) -> None:
@@ -538,4 +531,4 @@ def _filters(query: Mapping[str, str]) -> views.Filters:
     )
 
 
-__all__ = ["CARDS_PER_PAGE", "MAX_SEARCH_WORDS", "GalleryServer", "WebPortUnavailable", "gallery_server"]
+__all__ = ["CARDS_PER_PAGE", "MAX_SEARCH_WORDS", "GalleryServer", "gallery_server"]
