@@ -20,6 +20,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.app import send_ephemeral
+from cogs._shared.confirm import choice_button
 from cogs._shared.moderators import post_to_modlog
 from cogs._shared.replies import reply_ephemeral
 
@@ -53,10 +54,11 @@ class PrivacyButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lc-privacy:(?P<user>[0-9]+):(?P<choice>yes|no)"
 ):
     def __init__(self, user_id: int, choice: str) -> None:
-        label, style = (
-            ("Yes, delete", discord.ButtonStyle.danger) if choice == "yes" else ("No", discord.ButtonStyle.secondary)
+        super().__init__(
+            choice_button(
+                f"lc-privacy:{user_id}:{choice}", choice, yes="Yes, delete", yes_style=discord.ButtonStyle.danger
+            )
         )
-        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"lc-privacy:{user_id}:{choice}"))
         self.user_id, self.choice = user_id, choice
 
     @classmethod

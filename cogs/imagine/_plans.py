@@ -16,6 +16,7 @@ import discord
 from bot.app import send_ephemeral
 from bot.errors import USER_FACING_ERRORS
 from bot.jobs.messages import fit_content
+from cogs._shared.confirm import choice_button
 
 if TYPE_CHECKING:
     from bot.app import LatentcordBot
@@ -101,10 +102,9 @@ class PlanButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lc-plan:(?P<token>[0-9a-f]+):(?P<choice>yes|no)"
 ):
     def __init__(self, token: str, choice: str) -> None:
-        label, style = (
-            ("Yes", discord.ButtonStyle.success) if choice == "yes" else ("No", discord.ButtonStyle.secondary)
+        super().__init__(
+            choice_button(f"lc-plan:{token}:{choice}", choice, yes="Yes", yes_style=discord.ButtonStyle.success)
         )
-        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"lc-plan:{token}:{choice}"))
         self.token, self.choice = token, choice
 
     @classmethod
