@@ -11,8 +11,11 @@ The fixtures (``settings``) and helpers come from ``tests/discord_bot_helpers.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import aiohttp
 import pytest
@@ -77,6 +80,23 @@ async def until_health(settings: Settings, status: int, timeout: float = 120) ->
             return answers[-1][1]
         await asyncio.sleep(0.1)
     raise AssertionError(f"/healthz never answered {status}; last: {answers[-1:]}")
+
+
+@contextlib.contextmanager
+def gateway_refusing(fake: FakeDiscord) -> Iterator[Any]:
+    """The fake's gateway, closing every session that tries to start or resume until the block ends."""
+    gateway = fake.gateway
+    handle_op = gateway._handle_op
+
+    async def refuse(connection, session, op, data):  # type: ignore[no-untyped-def]
+        await connection.close(4000, b"the test keeps the gateway down")
+        return None
+
+    gateway._handle_op = refuse  # type: ignore[method-assign]
+    try:
+        yield gateway
+    finally:
+        gateway._handle_op = handle_op  # type: ignore[method-assign]
 
 
 async def test_each_job_metric_moves_as_the_jobs_it_counts_happen(
@@ -196,20 +216,10 @@ async def test_healthz_is_200_while_connected_with_a_worker_and_503_when_either_
         assert await until_health(metered, 200) == "ok\n"
 
         # 1. The gateway drops, and the fake refuses every new session for a while: 503 until it is back.
-        gateway = fake_discord.gateway
-        handle_op = gateway._handle_op
-
-        async def refuse(connection, session, op, data):  # type: ignore[no-untyped-def]
-            await connection.close(4000, b"the test keeps the gateway down")
-            return None
-
-        gateway._handle_op = refuse  # type: ignore[method-assign]
-        try:
+        with gateway_refusing(fake_discord) as gateway:
             await gateway.close_all(code=4000)
             body = await until_health(metered, 503)
             assert "The Discord gateway is not connected." in body and "worker" not in body
-        finally:
-            gateway._handle_op = handle_op  # type: ignore[method-assign]
         await until_health(metered, 200, timeout=300)  # discord.py reconnects by its own backoff
 
         # 2. The workers stop: no worker is ready or starting.
@@ -292,19 +302,9 @@ async def test_healthz_of_a_sharded_bot_is_503_while_one_shard_is_down(
         bot = await build_bot(sharded, "fake-bot-token", core)
         async with running_client(bot, fake_discord, token="fake-bot-token", ready_timeout=120):
             await until_health(sharded, 200)
-            gateway = fake_discord.gateway
-            handle_op = gateway._handle_op
-
-            async def refuse(connection, session, op, data):  # type: ignore[no-untyped-def]
-                await connection.close(4000, b"the test keeps the shard down")
-                return None
-
-            gateway._handle_op = refuse  # type: ignore[method-assign]
-            try:
+            with gateway_refusing(fake_discord) as gateway:
                 dropped = gateway.sharded()[1].connection
                 assert dropped is not None
                 await dropped.close(code=4000)
                 assert "The Discord gateway is not connected." in await until_health(sharded, 503)
-            finally:
-                gateway._handle_op = handle_op  # type: ignore[method-assign]
             await until_health(sharded, 200, timeout=300)
