@@ -107,6 +107,7 @@ from models.presets import declared_preset
 from models.sizes import size_multiple
 
 if TYPE_CHECKING:
+    from bot.policy.nsfw import NsfwDecision
     from bot.settings import Settings
     from db.store import Store
     from models.types import ModelPreset
@@ -739,6 +740,10 @@ class GenerationService:
 
     async def results_channel_deleted(self, channel_id: int) -> list[int]:
         return await self.jobs.results_channel_deleted(channel_id)
+
+    async def nsfw_decision(self, origin: Origin) -> NsfwDecision:
+        """What this channel's NSFW policy allows: the one decision admission makes, for what /help says too."""
+        return await self._admission.nsfw_decision(origin)
 
     async def learn_age_restricted(self, channels: dict[int, bool]) -> int:
         """Which channels are age-restricted (id: whether), for jobs made before the gallery knew: a gallery shows

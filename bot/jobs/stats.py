@@ -17,7 +17,7 @@ from statistics import fmean
 from typing import TYPE_CHECKING
 
 from bot.jobs.outcomes import Completed, ObservedEvent
-from bot.policy.nsfw import NsfwMode, decide
+from bot.policy.nsfw import NsfwMode
 from db.stats import GuildStats, QueueCounts, Ranked, StarredResult
 
 if TYPE_CHECKING:
@@ -155,12 +155,10 @@ class JobStats:
         models = await self._service.enabled_models(origin.guild_id)
         styles = await self._service.styles(origin.guild_id)
         loras = await self._service.fine_tunes(origin.guild_id, "lora")
-        if origin.guild_id is None:
-            mode = None
-            decision = decide(NsfwMode.BLOCK, channel_age_restricted=False, is_dm=True)
-        else:
-            mode = NsfwMode((await self._store.guild_settings(origin.guild_id)).nsfw_mode)
-            decision = decide(mode, channel_age_restricted=origin.channel_age_restricted, is_dm=False)
+        decision = await self._service.nsfw_decision(origin)
+        mode = (
+            None if origin.guild_id is None else NsfwMode((await self._store.guild_settings(origin.guild_id)).nsfw_mode)
+        )
         return ServerFacts(
             models=tuple(models),
             styles=tuple(style.name for style in styles),
